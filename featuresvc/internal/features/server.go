@@ -1,0 +1,77 @@
+// Package features serves the synthetic world's features over gRPC.
+package features
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	"github.com/adrank/adrank/ml/world"
+)
+
+// MaxAds is the largest batch GetFeatures accepts.
+const MaxAds = 1000
+
+// Server implements FeatureService over a world.
+type Server struct {
+	featuresv1.UnimplementedFeatureServiceServer
+	w *world.World
+}
+
+// NewServer serves w.
+func NewServer(w *world.World) *Server { return &Server{w: w} }
+
+// GetFeatures implements FeatureService. Unknown users and ads are served
+// with their features absent.
+func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesRequest) (*featuresv1.GetFeaturesResponse, error) {
+	if n := len(req.GetAdIds()); n > MaxAds {
+		return nil, status.Errorf(codes.InvalidArgument, "ad_ids: %d ads, at most %d", n, MaxAds)
+	}
+	c, err := Context(req.GetContext())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	u, userKnown := s.w.User(req.GetUserId())
+	if !userKnown {
+		u = nil
+	}
+	shared := world.ContextFeatures(c)
+	for k, v := range world.UserFeatures(u) {
+		shared[k] = v
+	}
+	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, Ads: make([]*featuresv1.AdFeatures, len(req.GetAdIds()))}
+	for i, id := range req.GetAdIds() {
+		a, ok := s.w.Ad(id)
+		af := &featuresv1.AdFeatures{AdId: id, Known: ok}
+		if ok {
+			af.Features = world.AdFeatures(u, a, c)
+		}
+		resp.Ads[i] = af
+	}
+	return resp, nil
+}
+
+// Context converts the request context.
+func Context(pc *featuresv1.RequestContext) (world.Context, error) {
+	var c world.Context
+	if pc == nil {
+		return c, nil
+	}
+	if ts := pc.GetTimestamp(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return c, fmt.Errorf("context.timestamp: %w", err)
+		}
+		c.Time = ts.AsTime()
+	}
+	switch pc.GetDevice() {
+	case "", "mobile", "desktop", "tablet":
+		c.Device = pc.GetDevice()
+	default:
+		return c, fmt.Errorf("context.device: unknown device %q", pc.GetDevice())
+	}
+	c.Country, c.Query = pc.GetCountry(), pc.GetQuery()
+	return c, nil
+}

@@ -1,0 +1,109 @@
+// Command gateway is adrank's REST edge: it finds the router through Consul
+// (or --router-addr) and serves /v1/rank, /v1/domains, /healthz and
+// /openapi.json.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/adrank/adrank/gateway/internal/gateway"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/service"
+)
+
+type options struct {
+	service.Flags
+	routerAddr string
+	timeout    time.Duration
+	maxBody    int64
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("gateway", flag.ExitOnError)
+	o.Register(fs, "127.0.0.1:8080")
+	fs.StringVar(&o.routerAddr, "router-addr", "", "router gRPC address; empty: discover adrank-router in Consul")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each REST call")
+	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest request body in bytes; larger ones get 413")
+	_ = fs.Parse(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	log := o.Logger("gateway")
+	g, gctx := errgroup.WithContext(ctx)
+	res := discovery.NewResolver()
+	target := discovery.Target(consulx.RouterService)
+	if o.routerAddr != "" {
+		res.Update(consulx.RouterService, []string{o.routerAddr})
+	} else {
+		client, err := consulx.NewClient(o.ConsulAddr)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			discovery.WatchService(gctx, client, log, consulx.RouterService, func(insts []discovery.Instance) {
+				var addrs []string
+				for _, in := range insts {
+					if in.Healthy {
+						addrs = append(addrs, in.Addr)
+					}
+				}
+				res.Update(consulx.RouterService, addrs)
+			})
+			return nil
+		})
+	}
+	cc, err := grpc.NewClient(target, grpcx.ClientOptions(grpc.WithResolvers(res))...)
+	if err != nil {
+		return fmt.Errorf("dial router: %w", err)
+	}
+	defer cc.Close()
+	h, err := gateway.NewHandler(gctx, cc, gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	g.Go(func() error {
+		log.Info("serving REST", "addr", lis.Addr().String())
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down: draining", "grace", o.Grace.String())
+		sctx, cancel := context.WithTimeout(context.Background(), o.Grace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("grace period over; closing", "error", err)
+			return srv.Close()
+		}
+		return nil
+	})
+	return g.Wait()
+}

@@ -1,0 +1,96 @@
+// Package gateway is the REST edge: grpc-gateway in front of the router,
+// plus /healthz and the OpenAPI document.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/gen/openapi"
+	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/logging"
+)
+
+// OpenAPIPath serves the OpenAPI (Swagger 2.0) document.
+const OpenAPIPath = "/openapi.json"
+
+// Options shape the handler.
+type Options struct {
+	// Timeout is the deadline of every call to the router.
+	Timeout time.Duration
+	// MaxBody is the largest request body accepted; larger ones get 413.
+	MaxBody int64
+	Log     *slog.Logger
+}
+
+// NewHandler serves the REST API over the router connection cc.
+func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handler, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithHealthzEndpoint(healthpb.NewHealthClient(cc)),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			if strings.EqualFold(h, grpcx.RequestIDHeader) {
+				return grpcx.RequestIDHeader, true
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+	)
+	if err := routerv1.RegisterRouterServiceHandlerClient(ctx, mux, routerv1.NewRouterServiceClient(cc)); err != nil {
+		return nil, fmt.Errorf("register gateway: %w", err)
+	}
+	if err := mux.HandlePath(http.MethodGet, OpenAPIPath, func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	}); err != nil {
+		return nil, err
+	}
+	return limits(mux, o), nil
+}
+
+// limits bounds the body size and the time of each request, and logs it.
+func limits(next http.Handler, o Options) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if r.ContentLength > o.MaxBody {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			fmt.Fprintf(w, `{"code":3,"message":"request body of %d bytes is over the limit of %d bytes","details":[]}`+"\n", r.ContentLength, o.MaxBody)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, o.MaxBody)
+		id := r.Header.Get(grpcx.RequestIDHeader)
+		if id == "" {
+			id = logging.NewRequestID()
+			r.Header.Set(grpcx.RequestIDHeader, id)
+		}
+		ctx, cancel := context.WithTimeout(logging.WithRequestID(r.Context(), id), o.Timeout)
+		defer cancel()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		o.Log.LogAttrs(ctx, slog.LevelDebug, "http", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", rec.code), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}

@@ -1,0 +1,91 @@
+// Package model loads ranking model files and scores feature vectors. It has
+// no service dependencies: the ranker, offline scoring and later batch,
+// streaming and edge deployments share it.
+package model
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+)
+
+// Model scores one feature vector. x has one entry per name in Features();
+// NaN marks a missing value. Implementations are immutable and safe for
+// concurrent use.
+type Model interface {
+	Format() string
+	Features() []string
+	Predict(x []float64) float64
+}
+
+// File is a loaded model file.
+type File struct {
+	Model
+	Path   string
+	SHA256 string // hex sha256 of the file's bytes
+}
+
+// ErrUnsupported is returned for a file whose format is not recognised.
+var ErrUnsupported = errors.New("unsupported model format")
+
+// Load reads, detects, parses and validates a model file.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read model: %w", err)
+	}
+	m, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	sum := sha256.Sum256(data)
+	return &File{Model: m, Path: path, SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// Parse detects the format of data and parses it.
+func Parse(data []byte) (Model, error) {
+	var probe struct {
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("%w: not a JSON model file: %v", ErrUnsupported, err)
+	}
+	switch probe.Format {
+	case FormatLogReg:
+		return parseLogReg(data)
+	case "":
+		return nil, fmt.Errorf("%w: no \"format\" field", ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrUnsupported, probe.Format)
+	}
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func checkNames(names []string) error {
+	if len(names) == 0 {
+		return errors.New("model declares no features")
+	}
+	seen := make(map[string]bool, len(names))
+	for i, n := range names {
+		if n == "" {
+			return fmt.Errorf("feature %d has an empty name", i)
+		}
+		if seen[n] {
+			return fmt.Errorf("feature %q is declared twice", n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -1,0 +1,173 @@
+// Package consultest starts a real Consul dev agent on free ports for tests.
+package consultest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Agent is a running dev agent.
+type Agent struct {
+	Addr    string // HTTP API host:port
+	Client  *api.Client
+	cmd     *exec.Cmd
+	args    []string
+	bin     string
+	out     *syncBuffer
+	stopped bool
+}
+
+// Binary finds the consul binary: $CONSUL_BIN, then PATH, then bin/consul at
+// the repository root (the directory holding go.work above the working
+// directory).
+func Binary() (string, error) {
+	if b := os.Getenv("CONSUL_BIN"); b != "" {
+		return b, nil
+	}
+	if b, err := exec.LookPath("consul"); err == nil {
+		return b, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			b := filepath.Join(dir, "bin", "consul")
+			if _, err := os.Stat(b); err != nil {
+				return "", fmt.Errorf("no consul on PATH and %s is missing: run `make consul`", b)
+			}
+			return b, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no consul on PATH and no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreePorts returns n distinct free TCP ports on loopback.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Start starts a dev agent on free ports and stops it when the test ends.
+func Start(t testing.TB) *Agent {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := FreePorts(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{
+		Addr: "127.0.0.1:" + strconv.Itoa(ports[0]),
+		bin:  bin,
+		args: []string{
+			"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
+			"-http-port", strconv.Itoa(ports[0]), "-dns-port", "-1", "-grpc-port", strconv.Itoa(ports[1]),
+			"-serf-lan-port", strconv.Itoa(ports[2]), "-serf-wan-port", strconv.Itoa(ports[3]),
+			"-server-port", strconv.Itoa(ports[4]),
+		},
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	if a.Client, err = api.NewClient(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("consul output:\n%s", a.out.String())
+		}
+	})
+	return a
+}
+
+// Stop stops the agent (SIGTERM, then SIGKILL after 5 s).
+func (a *Agent) Stop() {
+	if a.stopped {
+		return
+	}
+	a.stopped = true
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart starts the agent again on the same ports (a dev agent comes back
+// empty) and waits for it to have a leader.
+func (a *Agent) Restart() error {
+	a.out = &syncBuffer{}
+	a.cmd = exec.Command(a.bin, a.args...)
+	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
+	if err := a.cmd.Start(); err != nil {
+		return fmt.Errorf("start consul: %w", err)
+	}
+	a.stopped = false
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if leader, err := a.Client.Status().Leader(); err == nil && leader != "" {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.Stop()
+	return fmt.Errorf("consul did not elect a leader in 30s:\n%s", a.out.String())
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

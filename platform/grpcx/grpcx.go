@@ -1,0 +1,126 @@
+// Package grpcx holds the gRPC server and client set-up every adrank service
+// shares: request IDs, structured access logs, panic recovery, health and
+// reflection.
+package grpcx
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/adrank/adrank/platform/logging"
+)
+
+// RequestIDHeader is the metadata key that carries the request ID between
+// services.
+const RequestIDHeader = "x-request-id"
+
+// NewServer returns a gRPC server with adrank's interceptors, a health
+// service (every service NOT_SERVING until the caller says otherwise) and
+// server reflection.
+func NewServer(log *slog.Logger, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	opts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(requestID, accessLog(log), recoverer(log))}, opts...)
+	srv := grpc.NewServer(opts...)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return srv, hs
+}
+
+// requestID puts the caller's request ID (or a new one) into the context.
+func requestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	id := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(RequestIDHeader); len(v) > 0 {
+			id = v[0]
+		}
+	}
+	if id == "" {
+		id = logging.NewRequestID()
+	}
+	return next(logging.WithRequestID(ctx, id), req)
+}
+
+func accessLog(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == healthpb.Health_Check_FullMethodName {
+			return next(ctx, req)
+		}
+		start := time.Now()
+		resp, err := next(ctx, req)
+		code := status.Code(err)
+		level := slog.LevelDebug
+		switch code {
+		case codes.OK, codes.InvalidArgument, codes.NotFound, codes.Canceled:
+		case codes.Internal, codes.Unknown, codes.DataLoss:
+			level = slog.LevelError
+		default:
+			level = slog.LevelWarn
+		}
+		attrs := []any{"method", info.FullMethod, "code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+		if err != nil {
+			attrs = append(attrs, "error", status.Convert(err).Message())
+		}
+		log.Log(ctx, level, "rpc", attrs...)
+		return resp, err
+	}
+}
+
+// recoverer turns a handler panic into INTERNAL so that one bad request never
+// takes the process down.
+func recoverer(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return next(ctx, req)
+	}
+}
+
+// PropagateRequestID is a client interceptor that sends the context's request
+// ID downstream.
+func PropagateRequestID(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if id := logging.RequestID(ctx); id != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, RequestIDHeader, id)
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// ServiceConfig balances round robin over the resolved instances and retries
+// UNAVAILABLE (a lost instance) on another one, within the caller's deadline.
+const ServiceConfig = `{
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [{}],
+    "retryPolicy": {
+      "maxAttempts": 3,
+      "initialBackoff": "0.005s",
+      "maxBackoff": "0.05s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
+
+// ClientOptions are the dial options for calls between adrank services.
+func ClientOptions(extra ...grpc.DialOption) []grpc.DialOption {
+	return append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(ServiceConfig),
+		grpc.WithChainUnaryInterceptor(PropagateRequestID),
+	}, extra...)
+}

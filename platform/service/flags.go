@@ -1,0 +1,37 @@
+package service
+
+import (
+	"flag"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/adrank/adrank/platform/logging"
+)
+
+// Flags are the flags every service shares.
+type Flags struct {
+	Listen     string
+	ConsulAddr string
+	Grace      time.Duration
+	LogLevel   slog.Level
+}
+
+// Register adds the shared flags to fs with the service's default listen
+// address.
+func (f *Flags) Register(fs *flag.FlagSet, listen string) {
+	fs.StringVar(&f.Listen, "listen", listen, "gRPC listen address (port 0 picks a free port)")
+	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
+	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
+}
+
+// Logger is the service's JSON logger on stderr.
+func (f *Flags) Logger(service string) *slog.Logger {
+	return logging.New(os.Stderr, service, f.LogLevel)
+}
+
+// Options returns service Options for a Consul service name.
+func (f *Flags) Options(name string, log *slog.Logger) Options {
+	return Options{Name: name, Listen: f.Listen, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log}
+}

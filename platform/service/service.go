@@ -1,0 +1,132 @@
+// Package service runs one adrank gRPC service instance: listen, serve,
+// register in Consul, and on shutdown go NOT_SERVING, deregister, drain and
+// exit within a grace period.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/grpcx"
+)
+
+// Options configure one instance.
+type Options struct {
+	Name       string // Consul service name, e.g. consulx.RankerService
+	Listen     string // host:port; port 0 picks a free one
+	ConsulAddr string // empty: CONSUL_HTTP_ADDR or the API default
+	// Grace bounds the drain of in-flight requests on shutdown.
+	Grace time.Duration
+	Tags  []string
+	Meta  map[string]string
+	Log   *slog.Logger
+}
+
+// Server is a listening, not yet serving, instance.
+type Server struct {
+	opts   Options
+	lis    net.Listener
+	grpc   *grpc.Server
+	health *health.Server
+	reg    *consulx.Registrar
+}
+
+// New listens on opts.Listen and builds the gRPC server. Register the
+// service implementations on GRPC() before Run.
+func New(opts Options) (*Server, error) {
+	if opts.Grace <= 0 {
+		opts.Grace = 10 * time.Second
+	}
+	client, err := consulx.NewClient(opts.ConsulAddr)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	srv, hs := grpcx.NewServer(opts.Log)
+	reg := consulx.Registration{Name: opts.Name, Addr: advertised(lis.Addr()), Tags: opts.Tags, Meta: opts.Meta}
+	return &Server{
+		opts:   opts,
+		lis:    lis,
+		grpc:   srv,
+		health: hs,
+		reg:    consulx.NewRegistrar(client, reg, opts.Log),
+	}, nil
+}
+
+// advertised is the address other services dial: an unspecified host
+// (":0", "0.0.0.0:0") becomes loopback.
+func advertised(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+}
+
+// GRPC is the server to register implementations on.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Addr is the address the instance is registered under.
+func (s *Server) Addr() string { return advertised(s.lis.Addr()) }
+
+// Run serves, marks the instance SERVING, keeps it registered in Consul, and
+// when ctx ends: NOT_SERVING, deregister, drain (bounded by Grace), stop.
+// A clean shutdown returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	log := s.opts.Log
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("serving", "addr", s.Addr(), "name", s.opts.Name)
+	g.Go(func() error { return s.reg.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.drain()
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Server) drain() {
+	log := s.opts.Log
+	log.Info("shutting down: not serving, deregistering, draining", "grace", s.opts.Grace.String())
+	s.health.Shutdown() // every service NOT_SERVING
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := s.reg.Deregister(ctx); err != nil {
+		log.Warn("deregister failed; consul will reap the instance", "error", err)
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(s.opts.Grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		log.Info("drained")
+	case <-t.C:
+		log.Warn("grace period over; closing remaining connections")
+		s.grpc.Stop()
+		<-done
+	}
+}

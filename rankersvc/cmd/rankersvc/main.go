@@ -1,0 +1,89 @@
+// Command rankersvc serves one model version for one domain and registers it
+// in Consul as adrank-ranker with its domain, version and model sha256.
+//
+//	rankersvc --domain feed --version v3 --model models/feed/v2.json \
+//	  --consul-addr 127.0.0.1:8500 --listen 127.0.0.1:0
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	"github.com/adrank/adrank/ml/model"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/service"
+	"github.com/adrank/adrank/rankersvc/internal/ranker"
+)
+
+type options struct {
+	service.Flags
+	domain, version, model string
+}
+
+// name is what a domain or version may look like: it ends up in Consul tags,
+// KV keys and URLs.
+var name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("rankersvc", flag.ExitOnError)
+	o.Register(fs, "127.0.0.1:0")
+	fs.StringVar(&o.domain, "domain", "", "domain (ad surface) this ranker serves, e.g. feed (required)")
+	fs.StringVar(&o.version, "version", "", "model version this ranker serves, e.g. v3 (required)")
+	fs.StringVar(&o.model, "model", "", "model file, e.g. models/feed/v2.json (required)")
+	_ = fs.Parse(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "rankersvc:", err)
+		os.Exit(1)
+	}
+}
+
+func (o options) validate() error {
+	var errs []error
+	if !name.MatchString(o.domain) {
+		errs = append(errs, fmt.Errorf("--domain %q: want %s", o.domain, name))
+	}
+	if !name.MatchString(o.version) {
+		errs = append(errs, fmt.Errorf("--version %q: want %s", o.version, name))
+	}
+	if o.model == "" {
+		errs = append(errs, errors.New("--model is required"))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, o options) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	log := o.Logger("rankersvc").With("domain", o.domain, "version", o.version)
+	// Load before listening: a bad model never registers.
+	f, err := model.Load(o.model)
+	if err != nil {
+		return err
+	}
+	log.Info("model loaded", "path", f.Path, "format", f.Format(), "sha256", f.SHA256, "features", len(f.Features()))
+	opts := o.Options(consulx.RankerService, log)
+	opts.Tags = []string{"domain=" + o.domain, "version=" + o.version}
+	opts.Meta = map[string]string{
+		consulx.MetaDomain:      o.domain,
+		consulx.MetaVersion:     o.version,
+		consulx.MetaModelSHA256: f.SHA256,
+		consulx.MetaModelFormat: f.Format(),
+	}
+	srv, err := service.New(opts)
+	if err != nil {
+		return err
+	}
+	rankerv1.RegisterRankerServiceServer(srv.GRPC(), ranker.NewServer(o.domain, o.version, f))
+	return srv.Run(ctx)
+}

@@ -1,0 +1,107 @@
+package router
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+
+	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+)
+
+// Consul follows the catalog and KV and gives the router its downstream
+// clients. Run owns the watch goroutines.
+type Consul struct {
+	client *api.Client
+	log    *slog.Logger
+	res    *discovery.Resolver
+	conns  *Conns
+	Table  *routing.Table
+}
+
+// NewConsul returns a Consul-backed Downstream and routing table.
+func NewConsul(client *api.Client, log *slog.Logger) *Consul {
+	res := discovery.NewResolver()
+	return &Consul{
+		client: client,
+		log:    log,
+		res:    res,
+		conns:  NewConns(res),
+		Table:  routing.NewTable(log, res.Update),
+	}
+}
+
+// Run watches Consul until ctx ends, then closes the connections.
+func (c *Consul) Run(ctx context.Context) error {
+	defer c.conns.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	for _, name := range []string{consulx.FeatureService, consulx.AuctionService} {
+		g.Go(func() error {
+			discovery.WatchService(ctx, c.client, c.log, name, func(insts []discovery.Instance) {
+				c.res.Update(name, healthyAddrs(insts))
+			})
+			return nil
+		})
+	}
+	g.Go(func() error {
+		discovery.WatchService(ctx, c.client, c.log, consulx.RankerService, c.Table.SetRankers)
+		return nil
+	})
+	g.Go(func() error {
+		discovery.WatchPrefix(ctx, c.client, c.log, routing.ConfigPrefix, func(pairs api.KVPairs) {
+			raw := make(map[string][]byte, len(pairs))
+			for _, p := range pairs {
+				if name := strings.TrimPrefix(p.Key, routing.ConfigPrefix); name != "" && !strings.Contains(name, "/") {
+					raw[name] = p.Value
+				}
+			}
+			c.Table.SetConfigs(raw)
+		})
+		return nil
+	})
+	return g.Wait()
+}
+
+func healthyAddrs(insts []discovery.Instance) []string {
+	var out []string
+	for _, in := range insts {
+		if in.Healthy {
+			out = append(out, in.Addr)
+		}
+	}
+	return out
+}
+
+// Features implements Downstream.
+func (c *Consul) Features() (featuresv1.FeatureServiceClient, error) {
+	cc, err := c.conns.Get(consulx.FeatureService)
+	if err != nil {
+		return nil, err
+	}
+	return featuresv1.NewFeatureServiceClient(cc), nil
+}
+
+// Auction implements Downstream.
+func (c *Consul) Auction() (auctionv1.AuctionServiceClient, error) {
+	cc, err := c.conns.Get(consulx.AuctionService)
+	if err != nil {
+		return nil, err
+	}
+	return auctionv1.NewAuctionServiceClient(cc), nil
+}
+
+// Ranker implements Downstream.
+func (c *Consul) Ranker(domain, version string) (rankerv1.RankerServiceClient, error) {
+	cc, err := c.conns.Get(routing.RankerKey(domain, version))
+	if err != nil {
+		return nil, err
+	}
+	return rankerv1.NewRankerServiceClient(cc), nil
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Starts the demo pipeline: a Consul dev agent, featuresvc, auctionsvc, the
+# rankers feed/v1, feed/v2 and stories/v1, routersvc and the gateway.
+# Ctrl-C or SIGTERM stops everything (services first, Consul last).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONSUL_ADDR=${CONSUL_ADDR:-127.0.0.1:8500}
+ROUTER_ADDR=${ROUTER_ADDR:-127.0.0.1:9090}
+GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
+LOG_DIR=${LOG_DIR:-.run}
+CONSUL=$(command -v consul || echo bin/consul)
+mkdir -p "$LOG_DIR"
+
+pids=()
+consul_pid=
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping..."
+  # Services first (they deregister from Consul as they drain), Consul last.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$consul_pid" ]; then kill -TERM "$consul_pid" 2>/dev/null || true; wait "$consul_pid" 2>/dev/null || true; fi
+  echo "stopped."
+}
+trap cleanup INT TERM EXIT
+
+start() { # name, args...
+  local name=$1; shift
+  "$@" >"$LOG_DIR/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+http_port=${CONSUL_ADDR##*:}
+"$CONSUL" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$http_port" -dns-port -1 -log-level warn \
+  >"$LOG_DIR/consul.log" 2>&1 &
+consul_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://$CONSUL_ADDR/v1/status/leader" 2>/dev/null | grep -q '"' && break
+  kill -0 "$consul_pid" 2>/dev/null || { echo "consul failed to start:"; cat "$LOG_DIR/consul.log"; exit 1; }
+  sleep 0.1
+done
+
+export CONSUL_HTTP_ADDR=$CONSUL_ADDR
+kv() { curl -fsS -X PUT --data "$2" "http://$CONSUL_ADDR/v1/kv/$1" >/dev/null; }
+kv adrank/domains/feed '{"production": "v1"}'
+kv adrank/domains/stories '{"production": "v1"}'
+
+start featuresvc bin/featuresvc
+start auctionsvc bin/auctionsvc
+start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
+start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
+start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
+start routersvc bin/routersvc --listen "$ROUTER_ADDR"
+start gateway bin/gateway --listen "$GATEWAY_ADDR"
+
+for _ in $(seq 1 100); do
+  curl -fsS "http://$GATEWAY_ADDR/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat <<MSG
+adrank is running (logs in $LOG_DIR/):
+  Consul UI/API  http://$CONSUL_ADDR
+  router (gRPC)  $ROUTER_ADDR       grpcurl -plaintext $ROUTER_ADDR list
+  gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
+
+Try:
+  curl -s http://$GATEWAY_ADDR/v1/domains
+  curl -s -X POST http://$GATEWAY_ADDR/v1/rank -d '{"user_id":"u42","domain":"feed","slots":2,
+    "context":{"device":"DEVICE_MOBILE","timestamp":"2026-11-25T12:00:00Z"},
+    "candidates":[{"ad_id":"ad1","advertiser_id":"adv1","bid_micros":900000},
+                  {"ad_id":"ad2","advertiser_id":"adv2","bid_micros":1200000},
+                  {"ad_id":"ad3","advertiser_id":"adv3","bid_micros":700000}]}'
+
+Ctrl-C stops everything.
+MSG
+
+# Exit (and clean up) as soon as any process dies unexpectedly, or on a signal.
+set +e
+wait -n "${pids[@]}" "$consul_pid"
+status=$?
+if [ "$status" -lt 128 ]; then
+  echo "a process exited with status $status; see $LOG_DIR/"
+  exit 1
+fi
