@@ -1,0 +1,314 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/consultest"
+)
+
+// root is the repository root (the folder holding go.work).
+func root(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// proc is one service process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *buffer
+	done chan struct{}
+	err  error
+}
+
+type buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// exitCode waits up to d for the process to exit and returns its exit code.
+func (p *proc) exitCode(t testing.TB, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		t.Fatalf("%s did not exit within %v", p.name, d)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v", p.name, p.err)
+	}
+	return 0
+}
+
+// cluster is Consul plus the adrank services, as real processes.
+type cluster struct {
+	t          testing.TB
+	root       string
+	consul     *consultest.Agent
+	routerAddr string
+	gatewayURL string
+	router     routerv1.RouterServiceClient
+	procs      []*proc
+}
+
+// startCluster starts Consul, writes the domain configs, and starts
+// featuresvc, auctionsvc, the given rankers ("domain/version" -> model
+// path), the router and the gateway, and waits until the gateway is healthy.
+func startCluster(t testing.TB, rankers ...[2]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, root: root(t)}
+	for _, b := range []string{"featuresvc", "rankersvc", "auctionsvc", "routersvc", "gateway"} {
+		if _, err := os.Stat(c.bin(b)); err != nil {
+			t.Fatalf("%s is missing: run `make build` first", c.bin(b))
+		}
+	}
+	c.consul = consultest.Start(t)
+	c.putKV("adrank/domains/feed", `{"production": "v1"}`)
+	c.putKV("adrank/domains/stories", `{"production": "v1"}`)
+	ports, err := consultest.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.routerAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	gatewayAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	c.gatewayURL = "http://" + gatewayAddr
+	c.start("featuresvc")
+	c.start("auctionsvc")
+	for _, r := range rankers {
+		c.startRanker(r[0], r[1])
+	}
+	c.start("routersvc", "--listen", c.routerAddr)
+	c.start("gateway", "--listen", gatewayAddr)
+	cc, err := grpc.NewClient(c.routerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	c.router = routerv1.NewRouterServiceClient(cc)
+	eventually(t, 20*time.Second, func() error {
+		code, body, err := c.tryDo(http.MethodGet, "/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("healthz: %d %s", code, body)
+		}
+		return nil
+	})
+	return c
+}
+
+func (c *cluster) bin(name string) string { return filepath.Join(c.root, "bin", name) }
+
+// start runs a service binary with the cluster's Consul; it is stopped with
+// SIGTERM when the test ends.
+func (c *cluster) start(name string, args ...string) *proc {
+	c.t.Helper()
+	args = append([]string{"--consul-addr", c.consul.Addr, "--grace", "3s"}, args...)
+	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &buffer{}, done: make(chan struct{})}
+	p.cmd.Dir = c.root
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	c.procs = append(c.procs, p)
+	c.t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if c.t.Failed() {
+			c.t.Logf("--- %s output:\n%s", p.name, p.out.String())
+		}
+	})
+	return p
+}
+
+// startRanker starts a ranker for domain/version with the given model path
+// (relative to the repository root) and waits until Consul sees it healthy.
+func (c *cluster) startRanker(dv, modelPath string) *proc {
+	c.t.Helper()
+	domain, version, ok := cut(dv)
+	if !ok {
+		c.t.Fatalf("bad ranker spec %q", dv)
+	}
+	before := len(c.rankerInstances(domain, version, true))
+	p := c.start("rankersvc", "--domain", domain, "--version", version, "--model", modelPath, "--listen", "127.0.0.1:0")
+	eventually(c.t, 10*time.Second, func() error {
+		if n := len(c.rankerInstances(domain, version, true)); n <= before {
+			return fmt.Errorf("%s: %d healthy instances, want > %d", dv, n, before)
+		}
+		return nil
+	})
+	return p
+}
+
+func cut(dv string) (string, string, bool) {
+	for i := range dv {
+		if dv[i] == '/' {
+			return dv[:i], dv[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func (c *cluster) rankerInstances(domain, version string, passing bool) []*api.ServiceEntry {
+	c.t.Helper()
+	entries, _, err := c.consul.Client.Health().Service(consulx.RankerService, "", passing, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []*api.ServiceEntry
+	for _, e := range entries {
+		if e.Service.Meta[consulx.MetaDomain] == domain && e.Service.Meta[consulx.MetaVersion] == version {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (c *cluster) putKV(key, value string) {
+	c.t.Helper()
+	if _, err := c.consul.Client.KV().Put(&api.KVPair{Key: key, Value: []byte(value)}, nil); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) get(path string) (int, []byte) {
+	c.t.Helper()
+	return c.do(http.MethodGet, path, nil)
+}
+
+func (c *cluster) post(path string, body []byte) (int, []byte) {
+	c.t.Helper()
+	return c.do(http.MethodPost, path, body)
+}
+
+func (c *cluster) do(method, path string, body []byte) (int, []byte) {
+	c.t.Helper()
+	code, b, err := c.tryDo(method, path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return code, b
+}
+
+func (c *cluster) tryDo(method, path string, body []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.gatewayURL+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// domains calls ListDomains over gRPC and indexes the answer.
+func (c *cluster) domains() map[string]*routerv1.DomainInfo {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.router.ListDomains(ctx, &routerv1.ListDomainsRequest{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]*routerv1.DomainInfo{}
+	for _, d := range resp.GetDomains() {
+		out[d.GetDomain()] = d
+	}
+	return out
+}
+
+func versionOf(d *routerv1.DomainInfo, v string) *routerv1.VersionInfo {
+	for _, vi := range d.GetVersions() {
+		if vi.GetVersion() == v {
+			return vi
+		}
+	}
+	return nil
+}
+
+// eventually retries f every 20 ms until it returns nil or d passes.
+func eventually(t testing.TB, d time.Duration, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := f()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("not within %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,534 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var demoRankers = [][2]string{
+	{"feed/v1", "models/feed/v1.json"},
+	{"feed/v2", "models/feed/v2.json"},
+	{"stories/v1", "models/stories/v1.json"},
+}
+
+// rankRequest asks for 3 slots among 20 feed ads (ad1..ad20 are feed ads in
+// the demo world) with varied bids.
+func rankRequest(requestID, domain string) *routerv1.RankRequest {
+	req := &routerv1.RankRequest{
+		RequestId: requestID,
+		UserId:    "u42",
+		Domain:    domain,
+		Slots:     3,
+		Context: &routerv1.RequestContext{
+			Timestamp: timestamppb.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)),
+			Device:    routerv1.Device_DEVICE_MOBILE,
+			Country:   "US",
+		},
+	}
+	offset := 0
+	if domain == "stories" {
+		offset = 1000 // stories ads are ad1001..ad2000
+	}
+	for i := range 20 {
+		req.Candidates = append(req.Candidates, &routerv1.Candidate{
+			AdId:         fmt.Sprintf("ad%d", offset+i+1),
+			AdvertiserId: fmt.Sprintf("adv%d", i%7+1),
+			BidMicros:    int64(200_000 + 37_000*i),
+		})
+	}
+	return req
+}
+
+func rank(t *testing.T, c *cluster, req *routerv1.RankRequest) (*routerv1.RankResponse, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.router.Rank(ctx, req)
+}
+
+// checkResponse asserts the invariants of any Rank answer.
+func checkResponse(t *testing.T, req *routerv1.RankRequest, resp *routerv1.RankResponse) {
+	t.Helper()
+	bids := map[string]int64{}
+	for _, c := range req.GetCandidates() {
+		bids[c.GetAdId()] = c.GetBidMicros()
+	}
+	if got, want := len(resp.GetResults()), int(req.GetSlots()); got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	seen := map[string]bool{}
+	for i, r := range resp.GetResults() {
+		if r.GetSlot() != int32(i+1) {
+			t.Errorf("result %d has slot %d", i, r.GetSlot())
+		}
+		bid, ok := bids[r.GetAdId()]
+		if !ok || seen[r.GetAdId()] {
+			t.Errorf("result %d: ad %q not a candidate or repeated", i, r.GetAdId())
+		}
+		seen[r.GetAdId()] = true
+		if r.GetPctr() <= 0 || r.GetPctr() >= 1 {
+			t.Errorf("result %d: pctr %v outside (0, 1)", i, r.GetPctr())
+		}
+		if r.GetPriceMicros() <= 0 || r.GetPriceMicros() > bid {
+			t.Errorf("result %d: price %d outside (0, bid %d]", i, r.GetPriceMicros(), bid)
+		}
+		if len(r.GetImpressionId()) != 32 {
+			t.Errorf("result %d: impression id %q", i, r.GetImpressionId())
+		}
+	}
+	// Slots are filled by eCPM = bid x pCTR, highest first.
+	for i := 1; i < len(resp.GetResults()); i++ {
+		a, b := resp.GetResults()[i-1], resp.GetResults()[i]
+		if float64(bids[a.GetAdId()])*a.GetPctr() < float64(bids[b.GetAdId()])*b.GetPctr() {
+			t.Errorf("slot %d has a lower eCPM than slot %d", a.GetSlot(), b.GetSlot())
+		}
+	}
+}
+
+// The shared cluster for tests that do not change it.
+func TestPipeline(t *testing.T) {
+	c := startCluster(t, demoRankers...)
+
+	t.Run("rank over gRPC is deterministic and well formed", func(t *testing.T) {
+		req := rankRequest("req-1", "feed")
+		first, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResponse(t, req, first)
+		if first.GetModelVersion() != "v1" || first.GetDomain() != "feed" || first.GetRequestId() != "req-1" {
+			t.Errorf("got version %q domain %q request %q", first.GetModelVersion(), first.GetDomain(), first.GetRequestId())
+		}
+		second, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(first, second, protocmp.Transform()); diff != "" {
+			t.Errorf("same request, different answer (-first +second):\n%s", diff)
+		}
+	})
+
+	t.Run("rank over REST equals gRPC", func(t *testing.T) {
+		req := rankRequest("req-rest", "stories")
+		want, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := protojson.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out := c.post("/v1/rank", body)
+		if code != http.StatusOK {
+			t.Fatalf("POST /v1/rank: %d %s", code, out)
+		}
+		got := &routerv1.RankResponse{}
+		if err := protojson.Unmarshal(out, got); err != nil {
+			t.Fatalf("decode %s: %v", out, err)
+		}
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("REST differs from gRPC (-grpc +rest):\n%s", diff)
+		}
+		if !strings.Contains(string(out), `"request_id"`) {
+			t.Errorf("REST answer does not use proto field names: %s", out)
+		}
+	})
+
+	t.Run("generated request id", func(t *testing.T) {
+		req := rankRequest("", "feed")
+		a, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.GetRequestId() == "" || a.GetRequestId() == b.GetRequestId() {
+			t.Errorf("request ids %q and %q: want distinct, non-empty", a.GetRequestId(), b.GetRequestId())
+		}
+		if a.GetResults()[0].GetImpressionId() == b.GetResults()[0].GetImpressionId() {
+			t.Error("two requests share an impression id")
+		}
+	})
+
+	t.Run("cold start: unknown user and unseen ads are ranked", func(t *testing.T) {
+		req := rankRequest("req-cold", "feed")
+		req.UserId = "someone-new"
+		req.Candidates = append(req.Candidates,
+			&routerv1.Candidate{AdId: "brand-new-ad", AdvertiserId: "adv-new", BidMicros: 5_000_000})
+		resp, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResponse(t, req, resp)
+		// The new ad bids far above the rest; with its features missing it
+		// still gets an average pCTR, so it wins the first slot.
+		if resp.GetResults()[0].GetAdId() != "brand-new-ad" {
+			t.Errorf("slot 1 is %q, want the high-bidding unseen ad", resp.GetResults()[0].GetAdId())
+		}
+	})
+
+	t.Run("feed v1 and v2 really differ", func(t *testing.T) {
+		req := rankRequest("req-versions", "feed")
+		v1, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := c.domains()["feed"]
+		if versionOf(d, "v1").GetModelSha256() == versionOf(d, "v2").GetModelSha256() {
+			t.Fatal("v1 and v2 have the same model sha256")
+		}
+		c.putKV("adrank/domains/feed", `{"production": "v2"}`)
+		t.Cleanup(func() { c.putKV("adrank/domains/feed", `{"production": "v1"}`) })
+		var v2 *routerv1.RankResponse
+		eventually(t, 2*time.Second, func() error {
+			v2, err = rank(t, c, req)
+			if err != nil {
+				return err
+			}
+			if v2.GetModelVersion() != "v2" {
+				return fmt.Errorf("served by %q", v2.GetModelVersion())
+			}
+			return nil
+		})
+		if v1.GetResults()[0].GetPctr() == v2.GetResults()[0].GetPctr() && v1.GetResults()[0].GetAdId() == v2.GetResults()[0].GetAdId() {
+			t.Error("v1 and v2 gave the same top pCTR")
+		}
+		eventually(t, 2*time.Second, func() error {
+			c.putKV("adrank/domains/feed", `{"production": "v1"}`)
+			if v := c.domains()["feed"].GetProductionVersion(); v != "v1" {
+				return fmt.Errorf("production %q", v)
+			}
+			return nil
+		})
+	})
+
+	t.Run("list domains over REST", func(t *testing.T) {
+		code, out := c.get("/v1/domains")
+		if code != http.StatusOK {
+			t.Fatalf("GET /v1/domains: %d %s", code, out)
+		}
+		resp := &routerv1.ListDomainsResponse{}
+		if err := protojson.Unmarshal(out, resp); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]string{}
+		for _, d := range resp.GetDomains() {
+			got[d.GetDomain()] = append(got[d.GetDomain()], "production="+d.GetProductionVersion())
+			for _, v := range d.GetVersions() {
+				got[d.GetDomain()] = append(got[d.GetDomain()], fmt.Sprintf("%s:%d/%d", v.GetVersion(), v.GetHealthyInstances(), v.GetTotalInstances()))
+				if len(v.GetModelSha256()) != 64 {
+					t.Errorf("%s/%s: sha256 %q", d.GetDomain(), v.GetVersion(), v.GetModelSha256())
+				}
+			}
+		}
+		want := map[string][]string{
+			"feed":    {"production=v1", "v1:1/1", "v2:1/1"},
+			"stories": {"production=v1", "v1:1/1"},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("domains (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("healthz and openapi", func(t *testing.T) {
+		if code, out := c.get("/healthz"); code != http.StatusOK || !strings.Contains(string(out), "SERVING") {
+			t.Errorf("/healthz: %d %s", code, out)
+		}
+		code, out := c.get("/openapi.json")
+		if code != http.StatusOK {
+			t.Fatalf("/openapi.json: %d", code)
+		}
+		var doc struct {
+			Swagger string                    `json:"swagger"`
+			Paths   map[string]map[string]any `json:"paths"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.Swagger != "2.0" || doc.Paths["/v1/rank"]["post"] == nil || doc.Paths["/v1/domains"]["get"] == nil {
+			t.Errorf("openapi document lacks the API: swagger %q paths %v", doc.Swagger, doc.Paths)
+		}
+	})
+
+	t.Run("grpcurl through server reflection", func(t *testing.T) {
+		grpcurl := c.bin("tools/grpcurl")
+		out, err := exec.Command(grpcurl, "-plaintext", c.routerAddr, "list").CombinedOutput()
+		if err != nil {
+			t.Fatalf("grpcurl list: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "adrank.router.v1.RouterService") {
+			t.Errorf("grpcurl list: %s", out)
+		}
+		body, _ := protojson.Marshal(rankRequest("req-grpcurl", "feed"))
+		out, err = exec.Command(grpcurl, "-plaintext", "-d", string(body), c.routerAddr, "adrank.router.v1.RouterService/Rank").CombinedOutput()
+		if err != nil {
+			t.Fatalf("grpcurl Rank: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), `"impressionId"`) {
+			t.Errorf("grpcurl Rank: %s", out)
+		}
+	})
+
+	t.Run("bad input over gRPC names the field", func(t *testing.T) {
+		many := rankRequest("x", "feed")
+		for i := range 1001 {
+			many.Candidates = append(many.Candidates, &routerv1.Candidate{AdId: fmt.Sprintf("extra%d", i), BidMicros: 1})
+		}
+		tests := []struct {
+			name  string
+			edit  func(*routerv1.RankRequest)
+			code  codes.Code
+			field string
+		}{
+			{"missing user_id", func(r *routerv1.RankRequest) { r.UserId = "" }, codes.InvalidArgument, "user_id"},
+			{"missing domain", func(r *routerv1.RankRequest) { r.Domain = "" }, codes.InvalidArgument, "domain"},
+			{"zero slots", func(r *routerv1.RankRequest) { r.Slots = 0 }, codes.InvalidArgument, "slots"},
+			{"negative slots", func(r *routerv1.RankRequest) { r.Slots = -3 }, codes.InvalidArgument, "slots"},
+			{"no candidates", func(r *routerv1.RankRequest) { r.Candidates = nil }, codes.InvalidArgument, "candidates"},
+			{"too many candidates", func(r *routerv1.RankRequest) { r.Candidates = many.Candidates }, codes.InvalidArgument, "candidates"},
+			{"duplicate ad_id", func(r *routerv1.RankRequest) { r.Candidates[5].AdId = r.Candidates[2].AdId }, codes.InvalidArgument, "candidates[5].ad_id"},
+			{"empty ad_id", func(r *routerv1.RankRequest) { r.Candidates[1].AdId = "" }, codes.InvalidArgument, "candidates[1].ad_id"},
+			{"zero bid", func(r *routerv1.RankRequest) { r.Candidates[3].BidMicros = 0 }, codes.InvalidArgument, "candidates[3].bid_micros"},
+			{"negative bid", func(r *routerv1.RankRequest) { r.Candidates[0].BidMicros = -5 }, codes.InvalidArgument, "candidates[0].bid_micros"},
+			{"bad timestamp", func(r *routerv1.RankRequest) { r.Context.Timestamp.Nanos = -1 }, codes.InvalidArgument, "context.timestamp"},
+			{"unknown device", func(r *routerv1.RankRequest) { r.Context.Device = 42 }, codes.InvalidArgument, "context.device"},
+			{"unknown domain", func(r *routerv1.RankRequest) { r.Domain = "video" }, codes.NotFound, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				req := rankRequest("req-bad", "feed")
+				tt.edit(req)
+				_, err := rank(t, c, req)
+				st := status.Convert(err)
+				if st.Code() != tt.code {
+					t.Fatalf("code %v (%s), want %v", st.Code(), st.Message(), tt.code)
+				}
+				if tt.field == "" {
+					return
+				}
+				if !strings.HasPrefix(st.Message(), tt.field+":") {
+					t.Errorf("message %q does not start with the field %q", st.Message(), tt.field)
+				}
+				var fields []string
+				for _, d := range st.Details() {
+					if br, ok := d.(*errdetails.BadRequest); ok {
+						for _, v := range br.GetFieldViolations() {
+							fields = append(fields, v.GetField())
+						}
+					}
+				}
+				if len(fields) == 0 || fields[0] != tt.field {
+					t.Errorf("field violations %v, want %q first", fields, tt.field)
+				}
+			})
+		}
+	})
+
+	t.Run("bad input over REST", func(t *testing.T) {
+		valid, _ := protojson.Marshal(rankRequest("req-rest-bad", "feed"))
+		noUser := proto.Clone(rankRequest("req-rest-bad", "feed")).(*routerv1.RankRequest)
+		noUser.UserId = ""
+		noUserJSON, _ := protojson.Marshal(noUser)
+		unknownDomain, _ := protojson.Marshal(rankRequest("req-rest-bad", "video"))
+		huge := `{"user_id": "u1", "domain": "feed", "slots": 1, "context": {"query": "` + strings.Repeat("x", 1<<20) + `"}}`
+		tests := []struct {
+			name, body string
+			code       int
+			contains   string
+		}{
+			{"valid", string(valid), http.StatusOK, "results"},
+			{"malformed JSON", `{"user_id": "u1", "domain":`, http.StatusBadRequest, ""},
+			{"not an object", `[1, 2, 3]`, http.StatusBadRequest, ""},
+			{"wrong type", `{"user_id": "u1", "domain": "feed", "slots": "three"}`, http.StatusBadRequest, ""},
+			{"unknown field", `{"user_id": "u1", "domain": "feed", "slotz": 3}`, http.StatusBadRequest, "slotz"},
+			{"missing user_id", string(noUserJSON), http.StatusBadRequest, "user_id"},
+			{"unknown domain", string(unknownDomain), http.StatusNotFound, "video"},
+			{"body over 1 MiB", huge, http.StatusRequestEntityTooLarge, ""},
+			{"empty body", ``, http.StatusBadRequest, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				code, out := c.post("/v1/rank", []byte(tt.body))
+				if code != tt.code {
+					t.Fatalf("status %d, want %d: %s", code, tt.code, trim(out))
+				}
+				if !strings.Contains(string(out), tt.contains) {
+					t.Errorf("body %s does not mention %q", trim(out), tt.contains)
+				}
+			})
+		}
+	})
+}
+
+func trim(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "..."
+	}
+	return string(b)
+}
+
+// TestDiscovery changes the cluster: it adds a version, breaks the config,
+// kills instances and shuts one down.
+func TestDiscovery(t *testing.T) {
+	c := startCluster(t, append(demoRankers, [2]string{"feed/v1", "models/feed/v1.json"})...)
+
+	t.Run("a new version is discovered and can take production", func(t *testing.T) {
+		start := time.Now()
+		c.start("rankersvc", "--domain", "feed", "--version", "v3", "--model", "models/feed/v2.json", "--listen", "127.0.0.1:0")
+		eventually(t, 10*time.Second, func() error {
+			code, out := c.get("/v1/domains")
+			if code != http.StatusOK || !strings.Contains(string(out), `"version":"v3"`) {
+				return fmt.Errorf("v3 not listed: %s", out)
+			}
+			return nil
+		})
+		t.Logf("v3 listed %v after its process started", time.Since(start))
+		// From registration to routing: under 2 s.
+		c.putKV("adrank/domains/feed", `{"production": "v3"}`)
+		took := eventually(t, 2*time.Second, func() error {
+			resp, err := rank(t, c, rankRequest("req-v3", "feed"))
+			if err != nil {
+				return err
+			}
+			if resp.GetModelVersion() != "v3" {
+				return fmt.Errorf("served by %s", resp.GetModelVersion())
+			}
+			return nil
+		})
+		t.Logf("production switched to v3 in %v", took)
+	})
+
+	t.Run("an invalid config is rejected and the last good one keeps serving", func(t *testing.T) {
+		for _, bad := range []struct{ value, err string }{
+			{`{"production": `, "bad JSON"},
+			{`{"production": "v9"}`, `"v9" is not registered`},
+			{`{"production": "v1", "extra": 1}`, "unknown field"},
+			{`{"production": ""}`, "production"},
+		} {
+			c.putKV("adrank/domains/feed", bad.value)
+			eventually(t, 2*time.Second, func() error {
+				d := c.domains()["feed"]
+				if !strings.Contains(d.GetConfigError(), bad.err) {
+					return fmt.Errorf("config error %q, want it to mention %q", d.GetConfigError(), bad.err)
+				}
+				if d.GetProductionVersion() != "v3" {
+					return fmt.Errorf("production %q, want the last good v3", d.GetProductionVersion())
+				}
+				return nil
+			})
+			resp, err := rank(t, c, rankRequest("req-bad-config", "feed"))
+			if err != nil || resp.GetModelVersion() != "v3" {
+				t.Fatalf("after %s: %v, version %q", bad.value, err, resp.GetModelVersion())
+			}
+		}
+		c.putKV("adrank/domains/feed", `{"production": "v1"}`)
+		eventually(t, 2*time.Second, func() error {
+			d := c.domains()["feed"]
+			if d.GetProductionVersion() != "v1" || d.GetConfigError() != "" {
+				return fmt.Errorf("production %q error %q", d.GetProductionVersion(), d.GetConfigError())
+			}
+			return nil
+		})
+	})
+
+	t.Run("a killed instance leaves routing within 2 s and ranking goes on", func(t *testing.T) {
+		insts := c.rankerInstances("feed", "v1", true)
+		if len(insts) != 2 {
+			t.Fatalf("%d healthy feed/v1 instances, want 2", len(insts))
+		}
+		victim := c.rankerOnPort(t, insts[0].Service.Port)
+		start := time.Now()
+		if err := victim.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		took := eventually(t, 2*time.Second, func() error {
+			if h := versionOf(c.domains()["feed"], "v1").GetHealthyInstances(); h != 1 {
+				return fmt.Errorf("%d healthy feed/v1 instances", h)
+			}
+			return nil
+		})
+		t.Logf("killed instance dropped from routing in %v", took)
+		for i := range 50 {
+			if _, err := rank(t, c, rankRequest(fmt.Sprintf("req-after-kill-%d", i), "feed")); err != nil {
+				t.Fatalf("rank %d after kill (%v after): %v", i, time.Since(start), err)
+			}
+		}
+	})
+
+	t.Run("SIGTERM: a ranker deregisters, drains and exits 0", func(t *testing.T) {
+		p := c.startRanker("stories/v2", "models/stories/v1.json")
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.exitCode(t, 10*time.Second); code != 0 {
+			t.Fatalf("exit code %d\n%s", code, p.out.String())
+		}
+		if n := len(c.rankerInstances("stories", "v2", false)); n != 0 {
+			t.Errorf("%d stories/v2 instances still registered after shutdown", n)
+		}
+		for _, want := range []string{"deregistering", "drained"} {
+			if !strings.Contains(p.out.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, p.out.String())
+			}
+		}
+	})
+
+	t.Run("no healthy production instance is UNAVAILABLE (503)", func(t *testing.T) {
+		insts := c.rankerInstances("stories", "v1", true)
+		if len(insts) != 1 {
+			t.Fatalf("%d stories/v1 instances", len(insts))
+		}
+		if err := c.rankerOnPort(t, insts[0].Service.Port).cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Second, func() error {
+			_, err := rank(t, c, rankRequest("req-stories", "stories"))
+			if status.Code(err) != codes.Unavailable {
+				return fmt.Errorf("got %v", err)
+			}
+			return nil
+		})
+		body, _ := protojson.Marshal(rankRequest("req-stories", "stories"))
+		if code, out := c.post("/v1/rank", body); code != http.StatusServiceUnavailable {
+			t.Errorf("REST: %d %s, want 503", code, out)
+		}
+	})
+}
+
+// rankerOnPort returns the ranker process that logged it serves on port.
+func (c *cluster) rankerOnPort(t *testing.T, port int) *proc {
+	t.Helper()
+	want := fmt.Sprintf(`"addr":"127.0.0.1:%d"`, port)
+	for _, p := range c.procs {
+		if p.name == "rankersvc" && strings.Contains(p.out.String(), want) {
+			return p
+		}
+	}
+	t.Fatalf("no ranker logged %s", want)
+	return nil
+}
