@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/adrank/adrank/gen v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
+	github.com/google/go-cmp v0.7.0
 	google.golang.org/grpc v1.85.0
 )
 

@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
-	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/consulx"
 )
 
 // root is the repository root (the folder holding go.work).

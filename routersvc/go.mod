@@ -5,7 +5,9 @@ go 1.26.8
 require (
 	github.com/adrank/adrank/gen v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
+	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/consul/api v1.34.5
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261019180522-ce908d29299b
 	google.golang.org/grpc v1.85.0

@@ -33,8 +33,9 @@ const WaitTime = 30 * time.Second
 // block runs blocking queries with fetch until ctx ends, calling onChange
 // with each new result. The sanity rules are Consul's: an index that goes
 // backwards resets to 0, and a zero index is never waited on. On errors it
-// backs off (100 ms doubling to 5 s) and keeps the last result, so a Consul
-// outage leaves callers with the last known state.
+// backs off (100 ms doubling to 5 s), keeps the last result, so a Consul
+// outage leaves callers with the last known state, and starts over from index
+// 0 once Consul answers again.
 func block[T any](ctx context.Context, log *slog.Logger, what string, fetch func(*api.QueryOptions) (T, *api.QueryMeta, error), onChange func(T)) {
 	var index uint64
 	backoff := 100 * time.Millisecond
@@ -50,6 +51,10 @@ func block[T any](ctx context.Context, log *slog.Logger, what string, fetch func
 				log.WarnContext(ctx, "consul query failed; keeping last known state", "watch", what, "error", err)
 				failing = true
 			}
+			// The agent may come back with a lower index (a restarted dev
+			// agent starts over); blocking on the old one would stall the
+			// watch for a whole WaitTime.
+			index = 0
 			if !sleep(ctx, backoff) {
 				return
 			}

@@ -1,0 +1,260 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeDown answers like the real services would, from fixed data: features
+// are empty, the ranker scores candidate i with 0.01*(i+1), the auction ranks
+// by bid x pCTR and charges the bid. Errors can be injected per service.
+type fakeDown struct {
+	featuresErr, rankerErr, auctionErr error
+	scores                             int // number of scores the ranker returns; 0 = one per candidate
+}
+
+func (f *fakeDown) Features() (featuresv1.FeatureServiceClient, error) { return fakeFeatures{f}, nil }
+func (f *fakeDown) Auction() (auctionv1.AuctionServiceClient, error)   { return fakeAuction{f}, nil }
+func (f *fakeDown) Ranker(string, string) (rankerv1.RankerServiceClient, error) {
+	return fakeRanker{f}, nil
+}
+
+type fakeFeatures struct{ f *fakeDown }
+
+func (x fakeFeatures) GetFeatures(_ context.Context, in *featuresv1.GetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.GetFeaturesResponse, error) {
+	if x.f.featuresErr != nil {
+		return nil, x.f.featuresErr
+	}
+	out := &featuresv1.GetFeaturesResponse{}
+	for _, id := range in.GetAdIds() {
+		out.Ads = append(out.Ads, &featuresv1.AdFeatures{AdId: id})
+	}
+	return out, nil
+}
+
+type fakeRanker struct{ f *fakeDown }
+
+func (x fakeRanker) Score(_ context.Context, in *rankerv1.ScoreRequest, _ ...grpc.CallOption) (*rankerv1.ScoreResponse, error) {
+	if x.f.rankerErr != nil {
+		return nil, x.f.rankerErr
+	}
+	n := len(in.GetCandidates())
+	if x.f.scores > 0 {
+		n = x.f.scores
+	}
+	out := &rankerv1.ScoreResponse{}
+	for i := range n {
+		out.Scores = append(out.Scores, 0.01*float64(i+1))
+	}
+	return out, nil
+}
+
+func (fakeRanker) GetModelInfo(context.Context, *rankerv1.GetModelInfoRequest, ...grpc.CallOption) (*rankerv1.GetModelInfoResponse, error) {
+	return &rankerv1.GetModelInfoResponse{}, nil
+}
+
+type fakeAuction struct{ f *fakeDown }
+
+func (x fakeAuction) RunAuction(_ context.Context, in *auctionv1.RunAuctionRequest, _ ...grpc.CallOption) (*auctionv1.RunAuctionResponse, error) {
+	if x.f.auctionErr != nil {
+		return nil, x.f.auctionErr
+	}
+	bids := in.GetBids()
+	best := bids[0]
+	for _, b := range bids {
+		if float64(b.GetBidMicros())*b.GetPctr() > float64(best.GetBidMicros())*best.GetPctr() {
+			best = b
+		}
+	}
+	return &auctionv1.RunAuctionResponse{Allocations: []*auctionv1.Allocation{{AdId: best.GetAdId(), Slot: 1, PriceMicros: best.GetBidMicros()}}}, nil
+}
+
+// serve runs a router over bufconn with the given domains and returns the
+// generated client.
+func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs map[string]string) routerv1.RouterServiceClient {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	table := routing.NewTable(log, nil)
+	table.SetRankers(rankers)
+	raw := map[string][]byte{}
+	for k, v := range configs {
+		raw[k] = []byte(v)
+	}
+	table.SetConfigs(raw)
+	lis := bufconn.Listen(1 << 20)
+	srv, _ := grpcx.NewServer(log)
+	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, time.Second, log))
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close(); srv.Stop() })
+	return routerv1.NewRouterServiceClient(cc)
+}
+
+func inst(domain, version string, healthy bool) discovery.Instance {
+	return discovery.Instance{ID: domain + version, Addr: "x:1", Healthy: healthy,
+		Meta: map[string]string{consulx.MetaDomain: domain, consulx.MetaVersion: version}}
+}
+
+func request() *routerv1.RankRequest {
+	req := &routerv1.RankRequest{RequestId: "r1", UserId: "u1", Domain: "feed", Slots: 1}
+	for i := range 3 {
+		req.Candidates = append(req.Candidates, &routerv1.Candidate{AdId: fmt.Sprintf("ad%d", i), BidMicros: 1000})
+	}
+	return req
+}
+
+func TestRank(t *testing.T) {
+	client := serve(t, &fakeDown{}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	resp, err := client.Rank(context.Background(), request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
+		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: ImpressionID("r1", "ad2", 1)},
+	}}
+	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if ImpressionID("r1", "ad2", 1) == ImpressionID("r2", "ad2", 1) || ImpressionID("r1", "ad2", 1) == ImpressionID("r1", "ad2", 2) {
+		t.Error("impression ids collide")
+	}
+}
+
+func TestRankErrors(t *testing.T) {
+	rankers := []discovery.Instance{inst("feed", "v1", true), inst("stories", "v1", false), inst("nocfg", "v1", true)}
+	configs := map[string]string{"feed": `{"production": "v1"}`, "stories": `{"production": "v1"}`}
+	tests := []struct {
+		name  string
+		down  *fakeDown
+		edit  func(*routerv1.RankRequest)
+		code  codes.Code
+		field string // first field violation, for INVALID_ARGUMENT
+		msg   string
+	}{
+		{name: "missing user", edit: func(r *routerv1.RankRequest) { r.UserId = "" }, code: codes.InvalidArgument, field: "user_id"},
+		{name: "slots over limit", edit: func(r *routerv1.RankRequest) { r.Slots = MaxSlots + 1 }, code: codes.InvalidArgument, field: "slots"},
+		{name: "long request id", edit: func(r *routerv1.RankRequest) { r.RequestId = strings.Repeat("x", MaxIDLength+1) }, code: codes.InvalidArgument, field: "request_id"},
+		{name: "long query", edit: func(r *routerv1.RankRequest) {
+			r.Context = &routerv1.RequestContext{Query: strings.Repeat("q", MaxQueryLength+1)}
+		}, code: codes.InvalidArgument, field: "context.query"},
+		{name: "several violations", edit: func(r *routerv1.RankRequest) { r.UserId, r.Slots = "", 0 }, code: codes.InvalidArgument, field: "user_id", msg: "(and 1 more)"},
+		{name: "unknown domain", edit: func(r *routerv1.RankRequest) { r.Domain = "video" }, code: codes.NotFound, msg: `"video"`},
+		{name: "no healthy production", edit: func(r *routerv1.RankRequest) { r.Domain = "stories" }, code: codes.Unavailable, msg: "no healthy instance"},
+		{name: "no config", edit: func(r *routerv1.RankRequest) { r.Domain = "nocfg" }, code: codes.Unavailable, msg: "adrank/domains/nocfg"},
+		{name: "features down", down: &fakeDown{featuresErr: status.Error(codes.Unavailable, "gone")}, code: codes.Unavailable, msg: "features"},
+		{name: "ranker rejects our request: our fault", down: &fakeDown{rankerErr: status.Error(codes.InvalidArgument, "bad")}, code: codes.Internal, msg: "ranker feed/v1"},
+		{name: "auction overloaded", down: &fakeDown{auctionErr: status.Error(codes.ResourceExhausted, "busy")}, code: codes.ResourceExhausted, msg: "auction"},
+		{name: "ranker returns too few scores", down: &fakeDown{scores: 1}, code: codes.Internal, msg: "1 scores for 3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			down := tt.down
+			if down == nil {
+				down = &fakeDown{}
+			}
+			client := serve(t, down, rankers, configs)
+			req := request()
+			if tt.edit != nil {
+				tt.edit(req)
+			}
+			_, err := client.Rank(context.Background(), req)
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("code %v (%q), want %v", st.Code(), st.Message(), tt.code)
+			}
+			if !strings.Contains(st.Message(), tt.msg) {
+				t.Errorf("message %q does not mention %q", st.Message(), tt.msg)
+			}
+			if tt.field != "" {
+				var br *errdetails.BadRequest
+				for _, d := range st.Details() {
+					if b, ok := d.(*errdetails.BadRequest); ok {
+						br = b
+					}
+				}
+				if br == nil || br.GetFieldViolations()[0].GetField() != tt.field {
+					t.Errorf("details %v, want first field %q", st.Details(), tt.field)
+				}
+			}
+		})
+	}
+}
+
+func TestRankHonoursTheBudget(t *testing.T) {
+	client := serve(t, &slowDown{fakeDown{}}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := client.Rank(ctx, request())
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err %v, want DEADLINE_EXCEEDED", err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("took %v with a 50ms deadline", took)
+	}
+}
+
+// slowDown's features call waits for the caller's deadline.
+type slowDown struct{ fakeDown }
+
+func (s *slowDown) Features() (featuresv1.FeatureServiceClient, error) { return slowFeatures{}, nil }
+
+type slowFeatures struct{}
+
+func (slowFeatures) GetFeatures(ctx context.Context, _ *featuresv1.GetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.GetFeaturesResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		return nil, status.Error(codes.Internal, "downstream call without a deadline")
+	}
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+func TestListDomains(t *testing.T) {
+	client := serve(t, &fakeDown{}, []discovery.Instance{inst("feed", "v2", true), inst("feed", "v1", true), inst("feed", "v1", false)},
+		map[string]string{"feed": `{"production": "v1"}`, "stories": `{"production": "v1"}`})
+	resp, err := client.ListDomains(context.Background(), &routerv1.ListDomainsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &routerv1.ListDomainsResponse{Domains: []*routerv1.DomainInfo{
+		{Domain: "feed", ProductionVersion: "v1", Versions: []*routerv1.VersionInfo{
+			{Version: "v1", HealthyInstances: 1, TotalInstances: 2}, {Version: "v2", HealthyInstances: 1, TotalInstances: 1},
+		}},
+		{Domain: "stories", ConfigError: `production: version "v1" is not registered for domain "stories"`},
+	}}
+	if diff := cmp.Diff(want, resp, protocmp.Transform(), protocmp.IgnoreFields(&routerv1.DomainInfo{}, "config_loaded_at")); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

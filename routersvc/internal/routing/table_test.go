@@ -1,0 +1,123 @@
+package routing
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/discovery"
+)
+
+func ranker(id, domain, version string, healthy bool) discovery.Instance {
+	return discovery.Instance{ID: id, Addr: id + ":1", Healthy: healthy, Meta: map[string]string{
+		consulx.MetaDomain: domain, consulx.MetaVersion: version, consulx.MetaModelSHA256: "sha-" + version,
+	}}
+}
+
+func newTable(pushed map[string][]string) *Table {
+	return NewTable(slog.New(slog.NewTextHandler(io.Discard, nil)), func(k string, a []string) { pushed[k] = a })
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Config
+		wantErr string
+	}{
+		{`{"production": "v1"}`, Config{Production: "v1"}, ""},
+		{`{"production": "v2", "reserve_micros": 5000}`, Config{Production: "v2", ReserveMicros: 5000}, ""},
+		{`{"production": `, Config{}, "bad JSON"},
+		{`{"production": "v1"} {}`, Config{}, "trailing data"},
+		{`{"production": "v1", "canary": 1}`, Config{}, "unknown field"},
+		{`{"production": ""}`, Config{}, "production"},
+		{`{"production": "V 1"}`, Config{}, "not a version name"},
+		{`{"production": "v1", "reserve_micros": -1}`, Config{}, "reserve_micros"},
+	}
+	for _, tt := range tests {
+		got, err := ParseConfig([]byte(tt.in))
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s: err %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%s: %+v, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestTableKeepsTheLastGoodConfig(t *testing.T) {
+	pushed := map[string][]string{}
+	tab := newTable(pushed)
+	tab.SetRankers([]discovery.Instance{
+		ranker("a", "feed", "v1", true), ranker("b", "feed", "v1", false), ranker("c", "feed", "v2", true),
+	})
+	select {
+	case <-tab.Synced():
+		t.Fatal("synced before KV was read")
+	default:
+	}
+	tab.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v1"}`)})
+	<-tab.Synced()
+
+	d := tab.Snapshot().Domains["feed"]
+	if d.Config.Production != "v1" || d.ConfigError != "" {
+		t.Fatalf("config %+v error %q", d.Config, d.ConfigError)
+	}
+	if v := d.Production(); v.Healthy != 1 || v.Total != 2 || v.SHA256 != "sha-v1" {
+		t.Errorf("v1 %+v", v)
+	}
+	if diff := cmp.Diff(map[string][]string{"ranker/feed/v1": {"a:1"}, "ranker/feed/v2": {"c:1"}}, pushed); diff != "" {
+		t.Errorf("pushed (-want +got):\n%s", diff)
+	}
+	loaded := d.LoadedAt
+
+	for _, bad := range []string{`{"production": "v9"}`, `not json`} {
+		tab.SetConfigs(map[string][]byte{"feed": []byte(bad)})
+		d = tab.Snapshot().Domains["feed"]
+		if d.Config.Production != "v1" || d.ConfigError == "" || d.LoadedAt != loaded {
+			t.Errorf("after %q: config %+v error %q", bad, d.Config, d.ConfigError)
+		}
+	}
+
+	// An unknown version becomes valid once it registers.
+	tab.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v3"}`)})
+	if tab.Snapshot().Domains["feed"].Config.Production != "v1" {
+		t.Fatal("unregistered v3 took production")
+	}
+	tab.SetRankers([]discovery.Instance{ranker("a", "feed", "v1", true), ranker("d", "feed", "v3", true)})
+	d = tab.Snapshot().Domains["feed"]
+	if d.Config.Production != "v3" || d.ConfigError != "" {
+		t.Errorf("after v3 registered: config %+v error %q", d.Config, d.ConfigError)
+	}
+	if _, ok := pushed["ranker/feed/v2"]; !ok || pushed["ranker/feed/v2"] != nil {
+		t.Errorf("v2 left but its addresses were not cleared: %v", pushed)
+	}
+
+	// If production's instances all go, the config stays: requests get UNAVAILABLE, not NOT_FOUND.
+	tab.SetRankers(nil)
+	d = tab.Snapshot().Domains["feed"]
+	if d.Config.Production != "v3" || d.Production() != nil {
+		t.Errorf("after all rankers left: %+v %+v", d.Config, d.Production())
+	}
+
+	// Deleting the key removes the config.
+	tab.SetConfigs(map[string][]byte{})
+	if _, ok := tab.Snapshot().Domains["feed"]; ok {
+		t.Error("feed still known after its key and rankers went")
+	}
+}
+
+func TestTableIgnoresMalformedRegistrations(t *testing.T) {
+	tab := newTable(map[string][]string{})
+	tab.SetRankers([]discovery.Instance{ranker("a", "", "v1", true), ranker("b", "feed", "V1!", true)})
+	tab.SetConfigs(map[string][]byte{"Bad Name": []byte(`{"production": "v1"}`)})
+	if n := len(tab.Snapshot().Domains); n != 0 {
+		t.Errorf("%d domains from malformed input", n)
+	}
+}
