@@ -97,7 +97,7 @@ consul: ## Make a consul agent available (PATH, else build v1.13.9 into bin/)
 	  echo "building consul v1.13.9 into bin/ (about 3 minutes)"; \
 	  cd tools/consul && GOWORK=off go build -o $(CURDIR)/bin/consul github.com/hashicorp/consul; \
 	fi
-	@$(CONSUL) version | head -1
+	@$(CONSUL) version | sed -n 1p
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps bin/tools and bin/consul)

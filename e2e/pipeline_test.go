@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/consultest"
 )
 
 func TestMain(m *testing.M) {
@@ -531,4 +534,97 @@ func (c *cluster) rankerOnPort(t *testing.T, port int) *proc {
 	}
 	t.Fatalf("no ranker logged %s", want)
 	return nil
+}
+
+// A corrupt or unsupported model file stops the ranker before it listens:
+// it exits non-zero, names the problem, and never registers.
+func TestRankerRefusesABadModel(t *testing.T) {
+	c := &cluster{t: t, root: root(t)}
+	c.consul = consultest.Start(t)
+	dir := t.TempDir()
+	tests := []struct{ name, content, want string }{
+		{"truncated", `{"format": "logreg", "features": [`, "not a JSON model file"},
+		{"unsupported", `{"format": "onnx"}`, `unsupported model format: "onnx"`},
+		{"inconsistent", `{"format": "logreg", "features": ["a", "b"], "weights": [1], "intercept": 0, "impute": [0, 0]}`, "1 weights for 2 features"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, tt.name+".json")
+			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := c.start("rankersvc", "--domain", "feed", "--version", "bad", "--model", path)
+			if code := p.exitCode(t, 10*time.Second); code != 1 {
+				t.Fatalf("exit code %d, want 1", code)
+			}
+			if !strings.Contains(p.out.String(), tt.want) {
+				t.Errorf("output does not name the problem %q:\n%s", tt.want, p.out.String())
+			}
+			if n := len(c.rankerInstances("feed", "bad", false)); n != 0 {
+				t.Errorf("%d instances registered", n)
+			}
+		})
+	}
+}
+
+// `make run`'s script starts everything, answers, and leaves no process
+// behind on SIGTERM. It runs on free ports, never the defaults.
+func TestRunScript(t *testing.T) {
+	r := root(t)
+	ports, err := consultest.FreePorts(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
+	cmd.Env = append(os.Environ(),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(),
+		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
+	out := &buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // to find every child afterwards
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("run.sh output:\n%s", out.String())
+		}
+	})
+	gw := &cluster{t: t, gatewayURL: "http://" + addr(2)}
+	eventually(t, 60*time.Second, func() error {
+		if !strings.Contains(out.String(), "Ctrl-C stops everything") {
+			return fmt.Errorf("no banner yet")
+		}
+		body, _ := protojson.Marshal(rankRequest("req-run", "feed"))
+		code, b, err := gw.tryDo(http.MethodPost, "/v1/rank", body)
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("rank: %d %s %v", code, b, err)
+		}
+		return nil
+	})
+	for _, want := range []string{addr(1), "http://" + addr(2), "curl"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("banner lacks %q", want)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("run.sh did not stop within 30s of SIGTERM")
+	}
+	// Nothing of the process group is left.
+	if err := syscall.Kill(-cmd.Process.Pid, 0); err == nil || err != syscall.ESRCH {
+		ps, _ := exec.Command("ps", "-o", "pid,args", "-g", fmt.Sprint(cmd.Process.Pid)).CombinedOutput()
+		t.Errorf("processes left behind (%v):\n%s", err, ps)
+	}
+	if !strings.Contains(out.String(), "stopped.") {
+		t.Errorf("no clean stop in output")
+	}
 }

@@ -9,6 +9,9 @@ CONSUL_ADDR=${CONSUL_ADDR:-127.0.0.1:8500}
 ROUTER_ADDR=${ROUTER_ADDR:-127.0.0.1:9090}
 GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
 LOG_DIR=${LOG_DIR:-.run}
+# Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
+# values when the defaults (8301, 8300, 8502) are taken.
+CONSUL_FLAGS=${CONSUL_FLAGS:-}
 CONSUL=$(command -v consul || echo bin/consul)
 mkdir -p "$LOG_DIR"
 
@@ -32,7 +35,7 @@ start() { # name, args...
 }
 
 http_port=${CONSUL_ADDR##*:}
-"$CONSUL" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$http_port" -dns-port -1 -log-level warn \
+"$CONSUL" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$http_port" -dns-port -1 -log-level warn $CONSUL_FLAGS \
   >"$LOG_DIR/consul.log" 2>&1 &
 consul_pid=$!
 for _ in $(seq 1 100); do
@@ -43,8 +46,8 @@ done
 
 export CONSUL_HTTP_ADDR=$CONSUL_ADDR
 kv() { curl -fsS -X PUT --data "$2" "http://$CONSUL_ADDR/v1/kv/$1" >/dev/null; }
-kv adrank/domains/feed '{"production": "v1"}'
-kv adrank/domains/stories '{"production": "v1"}'
+kv adrank/domains/feed '{"production": "v1", "reserve_micros": 10000}'
+kv adrank/domains/stories '{"production": "v1", "reserve_micros": 10000}'
 
 start featuresvc bin/featuresvc
 start auctionsvc bin/auctionsvc

@@ -109,12 +109,17 @@ func NewRegistrar(client *api.Client, reg Registration, log *slog.Logger) *Regis
 	return &Registrar{client: client, reg: reg, log: log, Every: 2 * time.Second}
 }
 
+// callTimeout bounds each call to the local agent.
+const callTimeout = 5 * time.Second
+
 // Register registers the instance once.
 func (r *Registrar) Register(ctx context.Context) error {
 	svc, err := r.reg.agentService()
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := r.client.Agent().ServiceRegisterOpts(svc, opts); err != nil {
 		return fmt.Errorf("register %s: %w", r.reg.ID(), err)
@@ -156,6 +161,8 @@ func (r *Registrar) Run(ctx context.Context) error {
 // known reports whether the agent has the instance. An error other than
 // "not found" counts as known, so an unreachable agent causes no churn.
 func (r *Registrar) known(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, _, err := r.client.Agent().Service(r.reg.ID(), (&api.QueryOptions{}).WithContext(ctx))
 	if err == nil {
 		return true
