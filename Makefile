@@ -53,9 +53,14 @@ lint: ## gofmt, go vet, and each module builds on its own
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... ) || exit 1; done
 
+PYTHON := /usr/bin/python3
+
 .PHONY: models
-models: ## Retrain the demo models from the synthetic world (deterministic)
-	go run ./ml/cmd/trainmodels -out models
+models: ## Retrain the demo models and XGBoost parity data (needs Debian's python3-xgboost)
+	@$(PYTHON) -c 'import xgboost' 2>/dev/null || { echo "models needs Debian's python3-xgboost: apt-get install -y python3-xgboost"; exit 1; }
+	go run ./ml/cmd/trainmodels -step prepare -out models -logs .cache/logs
+	$(PYTHON) ml/python/train_xgb.py --logs .cache/logs --out models --testdata ml/model/testdata
+	go run ./ml/cmd/trainmodels -step eval -out models
 
 .PHONY: generate
 generate: tools ## Regenerate gen/ from proto/

@@ -33,13 +33,19 @@ type File struct {
 // ErrUnsupported is returned for a file whose format is not recognised.
 var ErrUnsupported = errors.New("unsupported model format")
 
-// Load reads, detects, parses and validates a model file.
+// Load reads, detects, parses and validates a model file. A feature spec
+// file beside it (see SpecPath) supplies the feature names of a model file
+// that has none, and must agree with one that has them.
 func Load(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read model: %w", err)
 	}
-	m, err := Parse(data)
+	names, err := ReadSpec(SpecPath(path))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	m, err := parse(data, names)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
@@ -48,7 +54,12 @@ func Load(path string) (*File, error) {
 }
 
 // Parse detects the format of data and parses it.
-func Parse(data []byte) (Model, error) {
+func Parse(data []byte) (Model, error) { return parse(data, nil) }
+
+func parse(data []byte, names []string) (Model, error) {
+	if isXGBoost(data) {
+		return ParseXGBoost(data, names)
+	}
 	var probe struct {
 		Format string `json:"format"`
 	}
@@ -57,9 +68,13 @@ func Parse(data []byte) (Model, error) {
 	}
 	switch probe.Format {
 	case FormatLogReg:
-		return parseLogReg(data)
+		m, err := parseLogReg(data)
+		if err == nil && names != nil && !equal(names, m.Names) {
+			return nil, errors.New("logreg: the spec file's feature names differ from the model's")
+		}
+		return m, err
 	case "":
-		return nil, fmt.Errorf("%w: no \"format\" field", ErrUnsupported)
+		return nil, fmt.Errorf("%w: neither an XGBoost model (no \"learner\") nor an adrank model (no \"format\")", ErrUnsupported)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupported, probe.Format)
 	}

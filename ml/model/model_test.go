@@ -15,6 +15,15 @@ func TestParseRejects(t *testing.T) {
 	}{
 		{"not JSON", `hello`, "not a JSON model file"},
 		{"no format", `{"features": ["a"]}`, `no "format"`},
+		{"unknown objective", xgb(`"objective": {"name": "reg:squarederror"}`), `objective "reg:squarederror"`},
+		{"multiclass", xgb(`"learner_model_param": {"base_score": "5E-1", "num_class": "3"}`), "num_class 3"},
+		{"feature outside the list", xgb(`"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [5, 0, 0], "split_conditions": [0.5, 0.1, 0.2], "default_left": [1, 0, 0]}]`), "feature 5, outside the 2 features"},
+		{"NaN threshold", xgb(`"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [NaN, 0.1, 0.2], "default_left": [1, 0, 0]}]`), "invalid character 'N'"},
+		{"cycle", xgb(`"trees": [{"left_children": [0, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [0.5, 0.1, 0.2], "default_left": [1, 0, 0]}]`), "out of order"},
+		{"categorical split", xgb(`"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [0.5, 0.1, 0.2], "default_left": [1, 0, 0], "split_type": [1, 0, 0]}]`), "categorical"},
+		{"bad base score", xgb(`"learner_model_param": {"base_score": "1.5"}`), "base_score"},
+		{"no feature names", xgb(`"feature_names": []`), "no feature_names"},
+		{"no trees", xgb(`"trees": []`), "no trees"},
 		{"unknown format", `{"format": "onnx"}`, `"onnx"`},
 		{"no features", `{"format": "logreg", "features": [], "weights": [], "intercept": 0, "impute": []}`, "no features"},
 		{"weights mismatch", `{"format": "logreg", "features": ["a", "b"], "weights": [1], "intercept": 0, "impute": [0, 0]}`, "1 weights for 2 features"},
@@ -62,21 +71,92 @@ func TestLogRegMissingValuesTakeTheImpute(t *testing.T) {
 }
 
 func TestLoadCommittedModels(t *testing.T) {
-	files, err := filepath.Glob("../../models/*/*.json")
-	if err != nil || len(files) < 3 {
-		t.Fatalf("models: %v %v", files, err)
-	}
-	for _, f := range files {
-		m, err := Load(f)
+	// Both formats run in the demo.
+	for path, format := range map[string]string{
+		"../../models/feed/v1.json":    FormatLogReg,
+		"../../models/feed/v2.json":    FormatXGBoost,
+		"../../models/stories/v1.json": FormatXGBoost,
+	} {
+		m, err := Load(path)
 		if err != nil {
-			t.Errorf("%s: %v", f, err)
+			t.Errorf("%s: %v", path, err)
 			continue
 		}
-		if m.Format() != FormatLogReg || len(m.SHA256) != 64 {
-			t.Errorf("%s: format %q sha %q", f, m.Format(), m.SHA256)
+		if m.Format() != format || len(m.SHA256) != 64 {
+			t.Errorf("%s: format %q sha %q, want format %q", path, m.Format(), m.SHA256, format)
 		}
 	}
 	if _, err := Load("no/such/file.json"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// xgb returns a small valid XGBoost model file with one part replaced: each
+// key below may be overridden by a `"key": value` fragment.
+func xgb(override string) string {
+	parts := map[string]string{
+		"objective":           `"objective": {"name": "binary:logistic"}`,
+		"learner_model_param": `"learner_model_param": {"base_score": "5E-1", "num_class": "0", "num_feature": "2", "num_target": "1"}`,
+		"feature_names":       `"feature_names": ["a", "b"]`,
+		"trees": `"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [1, 0, 0],
+			"split_conditions": [0.5, -0.25, 0.75], "default_left": [1, 0, 0], "split_type": [0, 0, 0]}]`,
+	}
+	key := strings.Trim(strings.SplitN(override, ":", 2)[0], ` "`)
+	parts[key] = override
+	return `{"learner": {` + parts["feature_names"] + `, ` + parts["learner_model_param"] + `, ` + parts["objective"] + `,
+		"gradient_booster": {"name": "gbtree", "model": {` + parts["trees"] + `, "tree_info": [0]}}}, "version": [1, 7, 4]}`
+}
+
+// A hand-made stump: b < 0.5 (or b missing) goes left to -0.25, else 0.75.
+func TestXGBoostStump(t *testing.T) {
+	m, err := Parse([]byte(xgb(`"objective": {"name": "binary:logistic"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := func(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
+	nan := math.NaN()
+	tests := []struct {
+		x    []float64
+		want float64
+	}{
+		{[]float64{9, 0.4}, sig(-0.25)},
+		{[]float64{9, 0.5}, sig(0.75)},  // x < split goes left; equal goes right
+		{[]float64{9, nan}, sig(-0.25)}, // missing: default left
+		// 0.49999999999 rounds to 0.5 in float32, so it goes right, as in XGBoost.
+		{[]float64{9, 0.49999999999}, sig(0.75)},
+	}
+	for _, tt := range tests {
+		if got := m.Predict(tt.x); math.Abs(got-tt.want) > 1e-7 {
+			t.Errorf("Predict(%v) = %v, want %v", tt.x, got, tt.want)
+		}
+	}
+}
+
+func TestSpecFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.json")
+	noNames := xgb(`"feature_names": []`)
+	if err := os.WriteFile(path, []byte(noNames), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "no feature spec file") {
+		t.Fatalf("without a spec: %v", err)
+	}
+	if err := os.WriteFile(SpecPath(path), []byte(`{"features": ["x", "y"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Features(); len(got) != 2 || got[0] != "x" || got[1] != "y" {
+		t.Errorf("features %v", got)
+	}
+	// A spec that contradicts the model's own names is an error.
+	if err := os.WriteFile(path, []byte(xgb(`"objective": {"name": "binary:logistic"}`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "differ") {
+		t.Errorf("contradicting spec: %v", err)
 	}
 }

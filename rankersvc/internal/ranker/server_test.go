@@ -48,7 +48,7 @@ func TestScoreAndInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.GetDomain() != "feed" || info.GetVersion() != "v2" || info.GetModelSha256() != f.SHA256 || info.GetFormat() != "logreg" || len(info.GetFeatureNames()) != 13 {
+	if info.GetDomain() != "feed" || info.GetVersion() != "v2" || info.GetModelSha256() != f.SHA256 || info.GetFormat() != "xgboost" || len(info.GetFeatureNames()) != 13 {
 		t.Errorf("info %v", info)
 	}
 
