@@ -12,8 +12,8 @@ GRPC_GATEWAY_VERSION := v2.33.0
 GRPCURL_VERSION      := v1.9.4
 
 TOOLS   := $(CURDIR)/bin/tools
-MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway e2e
-SERVICES := featuresvc rankersvc auctionsvc routersvc gateway
+MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway adrankctl e2e
+BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl
 # A consul on PATH wins; otherwise bin/consul is built from tools/consul (v1.13.9, MPL-2.0).
 CONSUL  := $(or $(shell command -v consul 2>/dev/null),$(CURDIR)/bin/consul)
 export CONSUL_BIN := $(CONSUL)
@@ -30,7 +30,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 test: build consul tools checkgenerate lint unit e2e ## Run every check and test (what CI runs)
 
 .PHONY: build
-build: $(addprefix bin/,$(SERVICES)) ## Build the service binaries into bin/
+build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
 
 bin/%: FORCE
 	go build -o $@ ./$*/cmd/$*
@@ -70,9 +70,11 @@ generate: tools ## Regenerate gen/ from proto/
 .PHONY: checkgenerate
 checkgenerate: tools ## Fail when buf lint or the generated code is not clean
 	$(TOOLS)/buf lint
-	$(MAKE) generate
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-	  echo "generated code is out of date: run make generate and commit"; git status --porcelain -- gen; exit 1; fi
+	@before=$$(mktemp -d); cp -a gen/. "$$before"; \
+	  $(MAKE) generate >/dev/null; \
+	  if ! diff -r "$$before" gen >/dev/null; then \
+	    echo "generated code is out of date: run make generate"; diff -rq "$$before" gen; rm -rf "$$before"; exit 1; fi; \
+	  rm -rf "$$before"; echo "generated code is up to date"
 
 .PHONY: tools
 tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.protoc-gen-go-$(PROTOC_GEN_GO) \
@@ -106,4 +108,4 @@ consul: ## Make a consul agent available (PATH, else build v1.13.9 into bin/)
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps bin/tools and bin/consul)
-	rm -f $(addprefix bin/,$(SERVICES))
+	rm -f $(addprefix bin/,$(BINARIES))

@@ -122,6 +122,14 @@ func TestPipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkResponse(t, req, first)
+		if first.GetAuctionType() != "gsp" {
+			t.Errorf("auction %q, want the default gsp", first.GetAuctionType())
+		}
+		for _, r := range first.GetResults() {
+			if r.GetEcpm() <= 0 || r.GetRunnerUpEcpm() > r.GetEcpm() {
+				t.Errorf("result %s explains its price with eCPM %v and runner-up %v", r.GetAdId(), r.GetEcpm(), r.GetRunnerUpEcpm())
+			}
+		}
 		if first.GetModelVersion() != "v1" || first.GetDomain() != "feed" || first.GetRequestId() != "req-1" {
 			t.Errorf("got version %q domain %q request %q", first.GetModelVersion(), first.GetDomain(), first.GetRequestId())
 		}
@@ -157,6 +165,20 @@ func TestPipeline(t *testing.T) {
 		}
 		if !strings.Contains(string(out), `"request_id"`) {
 			t.Errorf("REST answer does not use proto field names: %s", out)
+		}
+	})
+
+	t.Run("a per-request reserve", func(t *testing.T) {
+		req := rankRequest("req-reserve", "feed")
+		req.ReserveMicros = 800_000 // only bids of at least 0.8 currency units take part
+		resp, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetResults() {
+			if r.GetPriceMicros() < 800_000 || r.GetReserveMicros() != 800_000 || bidOf(req, r.GetAdId()) < 800_000 {
+				t.Errorf("%s: price %d reserve %d bid %d", r.GetAdId(), r.GetPriceMicros(), r.GetReserveMicros(), bidOf(req, r.GetAdId()))
+			}
 		}
 	})
 
@@ -320,6 +342,8 @@ func TestPipeline(t *testing.T) {
 			{"negative bid", func(r *routerv1.RankRequest) { r.Candidates[0].BidMicros = -5 }, codes.InvalidArgument, "candidates[0].bid_micros"},
 			{"bad timestamp", func(r *routerv1.RankRequest) { r.Context.Timestamp.Nanos = -1 }, codes.InvalidArgument, "context.timestamp"},
 			{"unknown device", func(r *routerv1.RankRequest) { r.Context.Device = 42 }, codes.InvalidArgument, "context.device"},
+			{"negative reserve", func(r *routerv1.RankRequest) { r.ReserveMicros = -1 }, codes.InvalidArgument, "reserve_micros"},
+			{"negative quality", func(r *routerv1.RankRequest) { r.Candidates[4].Quality = -2 }, codes.InvalidArgument, "candidates[4].quality"},
 			{"unknown domain", func(r *routerv1.RankRequest) { r.Domain = "video" }, codes.NotFound, ""},
 		}
 		for _, tt := range tests {
@@ -388,6 +412,15 @@ func TestPipeline(t *testing.T) {
 	})
 }
 
+func bidOf(req *routerv1.RankRequest, adID string) int64 {
+	for _, c := range req.GetCandidates() {
+		if c.GetAdId() == adID {
+			return c.GetBidMicros()
+		}
+	}
+	return -1
+}
+
 func trim(b []byte) string {
 	if len(b) > 300 {
 		return string(b[:300]) + "..."
@@ -424,6 +457,35 @@ func TestDiscovery(t *testing.T) {
 			return nil
 		})
 		t.Logf("production switched to v3 in %v", took)
+	})
+
+	t.Run("the auction type follows Consul KV", func(t *testing.T) {
+		req := rankRequest("req-auction", "stories")
+		for _, cfg := range []struct{ value, want string }{
+			{`{"type": "vcg", "position_factors": [1, 0.5, 0.25]}`, "vcg"},
+			{`{"type": "dutch"}`, "vcg"}, // rejected: the last good config keeps serving
+			{`{"type": "first_price", "reserve_micros": 1}`, "first_price"},
+		} {
+			c.putKV("adrank/auction/stories", cfg.value)
+			time.Sleep(200 * time.Millisecond) // a rejected value changes nothing to wait for
+			eventually(t, 2*time.Second, func() error {
+				resp, err := rank(t, c, req)
+				if err != nil {
+					return err
+				}
+				if resp.GetAuctionType() != cfg.want {
+					return fmt.Errorf("after %s: auction %q, want %q", cfg.value, resp.GetAuctionType(), cfg.want)
+				}
+				if cfg.want == "first_price" {
+					for _, r := range resp.GetResults() {
+						if r.GetPriceMicros() != bidOf(req, r.GetAdId()) {
+							return fmt.Errorf("first price: %s pays %d", r.GetAdId(), r.GetPriceMicros())
+						}
+					}
+				}
+				return nil
+			})
+		}
 	})
 
 	t.Run("an invalid config is rejected and the last good one keeps serving", func(t *testing.T) {

@@ -3,6 +3,7 @@ module github.com/adrank/adrank/platform
 go 1.26.7
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/consul/api v1.34.5
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0

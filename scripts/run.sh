@@ -46,8 +46,10 @@ done
 
 export CONSUL_HTTP_ADDR=$CONSUL_ADDR
 kv() { curl -fsS -X PUT --data "$2" "http://$CONSUL_ADDR/v1/kv/$1" >/dev/null; }
-kv adrank/domains/feed '{"production": "v1", "reserve_micros": 10000}'
-kv adrank/domains/stories '{"production": "v1", "reserve_micros": 10000}'
+kv adrank/domains/feed '{"production": "v1"}'
+kv adrank/domains/stories '{"production": "v1"}'
+kv adrank/auction/feed '{"type": "gsp", "reserve_micros": 10000, "position_factors": [1, 0.7, 0.5]}'
+kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_factors": [1, 0.6, 0.35]}'
 
 start featuresvc bin/featuresvc
 start auctionsvc bin/auctionsvc

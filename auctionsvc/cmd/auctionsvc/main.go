@@ -1,5 +1,6 @@
 // Command auctionsvc runs the auction every domain shares, registered in
-// Consul as adrank-auction.
+// Consul as adrank-auction. Each domain's auction type, reserve and position
+// factors come from Consul KV adrank/auction/<domain>, hot-reloaded.
 package main
 
 import (
@@ -10,9 +11,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/adrank/adrank/auctionsvc/internal/config"
 	"github.com/adrank/adrank/auctionsvc/internal/server"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/service"
 )
 
@@ -30,10 +36,22 @@ func main() {
 }
 
 func run(ctx context.Context, o service.Flags) error {
-	srv, err := service.New(o.Options(consulx.AuctionService, o.Logger("auctionsvc")))
+	log := o.Logger("auctionsvc")
+	client, err := consulx.NewClient(o.ConsulAddr)
 	if err != nil {
 		return err
 	}
-	auctionv1.RegisterAuctionServiceServer(srv.GRPC(), server.Server{})
-	return srv.Run(ctx)
+	srv, err := service.New(o.Options(consulx.AuctionService, log))
+	if err != nil {
+		return err
+	}
+	auction := server.New(log)
+	auctionv1.RegisterAuctionServiceServer(srv.GRPC(), auction)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		discovery.WatchPrefix(gctx, client, log, config.Prefix, func(pairs api.KVPairs) { auction.SetConfigs(pairs) })
+		return nil
+	})
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
 }

@@ -1,5 +1,27 @@
 // Package auction allocates ad slots and prices them. It is plain Go with no
 // service dependencies.
+//
+// Allocation: candidates whose bid reaches the reserve take part; they are
+// ordered by eCPM = bid x pCTR x quality (micros per impression, quality 1 when
+// unset), ties broken by ad ID ascending, and fill the slots in that order.
+// Slot k shows its ad to a share of the page's attention given by its position
+// factor a_k (the relative click-through of the slot; a_1 >= a_2 >= ...).
+//
+// Prices are per click, in micros. Writing e_j for the eCPM of the j-th ranked
+// ad (0 past the last one) and a_j = 0 past the last slot, the ad in slot k
+// pays:
+//
+//   - GSP (default): the least bid that keeps its eCPM at the next ad's,
+//     e_{k+1} / (pCTR_k x quality_k);
+//   - VCG: its externality on the ads below it,
+//     sum_{j=k..n} (a_j - a_{j+1}) e_{j+1}, divided by its expected clicks
+//     a_k x pCTR_k x quality_k (n = number of filled slots);
+//   - first price: its bid.
+//
+// Rounding: a price is rounded up to a whole micro, so that it never falls
+// below what keeps the position; a fraction under 1e-6 micro is floating-point
+// noise and rounds down. Then it is clamped to [reserve, bid]: never above the
+// bid, never below the reserve, and a lone bidder pays the reserve (GSP, VCG).
 package auction
 
 import (
@@ -10,6 +32,20 @@ import (
 	"slices"
 )
 
+// Type is an auction type.
+type Type string
+
+// Auction types.
+const (
+	GSP        Type = "gsp"
+	VCG        Type = "vcg"
+	FirstPrice Type = "first_price"
+)
+
+// DefaultDecay is the position factor ratio between consecutive slots when
+// no factors are configured, and past the configured ones.
+const DefaultDecay = 0.7
+
 // Bid is one candidate in the auction.
 type Bid struct {
 	AdID      string
@@ -18,30 +54,47 @@ type Bid struct {
 	Quality   float64 // multiplier; 0 means 1
 }
 
-// Allocation is one filled slot.
+// Allocation is one filled slot, with what explains its price.
 type Allocation struct {
-	AdID          string
-	Slot          int   // 1-based
-	PriceMicros   int64 // cost per click
-	ECPM          float64
-	RunnerUpECPM  float64 // next eligible ad's eCPM; 0 if none
-	ReserveMicros int64
+	AdID           string
+	Slot           int   // 1-based
+	PriceMicros    int64 // cost per click
+	ECPM           float64
+	RunnerUpECPM   float64 // the next-ranked eligible ad's eCPM; 0 if none
+	ReserveMicros  int64
+	PositionFactor float64
 }
 
 // Request is one auction.
 type Request struct {
-	Slots         int
-	ReserveMicros int64 // minimum cost per click
-	Bids          []Bid
+	Type            Type // empty means GSP
+	Slots           int
+	ReserveMicros   int64     // minimum cost per click
+	PositionFactors []float64 // a_1, a_2, ...; missing ones decay by DefaultDecay
+	Bids            []Bid
 }
+
+// ErrInvalid wraps every validation error.
+var ErrInvalid = errors.New("invalid auction request")
+
+// MaxSlots bounds a request's slots.
+const MaxSlots = 1000
 
 // Validate reports the first invalid field.
 func (r Request) Validate() error {
-	if r.Slots < 1 {
-		return fmt.Errorf("slots: %d, want at least 1", r.Slots)
+	switch r.Type {
+	case "", GSP, VCG, FirstPrice:
+	default:
+		return fmt.Errorf("type: unknown auction type %q", r.Type)
+	}
+	if r.Slots < 1 || r.Slots > MaxSlots {
+		return fmt.Errorf("slots: %d, want 1 to %d", r.Slots, MaxSlots)
 	}
 	if r.ReserveMicros < 0 {
 		return fmt.Errorf("reserve_micros: %d, want at least 0", r.ReserveMicros)
+	}
+	if err := CheckPositionFactors(r.PositionFactors); err != nil {
+		return err
 	}
 	seen := make(map[string]bool, len(r.Bids))
 	for i, b := range r.Bids {
@@ -54,34 +107,47 @@ func (r Request) Validate() error {
 			return fmt.Errorf("bids[%d].bid_micros: %d, want > 0", i, b.BidMicros)
 		case !(b.PCTR >= 0 && b.PCTR <= 1):
 			return fmt.Errorf("bids[%d].pctr: %v, want within [0, 1]", i, b.PCTR)
-		case !(b.Quality >= 0) || math.IsInf(b.Quality, 0):
-			return fmt.Errorf("bids[%d].quality: %v, want finite and >= 0", i, b.Quality)
+		case !(b.Quality >= 0 && b.Quality <= 1e6):
+			return fmt.Errorf("bids[%d].quality: %v, want within [0, 1e6]", i, b.Quality)
 		}
 		seen[b.AdID] = true
 	}
 	return nil
 }
 
-// ErrInvalid wraps every validation error.
-var ErrInvalid = errors.New("invalid auction request")
+// CheckPositionFactors accepts factors in (0, 1], non-increasing.
+func CheckPositionFactors(fs []float64) error {
+	for i, f := range fs {
+		if !(f > 0 && f <= 1) {
+			return fmt.Errorf("position_factors[%d]: %v, want within (0, 1]", i, f)
+		}
+		if i > 0 && f > fs[i-1] {
+			return fmt.Errorf("position_factors[%d]: %v is above the slot before it (%v)", i, f, fs[i-1])
+		}
+	}
+	return nil
+}
+
+// PositionFactor returns a_k (k 1-based) for the configured factors: the
+// configured value, or the last one decayed by DefaultDecay per slot beyond
+// it (1, 0.7, 0.49, ... when none are configured).
+func PositionFactor(fs []float64, k int) float64 {
+	if k <= len(fs) {
+		return fs[k-1]
+	}
+	if len(fs) == 0 {
+		return math.Pow(DefaultDecay, float64(k-1))
+	}
+	return fs[len(fs)-1] * math.Pow(DefaultDecay, float64(k-len(fs)))
+}
 
 type ranked struct {
 	Bid
 	ecpm float64
 }
 
-// GSP runs a generalized second-price auction on eCPM = bid x pCTR x quality.
-//
-// Bids under the reserve, and bids with a zero eCPM, do not take part. The
-// others are ordered by eCPM, ties broken by ad ID (ascending), and fill the
-// slots in that order. The ad in slot k pays, per click, the least bid that
-// would keep its eCPM at the next eligible ad's eCPM:
-//
-//	price = runner_up_ecpm / (pctr x quality)
-//
-// rounded up to a whole micro (so the price is never below what keeps the
-// position), then clamped to [reserve, bid]. A lone bidder pays the reserve.
-func GSP(req Request) ([]Allocation, error) {
+// Run runs the auction.
+func Run(req Request) ([]Allocation, error) {
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -103,24 +169,74 @@ func GSP(req Request) ([]Allocation, error) {
 		return cmp.Compare(a.AdID, b.AdID)
 	})
 	n := min(req.Slots, len(eligible))
-	out := make([]Allocation, n)
-	for k := range n {
-		w := eligible[k]
-		var runnerUp float64
-		if k+1 < len(eligible) {
-			runnerUp = eligible[k+1].ecpm
+	ecpm := func(j int) float64 { // e_j, 1-based
+		if j <= len(eligible) {
+			return eligible[j-1].ecpm
 		}
-		price := int64(math.Ceil(runnerUp/(w.PCTR*w.Quality) - 1e-6))
-		price = max(price, req.ReserveMicros)
-		price = min(price, w.BidMicros)
-		out[k] = Allocation{
-			AdID:          w.AdID,
-			Slot:          k + 1,
-			PriceMicros:   price,
-			ECPM:          w.ecpm,
-			RunnerUpECPM:  runnerUp,
-			ReserveMicros: req.ReserveMicros,
+		return 0
+	}
+	alpha := func(j int) float64 { // a_j, 1-based
+		if j <= req.Slots {
+			return PositionFactor(req.PositionFactors, j)
+		}
+		return 0
+	}
+	out := make([]Allocation, n)
+	for k := 1; k <= n; k++ {
+		w := eligible[k-1]
+		var price float64
+		switch req.Type {
+		case "", GSP:
+			price = ecpm(k+1) / (w.PCTR * w.Quality)
+		case VCG:
+			var externality float64
+			for j := k; j <= n; j++ {
+				externality += (alpha(j) - alpha(j+1)) * ecpm(j+1)
+			}
+			price = externality / (alpha(k) * w.PCTR * w.Quality)
+		case FirstPrice:
+			price = float64(w.BidMicros)
+		}
+		p := min(max(roundUp(price), req.ReserveMicros), w.BidMicros)
+		out[k-1] = Allocation{
+			AdID:           w.AdID,
+			Slot:           k,
+			PriceMicros:    p,
+			ECPM:           w.ecpm,
+			RunnerUpECPM:   ecpm(k + 1),
+			ReserveMicros:  req.ReserveMicros,
+			PositionFactor: alpha(k),
 		}
 	}
 	return out, nil
+}
+
+// roundUp rounds a price up to a whole micro; a fraction under 1e-6 micro is
+// floating-point noise and rounds down.
+func roundUp(x float64) int64 {
+	if x <= 0 || math.IsNaN(x) {
+		return 0
+	}
+	if x >= math.MaxInt64/2 {
+		return math.MaxInt64 / 2
+	}
+	f := math.Floor(x)
+	if x-f < 1e-6 {
+		return int64(f)
+	}
+	return int64(f) + 1
+}
+
+// Revenue is the expected revenue per impression of an allocation, in
+// micros: the sum over slots of price x position factor x pCTR.
+func Revenue(allocs []Allocation, bids []Bid) float64 {
+	pctr := make(map[string]float64, len(bids))
+	for _, b := range bids {
+		pctr[b.AdID] = b.PCTR
+	}
+	var r float64
+	for _, a := range allocs {
+		r += float64(a.PriceMicros) * a.PositionFactor * pctr[a.AdID]
+	}
+	return r
 }

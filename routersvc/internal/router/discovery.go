@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"log/slog"
-	"strings"
 
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
@@ -13,6 +12,7 @@ import (
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/kvconfig"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 )
 
@@ -56,13 +56,7 @@ func (c *Consul) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		discovery.WatchPrefix(ctx, c.client, c.log, routing.ConfigPrefix, func(pairs api.KVPairs) {
-			raw := make(map[string][]byte, len(pairs))
-			for _, p := range pairs {
-				if name := strings.TrimPrefix(p.Key, routing.ConfigPrefix); name != "" && !strings.Contains(name, "/") {
-					raw[name] = p.Value
-				}
-			}
-			c.Table.SetConfigs(raw)
+			c.Table.SetConfigs(kvconfig.Names(routing.ConfigPrefix, pairs))
 		})
 		return nil
 	})

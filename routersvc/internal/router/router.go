@@ -83,22 +83,26 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	if len(pctrs) != len(req.GetCandidates()) {
 		return nil, status.Errorf(codes.Internal, "ranker %s/%s returned %d scores for %d candidates", d.Name, version, len(pctrs), len(req.GetCandidates()))
 	}
-	allocs, err := s.auction(ctx, req, d.Config.ReserveMicros, pctrs)
+	auction, err := s.auction(ctx, req, pctrs)
 	if err != nil {
 		return nil, err
 	}
-	resp := &routerv1.RankResponse{RequestId: reqID, Domain: d.Name, ModelVersion: version, Results: make([]*routerv1.Result, len(allocs))}
+	allocs := auction.GetAllocations()
+	resp := &routerv1.RankResponse{RequestId: reqID, Domain: d.Name, ModelVersion: version, AuctionType: auction.GetAuctionType(), Results: make([]*routerv1.Result, len(allocs))}
 	pctrOf := make(map[string]float64, len(pctrs))
 	for i, c := range req.GetCandidates() {
 		pctrOf[c.GetAdId()] = pctrs[i]
 	}
 	for i, a := range allocs {
 		resp.Results[i] = &routerv1.Result{
-			AdId:         a.GetAdId(),
-			Slot:         a.GetSlot(),
-			Pctr:         pctrOf[a.GetAdId()],
-			PriceMicros:  a.GetPriceMicros(),
-			ImpressionId: ImpressionID(reqID, a.GetAdId(), a.GetSlot()),
+			AdId:          a.GetAdId(),
+			Slot:          a.GetSlot(),
+			Pctr:          pctrOf[a.GetAdId()],
+			PriceMicros:   a.GetPriceMicros(),
+			ImpressionId:  ImpressionID(reqID, a.GetAdId(), a.GetSlot()),
+			Ecpm:          a.GetEcpm(),
+			RunnerUpEcpm:  a.GetRunnerUpEcpm(),
+			ReserveMicros: a.GetReserveMicros(),
 		}
 	}
 	return resp, nil
@@ -171,20 +175,20 @@ func (s *Server) score(ctx context.Context, domain, version string, feats *featu
 	return resp.GetScores(), nil
 }
 
-func (s *Server) auction(ctx context.Context, req *routerv1.RankRequest, reserve int64, pctrs []float64) ([]*auctionv1.Allocation, error) {
+func (s *Server) auction(ctx context.Context, req *routerv1.RankRequest, pctrs []float64) (*auctionv1.RunAuctionResponse, error) {
 	c, err := s.down.Auction()
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "auction: %v", err)
 	}
-	ar := &auctionv1.RunAuctionRequest{Domain: req.GetDomain(), Slots: req.GetSlots(), ReserveMicros: reserve, Bids: make([]*auctionv1.Bid, len(pctrs))}
+	ar := &auctionv1.RunAuctionRequest{Domain: req.GetDomain(), Slots: req.GetSlots(), ReserveMicros: req.GetReserveMicros(), Bids: make([]*auctionv1.Bid, len(pctrs))}
 	for i, cand := range req.GetCandidates() {
-		ar.Bids[i] = &auctionv1.Bid{AdId: cand.GetAdId(), AdvertiserId: cand.GetAdvertiserId(), BidMicros: cand.GetBidMicros(), Pctr: pctrs[i]}
+		ar.Bids[i] = &auctionv1.Bid{AdId: cand.GetAdId(), AdvertiserId: cand.GetAdvertiserId(), BidMicros: cand.GetBidMicros(), Pctr: pctrs[i], Quality: cand.GetQuality()}
 	}
 	resp, err := c.RunAuction(ctx, ar)
 	if err != nil {
 		return nil, downstreamError(ctx, "auction", err)
 	}
-	return resp.GetAllocations(), nil
+	return resp, nil
 }
 
 // downstreamError maps a failed downstream call to the caller's status: our

@@ -16,6 +16,7 @@ const (
 	MaxSlots       = 100
 	MaxIDLength    = 256
 	MaxQueryLength = 1024
+	MaxQuality     = 1e6
 )
 
 // violations collects field violations.
@@ -60,6 +61,9 @@ func validate(req *routerv1.RankRequest) error {
 	if s := req.GetSlots(); s < 1 || s > MaxSlots {
 		v.add("slots", "is %d, want 1 to %d", s, MaxSlots)
 	}
+	if r := req.GetReserveMicros(); r < 0 {
+		v.add("reserve_micros", "is %d, want >= 0", r)
+	}
 	if c := req.GetContext(); c != nil {
 		if ts := c.GetTimestamp(); ts != nil {
 			if err := ts.CheckValid(); err != nil {
@@ -96,6 +100,9 @@ func validate(req *routerv1.RankRequest) error {
 			}
 			if b := c.GetBidMicros(); b <= 0 {
 				v.add(f+".bid_micros", "is %d, want > 0", b)
+			}
+			if q := c.GetQuality(); !(q >= 0 && q <= MaxQuality) {
+				v.add(f+".quality", "is %v, want within [0, %g]", q, MaxQuality)
 			}
 		}
 	}

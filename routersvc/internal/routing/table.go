@@ -4,8 +4,7 @@
 package routing
 
 import (
-	"bytes"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/kvconfig"
 )
 
 // ConfigPrefix is the Consul KV prefix of domain configs:
@@ -29,31 +29,21 @@ var Name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
 // Config is a domain's JSON document at ConfigPrefix + domain:
 //
-//	{"production": "v1", "reserve_micros": 10000}
+//	{"production": "v1"}
 type Config struct {
 	// Production is the version that serves the domain's traffic.
 	Production string `json:"production"`
-	// ReserveMicros is the domain's minimum cost per click; 0 means none.
-	ReserveMicros int64 `json:"reserve_micros,omitempty"`
 }
 
 // ParseConfig decodes and checks a config document on its own; whether the
 // production version exists is checked against the registry by the Table.
 func ParseConfig(b []byte) (Config, error) {
 	var c Config
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := kvconfig.DecodeStrict(b, &c); err != nil {
 		return c, fmt.Errorf("bad JSON: %w", err)
-	}
-	if dec.More() {
-		return c, errors.New("bad JSON: trailing data after the document")
 	}
 	if !Name.MatchString(c.Production) {
 		return c, fmt.Errorf("production: %q is not a version name", c.Production)
-	}
-	if c.ReserveMicros < 0 {
-		return c, fmt.Errorf("reserve_micros: %d, want >= 0", c.ReserveMicros)
 	}
 	return c, nil
 }
@@ -93,40 +83,21 @@ type Snapshot struct {
 
 // Sorted returns the domains ordered by name.
 func (s *Snapshot) Sorted() []*Domain {
-	return slices.SortedFunc(maps.Values(s.Domains), func(a, b *Domain) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	return slices.SortedFunc(maps.Values(s.Domains), func(a, b *Domain) int { return cmp.Compare(a.Name, b.Name) })
 }
 
 // RankerKey is the resolver key of a domain's version.
 func RankerKey(domain, version string) string { return "ranker/" + domain + "/" + version }
 
-// good is a config that passed validation.
-type good struct {
-	cfg      Config
-	raw      []byte
-	loadedAt time.Time
-}
-
 // Table folds catalog and KV updates into Snapshots. Updates come from the
 // watch goroutines; Snapshot is lock-free for the request path.
 type Table struct {
-	log      *slog.Logger
-	now      func() time.Time
 	onRanker func(key string, addrs []string)
+	configs  *kvconfig.Set[Config]
 
 	mu       sync.Mutex
-	rankers  []discovery.Instance
-	raw      map[string][]byte
-	good     map[string]good
-	errs     map[string]string
-	keys     map[string]bool // resolver keys pushed so far
+	versions map[string]map[string]*Version // domain -> version
+	keys     map[string]bool                // resolver keys pushed so far
 	synced   struct{ rankers, configs bool }
 	syncedCh chan struct{}
 
@@ -136,13 +107,26 @@ type Table struct {
 // NewTable returns an empty table. onRanker receives the healthy addresses
 // of every domain/version key whenever they may have changed.
 func NewTable(log *slog.Logger, onRanker func(key string, addrs []string)) *Table {
-	t := &Table{
-		log: log, now: time.Now, onRanker: onRanker,
-		raw: map[string][]byte{}, good: map[string]good{}, errs: map[string]string{}, keys: map[string]bool{},
-		syncedCh: make(chan struct{}),
-	}
+	t := &Table{onRanker: onRanker, versions: map[string]map[string]*Version{}, keys: map[string]bool{}, syncedCh: make(chan struct{})}
+	t.configs = kvconfig.New(ConfigPrefix, log, t.parse)
 	t.snap.Store(&Snapshot{Domains: map[string]*Domain{}})
 	return t
+}
+
+// parse validates a domain config against the registered versions; it runs
+// with t.mu held.
+func (t *Table) parse(domain string, raw []byte) (Config, error) {
+	if !Name.MatchString(domain) {
+		return Config{}, errors.New("not a domain name")
+	}
+	c, err := ParseConfig(raw)
+	if err != nil {
+		return c, err
+	}
+	if _, ok := t.versions[domain][c.Production]; !ok {
+		return c, fmt.Errorf("production: version %q is not registered for domain %q", c.Production, domain)
+	}
+	return c, nil
 }
 
 // Synced is closed once both the catalog and KV have been read once.
@@ -155,41 +139,33 @@ func (t *Table) Snapshot() *Snapshot { return t.snap.Load() }
 func (t *Table) SetRankers(insts []discovery.Instance) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.rankers = insts
+	t.versions = versions(insts)
 	t.synced.rankers = true
-	t.rebuild()
+	t.publish(t.configs.Reevaluate())
 }
 
 // SetConfigs replaces the raw KV values, keyed by domain.
 func (t *Table) SetConfigs(raw map[string][]byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.raw = raw
 	t.synced.configs = true
-	t.rebuild()
+	t.publish(t.configs.Update(raw))
 }
 
-// rebuild is called with t.mu held.
-func (t *Table) rebuild() {
-	domains := map[string]*Domain{}
-	domain := func(name string) *Domain {
-		d, ok := domains[name]
-		if !ok {
-			d = &Domain{Name: name, Versions: map[string]*Version{}}
-			domains[name] = d
-		}
-		return d
-	}
-	for _, in := range t.rankers {
+func versions(insts []discovery.Instance) map[string]map[string]*Version {
+	out := map[string]map[string]*Version{}
+	for _, in := range insts {
 		dn, vn := in.Meta[consulx.MetaDomain], in.Meta[consulx.MetaVersion]
 		if !Name.MatchString(dn) || !Name.MatchString(vn) {
 			continue
 		}
-		d := domain(dn)
-		v, ok := d.Versions[vn]
+		if out[dn] == nil {
+			out[dn] = map[string]*Version{}
+		}
+		v, ok := out[dn][vn]
 		if !ok {
 			v = &Version{Name: vn}
-			d.Versions[vn] = v
+			out[dn][vn] = v
 		}
 		v.Total++
 		if v.SHA256 == "" {
@@ -200,47 +176,29 @@ func (t *Table) rebuild() {
 			v.Addrs = append(v.Addrs, in.Addr)
 		}
 	}
-	for name := range t.good {
-		if _, ok := t.raw[name]; !ok {
-			delete(t.good, name) // the key was deleted on purpose
-			delete(t.errs, name)
-			t.log.Info("domain config removed", "domain", name)
-		}
+	return out
+}
+
+// publish stores a new snapshot; it runs with t.mu held.
+func (t *Table) publish(configs map[string]kvconfig.Entry[Config]) {
+	domains := map[string]*Domain{}
+	for name, vs := range t.versions {
+		domains[name] = &Domain{Name: name, Versions: vs}
 	}
-	for name, raw := range t.raw {
+	for name, e := range configs {
 		if !Name.MatchString(name) {
 			continue
 		}
-		d := domain(name)
-		if g, ok := t.good[name]; ok && bytes.Equal(g.raw, raw) {
-			delete(t.errs, name)
-			continue
+		d, ok := domains[name]
+		if !ok {
+			d = &Domain{Name: name, Versions: map[string]*Version{}}
+			domains[name] = d
 		}
-		cfg, err := ParseConfig(raw)
-		if err == nil {
-			if _, ok := d.Versions[cfg.Production]; !ok {
-				err = fmt.Errorf("production: version %q is not registered for domain %q", cfg.Production, name)
-			}
+		if e.Valid {
+			c := e.Value
+			d.Config, d.LoadedAt = &c, e.LoadedAt
 		}
-		if err != nil {
-			msg := err.Error()
-			if t.errs[name] != msg {
-				t.log.Error("domain config rejected; last good config keeps serving", "domain", name, "key", ConfigPrefix+name, "error", msg)
-				t.errs[name] = msg
-			}
-			continue
-		}
-		t.good[name] = good{cfg: cfg, raw: raw, loadedAt: t.now()}
-		delete(t.errs, name)
-		t.log.Info("domain config loaded", "domain", name, "production", cfg.Production, "reserve_micros", cfg.ReserveMicros)
-	}
-	for name, g := range t.good {
-		d := domain(name)
-		cfg := g.cfg
-		d.Config, d.LoadedAt = &cfg, g.loadedAt
-	}
-	for name, msg := range t.errs {
-		domain(name).ConfigError = msg
+		d.ConfigError = e.Error
 	}
 	t.snap.Store(&Snapshot{Domains: domains})
 	t.pushRankers(domains)

@@ -29,13 +29,11 @@ func TestParseConfig(t *testing.T) {
 		wantErr string
 	}{
 		{`{"production": "v1"}`, Config{Production: "v1"}, ""},
-		{`{"production": "v2", "reserve_micros": 5000}`, Config{Production: "v2", ReserveMicros: 5000}, ""},
 		{`{"production": `, Config{}, "bad JSON"},
 		{`{"production": "v1"} {}`, Config{}, "trailing data"},
 		{`{"production": "v1", "canary": 1}`, Config{}, "unknown field"},
 		{`{"production": ""}`, Config{}, "production"},
 		{`{"production": "V 1"}`, Config{}, "not a version name"},
-		{`{"production": "v1", "reserve_micros": -1}`, Config{}, "reserve_micros"},
 	}
 	for _, tt := range tests {
 		got, err := ParseConfig([]byte(tt.in))

@@ -106,7 +106,9 @@ type RunAuctionRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	Slots  int32                  `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
-	// Minimum cost per click, in micros; bids below it do not take part.
+	// This request's minimum cost per click, in micros. The auction applies the
+	// larger of it and the domain's configured reserve; bids below it do not
+	// take part.
 	ReserveMicros int64  `protobuf:"varint,3,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
 	Bids          []*Bid `protobuf:"bytes,4,rep,name=bids,proto3" json:"bids,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -183,10 +185,13 @@ type Allocation struct {
 	Ecpm float64 `protobuf:"fixed64,4,opt,name=ecpm,proto3" json:"ecpm,omitempty"`
 	// The next-ranked eligible ad's eCPM, 0 when there is none. Together with
 	// the reserve it explains the price.
-	RunnerUpEcpm  float64 `protobuf:"fixed64,5,opt,name=runner_up_ecpm,json=runnerUpEcpm,proto3" json:"runner_up_ecpm,omitempty"`
-	ReserveMicros int64   `protobuf:"varint,6,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RunnerUpEcpm float64 `protobuf:"fixed64,5,opt,name=runner_up_ecpm,json=runnerUpEcpm,proto3" json:"runner_up_ecpm,omitempty"`
+	// The reserve that applied.
+	ReserveMicros int64 `protobuf:"varint,6,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
+	// The slot's relative click-through.
+	PositionFactor float64 `protobuf:"fixed64,7,opt,name=position_factor,json=positionFactor,proto3" json:"position_factor,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Allocation) Reset() {
@@ -261,11 +266,19 @@ func (x *Allocation) GetReserveMicros() int64 {
 	return 0
 }
 
+func (x *Allocation) GetPositionFactor() float64 {
+	if x != nil {
+		return x.PositionFactor
+	}
+	return 0
+}
+
 type RunAuctionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ordered by slot.
-	Allocations   []*Allocation `protobuf:"bytes,1,rep,name=allocations,proto3" json:"allocations,omitempty"`
-	AuctionType   string        `protobuf:"bytes,2,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
+	Allocations []*Allocation `protobuf:"bytes,1,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	// "gsp", "vcg" or "first_price".
+	AuctionType   string `protobuf:"bytes,2,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,7 +343,7 @@ const file_adrank_auction_v1_auction_proto_rawDesc = "" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12%\n" +
 	"\x0ereserve_micros\x18\x03 \x01(\x03R\rreserveMicros\x12*\n" +
-	"\x04bids\x18\x04 \x03(\v2\x16.adrank.auction.v1.BidR\x04bids\"\xb9\x01\n" +
+	"\x04bids\x18\x04 \x03(\v2\x16.adrank.auction.v1.BidR\x04bids\"\xe2\x01\n" +
 	"\n" +
 	"Allocation\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x12\n" +
@@ -338,7 +351,8 @@ const file_adrank_auction_v1_auction_proto_rawDesc = "" +
 	"\fprice_micros\x18\x03 \x01(\x03R\vpriceMicros\x12\x12\n" +
 	"\x04ecpm\x18\x04 \x01(\x01R\x04ecpm\x12$\n" +
 	"\x0erunner_up_ecpm\x18\x05 \x01(\x01R\frunnerUpEcpm\x12%\n" +
-	"\x0ereserve_micros\x18\x06 \x01(\x03R\rreserveMicros\"x\n" +
+	"\x0ereserve_micros\x18\x06 \x01(\x03R\rreserveMicros\x12'\n" +
+	"\x0fposition_factor\x18\a \x01(\x01R\x0epositionFactor\"x\n" +
 	"\x12RunAuctionResponse\x12?\n" +
 	"\vallocations\x18\x01 \x03(\v2\x1d.adrank.auction.v1.AllocationR\vallocations\x12!\n" +
 	"\fauction_type\x18\x02 \x01(\tR\vauctionType2k\n" +

@@ -31,7 +31,8 @@ const (
 // AuctionService allocates slots and prices them.
 type AuctionServiceClient interface {
 	// RunAuction allocates the slots by eCPM = bid x pCTR x quality and prices
-	// each click (generalized second price by default).
+	// each click with the domain's auction type from Consul KV
+	// adrank/auction/<domain> (generalized second price by default).
 	RunAuction(ctx context.Context, in *RunAuctionRequest, opts ...grpc.CallOption) (*RunAuctionResponse, error)
 }
 
@@ -60,7 +61,8 @@ func (c *auctionServiceClient) RunAuction(ctx context.Context, in *RunAuctionReq
 // AuctionService allocates slots and prices them.
 type AuctionServiceServer interface {
 	// RunAuction allocates the slots by eCPM = bid x pCTR x quality and prices
-	// each click (generalized second price by default).
+	// each click with the domain's auction type from Consul KV
+	// adrank/auction/<domain> (generalized second price by default).
 	RunAuction(context.Context, *RunAuctionRequest) (*RunAuctionResponse, error)
 	mustEmbedUnimplementedAuctionServiceServer()
 }

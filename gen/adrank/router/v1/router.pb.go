@@ -157,7 +157,9 @@ type Candidate struct {
 	AdId         string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
 	AdvertiserId string                 `protobuf:"bytes,2,opt,name=advertiser_id,json=advertiserId,proto3" json:"advertiser_id,omitempty"`
 	// The advertiser's maximum cost per click, in micros (1e-6 currency units).
-	BidMicros     int64 `protobuf:"varint,3,opt,name=bid_micros,json=bidMicros,proto3" json:"bid_micros,omitempty"`
+	BidMicros int64 `protobuf:"varint,3,opt,name=bid_micros,json=bidMicros,proto3" json:"bid_micros,omitempty"`
+	// Optional quality multiplier of the ad's eCPM, within [0, 1e6]; 0 means 1.
+	Quality       float64 `protobuf:"fixed64,4,opt,name=quality,proto3" json:"quality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -213,6 +215,13 @@ func (x *Candidate) GetBidMicros() int64 {
 	return 0
 }
 
+func (x *Candidate) GetQuality() float64 {
+	if x != nil {
+		return x.Quality
+	}
+	return 0
+}
+
 type RankRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional; the router generates one when empty. It is returned and logged.
@@ -224,7 +233,10 @@ type RankRequest struct {
 	Slots   int32           `protobuf:"varint,4,opt,name=slots,proto3" json:"slots,omitempty"`
 	Context *RequestContext `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
 	// 1 to 1000 candidates with distinct ad_id.
-	Candidates    []*Candidate `protobuf:"bytes,6,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	Candidates []*Candidate `protobuf:"bytes,6,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	// Optional minimum cost per click for this request, in micros. The auction
+	// applies the larger of it and the domain's reserve.
+	ReserveMicros int64 `protobuf:"varint,7,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +313,13 @@ func (x *RankRequest) GetCandidates() []*Candidate {
 	return nil
 }
 
+func (x *RankRequest) GetReserveMicros() int64 {
+	if x != nil {
+		return x.ReserveMicros
+	}
+	return 0
+}
+
 // Result is one allocated slot.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -312,7 +331,13 @@ type Result struct {
 	// Cost per click the advertiser pays if the ad is clicked, in micros.
 	PriceMicros int64 `protobuf:"varint,4,opt,name=price_micros,json=priceMicros,proto3" json:"price_micros,omitempty"`
 	// Identifies this impression for later feedback events.
-	ImpressionId  string `protobuf:"bytes,5,opt,name=impression_id,json=impressionId,proto3" json:"impression_id,omitempty"`
+	ImpressionId string `protobuf:"bytes,5,opt,name=impression_id,json=impressionId,proto3" json:"impression_id,omitempty"`
+	// Why the price is what it is: this ad's eCPM (bid x pCTR x quality, micros
+	// per impression), the next-ranked eligible ad's eCPM (0 if none), and the
+	// reserve that applied.
+	Ecpm          float64 `protobuf:"fixed64,6,opt,name=ecpm,proto3" json:"ecpm,omitempty"`
+	RunnerUpEcpm  float64 `protobuf:"fixed64,7,opt,name=runner_up_ecpm,json=runnerUpEcpm,proto3" json:"runner_up_ecpm,omitempty"`
+	ReserveMicros int64   `protobuf:"varint,8,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +407,27 @@ func (x *Result) GetImpressionId() string {
 	return ""
 }
 
+func (x *Result) GetEcpm() float64 {
+	if x != nil {
+		return x.Ecpm
+	}
+	return 0
+}
+
+func (x *Result) GetRunnerUpEcpm() float64 {
+	if x != nil {
+		return x.RunnerUpEcpm
+	}
+	return 0
+}
+
+func (x *Result) GetReserveMicros() int64 {
+	if x != nil {
+		return x.ReserveMicros
+	}
+	return 0
+}
+
 type RankResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -390,7 +436,9 @@ type RankResponse struct {
 	ModelVersion string `protobuf:"bytes,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// Allocated slots, ordered by slot. May be fewer than requested when fewer
 	// candidates clear the reserve price.
-	Results       []*Result `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	Results []*Result `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	// The auction that priced the slots: "gsp", "vcg" or "first_price".
+	AuctionType   string `protobuf:"bytes,5,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +499,13 @@ func (x *RankResponse) GetResults() []*Result {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *RankResponse) GetAuctionType() string {
+	if x != nil {
+		return x.AuctionType
+	}
+	return ""
 }
 
 type ListDomainsRequest struct {
@@ -692,12 +747,13 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x120\n" +
 	"\x06device\x18\x02 \x01(\x0e2\x18.adrank.router.v1.DeviceR\x06device\x12\x18\n" +
 	"\acountry\x18\x03 \x01(\tR\acountry\x12\x14\n" +
-	"\x05query\x18\x04 \x01(\tR\x05query\"d\n" +
+	"\x05query\x18\x04 \x01(\tR\x05query\"~\n" +
 	"\tCandidate\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12#\n" +
 	"\radvertiser_id\x18\x02 \x01(\tR\fadvertiserId\x12\x1d\n" +
 	"\n" +
-	"bid_micros\x18\x03 \x01(\x03R\tbidMicros\"\xec\x01\n" +
+	"bid_micros\x18\x03 \x01(\x03R\tbidMicros\x12\x18\n" +
+	"\aquality\x18\x04 \x01(\x01R\aquality\"\x93\x02\n" +
 	"\vRankRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -707,19 +763,24 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\acontext\x18\x05 \x01(\v2 .adrank.router.v1.RequestContextR\acontext\x12;\n" +
 	"\n" +
 	"candidates\x18\x06 \x03(\v2\x1b.adrank.router.v1.CandidateR\n" +
-	"candidates\"\x8d\x01\n" +
+	"candidates\x12%\n" +
+	"\x0ereserve_micros\x18\a \x01(\x03R\rreserveMicros\"\xee\x01\n" +
 	"\x06Result\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\x05R\x04slot\x12\x12\n" +
 	"\x04pctr\x18\x03 \x01(\x01R\x04pctr\x12!\n" +
 	"\fprice_micros\x18\x04 \x01(\x03R\vpriceMicros\x12#\n" +
-	"\rimpression_id\x18\x05 \x01(\tR\fimpressionId\"\x9e\x01\n" +
+	"\rimpression_id\x18\x05 \x01(\tR\fimpressionId\x12\x12\n" +
+	"\x04ecpm\x18\x06 \x01(\x01R\x04ecpm\x12$\n" +
+	"\x0erunner_up_ecpm\x18\a \x01(\x01R\frunnerUpEcpm\x12%\n" +
+	"\x0ereserve_micros\x18\b \x01(\x03R\rreserveMicros\"\xc1\x01\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12#\n" +
 	"\rmodel_version\x18\x03 \x01(\tR\fmodelVersion\x122\n" +
-	"\aresults\x18\x04 \x03(\v2\x18.adrank.router.v1.ResultR\aresults\"\x14\n" +
+	"\aresults\x18\x04 \x03(\v2\x18.adrank.router.v1.ResultR\aresults\x12!\n" +
+	"\fauction_type\x18\x05 \x01(\tR\vauctionType\"\x14\n" +
 	"\x12ListDomainsRequest\"\xa0\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
