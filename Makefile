@@ -27,7 +27,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul tools checkgenerate lint unit e2e ## Run every check and test (what CI runs)
+test: build consul tools checkgenerate lint unit fuzz e2e ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
@@ -41,6 +41,18 @@ FORCE:
 .PHONY: unit
 unit: ## Unit and integration tests of every module (Consul-backed ones start a dev agent)
 	go test -count=1 -race $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES))))
+
+FUZZTIME ?= 10s
+# package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
+FUZZ_TARGETS := ./auctionsvc/internal/auction:FuzzAuction ./ml/model:FuzzParse
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (10s)
+	for t in $(FUZZ_TARGETS); do go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; done
+
+.PHONY: bench-scoring
+bench-scoring: ## Scoring benchmark against XGBoost (needs python3-xgboost); prints a table for BENCHMARKS.md
+	scripts/bench-scoring.sh
 
 .PHONY: e2e
 e2e: build consul tools ## End-to-end tests: Consul and every service as real processes

@@ -23,6 +23,12 @@ type Model interface {
 	Predict(x []float64) float64
 }
 
+// BatchModel is a Model that scores many vectors faster together.
+type BatchModel interface {
+	Model
+	PredictBatch(xs [][]float64, out []float64)
+}
+
 // File is a loaded model file.
 type File struct {
 	Model

@@ -24,17 +24,22 @@ type XGBoost struct {
 	names  []string
 	nodes  []node  // every tree's nodes, flattened
 	roots  []int32 // index of each tree's root in nodes
+	depths []int32 // each tree's depth (edges from root to deepest leaf)
 	margin float64 // logit(base_score)
 }
 
-// node is a split (feature >= 0) or a leaf (feature < 0, value).
+// node is a split or a leaf, in 16 bytes. feature holds the feature index
+// in its low 31 bits and, in the top bit, whether a missing value goes left.
+// kids holds the right and left children as absolute indices into nodes. A
+// leaf is its own two children (so walking on from it stays there) and keeps
+// its value in split.
 type node struct {
-	feature     int32
-	left, right int32 // absolute indices into nodes
-	split       float32
-	defaultLeft bool
-	value       float32
+	feature uint32
+	split   float32
+	kids    [2]int32 // [0] right, [1] left
 }
+
+const defaultLeftBit = 1 << 31
 
 // xgbFile is the part of XGBoost's JSON model schema we read.
 type xgbFile struct {
@@ -174,6 +179,8 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 	}
 	base := int32(len(m.nodes))
 	m.roots = append(m.roots, base)
+	depth := make([]int32, n)
+	var maxDepth int32
 	for i := range n {
 		left, right := tr.LeftChildren[i], tr.RightChildren[i]
 		c := tr.SplitConditions[i]
@@ -184,7 +191,8 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 			if right != -1 {
 				return fmt.Errorf("node %d: one child only", i)
 			}
-			m.nodes = append(m.nodes, node{feature: -1, value: float32(c)})
+			self := base + int32(i)
+			m.nodes = append(m.nodes, node{split: float32(c), kids: [2]int32{self, self}})
 			continue
 		}
 		// XGBoost allocates children after their parent; requiring it also
@@ -199,8 +207,15 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 		if f < 0 || int(f) >= numFeatures {
 			return fmt.Errorf("node %d: split on feature %d, outside the %d features", i, f, numFeatures)
 		}
-		m.nodes = append(m.nodes, node{feature: f, left: base + left, right: base + right, split: float32(c), defaultLeft: tr.DefaultLeft[i] != 0})
+		feature := uint32(f)
+		if tr.DefaultLeft[i] != 0 {
+			feature |= defaultLeftBit
+		}
+		m.nodes = append(m.nodes, node{feature: feature, split: float32(c), kids: [2]int32{base + right, base + left}})
+		depth[left], depth[right] = depth[i]+1, depth[i]+1
+		maxDepth = max(maxDepth, depth[i]+1)
 	}
+	m.depths = append(m.depths, maxDepth)
 	return nil
 }
 
@@ -227,32 +242,61 @@ func (m *XGBoost) Trees() int { return len(m.roots) }
 
 // Predict implements Model.
 func (m *XGBoost) Predict(x []float64) float64 {
-	// Like XGBoost's CPU predictor: start from the base margin and add the
-	// trees' leaves in float32, in tree order.
+	var out [1]float64
+	m.PredictBatch([][]float64{x}, out[:])
+	return out[0]
+}
+
+// PredictBatch implements BatchModel. Like XGBoost's CPU predictor, each
+// row's sum starts from the base margin and adds the trees' leaves in
+// float32, in tree order.
+//
+// A tree is walked for a block of rows in lock step, one level at a time
+// across the rows, so the rows' walks are independent work the CPU overlaps
+// instead of one chain of dependent loads. The child is picked without a
+// branch: left when x < split, or when x is missing (NaN, for which every
+// comparison is false) and the node's default is left. Leaves loop to
+// themselves, so every row can take the tree's full depth.
+func (m *XGBoost) PredictBatch(xs [][]float64, out []float64) {
+	const block = 128
+	var sums [block]float32
+	var at [block]int32
 	nodes := m.nodes
-	sum := float32(m.margin)
-	for _, r := range m.roots {
-		i := r
-		for {
-			nd := &nodes[i]
-			if nd.feature < 0 {
-				sum += nd.value
-				break
-			}
-			v := x[nd.feature]
-			switch {
-			case v != v: // NaN: missing
-				if nd.defaultLeft {
-					i = nd.left
-				} else {
-					i = nd.right
-				}
-			case float32(v) < nd.split:
-				i = nd.left
-			default:
-				i = nd.right
+	k := len(m.names)
+	x32 := make([]float32, block*k) // the block's rows in float32, as XGBoost compares them
+	for lo := 0; lo < len(xs); lo += block {
+		rows := xs[lo:min(lo+block, len(xs))]
+		for r, x := range rows {
+			sums[r] = float32(m.margin)
+			for i, v := range x[:k] {
+				x32[r*k+i] = float32(v)
 			}
 		}
+		for t, root := range m.roots {
+			for r := range rows {
+				at[r] = root
+			}
+			for range m.depths[t] {
+				for r := range rows {
+					nd := &nodes[at[r]]
+					v := x32[r*k+int(nd.feature&^defaultLeftBit)]
+					left := b2i(v < nd.split) | (b2i(v != v) & int32(nd.feature>>31))
+					at[r] = nd.kids[left&1]
+				}
+			}
+			for r := range rows {
+				sums[r] += nodes[at[r]].split
+			}
+		}
+		for r := range rows {
+			out[lo+r] = 1 / (1 + math.Exp(-float64(sums[r])))
+		}
 	}
-	return 1 / (1 + math.Exp(-float64(sum)))
+}
+
+func b2i(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
 }
