@@ -1,0 +1,336 @@
+// Package experiment defines the experiment document a team declares for a
+// domain in Consul KV at adrank/experiments/<domain>, and validates it.
+//
+//	{
+//	  "production": "v1",
+//	  "shadow": {"versions": ["v3"], "fraction": 1.0},
+//	  "canary": {"version": "v2", "steps": [1, 5, 25, 50, 100], "stepInterval": "10m", "internalUsers": ["u1"]},
+//	  "ab": {"salt": "feed-2026-11", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]},
+//	  "bandit": {"policy": "thompson", "versions": ["v1", "v2", "v3"]},
+//	  "interleave": {"a": "v1", "b": "v2", "fraction": 0.1}
+//	}
+//
+// At most one of canary, ab, bandit and interleave may be set; shadow can
+// accompany any of them. The package has no service dependencies, so
+// adrankctl validates documents with the same code the router runs.
+package experiment
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Prefix is the Consul KV prefix of experiment documents.
+const Prefix = "adrank/experiments/"
+
+// Name is what a domain or version looks like.
+var Name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// Experiment is one domain's document.
+type Experiment struct {
+	// Production overrides adrank/domains/<domain>'s production version while
+	// this document is in force; empty keeps it.
+	Production string      `json:"production,omitempty"`
+	Shadow     *Shadow     `json:"shadow,omitempty"`
+	Canary     *Canary     `json:"canary,omitempty"`
+	AB         *AB         `json:"ab,omitempty"`
+	Bandit     *Bandit     `json:"bandit,omitempty"`
+	Interleave *Interleave `json:"interleave,omitempty"`
+}
+
+// Shadow mirrors a fraction of requests to other versions, off the
+// critical path.
+type Shadow struct {
+	Versions []string `json:"versions"`
+	Fraction float64  `json:"fraction"` // (0, 1]; 0 means 1
+}
+
+// Canary sends a stepped share of users, plus internal users, to Version.
+type Canary struct {
+	Version       string     `json:"version"`
+	Steps         []float64  `json:"steps"`        // percent of users, increasing, within (0, 100]
+	StepInterval  Duration   `json:"stepInterval"` // time at each step while guardrails hold
+	InternalUsers []string   `json:"internalUsers,omitempty"`
+	Guardrails    Guardrails `json:"guardrails,omitzero"`
+}
+
+// Guardrails roll a canary back when any fails.
+type Guardrails struct {
+	// MaxErrorRate is the highest share of failed requests (default 0.02).
+	MaxErrorRate float64 `json:"maxErrorRate,omitempty"`
+	// MaxP99 is the highest p99 ranker latency (default 250ms).
+	MaxP99 Duration `json:"maxP99,omitempty"`
+	// Alpha is the one-sided level at which a lower CTR than production's
+	// fails the canary (default 0.01).
+	Alpha float64 `json:"alpha,omitempty"`
+	// MinRequests is how many canary requests the error and latency
+	// guardrails wait for (default 50).
+	MinRequests int `json:"minRequests,omitempty"`
+}
+
+// AB splits users among arms by hash(salt, user_id), in proportion to the
+// weights. The first arm is the control the others are compared with.
+type AB struct {
+	Salt string `json:"salt"`
+	Arms []Arm  `json:"arms"`
+	// MDE is the relative lift the sample size is planned for (default 0.05).
+	MDE float64 `json:"mde,omitempty"`
+	// Alpha is the test's level (default 0.05); Power its power (default 0.8).
+	Alpha float64 `json:"alpha,omitempty"`
+	Power float64 `json:"power,omitempty"`
+}
+
+// Arm is one A/B arm.
+type Arm struct {
+	Version string  `json:"version"`
+	Weight  float64 `json:"weight"`
+}
+
+// Bandit policies.
+const (
+	Thompson      = "thompson"
+	UCB1          = "ucb1"
+	EpsilonGreedy = "epsilon_greedy"
+)
+
+// Bandit allocates traffic among Versions, adapting to clicks.
+type Bandit struct {
+	Policy   string   `json:"policy"`
+	Versions []string `json:"versions"`
+	Epsilon  float64  `json:"epsilon,omitempty"` // epsilon_greedy's exploration share (default 0.1)
+}
+
+// Interleave merges A's and B's rankings by team draft for a fraction of
+// requests.
+type Interleave struct {
+	A        string  `json:"a"`
+	B        string  `json:"b"`
+	Fraction float64 `json:"fraction"` // (0, 1]
+}
+
+// Duration is a time.Duration written as a Go duration string ("10m").
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"10m\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// IsZero reports an unset duration.
+func (d Duration) IsZero() bool { return d.Duration == 0 }
+
+// Parse decodes a document strictly and checks its structure, without
+// knowing which versions exist (Validate does that).
+func Parse(raw []byte) (*Experiment, error) {
+	var e Experiment
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("bad JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("bad JSON: trailing data after the document")
+	}
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func (e *Experiment) check() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	version := func(field, v string) {
+		if !Name.MatchString(v) {
+			bad("%s: %q is not a version name", field, v)
+		}
+	}
+	if e.Production != "" {
+		version("production", e.Production)
+	}
+	var active []string
+	if s := e.Shadow; s != nil {
+		if len(s.Versions) == 0 {
+			bad("shadow.versions: at least one version")
+		}
+		for i, v := range s.Versions {
+			version(fmt.Sprintf("shadow.versions[%d]", i), v)
+		}
+		if !(s.Fraction >= 0 && s.Fraction <= 1) {
+			bad("shadow.fraction: %v, want within (0, 1]", s.Fraction)
+		}
+	}
+	if c := e.Canary; c != nil {
+		active = append(active, "canary")
+		version("canary.version", c.Version)
+		if len(c.Steps) == 0 {
+			bad("canary.steps: at least one step")
+		}
+		for i, s := range c.Steps {
+			if !(s > 0 && s <= 100) || (i > 0 && s <= c.Steps[i-1]) {
+				bad("canary.steps[%d]: %v, want increasing percentages within (0, 100]", i, s)
+			}
+		}
+		if c.StepInterval.Duration <= 0 {
+			bad("canary.stepInterval: %v, want a positive duration", c.StepInterval.Duration)
+		}
+		g := c.Guardrails
+		if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || g.Alpha < 0 || g.Alpha >= 1 || g.MaxP99.Duration < 0 || g.MinRequests < 0 {
+			bad("canary.guardrails: out of range: %+v", g)
+		}
+	}
+	if ab := e.AB; ab != nil {
+		active = append(active, "ab")
+		if ab.Salt == "" {
+			bad("ab.salt: required, so that assignment is sticky and independent of other experiments")
+		}
+		if len(ab.Arms) < 2 {
+			bad("ab.arms: %d arms, want at least 2", len(ab.Arms))
+		}
+		seen := map[string]bool{}
+		for i, a := range ab.Arms {
+			version(fmt.Sprintf("ab.arms[%d].version", i), a.Version)
+			if !(a.Weight > 0) || math.IsInf(a.Weight, 0) {
+				bad("ab.arms[%d].weight: %v, want > 0", i, a.Weight)
+			}
+			if seen[a.Version] {
+				bad("ab.arms[%d].version: %q appears twice", i, a.Version)
+			}
+			seen[a.Version] = true
+		}
+		if ab.MDE < 0 || ab.Alpha < 0 || ab.Alpha >= 1 || ab.Power < 0 || ab.Power >= 1 {
+			bad("ab: mde, alpha or power out of range")
+		}
+	}
+	if b := e.Bandit; b != nil {
+		active = append(active, "bandit")
+		switch b.Policy {
+		case Thompson, UCB1, EpsilonGreedy:
+		default:
+			bad("bandit.policy: %q, want thompson, ucb1 or epsilon_greedy", b.Policy)
+		}
+		if len(b.Versions) < 2 {
+			bad("bandit.versions: %d versions, want at least 2", len(b.Versions))
+		}
+		seen := map[string]bool{}
+		for i, v := range b.Versions {
+			version(fmt.Sprintf("bandit.versions[%d]", i), v)
+			if seen[v] {
+				bad("bandit.versions[%d]: %q appears twice", i, v)
+			}
+			seen[v] = true
+		}
+		if !(b.Epsilon >= 0 && b.Epsilon <= 1) {
+			bad("bandit.epsilon: %v, want within [0, 1]", b.Epsilon)
+		}
+	}
+	if in := e.Interleave; in != nil {
+		active = append(active, "interleave")
+		version("interleave.a", in.A)
+		version("interleave.b", in.B)
+		if in.A == in.B {
+			bad("interleave: a and b are both %q", in.A)
+		}
+		if !(in.Fraction > 0 && in.Fraction <= 1) {
+			bad("interleave.fraction: %v, want within (0, 1]", in.Fraction)
+		}
+	}
+	if len(active) > 1 {
+		bad("%s are exclusive: at most one of canary, ab, bandit and interleave at a time", strings.Join(active, " and "))
+	}
+	return errors.Join(errs...)
+}
+
+// Versions lists every version the document names.
+func (e *Experiment) Versions() []string {
+	var vs []string
+	if e.Production != "" {
+		vs = append(vs, e.Production)
+	}
+	if e.Shadow != nil {
+		vs = append(vs, e.Shadow.Versions...)
+	}
+	if e.Canary != nil {
+		vs = append(vs, e.Canary.Version)
+	}
+	if e.AB != nil {
+		for _, a := range e.AB.Arms {
+			vs = append(vs, a.Version)
+		}
+	}
+	if e.Bandit != nil {
+		vs = append(vs, e.Bandit.Versions...)
+	}
+	if e.Interleave != nil {
+		vs = append(vs, e.Interleave.A, e.Interleave.B)
+	}
+	slices.Sort(vs)
+	return slices.Compact(vs)
+}
+
+// Validate checks that every version the document names is registered.
+func (e *Experiment) Validate(registered func(version string) bool) error {
+	var errs []error
+	for _, v := range e.Versions() {
+		if !registered(v) {
+			errs = append(errs, fmt.Errorf("unknown version %q: no ranker of this domain is registered with it", v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Strategy names the exclusive strategy in force: "canary", "ab", "bandit",
+// "interleave" or "" for none.
+func (e *Experiment) Strategy() string {
+	switch {
+	case e.Canary != nil:
+		return "canary"
+	case e.AB != nil:
+		return "ab"
+	case e.Bandit != nil:
+		return "bandit"
+	case e.Interleave != nil:
+		return "interleave"
+	}
+	return ""
+}
+
+// ID identifies the experiment's exclusive strategy and its parameters that
+// define the groups, so that a changed experiment starts new counters:
+// e.g. "ab:feed-2026-11:v1,v2".
+func (e *Experiment) ID() string {
+	switch {
+	case e.Canary != nil:
+		return "canary:" + e.Canary.Version
+	case e.AB != nil:
+		vs := make([]string, len(e.AB.Arms))
+		for i, a := range e.AB.Arms {
+			vs[i] = a.Version
+		}
+		return "ab:" + e.AB.Salt + ":" + strings.Join(vs, ",")
+	case e.Bandit != nil:
+		return "bandit:" + e.Bandit.Policy + ":" + strings.Join(e.Bandit.Versions, ",")
+	case e.Interleave != nil:
+		return "interleave:" + e.Interleave.A + "," + e.Interleave.B
+	}
+	return ""
+}

@@ -1,0 +1,57 @@
+package experiment
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseTheIssueExampleParts(t *testing.T) {
+	doc := `{
+	  "production": "v1",
+	  "shadow": {"versions": ["v3"], "fraction": 1.0},
+	  "canary": {"version": "v2", "steps": [1, 5, 25, 50, 100], "stepInterval": "10m", "internalUsers": ["u1"]}
+	}`
+	e, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Canary.StepInterval.Duration != 10*time.Minute || e.Strategy() != "canary" || e.ID() != "canary:v2" {
+		t.Errorf("%+v", e.Canary)
+	}
+	if got := strings.Join(e.Versions(), ","); got != "v1,v2,v3" {
+		t.Errorf("versions %s", got)
+	}
+	known := map[string]bool{"v1": true, "v2": true}
+	err = e.Validate(func(v string) bool { return known[v] })
+	if err == nil || !strings.Contains(err.Error(), `unknown version "v3"`) {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"two exclusive strategies", `{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}, "bandit": {"policy": "ucb1", "versions": ["v1", "v2"]}}`, "ab and bandit are exclusive"},
+		{"zero weight", `{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 0}, {"version": "v2", "weight": 1}]}}`, "ab.arms[0].weight"},
+		{"negative weight", `{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 5}, {"version": "v2", "weight": -1}]}}`, "ab.arms[1].weight"},
+		{"bad duration", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "ten minutes"}}`, `bad duration "ten minutes"`},
+		{"no salt", `{"ab": {"arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`, "ab.salt"},
+		{"one arm", `{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 1}]}}`, "ab.arms: 1 arms"},
+		{"decreasing steps", `{"canary": {"version": "v2", "steps": [5, 1], "stepInterval": "1m"}}`, "canary.steps[1]"},
+		{"unknown policy", `{"bandit": {"policy": "greedy", "versions": ["v1", "v2"]}}`, "bandit.policy"},
+		{"interleave with itself", `{"interleave": {"a": "v1", "b": "v1", "fraction": 0.1}}`, "a and b are both"},
+		{"interleave fraction", `{"interleave": {"a": "v1", "b": "v2", "fraction": 0}}`, "interleave.fraction"},
+		{"shadow fraction", `{"shadow": {"versions": ["v2"], "fraction": 2}}`, "shadow.fraction"},
+		{"unknown field", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "step_interval": "1m"}}`, "unknown field"},
+		{"bad version name", `{"production": "V 1"}`, "not a version name"},
+		{"bad JSON", `{"ab": `, "bad JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,297 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/adrank/adrank/routersvc/internal/stats"
+)
+
+var (
+	bOnce     = []byte("once")     // key -> expiry (unix nanos)
+	bUnits    = []byte("units")    // group \x00 unit -> [n, c]
+	bGroups   = []byte("groups")   // group -> stats.Ratio
+	bCounters = []byte("counters") // key -> map[field]value
+	bDuels    = []byte("duels")    // key \x00 unit -> expiry, a, b
+	bImps     = []byte("imps")     // id -> expiry + JSON
+	bKV       = []byte("kv")       // key -> value
+)
+
+// Bolt is the embedded, durable Store: one bbolt file. Every Apply is a
+// committed (fsynced) transaction; concurrent Applies share transactions.
+type Bolt struct {
+	db   *bolt.DB
+	now  func() time.Time
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// OpenBolt opens (or creates) the store file and starts its sweeper of
+// expired entries, which Close stops.
+func OpenBolt(path string) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Bolt{db: db, now: time.Now, stop: make(chan struct{})}
+	s.done.Add(1)
+	go s.sweep()
+	return s, nil
+}
+
+func (s *Bolt) sweep() {
+	defer s.done.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			_ = s.db.Update(func(tx *bolt.Tx) error {
+				now := s.now().UnixNano()
+				for _, name := range [][]byte{bOnce, bDuels, bImps} {
+					c := tx.Bucket(name).Cursor()
+					for k, v := c.First(); k != nil; k, v = c.Next() {
+						if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) < now {
+							if err := c.Delete(); err != nil {
+								return err
+							}
+						}
+					}
+				}
+				return nil
+			})
+		}
+	}
+}
+
+// Close stops the sweeper and closes the file.
+func (s *Bolt) Close() error {
+	close(s.stop)
+	s.done.Wait()
+	return s.db.Close()
+}
+
+func expiry(at time.Time, ttl time.Duration) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, uint64(at.Add(ttl).UnixNano()))
+	return b
+}
+
+func live(v []byte, now time.Time) bool {
+	return len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) >= now.UnixNano()
+}
+
+func i64(b []byte, at int) int64 { return int64(binary.BigEndian.Uint64(b[at:])) }
+
+// Apply implements Store.
+func (s *Bolt) Apply(ctx context.Context, op Op) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	var applied bool
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		applied = false
+		now := s.now()
+		if op.Once != "" {
+			b := tx.Bucket(bOnce)
+			if live(b.Get([]byte(op.Once)), now) {
+				return nil
+			}
+			if err := b.Put([]byte(op.Once), expiry(now, op.OnceTTL)); err != nil {
+				return err
+			}
+		}
+		for _, u := range op.Units {
+			if err := applyUnit(tx, u); err != nil {
+				return err
+			}
+		}
+		for _, c := range op.Counters {
+			if err := addCounter(tx, c.Key, c.Field, c.Delta); err != nil {
+				return err
+			}
+		}
+		for _, d := range op.Duels {
+			if err := applyDuel(tx, d, now, op.DuelTTL); err != nil {
+				return err
+			}
+		}
+		for _, im := range op.Impressions {
+			js, err := json.Marshal(im)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bImps).Put([]byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
+				return err
+			}
+		}
+		applied = true
+		return nil
+	})
+	return applied, err
+}
+
+func applyUnit(tx *bolt.Tx, u UnitIncr) error {
+	key := []byte(u.Group + "\x00" + u.Unit)
+	ub := tx.Bucket(bUnits)
+	var n0, c0 int64
+	if v := ub.Get(key); len(v) == 16 {
+		n0, c0 = i64(v, 0), i64(v, 8)
+	}
+	n1, c1 := n0+u.N, c0+u.C
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v, uint64(n1))
+	binary.BigEndian.PutUint64(v[8:], uint64(c1))
+	if err := ub.Put(key, v); err != nil {
+		return err
+	}
+	gb := tx.Bucket(bGroups)
+	var r stats.Ratio
+	if raw := gb.Get([]byte(u.Group)); raw != nil {
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+	}
+	if n0 == 0 && c0 == 0 {
+		r.Users++
+	}
+	r.N += float64(u.N)
+	r.C += float64(u.C)
+	r.N2 += float64(n1*n1 - n0*n0)
+	r.C2 += float64(c1*c1 - c0*c0)
+	r.NC += float64(n1*c1 - n0*c0)
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return gb.Put([]byte(u.Group), raw)
+}
+
+func addCounter(tx *bolt.Tx, key, field string, delta float64) error {
+	b := tx.Bucket(bCounters)
+	m := map[string]float64{}
+	if raw := b.Get([]byte(key)); raw != nil {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return err
+		}
+	}
+	m[field] += delta
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), raw)
+}
+
+func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error {
+	key := []byte(d.Key + "\x00" + d.Unit)
+	b := tx.Bucket(bDuels)
+	var a0, b0 int64
+	if v := b.Get(key); len(v) == 24 && live(v, now) {
+		a0, b0 = i64(v, 8), i64(v, 16)
+	}
+	a1, b1 := a0+d.A, b0+d.B
+	v := expiry(now, ttl)
+	v = binary.BigEndian.AppendUint64(v, uint64(a1))
+	v = binary.BigEndian.AppendUint64(v, uint64(b1))
+	if err := b.Put(key, v); err != nil {
+		return err
+	}
+	if o0, o1 := outcome(a0, b0), outcome(a1, b1); o0 != o1 {
+		if o0 != "" {
+			if err := addCounter(tx, d.Key, o0, -1); err != nil {
+				return err
+			}
+		}
+		return addCounter(tx, d.Key, o1, 1)
+	}
+	return nil
+}
+
+// Impression implements Store.
+func (s *Bolt) Impression(_ context.Context, id string) (Impression, error) {
+	var im Impression
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bImps).Get([]byte(id))
+		if !live(v, s.now()) {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v[8:], &im)
+	})
+	return im, err
+}
+
+// Counters implements Store.
+func (s *Bolt) Counters(_ context.Context, key string) (map[string]float64, error) {
+	m := map[string]float64{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bCounters).Get([]byte(key)); raw != nil {
+			return json.Unmarshal(raw, &m)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// Group implements Store.
+func (s *Bolt) Group(_ context.Context, group string) (stats.Ratio, error) {
+	var r stats.Ratio
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bGroups).Get([]byte(group)); raw != nil {
+			return json.Unmarshal(raw, &r)
+		}
+		return nil
+	})
+	return r, err
+}
+
+// Get implements Store.
+func (s *Bolt) Get(_ context.Context, key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bKV).Get([]byte(key))
+		if v == nil {
+			return ErrNotFound
+		}
+		out = bytes.Clone(v)
+		return nil
+	})
+	return out, err
+}
+
+// CompareAndSwap implements Store.
+func (s *Bolt) CompareAndSwap(_ context.Context, key string, old, new []byte) (bool, error) {
+	var swapped bool
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bKV)
+		cur := b.Get([]byte(key))
+		if (old == nil) != (cur == nil) || (old != nil && !bytes.Equal(cur, old)) {
+			return nil
+		}
+		swapped = true
+		return b.Put([]byte(key), new)
+	})
+	return swapped, err
+}
+

@@ -1,0 +1,205 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/adrank/adrank/routersvc/internal/stats"
+)
+
+// Redis is the Store for several router replicas. Every Apply runs as one
+// Lua script, which Redis executes atomically.
+type Redis struct {
+	c      *redis.Client
+	prefix string
+}
+
+// OpenRedis connects to addr (host:port) and checks it answers. Keys get
+// prefix (e.g. "adrank:").
+func OpenRedis(ctx context.Context, addr, prefix string) (*Redis, error) {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
+	}
+	return &Redis{c: c, prefix: prefix}, nil
+}
+
+// Close implements Store.
+func (s *Redis) Close() error { return s.c.Close() }
+
+// applyScript mirrors Bolt.Apply. ARGV: prefix, op JSON.
+var applyScript = redis.NewScript(`
+local p = ARGV[1]
+local op = cjson.decode(ARGV[2])
+if op.once ~= "" then
+  if not redis.call('SET', p .. 'once:' .. op.once, '1', 'NX', 'PX', op.once_ttl) then return 0 end
+end
+for _, u in ipairs(op.units) do
+  local uk = p .. 'unit:' .. u.g .. ':' .. u.u
+  local n1 = redis.call('HINCRBY', uk, 'n', u.n)
+  local c1 = redis.call('HINCRBY', uk, 'c', u.c)
+  local n0, c0 = n1 - u.n, c1 - u.c
+  local gk = p .. 'group:' .. u.g
+  if n0 == 0 and c0 == 0 then redis.call('HINCRBY', gk, 'users', 1) end
+  redis.call('HINCRBY', gk, 'n', u.n)
+  redis.call('HINCRBY', gk, 'c', u.c)
+  redis.call('HINCRBY', gk, 'n2', n1 * n1 - n0 * n0)
+  redis.call('HINCRBY', gk, 'c2', c1 * c1 - c0 * c0)
+  redis.call('HINCRBY', gk, 'nc', n1 * c1 - n0 * c0)
+end
+for _, c in ipairs(op.counters) do
+  redis.call('HINCRBYFLOAT', p .. 'counter:' .. c.k, c.f, c.d)
+end
+local function outcome(a, b)
+  if a == 0 and b == 0 then return nil elseif a > b then return 'wins' elseif a < b then return 'losses' end
+  return 'ties'
+end
+for _, d in ipairs(op.duels) do
+  local dk = p .. 'duel:' .. d.k .. ':' .. d.u
+  local a1 = redis.call('HINCRBY', dk, 'a', d.a)
+  local b1 = redis.call('HINCRBY', dk, 'b', d.b)
+  redis.call('PEXPIRE', dk, op.duel_ttl)
+  local o0, o1 = outcome(a1 - d.a, b1 - d.b), outcome(a1, b1)
+  if o0 ~= o1 then
+    if o0 then redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, o0, -1) end
+    redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, o1, 1)
+  end
+end
+for _, im in ipairs(op.imps) do
+  redis.call('SET', p .. 'imp:' .. im.id, im.js, 'PX', op.imp_ttl)
+end
+return 1
+`)
+
+type redisOp struct {
+	Once     string        `json:"once"`
+	OnceTTL  int64         `json:"once_ttl"`
+	Units    []UnitIncr    `json:"units"`
+	Counters []CounterIncr `json:"counters"`
+	Duels    []DuelIncr    `json:"duels"`
+	DuelTTL  int64         `json:"duel_ttl"`
+	Imps     []redisImp    `json:"imps"`
+	ImpTTL   int64         `json:"imp_ttl"`
+}
+
+type redisImp struct {
+	ID string `json:"id"`
+	JS string `json:"js"`
+}
+
+// nonNil keeps empty lists arrays in JSON, as the script iterates them.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// Apply implements Store.
+func (s *Redis) Apply(ctx context.Context, op Op) (bool, error) {
+	ro := redisOp{
+		Once: op.Once, OnceTTL: max(op.OnceTTL.Milliseconds(), 1),
+		Units: nonNil(op.Units), Counters: nonNil(op.Counters), Duels: nonNil(op.Duels),
+		DuelTTL: max(op.DuelTTL.Milliseconds(), 1), ImpTTL: max(op.ImpressionTTL.Milliseconds(), 1),
+		Imps: make([]redisImp, 0, len(op.Impressions)),
+	}
+	for _, im := range op.Impressions {
+		js, err := json.Marshal(im)
+		if err != nil {
+			return false, err
+		}
+		ro.Imps = append(ro.Imps, redisImp{ID: im.ID, JS: string(js)})
+	}
+	arg, err := json.Marshal(ro)
+	if err != nil {
+		return false, err
+	}
+	n, err := applyScript.Run(ctx, s.c, nil, s.prefix, arg).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis apply: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Impression implements Store.
+func (s *Redis) Impression(ctx context.Context, id string) (Impression, error) {
+	var im Impression
+	js, err := s.c.Get(ctx, s.prefix+"imp:"+id).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return im, ErrNotFound
+	}
+	if err != nil {
+		return im, err
+	}
+	return im, json.Unmarshal(js, &im)
+}
+
+// Counters implements Store.
+func (s *Redis) Counters(ctx context.Context, key string) (map[string]float64, error) {
+	raw, err := s.c.HGetAll(ctx, s.prefix+"counter:"+key).Result()
+	if err != nil {
+		return nil, err
+	}
+	return floats(raw)
+}
+
+func floats(raw map[string]string) (map[string]float64, error) {
+	m := make(map[string]float64, len(raw))
+	for k, v := range raw {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, fmt.Errorf("field %s: %w", k, err)
+		}
+		m[k] = f
+	}
+	return m, nil
+}
+
+// Group implements Store.
+func (s *Redis) Group(ctx context.Context, group string) (stats.Ratio, error) {
+	raw, err := s.c.HGetAll(ctx, s.prefix+"group:"+group).Result()
+	if err != nil {
+		return stats.Ratio{}, err
+	}
+	m, err := floats(raw)
+	if err != nil {
+		return stats.Ratio{}, err
+	}
+	return stats.Ratio{Users: m["users"], N: m["n"], C: m["c"], N2: m["n2"], C2: m["c2"], NC: m["nc"]}, nil
+}
+
+// Get implements Store.
+func (s *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := s.c.Get(ctx, s.prefix+"kv:"+key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return v, err
+}
+
+var casScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if cur then return 0 end
+elseif cur ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1
+`)
+
+// CompareAndSwap implements Store.
+func (s *Redis) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
+	absent := "0"
+	if old == nil {
+		absent = "1"
+	}
+	n, err := casScript.Run(ctx, s.c, []string{s.prefix + "kv:" + key}, absent, old, new).Int()
+	return n == 1, err
+}

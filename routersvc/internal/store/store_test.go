@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/adrank/adrank/platform/redistest"
+	"github.com/adrank/adrank/routersvc/internal/stats"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// One acceptance suite for every backend.
+func TestBolt(t *testing.T) {
+	acceptance(t, func(t *testing.T) Store {
+		s, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	n := 0
+	acceptance(t, func(t *testing.T) Store {
+		n++ // a fresh key prefix per subtest
+		s, err := OpenRedis(context.Background(), srv.Addr, fmt.Sprintf("t%d:", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func acceptance(t *testing.T, open func(t *testing.T) Store) {
+	ctx := context.Background()
+	t.Run("once makes an op idempotent", func(t *testing.T) {
+		s := open(t)
+		op := Op{Once: "event-1", OnceTTL: time.Hour, Counters: []CounterIncr{{Key: "k", Field: "clicks", Delta: 1}}}
+		for i, want := range []bool{true, false, false} {
+			applied, err := s.Apply(ctx, op)
+			if err != nil || applied != want {
+				t.Fatalf("apply %d: %v %v, want %v", i, applied, err, want)
+			}
+		}
+		op.Once = "event-2"
+		if applied, _ := s.Apply(ctx, op); !applied {
+			t.Fatal("a new key did not apply")
+		}
+		if m, _ := s.Counters(ctx, "k"); m["clicks"] != 2 {
+			t.Errorf("clicks %v, want 2", m["clicks"])
+		}
+	})
+	t.Run("units keep exact per-user sums", func(t *testing.T) {
+		s := open(t)
+		// u1: 3 impressions, 1 click; u2: 2 impressions, 2 clicks; u3: 1 click only.
+		incs := []UnitIncr{{"g", "u1", 2, 0}, {"g", "u2", 1, 0}, {"g", "u1", 1, 1}, {"g", "u2", 1, 2}, {"g", "u3", 0, 1}, {"other", "u1", 5, 0}}
+		for _, u := range incs {
+			if _, err := s.Apply(ctx, Op{Units: []UnitIncr{u}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Group(ctx, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := stats.Ratio{Users: 3, N: 5, C: 4, N2: 9 + 4, C2: 1 + 4 + 1, NC: 3 + 4}
+		if got != want {
+			t.Errorf("group %+v, want %+v", got, want)
+		}
+		if empty, _ := s.Group(ctx, "nothing"); empty != (stats.Ratio{}) {
+			t.Errorf("empty group %+v", empty)
+		}
+	})
+	t.Run("duels count wins, ties and losses per request", func(t *testing.T) {
+		s := open(t)
+		steps := []DuelIncr{
+			{Key: "d", Unit: "r1", A: 1}, // r1 1:0 win
+			{Key: "d", Unit: "r2", B: 1}, // r2 0:1 loss
+			{Key: "d", Unit: "r1", B: 1}, // r1 1:1 tie
+			{Key: "d", Unit: "r3", A: 2}, // r3 2:0 win
+			{Key: "d", Unit: "r2", B: 1}, // r2 0:2 loss
+			{Key: "d", Unit: "r4"},       // no clicks: no outcome
+		}
+		for _, d := range steps {
+			if _, err := s.Apply(ctx, Op{Duels: []DuelIncr{d}, DuelTTL: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, _ := s.Counters(ctx, "d")
+		if m["wins"] != 1 || m["ties"] != 1 || m["losses"] != 1 {
+			t.Errorf("outcomes %v, want 1 win, 1 tie, 1 loss", m)
+		}
+	})
+	t.Run("impressions round-trip and expire", func(t *testing.T) {
+		s := open(t)
+		im := Impression{ID: "imp1", RequestID: "r", Domain: "feed", UserID: "u", Version: "v2", Strategy: "ab", Experiment: "ab:s:v1,v2",
+			Group: "v2", Propensity: 0.5, Slot: 1, Price: 1234, At: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+		short := im
+		short.ID = "imp2"
+		if _, err := s.Apply(ctx, Op{Impressions: []Impression{im}, ImpressionTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(ctx, Op{Impressions: []Impression{short}, ImpressionTTL: 50 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Impression(ctx, "imp1")
+		if err != nil || got != im {
+			t.Errorf("got %+v %v", got, err)
+		}
+		time.Sleep(120 * time.Millisecond)
+		if _, err := s.Impression(ctx, "imp2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("expired impression: %v", err)
+		}
+		if _, err := s.Impression(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown impression: %v", err)
+		}
+	})
+	t.Run("compare and swap", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("absent: %v", err)
+		}
+		for i, tt := range []struct {
+			old, new string
+			nilOld   bool
+			want     bool
+		}{{"", "a", true, true}, {"", "b", true, false}, {"x", "b", false, false}, {"a", "b", false, true}} {
+			var old []byte
+			if !tt.nilOld {
+				old = []byte(tt.old)
+			}
+			if ok, err := s.CompareAndSwap(ctx, "k", old, []byte(tt.new)); ok != tt.want || err != nil {
+				t.Errorf("step %d: %v %v, want %v", i, ok, err, tt.want)
+			}
+		}
+		if v, _ := s.Get(ctx, "k"); string(v) != "b" {
+			t.Errorf("value %q", v)
+		}
+	})
+	t.Run("concurrent applies are atomic", func(t *testing.T) {
+		s := open(t)
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 50 {
+					op := Op{
+						Once: fmt.Sprintf("e%d", i%25), OnceTTL: time.Hour, // each key sent by every worker
+						Units:    []UnitIncr{{Group: "g", Unit: fmt.Sprintf("u%d", w%3), N: 1, C: 1}},
+						Counters: []CounterIncr{{Key: "c", Field: "n", Delta: 1}},
+					}
+					if _, err := s.Apply(ctx, op); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		m, _ := s.Counters(ctx, "c")
+		g, _ := s.Group(ctx, "g")
+		if m["n"] != 25 || g.N != 25 || g.C != 25 {
+			t.Errorf("25 distinct events applied as counter %v, group N %v C %v", m["n"], g.N, g.C)
+		}
+		// Sums stay consistent: N2 = sum of per-user squares.
+		if g.N2 < g.N || g.Users < 1 || g.Users > 3 {
+			t.Errorf("group %+v", g)
+		}
+	})
+}
+
+// The bolt file survives a reopen: state outlives a router restart.
+func TestBoltIsDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Apply(ctx, Op{Once: "e", OnceTTL: time.Hour, Counters: []CounterIncr{{Key: "k", Field: "f", Delta: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, _ := s.Counters(ctx, "k"); m["f"] != 3 {
+		t.Errorf("after reopen: %v", m)
+	}
+	if applied, _ := s.Apply(ctx, Op{Once: "e", OnceTTL: time.Hour}); applied {
+		t.Error("a seen event applied again after reopen")
+	}
+}
