@@ -126,7 +126,7 @@ func startCluster(t testing.TB, rankers ...[2]string) *cluster {
 	for _, r := range rankers {
 		c.startRanker(r[0], r[1])
 	}
-	c.start("routersvc", "--listen", c.routerAddr)
+	c.start("routersvc", "--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db"))
 	c.start("gateway", "--listen", gatewayAddr)
 	cc, err := grpc.NewClient(c.routerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -9,6 +9,7 @@ CONSUL_ADDR=${CONSUL_ADDR:-127.0.0.1:8500}
 ROUTER_ADDR=${ROUTER_ADDR:-127.0.0.1:9090}
 GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
 LOG_DIR=${LOG_DIR:-.run}
+STATE_FILE=${STATE_FILE:-.data/router.db}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -56,7 +57,7 @@ start auctionsvc bin/auctionsvc
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
 start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
-start routersvc bin/routersvc --listen "$ROUTER_ADDR"
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE"
 start gateway bin/gateway --listen "$GATEWAY_ADDR"
 
 for _ in $(seq 1 100); do

@@ -13,6 +13,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/kvconfig"
+	"github.com/adrank/adrank/routersvc/experiment"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 )
 
@@ -60,6 +61,12 @@ func (c *Consul) Run(ctx context.Context) error {
 		})
 		return nil
 	})
+	g.Go(func() error {
+		discovery.WatchPrefix(ctx, c.client, c.log, experiment.Prefix, func(pairs api.KVPairs) {
+			c.Table.SetExperiments(kvconfig.Names(experiment.Prefix, pairs))
+		})
+		return nil
+	})
 	return g.Wait()
 }
 
@@ -98,4 +105,10 @@ func (c *Consul) Ranker(domain, version string) (rankerv1.RankerServiceClient, e
 		return nil, err
 	}
 	return rankerv1.NewRankerServiceClient(cc), nil
+}
+
+// SetExperiment writes a domain's experiment document to Consul KV.
+func (c *Consul) SetExperiment(ctx context.Context, domain string, doc []byte) error {
+	_, err := c.client.KV().Put(&api.KVPair{Key: experiment.Prefix + domain, Value: doc}, (&api.WriteOptions{}).WithContext(ctx))
+	return err
 }

@@ -22,6 +22,7 @@ import (
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/logging"
+	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 )
 
@@ -37,14 +38,27 @@ type Server struct {
 	routerv1.UnimplementedRouterServiceServer
 	table  *routing.Table
 	down   Downstream
+	lab    *lab.Lab
 	budget time.Duration
 	log    *slog.Logger
 }
 
 // NewServer returns a router that answers within budget (or the caller's
-// deadline, if sooner).
-func NewServer(table *routing.Table, down Downstream, budget time.Duration, log *slog.Logger) *Server {
-	return &Server{table: table, down: down, budget: budget, log: log}
+// deadline, if sooner) and runs experiments with lb.
+func NewServer(table *routing.Table, down Downstream, lb *lab.Lab, budget time.Duration, log *slog.Logger) *Server {
+	return &Server{table: table, down: down, lab: lb, budget: budget, log: log}
+}
+
+// LabDomain is what the lab needs of a routing domain.
+func LabDomain(d *routing.Domain) lab.Domain {
+	return lab.Domain{Production: d.ProductionVersion(), Exp: d.Experiment, ExpRaw: d.ExperimentRaw, Healthy: d.Healthy}
+}
+
+// scored is one version's ranking of the candidates, priced by the auction.
+type scored struct {
+	version string
+	pctrs   []float64
+	auction *auctionv1.RunAuctionResponse
 }
 
 // Rank implements RouterService.
@@ -64,48 +78,149 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "domain %q is not known", req.GetDomain())
 	}
-	if d.Config == nil {
+	prod := d.ProductionVersion()
+	if prod == "" {
 		return nil, status.Errorf(codes.Unavailable, "domain %q has no production version: set %s%s", d.Name, routing.ConfigPrefix, d.Name)
 	}
-	version := d.Config.Production
-	if v := d.Production(); v == nil || v.Healthy == 0 {
-		return nil, status.Errorf(codes.Unavailable, "domain %q: no healthy instance of production version %q", d.Name, version)
+	if !d.Healthy(prod) {
+		return nil, status.Errorf(codes.Unavailable, "domain %q: no healthy instance of production version %q", d.Name, prod)
 	}
+	a := s.lab.Assign(d.Name, LabDomain(d), req.GetUserId(), reqID)
 
 	feats, err := s.features(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	pctrs, err := s.score(ctx, d.Name, version, feats)
-	if err != nil {
-		return nil, err
+	sreq := scoreRequest(feats)
+	var calls []lab.Call
+	rank := func(version string) (scored, error) {
+		start := time.Now()
+		pctrs, err := s.score(ctx, d.Name, version, sreq, len(req.GetCandidates()))
+		calls = append(calls, lab.Call{Version: version, Latency: time.Since(start), Failed: err != nil})
+		if err != nil {
+			return scored{}, err
+		}
+		auction, err := s.auction(ctx, req, pctrs)
+		return scored{version: version, pctrs: pctrs, auction: auction}, err
 	}
-	if len(pctrs) != len(req.GetCandidates()) {
-		return nil, status.Errorf(codes.Internal, "ranker %s/%s returned %d scores for %d candidates", d.Name, version, len(pctrs), len(req.GetCandidates()))
+	// An experiment's version that fails falls back to production for this
+	// request, and says so.
+	fallback := func(err error) (scored, error) {
+		calls[len(calls)-1].Fallback = true
+		a.Fallback = fmt.Sprintf("version %q failed: %s", calls[len(calls)-1].Version, status.Convert(err).Message())
+		a.Strategy, a.Version, a.Other, a.Group = lab.Production, prod, "", "fallback"
+		return rank(prod)
 	}
-	auction, err := s.auction(ctx, req, pctrs)
-	if err != nil {
-		return nil, err
-	}
-	allocs := auction.GetAllocations()
-	resp := &routerv1.RankResponse{RequestId: reqID, Domain: d.Name, ModelVersion: version, AuctionType: auction.GetAuctionType(), Results: make([]*routerv1.Result, len(allocs))}
-	pctrOf := make(map[string]float64, len(pctrs))
-	for i, c := range req.GetCandidates() {
-		pctrOf[c.GetAdId()] = pctrs[i]
-	}
-	for i, a := range allocs {
-		resp.Results[i] = &routerv1.Result{
-			AdId:          a.GetAdId(),
-			Slot:          a.GetSlot(),
-			Pctr:          pctrOf[a.GetAdId()],
-			PriceMicros:   a.GetPriceMicros(),
-			ImpressionId:  ImpressionID(reqID, a.GetAdId(), a.GetSlot()),
-			Ecpm:          a.GetEcpm(),
-			RunnerUpEcpm:  a.GetRunnerUpEcpm(),
-			ReserveMicros: a.GetReserveMicros(),
+
+	var results []*routerv1.Result
+	var main scored
+	if a.Strategy == lab.Interleaved {
+		ra, errA := rank(a.Version)
+		var rb scored
+		var errB error
+		if errA == nil {
+			rb, errB = rank(a.Other)
+		}
+		switch {
+		case errA != nil:
+			main, err = fallback(errA)
+		case errB != nil:
+			main, err = fallback(errB)
+		default:
+			main = ra
+			results = interleave(req, reqID, ra, rb)
+		}
+	} else {
+		main, err = rank(a.Version)
+		if err != nil && a.Version != prod && ctx.Err() == nil {
+			main, err = fallback(err)
 		}
 	}
+	if err != nil {
+		return nil, err
+	}
+	if results == nil {
+		results = priced(req, reqID, main)
+	}
+	resp := &routerv1.RankResponse{
+		RequestId: reqID, Domain: d.Name, ModelVersion: a.Version, AuctionType: main.auction.GetAuctionType(), Results: results,
+		Assignment: &routerv1.Assignment{
+			Strategy: strategies[a.Strategy], Version: a.Version, OtherVersion: a.Other, Group: a.Group, Propensity: a.Propensity,
+			FallbackReason: a.Fallback, Experiment: a.Experiment, Shadowed: len(a.Shadow) > 0,
+		},
+	}
+	served := lab.Served{Domain: d.Name, UserID: req.GetUserId(), RequestID: reqID, A: a, Calls: calls}
+	for _, r := range results {
+		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.GetImpressionId(), Slot: int(r.GetSlot()), Price: r.GetPriceMicros(), Version: r.GetVersion()})
+	}
+	s.lab.Record(served)
+	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
+		s.lab.Shadow(d.Name, a.Shadow, sreq, main.pctrs, int(req.GetSlots()))
+	}
 	return resp, nil
+}
+
+var strategies = map[string]routerv1.Strategy{
+	lab.Production:  routerv1.Strategy_STRATEGY_PRODUCTION,
+	lab.Canary:      routerv1.Strategy_STRATEGY_CANARY,
+	lab.AB:          routerv1.Strategy_STRATEGY_AB,
+	lab.Bandit:      routerv1.Strategy_STRATEGY_BANDIT,
+	lab.Interleaved: routerv1.Strategy_STRATEGY_INTERLEAVED,
+}
+
+// priced turns one version's auction into results.
+func priced(req *routerv1.RankRequest, reqID string, sc scored) []*routerv1.Result {
+	pctrOf := make(map[string]float64, len(sc.pctrs))
+	for i, c := range req.GetCandidates() {
+		pctrOf[c.GetAdId()] = sc.pctrs[i]
+	}
+	allocs := sc.auction.GetAllocations()
+	out := make([]*routerv1.Result, len(allocs))
+	for i, a := range allocs {
+		out[i] = result(reqID, a, a.GetSlot(), pctrOf[a.GetAdId()], sc.version)
+	}
+	return out
+}
+
+func result(reqID string, a *auctionv1.Allocation, slot int32, pctr float64, version string) *routerv1.Result {
+	return &routerv1.Result{
+		AdId: a.GetAdId(), Slot: slot, Pctr: pctr, PriceMicros: a.GetPriceMicros(),
+		ImpressionId: ImpressionID(reqID, a.GetAdId(), slot),
+		Ecpm:         a.GetEcpm(), RunnerUpEcpm: a.GetRunnerUpEcpm(), ReserveMicros: a.GetReserveMicros(), Version: version,
+	}
+}
+
+// interleave merges A's and B's priced rankings by team draft; each ad keeps
+// its team's pCTR and price. The coin of each round hashes the request ID.
+func interleave(req *routerv1.RankRequest, reqID string, a, b scored) []*routerv1.Result {
+	list := func(sc scored) []lab.Ranked {
+		out := make([]lab.Ranked, len(sc.auction.GetAllocations()))
+		for i, al := range sc.auction.GetAllocations() {
+			out[i] = lab.Ranked{AdID: al.GetAdId(), Item: al}
+		}
+		return out
+	}
+	pctr := func(sc scored, id string) float64 {
+		for i, c := range req.GetCandidates() {
+			if c.GetAdId() == id {
+				return sc.pctrs[i]
+			}
+		}
+		return 0
+	}
+	picks := lab.TeamDraft(list(a), list(b), int(req.GetSlots()), func(round int) bool {
+		h := sha256.Sum256([]byte(reqID + "/coin/" + strconv.Itoa(round)))
+		return h[0]&1 == 1
+	})
+	out := make([]*routerv1.Result, len(picks))
+	for i, p := range picks {
+		team := a
+		if p.Team == 1 {
+			team = b
+		}
+		out[i] = result(reqID, p.Item.(*auctionv1.Allocation), int32(i+1), pctr(team, p.AdID), team.version)
+	}
+	return out
 }
 
 // ImpressionID identifies one shown ad; it is a pure function of the request
@@ -159,20 +274,40 @@ func (s *Server) features(ctx context.Context, req *routerv1.RankRequest) (*feat
 	return resp, nil
 }
 
-func (s *Server) score(ctx context.Context, domain, version string, feats *featuresv1.GetFeaturesResponse) ([]float64, error) {
-	c, err := s.down.Ranker(domain, version)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "ranker %s/%s: %v", domain, version, err)
-	}
+func scoreRequest(feats *featuresv1.GetFeaturesResponse) *rankerv1.ScoreRequest {
 	req := &rankerv1.ScoreRequest{Shared: feats.GetShared(), Candidates: make([]*rankerv1.ScoreCandidate, len(feats.GetAds()))}
 	for i, a := range feats.GetAds() {
 		req.Candidates[i] = &rankerv1.ScoreCandidate{AdId: a.GetAdId(), Features: a.GetFeatures()}
+	}
+	return req
+}
+
+func (s *Server) score(ctx context.Context, domain, version string, req *rankerv1.ScoreRequest, n int) ([]float64, error) {
+	c, err := s.down.Ranker(domain, version)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "ranker %s/%s: %v", domain, version, err)
 	}
 	resp, err := c.Score(ctx, req)
 	if err != nil {
 		return nil, downstreamError(ctx, fmt.Sprintf("ranker %s/%s", domain, version), err)
 	}
+	if len(resp.GetScores()) != n {
+		return nil, status.Errorf(codes.Internal, "ranker %s/%s returned %d scores for %d candidates", domain, version, len(resp.GetScores()), n)
+	}
 	return resp.GetScores(), nil
+}
+
+// Scorer adapts Downstream for the lab's shadow calls.
+type Scorer struct{ Down Downstream }
+
+// Score implements lab.Scorer.
+func (s Scorer) Score(ctx context.Context, domain, version string, req *rankerv1.ScoreRequest) ([]float64, error) {
+	c, err := s.Down.Ranker(domain, version)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Score(ctx, req)
+	return resp.GetScores(), err
 }
 
 func (s *Server) auction(ctx context.Context, req *routerv1.RankRequest, pctrs []float64) (*auctionv1.RunAuctionResponse, error) {
@@ -217,8 +352,8 @@ func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*ro
 	resp := &routerv1.ListDomainsResponse{}
 	for _, d := range snap.Sorted() {
 		di := &routerv1.DomainInfo{Domain: d.Name, ConfigError: d.ConfigError}
+		di.ProductionVersion = d.ProductionVersion()
 		if d.Config != nil {
-			di.ProductionVersion = d.Config.Production
 			di.ConfigLoadedAt = timestamppb.New(d.LoadedAt)
 		}
 		for _, name := range sortedKeys(d.Versions) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,9 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
+	"github.com/adrank/adrank/routersvc/internal/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -108,9 +111,11 @@ func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs 
 		raw[k] = []byte(v)
 	}
 	table.SetConfigs(raw)
+	table.SetExperiments(nil)
 	lis := bufconn.Listen(1 << 20)
+	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
-	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, time.Second, log))
+	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, time.Second, log))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -120,6 +125,27 @@ func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs 
 	}
 	t.Cleanup(func() { cc.Close(); srv.Stop() })
 	return routerv1.NewRouterServiceClient(cc)
+}
+
+// newLab runs a lab over a bbolt file in a temporary folder.
+func newLab(t *testing.T, log *slog.Logger, table *routing.Table) *lab.Lab {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: func() map[string]lab.Domain {
+		out := map[string]lab.Domain{}
+		for name, d := range table.Snapshot().Domains {
+			out[name] = LabDomain(d)
+		}
+		return out
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = lb.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	return lb
 }
 
 func inst(domain, version string, healthy bool) discovery.Instance {
@@ -142,8 +168,8 @@ func TestRank(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
-		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: ImpressionID("r1", "ad2", 1)},
-	}}
+		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: ImpressionID("r1", "ad2", 1), Version: "v1"},
+	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1}}
 	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/kvconfig"
+	"github.com/adrank/adrank/routersvc/experiment"
 )
 
 // ConfigPrefix is the Consul KV prefix of domain configs:
@@ -66,14 +67,36 @@ type Domain struct {
 	// ConfigError explains why the current KV value is not in force.
 	ConfigError string
 	Versions    map[string]*Version
+
+	// Experiment is the experiment document in force (adrank/experiments/),
+	// nil for none; ExperimentRaw its JSON.
+	Experiment         *experiment.Experiment
+	ExperimentRaw      []byte
+	ExperimentLoadedAt time.Time
+	ExperimentError    string
+}
+
+// ProductionVersion is the version serving the domain's traffic: the
+// experiment's production when it names one, else the domain config's.
+func (d *Domain) ProductionVersion() string {
+	if d.Experiment != nil && d.Experiment.Production != "" {
+		return d.Experiment.Production
+	}
+	if d.Config != nil {
+		return d.Config.Production
+	}
+	return ""
 }
 
 // Production returns the production version's state, or nil.
 func (d *Domain) Production() *Version {
-	if d.Config == nil {
-		return nil
-	}
-	return d.Versions[d.Config.Production]
+	return d.Versions[d.ProductionVersion()]
+}
+
+// Healthy reports whether version has a healthy instance.
+func (d *Domain) Healthy(version string) bool {
+	v := d.Versions[version]
+	return v != nil && v.Healthy > 0
 }
 
 // Snapshot is an immutable view of every domain.
@@ -94,11 +117,12 @@ func RankerKey(domain, version string) string { return "ranker/" + domain + "/" 
 type Table struct {
 	onRanker func(key string, addrs []string)
 	configs  *kvconfig.Set[Config]
+	exps     *kvconfig.Set[expDoc]
 
 	mu       sync.Mutex
 	versions map[string]map[string]*Version // domain -> version
 	keys     map[string]bool                // resolver keys pushed so far
-	synced   struct{ rankers, configs bool }
+	synced   struct{ rankers, configs, experiments bool }
 	syncedCh chan struct{}
 
 	snap atomic.Pointer[Snapshot]
@@ -109,8 +133,30 @@ type Table struct {
 func NewTable(log *slog.Logger, onRanker func(key string, addrs []string)) *Table {
 	t := &Table{onRanker: onRanker, versions: map[string]map[string]*Version{}, keys: map[string]bool{}, syncedCh: make(chan struct{})}
 	t.configs = kvconfig.New(ConfigPrefix, log, t.parse)
+	t.exps = kvconfig.New(experiment.Prefix, log, t.parseExperiment)
 	t.snap.Store(&Snapshot{Domains: map[string]*Domain{}})
 	return t
+}
+
+type expDoc struct {
+	exp *experiment.Experiment
+	raw []byte
+}
+
+// parseExperiment validates an experiment document against the registered
+// versions; it runs with t.mu held.
+func (t *Table) parseExperiment(domain string, raw []byte) (expDoc, error) {
+	if !Name.MatchString(domain) {
+		return expDoc{}, errors.New("not a domain name")
+	}
+	e, err := experiment.Parse(raw)
+	if err != nil {
+		return expDoc{}, err
+	}
+	if err := e.Validate(func(v string) bool { _, ok := t.versions[domain][v]; return ok }); err != nil {
+		return expDoc{}, err
+	}
+	return expDoc{exp: e, raw: raw}, nil
 }
 
 // parse validates a domain config against the registered versions; it runs
@@ -141,7 +187,7 @@ func (t *Table) SetRankers(insts []discovery.Instance) {
 	defer t.mu.Unlock()
 	t.versions = versions(insts)
 	t.synced.rankers = true
-	t.publish(t.configs.Reevaluate())
+	t.publish(t.configs.Reevaluate(), t.exps.Reevaluate())
 }
 
 // SetConfigs replaces the raw KV values, keyed by domain.
@@ -149,7 +195,15 @@ func (t *Table) SetConfigs(raw map[string][]byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.synced.configs = true
-	t.publish(t.configs.Update(raw))
+	t.publish(t.configs.Update(raw), t.exps.Reevaluate())
+}
+
+// SetExperiments replaces the raw experiment documents, keyed by domain.
+func (t *Table) SetExperiments(raw map[string][]byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.synced.experiments = true
+	t.publish(t.configs.Reevaluate(), t.exps.Update(raw))
 }
 
 func versions(insts []discovery.Instance) map[string]map[string]*Version {
@@ -180,29 +234,43 @@ func versions(insts []discovery.Instance) map[string]map[string]*Version {
 }
 
 // publish stores a new snapshot; it runs with t.mu held.
-func (t *Table) publish(configs map[string]kvconfig.Entry[Config]) {
+func (t *Table) publish(configs map[string]kvconfig.Entry[Config], exps map[string]kvconfig.Entry[expDoc]) {
 	domains := map[string]*Domain{}
 	for name, vs := range t.versions {
 		domains[name] = &Domain{Name: name, Versions: vs}
 	}
-	for name, e := range configs {
-		if !Name.MatchString(name) {
-			continue
-		}
+	domain := func(name string) *Domain {
 		d, ok := domains[name]
 		if !ok {
 			d = &Domain{Name: name, Versions: map[string]*Version{}}
 			domains[name] = d
 		}
+		return d
+	}
+	for name, e := range configs {
+		if !Name.MatchString(name) {
+			continue
+		}
+		d := domain(name)
 		if e.Valid {
 			c := e.Value
 			d.Config, d.LoadedAt = &c, e.LoadedAt
 		}
 		d.ConfigError = e.Error
 	}
+	for name, e := range exps {
+		if !Name.MatchString(name) {
+			continue
+		}
+		d := domain(name)
+		if e.Valid {
+			d.Experiment, d.ExperimentRaw, d.ExperimentLoadedAt = e.Value.exp, e.Value.raw, e.LoadedAt
+		}
+		d.ExperimentError = e.Error
+	}
 	t.snap.Store(&Snapshot{Domains: domains})
 	t.pushRankers(domains)
-	if t.synced.rankers && t.synced.configs {
+	if t.synced.rankers && t.synced.configs && t.synced.experiments {
 		select {
 		case <-t.syncedCh:
 		default:

@@ -61,6 +61,7 @@ func TestTableKeepsTheLastGoodConfig(t *testing.T) {
 	default:
 	}
 	tab.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v1"}`)})
+	tab.SetExperiments(nil)
 	<-tab.Synced()
 
 	d := tab.Snapshot().Domains["feed"]

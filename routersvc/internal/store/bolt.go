@@ -294,4 +294,3 @@ func (s *Bolt) CompareAndSwap(_ context.Context, key string, old, new []byte) (b
 	})
 	return swapped, err
 }
-

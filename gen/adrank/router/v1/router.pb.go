@@ -78,6 +78,174 @@ func (Device) EnumDescriptor() ([]byte, []int) {
 	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{0}
 }
 
+// Strategy is how a request's version was chosen.
+type Strategy int32
+
+const (
+	Strategy_STRATEGY_UNSPECIFIED Strategy = 0
+	Strategy_STRATEGY_PRODUCTION  Strategy = 1
+	Strategy_STRATEGY_CANARY      Strategy = 2
+	Strategy_STRATEGY_AB          Strategy = 3
+	Strategy_STRATEGY_BANDIT      Strategy = 4
+	Strategy_STRATEGY_INTERLEAVED Strategy = 5
+)
+
+// Enum value maps for Strategy.
+var (
+	Strategy_name = map[int32]string{
+		0: "STRATEGY_UNSPECIFIED",
+		1: "STRATEGY_PRODUCTION",
+		2: "STRATEGY_CANARY",
+		3: "STRATEGY_AB",
+		4: "STRATEGY_BANDIT",
+		5: "STRATEGY_INTERLEAVED",
+	}
+	Strategy_value = map[string]int32{
+		"STRATEGY_UNSPECIFIED": 0,
+		"STRATEGY_PRODUCTION":  1,
+		"STRATEGY_CANARY":      2,
+		"STRATEGY_AB":          3,
+		"STRATEGY_BANDIT":      4,
+		"STRATEGY_INTERLEAVED": 5,
+	}
+)
+
+func (x Strategy) Enum() *Strategy {
+	p := new(Strategy)
+	*p = x
+	return p
+}
+
+func (x Strategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Strategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_adrank_router_v1_router_proto_enumTypes[1].Descriptor()
+}
+
+func (Strategy) Type() protoreflect.EnumType {
+	return &file_adrank_router_v1_router_proto_enumTypes[1]
+}
+
+func (x Strategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Strategy.Descriptor instead.
+func (Strategy) EnumDescriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
+}
+
+// EventType is the kind of feedback.
+type EventType int32
+
+const (
+	EventType_EVENT_TYPE_UNSPECIFIED EventType = 0
+	EventType_EVENT_TYPE_CLICK       EventType = 1
+	EventType_EVENT_TYPE_CONVERSION  EventType = 2
+)
+
+// Enum value maps for EventType.
+var (
+	EventType_name = map[int32]string{
+		0: "EVENT_TYPE_UNSPECIFIED",
+		1: "EVENT_TYPE_CLICK",
+		2: "EVENT_TYPE_CONVERSION",
+	}
+	EventType_value = map[string]int32{
+		"EVENT_TYPE_UNSPECIFIED": 0,
+		"EVENT_TYPE_CLICK":       1,
+		"EVENT_TYPE_CONVERSION":  2,
+	}
+)
+
+func (x EventType) Enum() *EventType {
+	p := new(EventType)
+	*p = x
+	return p
+}
+
+func (x EventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_adrank_router_v1_router_proto_enumTypes[2].Descriptor()
+}
+
+func (EventType) Type() protoreflect.EnumType {
+	return &file_adrank_router_v1_router_proto_enumTypes[2]
+}
+
+func (x EventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventType.Descriptor instead.
+func (EventType) EnumDescriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
+// EventResult is the fate of one event.
+type EventResult int32
+
+const (
+	EventResult_EVENT_RESULT_UNSPECIFIED EventResult = 0
+	EventResult_EVENT_RESULT_ACCEPTED    EventResult = 1
+	// Already counted: sent before.
+	EventResult_EVENT_RESULT_DUPLICATE EventResult = 2
+	// No such impression (never served, or gone from the store).
+	EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION EventResult = 3
+	// The impression is older than the attribution window.
+	EventResult_EVENT_RESULT_EXPIRED EventResult = 4
+)
+
+// Enum value maps for EventResult.
+var (
+	EventResult_name = map[int32]string{
+		0: "EVENT_RESULT_UNSPECIFIED",
+		1: "EVENT_RESULT_ACCEPTED",
+		2: "EVENT_RESULT_DUPLICATE",
+		3: "EVENT_RESULT_UNKNOWN_IMPRESSION",
+		4: "EVENT_RESULT_EXPIRED",
+	}
+	EventResult_value = map[string]int32{
+		"EVENT_RESULT_UNSPECIFIED":        0,
+		"EVENT_RESULT_ACCEPTED":           1,
+		"EVENT_RESULT_DUPLICATE":          2,
+		"EVENT_RESULT_UNKNOWN_IMPRESSION": 3,
+		"EVENT_RESULT_EXPIRED":            4,
+	}
+)
+
+func (x EventResult) Enum() *EventResult {
+	p := new(EventResult)
+	*p = x
+	return p
+}
+
+func (x EventResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_adrank_router_v1_router_proto_enumTypes[3].Descriptor()
+}
+
+func (EventResult) Type() protoreflect.EnumType {
+	return &file_adrank_router_v1_router_proto_enumTypes[3]
+}
+
+func (x EventResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventResult.Descriptor instead.
+func (EventResult) EnumDescriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
+}
+
 // RequestContext describes the page view the ads are for.
 type RequestContext struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -338,6 +506,8 @@ type Result struct {
 	Ecpm          float64 `protobuf:"fixed64,6,opt,name=ecpm,proto3" json:"ecpm,omitempty"`
 	RunnerUpEcpm  float64 `protobuf:"fixed64,7,opt,name=runner_up_ecpm,json=runnerUpEcpm,proto3" json:"runner_up_ecpm,omitempty"`
 	ReserveMicros int64   `protobuf:"varint,8,opt,name=reserve_micros,json=reserveMicros,proto3" json:"reserve_micros,omitempty"`
+	// The version whose ranking placed this ad (with interleaving, the team).
+	Version       string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +598,122 @@ func (x *Result) GetReserveMicros() int64 {
 	return 0
 }
 
+func (x *Result) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// Assignment says which version served a request and how it was chosen.
+type Assignment struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Strategy Strategy               `protobuf:"varint,1,opt,name=strategy,proto3,enum=adrank.router.v1.Strategy" json:"strategy,omitempty"`
+	// The serving version; with interleaving, team A's.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// With interleaving, team B's version.
+	OtherVersion string `protobuf:"bytes,3,opt,name=other_version,json=otherVersion,proto3" json:"other_version,omitempty"`
+	// The A/B arm, canary group ("canary" or "control") or bandit arm.
+	Group string `protobuf:"bytes,4,opt,name=group,proto3" json:"group,omitempty"`
+	// The probability this assignment had when it was chosen.
+	Propensity float64 `protobuf:"fixed64,5,opt,name=propensity,proto3" json:"propensity,omitempty"`
+	// Set when the experiment's version had no healthy instance (or failed)
+	// and production served instead.
+	FallbackReason string `protobuf:"bytes,6,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
+	// The experiment in force, e.g. "ab:feed-2026-11:v1,v2"; empty for none.
+	Experiment string `protobuf:"bytes,7,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	// True when the request was also sent to shadow versions.
+	Shadowed      bool `protobuf:"varint,8,opt,name=shadowed,proto3" json:"shadowed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Assignment) Reset() {
+	*x = Assignment{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Assignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Assignment) ProtoMessage() {}
+
+func (x *Assignment) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
+func (*Assignment) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Assignment) GetStrategy() Strategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return Strategy_STRATEGY_UNSPECIFIED
+}
+
+func (x *Assignment) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Assignment) GetOtherVersion() string {
+	if x != nil {
+		return x.OtherVersion
+	}
+	return ""
+}
+
+func (x *Assignment) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Assignment) GetPropensity() float64 {
+	if x != nil {
+		return x.Propensity
+	}
+	return 0
+}
+
+func (x *Assignment) GetFallbackReason() string {
+	if x != nil {
+		return x.FallbackReason
+	}
+	return ""
+}
+
+func (x *Assignment) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *Assignment) GetShadowed() bool {
+	if x != nil {
+		return x.Shadowed
+	}
+	return false
+}
+
 type RankResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -438,14 +724,16 @@ type RankResponse struct {
 	// candidates clear the reserve price.
 	Results []*Result `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
 	// The auction that priced the slots: "gsp", "vcg" or "first_price".
-	AuctionType   string `protobuf:"bytes,5,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
+	AuctionType string `protobuf:"bytes,5,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
+	// Which version served and how it was chosen.
+	Assignment    *Assignment `protobuf:"bytes,6,opt,name=assignment,proto3" json:"assignment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
 	*x = RankResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +745,7 @@ func (x *RankResponse) String() string {
 func (*RankResponse) ProtoMessage() {}
 
 func (x *RankResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +758,7 @@ func (x *RankResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankResponse.ProtoReflect.Descriptor instead.
 func (*RankResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RankResponse) GetRequestId() string {
@@ -508,6 +796,13 @@ func (x *RankResponse) GetAuctionType() string {
 	return ""
 }
 
+func (x *RankResponse) GetAssignment() *Assignment {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
 type ListDomainsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -516,7 +811,7 @@ type ListDomainsRequest struct {
 
 func (x *ListDomainsRequest) Reset() {
 	*x = ListDomainsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +823,7 @@ func (x *ListDomainsRequest) String() string {
 func (*ListDomainsRequest) ProtoMessage() {}
 
 func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +836,7 @@ func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsRequest.ProtoReflect.Descriptor instead.
 func (*ListDomainsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
 }
 
 // VersionInfo describes one registered ranker version of a domain.
@@ -558,7 +853,7 @@ type VersionInfo struct {
 
 func (x *VersionInfo) Reset() {
 	*x = VersionInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +865,7 @@ func (x *VersionInfo) String() string {
 func (*VersionInfo) ProtoMessage() {}
 
 func (x *VersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +878,7 @@ func (x *VersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionInfo.ProtoReflect.Descriptor instead.
 func (*VersionInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VersionInfo) GetVersion() string {
@@ -631,7 +926,7 @@ type DomainInfo struct {
 
 func (x *DomainInfo) Reset() {
 	*x = DomainInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +938,7 @@ func (x *DomainInfo) String() string {
 func (*DomainInfo) ProtoMessage() {}
 
 func (x *DomainInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +951,7 @@ func (x *DomainInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainInfo.ProtoReflect.Descriptor instead.
 func (*DomainInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DomainInfo) GetDomain() string {
@@ -703,7 +998,7 @@ type ListDomainsResponse struct {
 
 func (x *ListDomainsResponse) Reset() {
 	*x = ListDomainsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +1010,7 @@ func (x *ListDomainsResponse) String() string {
 func (*ListDomainsResponse) ProtoMessage() {}
 
 func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +1023,7 @@ func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsResponse.ProtoReflect.Descriptor instead.
 func (*ListDomainsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
@@ -736,6 +1031,1460 @@ func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
 		return x.Domains
 	}
 	return nil
+}
+
+// Event is feedback on one impression.
+type Event struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ImpressionId string                 `protobuf:"bytes,1,opt,name=impression_id,json=impressionId,proto3" json:"impression_id,omitempty"`
+	Type         EventType              `protobuf:"varint,2,opt,name=type,proto3,enum=adrank.router.v1.EventType" json:"type,omitempty"`
+	// A conversion's value (currency units, >= 0); 0 for clicks.
+	Value float64 `protobuf:"fixed64,3,opt,name=value,proto3" json:"value,omitempty"`
+	// Optional. Events are deduplicated by (impression_id, type, event_id), so
+	// without an event_id an impression counts at most one click and one
+	// conversion.
+	EventId       string `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Event) GetImpressionId() string {
+	if x != nil {
+		return x.ImpressionId
+	}
+	return ""
+}
+
+func (x *Event) GetType() EventType {
+	if x != nil {
+		return x.Type
+	}
+	return EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *Event) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Event) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+type ReportEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1000 events.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportEventsRequest) Reset() {
+	*x = ReportEventsRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportEventsRequest) ProtoMessage() {}
+
+func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReportEventsRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type ReportEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per event, in request order.
+	Results       []EventResult `protobuf:"varint,1,rep,packed,name=results,proto3,enum=adrank.router.v1.EventResult" json:"results,omitempty"`
+	Accepted      int32         `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates    int32         `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Rejected      int32         `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportEventsResponse) Reset() {
+	*x = ReportEventsResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportEventsResponse) ProtoMessage() {}
+
+func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReportEventsResponse) GetResults() []EventResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ReportEventsResponse) GetAccepted() int32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *ReportEventsResponse) GetDuplicates() int32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ReportEventsResponse) GetRejected() int32 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+type GetExperimentReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExperimentReportRequest) Reset() {
+	*x = GetExperimentReportRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExperimentReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExperimentReportRequest) ProtoMessage() {}
+
+func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExperimentReportRequest.ProtoReflect.Descriptor instead.
+func (*GetExperimentReportRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetExperimentReportRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+// GroupStats are the outcomes of one group (arm, team, canary group).
+type GroupStats struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Group           string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version         string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Users           float64                `protobuf:"fixed64,3,opt,name=users,proto3" json:"users,omitempty"`
+	Impressions     float64                `protobuf:"fixed64,4,opt,name=impressions,proto3" json:"impressions,omitempty"`
+	Clicks          float64                `protobuf:"fixed64,5,opt,name=clicks,proto3" json:"clicks,omitempty"`
+	Ctr             float64                `protobuf:"fixed64,6,opt,name=ctr,proto3" json:"ctr,omitempty"`
+	Conversions     float64                `protobuf:"fixed64,7,opt,name=conversions,proto3" json:"conversions,omitempty"`
+	ConversionValue float64                `protobuf:"fixed64,8,opt,name=conversion_value,json=conversionValue,proto3" json:"conversion_value,omitempty"`
+	// Sum of the prices of clicked impressions, in micros.
+	RevenueMicros float64 `protobuf:"fixed64,9,opt,name=revenue_micros,json=revenueMicros,proto3" json:"revenue_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupStats) Reset() {
+	*x = GroupStats{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupStats) ProtoMessage() {}
+
+func (x *GroupStats) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupStats.ProtoReflect.Descriptor instead.
+func (*GroupStats) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GroupStats) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupStats) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GroupStats) GetUsers() float64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *GroupStats) GetImpressions() float64 {
+	if x != nil {
+		return x.Impressions
+	}
+	return 0
+}
+
+func (x *GroupStats) GetClicks() float64 {
+	if x != nil {
+		return x.Clicks
+	}
+	return 0
+}
+
+func (x *GroupStats) GetCtr() float64 {
+	if x != nil {
+		return x.Ctr
+	}
+	return 0
+}
+
+func (x *GroupStats) GetConversions() float64 {
+	if x != nil {
+		return x.Conversions
+	}
+	return 0
+}
+
+func (x *GroupStats) GetConversionValue() float64 {
+	if x != nil {
+		return x.ConversionValue
+	}
+	return 0
+}
+
+func (x *GroupStats) GetRevenueMicros() float64 {
+	if x != nil {
+		return x.RevenueMicros
+	}
+	return 0
+}
+
+// VersionHealth is how a version served requests of this domain.
+type VersionHealth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Requests      float64                `protobuf:"fixed64,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors        float64                `protobuf:"fixed64,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	Fallbacks     float64                `protobuf:"fixed64,4,opt,name=fallbacks,proto3" json:"fallbacks,omitempty"`
+	LatencyP50Ms  float64                `protobuf:"fixed64,5,opt,name=latency_p50_ms,json=latencyP50Ms,proto3" json:"latency_p50_ms,omitempty"`
+	LatencyP99Ms  float64                `protobuf:"fixed64,6,opt,name=latency_p99_ms,json=latencyP99Ms,proto3" json:"latency_p99_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionHealth) Reset() {
+	*x = VersionHealth{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionHealth) ProtoMessage() {}
+
+func (x *VersionHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionHealth.ProtoReflect.Descriptor instead.
+func (*VersionHealth) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *VersionHealth) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionHealth) GetRequests() float64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *VersionHealth) GetErrors() float64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *VersionHealth) GetFallbacks() float64 {
+	if x != nil {
+		return x.Fallbacks
+	}
+	return 0
+}
+
+func (x *VersionHealth) GetLatencyP50Ms() float64 {
+	if x != nil {
+		return x.LatencyP50Ms
+	}
+	return 0
+}
+
+func (x *VersionHealth) GetLatencyP99Ms() float64 {
+	if x != nil {
+		return x.LatencyP99Ms
+	}
+	return 0
+}
+
+// ShadowStats compare one shadow version with production.
+type ShadowStats struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Requests compared, and requests dropped because the queue was full.
+	Compared     float64 `protobuf:"fixed64,2,opt,name=compared,proto3" json:"compared,omitempty"`
+	Dropped      float64 `protobuf:"fixed64,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Errors       float64 `protobuf:"fixed64,4,opt,name=errors,proto3" json:"errors,omitempty"`
+	LatencyP50Ms float64 `protobuf:"fixed64,5,opt,name=latency_p50_ms,json=latencyP50Ms,proto3" json:"latency_p50_ms,omitempty"`
+	LatencyP99Ms float64 `protobuf:"fixed64,6,opt,name=latency_p99_ms,json=latencyP99Ms,proto3" json:"latency_p99_ms,omitempty"`
+	// Mean share of production's top-k ads (k = slots) also in the shadow's.
+	TopkOverlap float64 `protobuf:"fixed64,7,opt,name=topk_overlap,json=topkOverlap,proto3" json:"topk_overlap,omitempty"`
+	// Mean Kendall's tau-b between production's and the shadow's scores.
+	KendallTau float64 `protobuf:"fixed64,8,opt,name=kendall_tau,json=kendallTau,proto3" json:"kendall_tau,omitempty"`
+	// Mean shadow pCTR / mean production pCTR.
+	MeanPctrRatio float64 `protobuf:"fixed64,9,opt,name=mean_pctr_ratio,json=meanPctrRatio,proto3" json:"mean_pctr_ratio,omitempty"`
+	// Population stability index of the shadow's scores against production's.
+	Psi           float64 `protobuf:"fixed64,10,opt,name=psi,proto3" json:"psi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowStats) Reset() {
+	*x = ShadowStats{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowStats) ProtoMessage() {}
+
+func (x *ShadowStats) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowStats.ProtoReflect.Descriptor instead.
+func (*ShadowStats) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ShadowStats) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ShadowStats) GetCompared() float64 {
+	if x != nil {
+		return x.Compared
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetDropped() float64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetErrors() float64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetLatencyP50Ms() float64 {
+	if x != nil {
+		return x.LatencyP50Ms
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetLatencyP99Ms() float64 {
+	if x != nil {
+		return x.LatencyP99Ms
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetTopkOverlap() float64 {
+	if x != nil {
+		return x.TopkOverlap
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetKendallTau() float64 {
+	if x != nil {
+		return x.KendallTau
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetMeanPctrRatio() float64 {
+	if x != nil {
+		return x.MeanPctrRatio
+	}
+	return 0
+}
+
+func (x *ShadowStats) GetPsi() float64 {
+	if x != nil {
+		return x.Psi
+	}
+	return 0
+}
+
+// Test is a two-sided test of an arm against the control arm.
+type Test struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Control      string                 `protobuf:"bytes,1,opt,name=control,proto3" json:"control,omitempty"`
+	Treatment    string                 `protobuf:"bytes,2,opt,name=treatment,proto3" json:"treatment,omitempty"`
+	Diff         float64                `protobuf:"fixed64,3,opt,name=diff,proto3" json:"diff,omitempty"`
+	CiLow        float64                `protobuf:"fixed64,4,opt,name=ci_low,json=ciLow,proto3" json:"ci_low,omitempty"`
+	CiHigh       float64                `protobuf:"fixed64,5,opt,name=ci_high,json=ciHigh,proto3" json:"ci_high,omitempty"`
+	RelativeLift float64                `protobuf:"fixed64,6,opt,name=relative_lift,json=relativeLift,proto3" json:"relative_lift,omitempty"`
+	// Fixed-horizon p-value (z-test, user-level delta-method variance).
+	PValue float64 `protobuf:"fixed64,7,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// Always-valid p-value (mSPRT): safe to look at any time.
+	AlwaysValidPValue float64 `protobuf:"fixed64,8,opt,name=always_valid_p_value,json=alwaysValidPValue,proto3" json:"always_valid_p_value,omitempty"`
+	// "treatment better", "treatment worse" or "no detectable difference yet".
+	Verdict string `protobuf:"bytes,9,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// Impressions per arm a fixed-horizon test needs for the stated minimal
+	// detectable effect, and how many are still missing.
+	NeededImpressionsPerArm    float64 `protobuf:"fixed64,10,opt,name=needed_impressions_per_arm,json=neededImpressionsPerArm,proto3" json:"needed_impressions_per_arm,omitempty"`
+	RemainingImpressionsPerArm float64 `protobuf:"fixed64,11,opt,name=remaining_impressions_per_arm,json=remainingImpressionsPerArm,proto3" json:"remaining_impressions_per_arm,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
+}
+
+func (x *Test) Reset() {
+	*x = Test{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Test) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Test) ProtoMessage() {}
+
+func (x *Test) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Test.ProtoReflect.Descriptor instead.
+func (*Test) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Test) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *Test) GetTreatment() string {
+	if x != nil {
+		return x.Treatment
+	}
+	return ""
+}
+
+func (x *Test) GetDiff() float64 {
+	if x != nil {
+		return x.Diff
+	}
+	return 0
+}
+
+func (x *Test) GetCiLow() float64 {
+	if x != nil {
+		return x.CiLow
+	}
+	return 0
+}
+
+func (x *Test) GetCiHigh() float64 {
+	if x != nil {
+		return x.CiHigh
+	}
+	return 0
+}
+
+func (x *Test) GetRelativeLift() float64 {
+	if x != nil {
+		return x.RelativeLift
+	}
+	return 0
+}
+
+func (x *Test) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *Test) GetAlwaysValidPValue() float64 {
+	if x != nil {
+		return x.AlwaysValidPValue
+	}
+	return 0
+}
+
+func (x *Test) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *Test) GetNeededImpressionsPerArm() float64 {
+	if x != nil {
+		return x.NeededImpressionsPerArm
+	}
+	return 0
+}
+
+func (x *Test) GetRemainingImpressionsPerArm() float64 {
+	if x != nil {
+		return x.RemainingImpressionsPerArm
+	}
+	return 0
+}
+
+type ABReport struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Salt    string                 `protobuf:"bytes,1,opt,name=salt,proto3" json:"salt,omitempty"`
+	Arms    []*GroupStats          `protobuf:"bytes,2,rep,name=arms,proto3" json:"arms,omitempty"`
+	Weights []float64              `protobuf:"fixed64,3,rep,packed,name=weights,proto3" json:"weights,omitempty"`
+	Tests   []*Test                `protobuf:"bytes,4,rep,name=tests,proto3" json:"tests,omitempty"`
+	Alpha   float64                `protobuf:"fixed64,5,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	// The relative lift the sample size is planned for.
+	MinimalDetectableEffect float64 `protobuf:"fixed64,6,opt,name=minimal_detectable_effect,json=minimalDetectableEffect,proto3" json:"minimal_detectable_effect,omitempty"`
+	SrmChi2                 float64 `protobuf:"fixed64,7,opt,name=srm_chi2,json=srmChi2,proto3" json:"srm_chi2,omitempty"`
+	SrmPValue               float64 `protobuf:"fixed64,8,opt,name=srm_p_value,json=srmPValue,proto3" json:"srm_p_value,omitempty"`
+	// True when srm_p_value < 0.001: the split is broken; distrust the results.
+	SrmFlagged    bool `protobuf:"varint,9,opt,name=srm_flagged,json=srmFlagged,proto3" json:"srm_flagged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ABReport) Reset() {
+	*x = ABReport{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ABReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ABReport) ProtoMessage() {}
+
+func (x *ABReport) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ABReport.ProtoReflect.Descriptor instead.
+func (*ABReport) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ABReport) GetSalt() string {
+	if x != nil {
+		return x.Salt
+	}
+	return ""
+}
+
+func (x *ABReport) GetArms() []*GroupStats {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
+func (x *ABReport) GetWeights() []float64 {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+func (x *ABReport) GetTests() []*Test {
+	if x != nil {
+		return x.Tests
+	}
+	return nil
+}
+
+func (x *ABReport) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *ABReport) GetMinimalDetectableEffect() float64 {
+	if x != nil {
+		return x.MinimalDetectableEffect
+	}
+	return 0
+}
+
+func (x *ABReport) GetSrmChi2() float64 {
+	if x != nil {
+		return x.SrmChi2
+	}
+	return 0
+}
+
+func (x *ABReport) GetSrmPValue() float64 {
+	if x != nil {
+		return x.SrmPValue
+	}
+	return 0
+}
+
+func (x *ABReport) GetSrmFlagged() bool {
+	if x != nil {
+		return x.SrmFlagged
+	}
+	return false
+}
+
+type CanaryReport struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// "running", "completed" (at 100%), "rolled_back" or "promoted".
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Step          int32                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	SharePercent  float64                `protobuf:"fixed64,4,opt,name=share_percent,json=sharePercent,proto3" json:"share_percent,omitempty"`
+	StepStartedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=step_started_at,json=stepStartedAt,proto3" json:"step_started_at,omitempty"`
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Canary        *GroupStats            `protobuf:"bytes,7,opt,name=canary,proto3" json:"canary,omitempty"`
+	Control       *GroupStats            `protobuf:"bytes,8,opt,name=control,proto3" json:"control,omitempty"`
+	CtrPValue     float64                `protobuf:"fixed64,9,opt,name=ctr_p_value,json=ctrPValue,proto3" json:"ctr_p_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryReport) Reset() {
+	*x = CanaryReport{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryReport) ProtoMessage() {}
+
+func (x *CanaryReport) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryReport.ProtoReflect.Descriptor instead.
+func (*CanaryReport) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CanaryReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CanaryReport) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CanaryReport) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *CanaryReport) GetSharePercent() float64 {
+	if x != nil {
+		return x.SharePercent
+	}
+	return 0
+}
+
+func (x *CanaryReport) GetStepStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StepStartedAt
+	}
+	return nil
+}
+
+func (x *CanaryReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CanaryReport) GetCanary() *GroupStats {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *CanaryReport) GetControl() *GroupStats {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+func (x *CanaryReport) GetCtrPValue() float64 {
+	if x != nil {
+		return x.CtrPValue
+	}
+	return 0
+}
+
+type BanditArm struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Version     string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Impressions float64                `protobuf:"fixed64,2,opt,name=impressions,proto3" json:"impressions,omitempty"`
+	Clicks      float64                `protobuf:"fixed64,3,opt,name=clicks,proto3" json:"clicks,omitempty"`
+	Mean        float64                `protobuf:"fixed64,4,opt,name=mean,proto3" json:"mean,omitempty"`
+	// The probability the policy now gives the arm.
+	Allocation    float64 `protobuf:"fixed64,5,opt,name=allocation,proto3" json:"allocation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanditArm) Reset() {
+	*x = BanditArm{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanditArm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanditArm) ProtoMessage() {}
+
+func (x *BanditArm) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanditArm.ProtoReflect.Descriptor instead.
+func (*BanditArm) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BanditArm) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *BanditArm) GetImpressions() float64 {
+	if x != nil {
+		return x.Impressions
+	}
+	return 0
+}
+
+func (x *BanditArm) GetClicks() float64 {
+	if x != nil {
+		return x.Clicks
+	}
+	return 0
+}
+
+func (x *BanditArm) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *BanditArm) GetAllocation() float64 {
+	if x != nil {
+		return x.Allocation
+	}
+	return 0
+}
+
+type BanditReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Arms          []*BanditArm           `protobuf:"bytes,2,rep,name=arms,proto3" json:"arms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanditReport) Reset() {
+	*x = BanditReport{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanditReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanditReport) ProtoMessage() {}
+
+func (x *BanditReport) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanditReport.ProtoReflect.Descriptor instead.
+func (*BanditReport) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BanditReport) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *BanditReport) GetArms() []*BanditArm {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
+type InterleaveReport struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	A        string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B        string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	Fraction float64                `protobuf:"fixed64,3,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	// Interleaved requests with at least one click, by whose ads got more.
+	WinsA float64 `protobuf:"fixed64,4,opt,name=wins_a,json=winsA,proto3" json:"wins_a,omitempty"`
+	Ties  float64 `protobuf:"fixed64,5,opt,name=ties,proto3" json:"ties,omitempty"`
+	WinsB float64 `protobuf:"fixed64,6,opt,name=wins_b,json=winsB,proto3" json:"wins_b,omitempty"`
+	// Two-sided sign test of wins_a against wins_b.
+	PValue        float64 `protobuf:"fixed64,7,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	Verdict       string  `protobuf:"bytes,8,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterleaveReport) Reset() {
+	*x = InterleaveReport{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterleaveReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterleaveReport) ProtoMessage() {}
+
+func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterleaveReport.ProtoReflect.Descriptor instead.
+func (*InterleaveReport) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *InterleaveReport) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *InterleaveReport) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *InterleaveReport) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetWinsA() float64 {
+	if x != nil {
+		return x.WinsA
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetTies() float64 {
+	if x != nil {
+		return x.Ties
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetWinsB() float64 {
+	if x != nil {
+		return x.WinsB
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+type GetExperimentReportResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Domain            string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	ProductionVersion string                 `protobuf:"bytes,2,opt,name=production_version,json=productionVersion,proto3" json:"production_version,omitempty"`
+	// The experiment document in force, as JSON; empty for none.
+	Experiment     string                 `protobuf:"bytes,3,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	ExperimentId   string                 `protobuf:"bytes,4,opt,name=experiment_id,json=experimentId,proto3" json:"experiment_id,omitempty"`
+	ConfigLoadedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=config_loaded_at,json=configLoadedAt,proto3" json:"config_loaded_at,omitempty"`
+	ConfigError    string                 `protobuf:"bytes,6,opt,name=config_error,json=configError,proto3" json:"config_error,omitempty"`
+	Versions       []*VersionHealth       `protobuf:"bytes,7,rep,name=versions,proto3" json:"versions,omitempty"`
+	Shadow         []*ShadowStats         `protobuf:"bytes,8,rep,name=shadow,proto3" json:"shadow,omitempty"`
+	Canary         *CanaryReport          `protobuf:"bytes,9,opt,name=canary,proto3" json:"canary,omitempty"`
+	Ab             *ABReport              `protobuf:"bytes,10,opt,name=ab,proto3" json:"ab,omitempty"`
+	Bandit         *BanditReport          `protobuf:"bytes,11,opt,name=bandit,proto3" json:"bandit,omitempty"`
+	Interleave     *InterleaveReport      `protobuf:"bytes,12,opt,name=interleave,proto3" json:"interleave,omitempty"`
+	// Events for unknown or expired impressions, and duplicates, for all domains.
+	EventsRejected  float64 `protobuf:"fixed64,13,opt,name=events_rejected,json=eventsRejected,proto3" json:"events_rejected,omitempty"`
+	EventsDuplicate float64 `protobuf:"fixed64,14,opt,name=events_duplicate,json=eventsDuplicate,proto3" json:"events_duplicate,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetExperimentReportResponse) Reset() {
+	*x = GetExperimentReportResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExperimentReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExperimentReportResponse) ProtoMessage() {}
+
+func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExperimentReportResponse.ProtoReflect.Descriptor instead.
+func (*GetExperimentReportResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetExperimentReportResponse) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *GetExperimentReportResponse) GetProductionVersion() string {
+	if x != nil {
+		return x.ProductionVersion
+	}
+	return ""
+}
+
+func (x *GetExperimentReportResponse) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *GetExperimentReportResponse) GetExperimentId() string {
+	if x != nil {
+		return x.ExperimentId
+	}
+	return ""
+}
+
+func (x *GetExperimentReportResponse) GetConfigLoadedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfigLoadedAt
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetConfigError() string {
+	if x != nil {
+		return x.ConfigError
+	}
+	return ""
+}
+
+func (x *GetExperimentReportResponse) GetVersions() []*VersionHealth {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetShadow() []*ShadowStats {
+	if x != nil {
+		return x.Shadow
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetCanary() *CanaryReport {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetAb() *ABReport {
+	if x != nil {
+		return x.Ab
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetBandit() *BanditReport {
+	if x != nil {
+		return x.Bandit
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetInterleave() *InterleaveReport {
+	if x != nil {
+		return x.Interleave
+	}
+	return nil
+}
+
+func (x *GetExperimentReportResponse) GetEventsRejected() float64 {
+	if x != nil {
+		return x.EventsRejected
+	}
+	return 0
+}
+
+func (x *GetExperimentReportResponse) GetEventsDuplicate() float64 {
+	if x != nil {
+		return x.EventsDuplicate
+	}
+	return 0
+}
+
+type PromoteCanaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteCanaryRequest) Reset() {
+	*x = PromoteCanaryRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteCanaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteCanaryRequest) ProtoMessage() {}
+
+func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteCanaryRequest.ProtoReflect.Descriptor instead.
+func (*PromoteCanaryRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PromoteCanaryRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type PromoteCanaryResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ProductionVersion string                 `protobuf:"bytes,1,opt,name=production_version,json=productionVersion,proto3" json:"production_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PromoteCanaryResponse) Reset() {
+	*x = PromoteCanaryResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteCanaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteCanaryResponse) ProtoMessage() {}
+
+func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteCanaryResponse.ProtoReflect.Descriptor instead.
+func (*PromoteCanaryResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PromoteCanaryResponse) GetProductionVersion() string {
+	if x != nil {
+		return x.ProductionVersion
+	}
+	return ""
+}
+
+type RollbackCanaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackCanaryRequest) Reset() {
+	*x = RollbackCanaryRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackCanaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackCanaryRequest) ProtoMessage() {}
+
+func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackCanaryRequest.ProtoReflect.Descriptor instead.
+func (*RollbackCanaryRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RollbackCanaryRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *RollbackCanaryRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RollbackCanaryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackCanaryResponse) Reset() {
+	*x = RollbackCanaryResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackCanaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackCanaryResponse) ProtoMessage() {}
+
+func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackCanaryResponse.ProtoReflect.Descriptor instead.
+func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
 }
 
 var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
@@ -764,7 +2513,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
 	"candidates\x18\x06 \x03(\v2\x1b.adrank.router.v1.CandidateR\n" +
 	"candidates\x12%\n" +
-	"\x0ereserve_micros\x18\a \x01(\x03R\rreserveMicros\"\xee\x01\n" +
+	"\x0ereserve_micros\x18\a \x01(\x03R\rreserveMicros\"\x88\x02\n" +
 	"\x06Result\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\x05R\x04slot\x12\x12\n" +
@@ -773,14 +2522,32 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\rimpression_id\x18\x05 \x01(\tR\fimpressionId\x12\x12\n" +
 	"\x04ecpm\x18\x06 \x01(\x01R\x04ecpm\x12$\n" +
 	"\x0erunner_up_ecpm\x18\a \x01(\x01R\frunnerUpEcpm\x12%\n" +
-	"\x0ereserve_micros\x18\b \x01(\x03R\rreserveMicros\"\xc1\x01\n" +
+	"\x0ereserve_micros\x18\b \x01(\x03R\rreserveMicros\x12\x18\n" +
+	"\aversion\x18\t \x01(\tR\aversion\"\x9e\x02\n" +
+	"\n" +
+	"Assignment\x126\n" +
+	"\bstrategy\x18\x01 \x01(\x0e2\x1a.adrank.router.v1.StrategyR\bstrategy\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12#\n" +
+	"\rother_version\x18\x03 \x01(\tR\fotherVersion\x12\x14\n" +
+	"\x05group\x18\x04 \x01(\tR\x05group\x12\x1e\n" +
+	"\n" +
+	"propensity\x18\x05 \x01(\x01R\n" +
+	"propensity\x12'\n" +
+	"\x0ffallback_reason\x18\x06 \x01(\tR\x0efallbackReason\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\a \x01(\tR\n" +
+	"experiment\x12\x1a\n" +
+	"\bshadowed\x18\b \x01(\bR\bshadowed\"\xff\x01\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12#\n" +
 	"\rmodel_version\x18\x03 \x01(\tR\fmodelVersion\x122\n" +
 	"\aresults\x18\x04 \x03(\v2\x18.adrank.router.v1.ResultR\aresults\x12!\n" +
-	"\fauction_type\x18\x05 \x01(\tR\vauctionType\"\x14\n" +
+	"\fauction_type\x18\x05 \x01(\tR\vauctionType\x12<\n" +
+	"\n" +
+	"assignment\x18\x06 \x01(\v2\x1c.adrank.router.v1.AssignmentR\n" +
+	"assignment\"\x14\n" +
 	"\x12ListDomainsRequest\"\xa0\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
@@ -795,15 +2562,165 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\fconfig_error\x18\x04 \x01(\tR\vconfigError\x12D\n" +
 	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\"M\n" +
 	"\x13ListDomainsResponse\x126\n" +
-	"\adomains\x18\x01 \x03(\v2\x1c.adrank.router.v1.DomainInfoR\adomains*Z\n" +
+	"\adomains\x18\x01 \x03(\v2\x1c.adrank.router.v1.DomainInfoR\adomains\"\x8e\x01\n" +
+	"\x05Event\x12#\n" +
+	"\rimpression_id\x18\x01 \x01(\tR\fimpressionId\x12/\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1b.adrank.router.v1.EventTypeR\x04type\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x01R\x05value\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\"F\n" +
+	"\x13ReportEventsRequest\x12/\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.adrank.router.v1.EventR\x06events\"\xa7\x01\n" +
+	"\x14ReportEventsResponse\x127\n" +
+	"\aresults\x18\x01 \x03(\x0e2\x1d.adrank.router.v1.EventResultR\aresults\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\x05R\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\x05R\n" +
+	"duplicates\x12\x1a\n" +
+	"\brejected\x18\x04 \x01(\x05R\brejected\"4\n" +
+	"\x1aGetExperimentReportRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\x92\x02\n" +
+	"\n" +
+	"GroupStats\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
+	"\x05users\x18\x03 \x01(\x01R\x05users\x12 \n" +
+	"\vimpressions\x18\x04 \x01(\x01R\vimpressions\x12\x16\n" +
+	"\x06clicks\x18\x05 \x01(\x01R\x06clicks\x12\x10\n" +
+	"\x03ctr\x18\x06 \x01(\x01R\x03ctr\x12 \n" +
+	"\vconversions\x18\a \x01(\x01R\vconversions\x12)\n" +
+	"\x10conversion_value\x18\b \x01(\x01R\x0fconversionValue\x12%\n" +
+	"\x0erevenue_micros\x18\t \x01(\x01R\rrevenueMicros\"\xc7\x01\n" +
+	"\rVersionHealth\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x01R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x01R\x06errors\x12\x1c\n" +
+	"\tfallbacks\x18\x04 \x01(\x01R\tfallbacks\x12$\n" +
+	"\x0elatency_p50_ms\x18\x05 \x01(\x01R\flatencyP50Ms\x12$\n" +
+	"\x0elatency_p99_ms\x18\x06 \x01(\x01R\flatencyP99Ms\"\xbf\x02\n" +
+	"\vShadowStats\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\bcompared\x18\x02 \x01(\x01R\bcompared\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x01R\adropped\x12\x16\n" +
+	"\x06errors\x18\x04 \x01(\x01R\x06errors\x12$\n" +
+	"\x0elatency_p50_ms\x18\x05 \x01(\x01R\flatencyP50Ms\x12$\n" +
+	"\x0elatency_p99_ms\x18\x06 \x01(\x01R\flatencyP99Ms\x12!\n" +
+	"\ftopk_overlap\x18\a \x01(\x01R\vtopkOverlap\x12\x1f\n" +
+	"\vkendall_tau\x18\b \x01(\x01R\n" +
+	"kendallTau\x12&\n" +
+	"\x0fmean_pctr_ratio\x18\t \x01(\x01R\rmeanPctrRatio\x12\x10\n" +
+	"\x03psi\x18\n" +
+	" \x01(\x01R\x03psi\"\x8b\x03\n" +
+	"\x04Test\x12\x18\n" +
+	"\acontrol\x18\x01 \x01(\tR\acontrol\x12\x1c\n" +
+	"\ttreatment\x18\x02 \x01(\tR\ttreatment\x12\x12\n" +
+	"\x04diff\x18\x03 \x01(\x01R\x04diff\x12\x15\n" +
+	"\x06ci_low\x18\x04 \x01(\x01R\x05ciLow\x12\x17\n" +
+	"\aci_high\x18\x05 \x01(\x01R\x06ciHigh\x12#\n" +
+	"\rrelative_lift\x18\x06 \x01(\x01R\frelativeLift\x12\x17\n" +
+	"\ap_value\x18\a \x01(\x01R\x06pValue\x12/\n" +
+	"\x14always_valid_p_value\x18\b \x01(\x01R\x11alwaysValidPValue\x12\x18\n" +
+	"\averdict\x18\t \x01(\tR\averdict\x12;\n" +
+	"\x1aneeded_impressions_per_arm\x18\n" +
+	" \x01(\x01R\x17neededImpressionsPerArm\x12A\n" +
+	"\x1dremaining_impressions_per_arm\x18\v \x01(\x01R\x1aremainingImpressionsPerArm\"\xc6\x02\n" +
+	"\bABReport\x12\x12\n" +
+	"\x04salt\x18\x01 \x01(\tR\x04salt\x120\n" +
+	"\x04arms\x18\x02 \x03(\v2\x1c.adrank.router.v1.GroupStatsR\x04arms\x12\x18\n" +
+	"\aweights\x18\x03 \x03(\x01R\aweights\x12,\n" +
+	"\x05tests\x18\x04 \x03(\v2\x16.adrank.router.v1.TestR\x05tests\x12\x14\n" +
+	"\x05alpha\x18\x05 \x01(\x01R\x05alpha\x12:\n" +
+	"\x19minimal_detectable_effect\x18\x06 \x01(\x01R\x17minimalDetectableEffect\x12\x19\n" +
+	"\bsrm_chi2\x18\a \x01(\x01R\asrmChi2\x12\x1e\n" +
+	"\vsrm_p_value\x18\b \x01(\x01R\tsrmPValue\x12\x1f\n" +
+	"\vsrm_flagged\x18\t \x01(\bR\n" +
+	"srmFlagged\"\xe1\x02\n" +
+	"\fCanaryReport\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x05R\x04step\x12#\n" +
+	"\rshare_percent\x18\x04 \x01(\x01R\fsharePercent\x12B\n" +
+	"\x0fstep_started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rstepStartedAt\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x124\n" +
+	"\x06canary\x18\a \x01(\v2\x1c.adrank.router.v1.GroupStatsR\x06canary\x126\n" +
+	"\acontrol\x18\b \x01(\v2\x1c.adrank.router.v1.GroupStatsR\acontrol\x12\x1e\n" +
+	"\vctr_p_value\x18\t \x01(\x01R\tctrPValue\"\x93\x01\n" +
+	"\tBanditArm\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12 \n" +
+	"\vimpressions\x18\x02 \x01(\x01R\vimpressions\x12\x16\n" +
+	"\x06clicks\x18\x03 \x01(\x01R\x06clicks\x12\x12\n" +
+	"\x04mean\x18\x04 \x01(\x01R\x04mean\x12\x1e\n" +
+	"\n" +
+	"allocation\x18\x05 \x01(\x01R\n" +
+	"allocation\"W\n" +
+	"\fBanditReport\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12/\n" +
+	"\x04arms\x18\x02 \x03(\v2\x1b.adrank.router.v1.BanditArmR\x04arms\"\xbf\x01\n" +
+	"\x10InterleaveReport\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\x12\x1a\n" +
+	"\bfraction\x18\x03 \x01(\x01R\bfraction\x12\x15\n" +
+	"\x06wins_a\x18\x04 \x01(\x01R\x05winsA\x12\x12\n" +
+	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
+	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
+	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
+	"\averdict\x18\b \x01(\tR\averdict\"\xba\x05\n" +
+	"\x1bGetExperimentReportResponse\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
+	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\x03 \x01(\tR\n" +
+	"experiment\x12#\n" +
+	"\rexperiment_id\x18\x04 \x01(\tR\fexperimentId\x12D\n" +
+	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\x12!\n" +
+	"\fconfig_error\x18\x06 \x01(\tR\vconfigError\x12;\n" +
+	"\bversions\x18\a \x03(\v2\x1f.adrank.router.v1.VersionHealthR\bversions\x125\n" +
+	"\x06shadow\x18\b \x03(\v2\x1d.adrank.router.v1.ShadowStatsR\x06shadow\x126\n" +
+	"\x06canary\x18\t \x01(\v2\x1e.adrank.router.v1.CanaryReportR\x06canary\x12*\n" +
+	"\x02ab\x18\n" +
+	" \x01(\v2\x1a.adrank.router.v1.ABReportR\x02ab\x126\n" +
+	"\x06bandit\x18\v \x01(\v2\x1e.adrank.router.v1.BanditReportR\x06bandit\x12B\n" +
+	"\n" +
+	"interleave\x18\f \x01(\v2\".adrank.router.v1.InterleaveReportR\n" +
+	"interleave\x12'\n" +
+	"\x0fevents_rejected\x18\r \x01(\x01R\x0eeventsRejected\x12)\n" +
+	"\x10events_duplicate\x18\x0e \x01(\x01R\x0feventsDuplicate\".\n" +
+	"\x14PromoteCanaryRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"F\n" +
+	"\x15PromoteCanaryResponse\x12-\n" +
+	"\x12production_version\x18\x01 \x01(\tR\x11productionVersion\"G\n" +
+	"\x15RollbackCanaryRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
+	"\x16RollbackCanaryResponse*Z\n" +
 	"\x06Device\x12\x16\n" +
 	"\x12DEVICE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDEVICE_MOBILE\x10\x01\x12\x12\n" +
 	"\x0eDEVICE_DESKTOP\x10\x02\x12\x11\n" +
-	"\rDEVICE_TABLET\x10\x032\xb2\x01\n" +
+	"\rDEVICE_TABLET\x10\x03*\x92\x01\n" +
+	"\bStrategy\x12\x18\n" +
+	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13STRATEGY_PRODUCTION\x10\x01\x12\x13\n" +
+	"\x0fSTRATEGY_CANARY\x10\x02\x12\x0f\n" +
+	"\vSTRATEGY_AB\x10\x03\x12\x13\n" +
+	"\x0fSTRATEGY_BANDIT\x10\x04\x12\x18\n" +
+	"\x14STRATEGY_INTERLEAVED\x10\x05*X\n" +
+	"\tEventType\x12\x1a\n" +
+	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10EVENT_TYPE_CLICK\x10\x01\x12\x19\n" +
+	"\x15EVENT_TYPE_CONVERSION\x10\x02*\xa1\x01\n" +
+	"\vEventResult\x12\x1c\n" +
+	"\x18EVENT_RESULT_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15EVENT_RESULT_ACCEPTED\x10\x01\x12\x1a\n" +
+	"\x16EVENT_RESULT_DUPLICATE\x10\x02\x12#\n" +
+	"\x1fEVENT_RESULT_UNKNOWN_IMPRESSION\x10\x03\x12\x18\n" +
+	"\x14EVENT_RESULT_EXPIRED\x10\x042\xcc\x04\n" +
 	"\rRouterService\x12E\n" +
 	"\x04Rank\x12\x1d.adrank.router.v1.RankRequest\x1a\x1e.adrank.router.v1.RankResponse\x12Z\n" +
-	"\vListDomains\x12$.adrank.router.v1.ListDomainsRequest\x1a%.adrank.router.v1.ListDomainsResponseB\xbd\x01\n" +
+	"\vListDomains\x12$.adrank.router.v1.ListDomainsRequest\x1a%.adrank.router.v1.ListDomainsResponse\x12]\n" +
+	"\fReportEvents\x12%.adrank.router.v1.ReportEventsRequest\x1a&.adrank.router.v1.ReportEventsResponse\x12r\n" +
+	"\x13GetExperimentReport\x12,.adrank.router.v1.GetExperimentReportRequest\x1a-.adrank.router.v1.GetExperimentReportResponse\x12`\n" +
+	"\rPromoteCanary\x12&.adrank.router.v1.PromoteCanaryRequest\x1a'.adrank.router.v1.PromoteCanaryResponse\x12c\n" +
+	"\x0eRollbackCanary\x12'.adrank.router.v1.RollbackCanaryRequest\x1a(.adrank.router.v1.RollbackCanaryResponseB\xbd\x01\n" +
 	"\x14com.adrank.router.v1B\vRouterProtoP\x01Z6github.com/adrank/adrank/gen/adrank/router/v1;routerv1\xa2\x02\x03ARX\xaa\x02\x10Adrank.Router.V1\xca\x02\x10Adrank\\Router\\V1\xe2\x02\x1cAdrank\\Router\\V1\\GPBMetadata\xea\x02\x12Adrank::Router::V1b\x06proto3"
 
 var (
@@ -818,39 +2735,87 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_adrank_router_v1_router_proto_rawDescData
 }
 
-var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_adrank_router_v1_router_proto_goTypes = []any{
-	(Device)(0),                   // 0: adrank.router.v1.Device
-	(*RequestContext)(nil),        // 1: adrank.router.v1.RequestContext
-	(*Candidate)(nil),             // 2: adrank.router.v1.Candidate
-	(*RankRequest)(nil),           // 3: adrank.router.v1.RankRequest
-	(*Result)(nil),                // 4: adrank.router.v1.Result
-	(*RankResponse)(nil),          // 5: adrank.router.v1.RankResponse
-	(*ListDomainsRequest)(nil),    // 6: adrank.router.v1.ListDomainsRequest
-	(*VersionInfo)(nil),           // 7: adrank.router.v1.VersionInfo
-	(*DomainInfo)(nil),            // 8: adrank.router.v1.DomainInfo
-	(*ListDomainsResponse)(nil),   // 9: adrank.router.v1.ListDomainsResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(Device)(0),                         // 0: adrank.router.v1.Device
+	(Strategy)(0),                       // 1: adrank.router.v1.Strategy
+	(EventType)(0),                      // 2: adrank.router.v1.EventType
+	(EventResult)(0),                    // 3: adrank.router.v1.EventResult
+	(*RequestContext)(nil),              // 4: adrank.router.v1.RequestContext
+	(*Candidate)(nil),                   // 5: adrank.router.v1.Candidate
+	(*RankRequest)(nil),                 // 6: adrank.router.v1.RankRequest
+	(*Result)(nil),                      // 7: adrank.router.v1.Result
+	(*Assignment)(nil),                  // 8: adrank.router.v1.Assignment
+	(*RankResponse)(nil),                // 9: adrank.router.v1.RankResponse
+	(*ListDomainsRequest)(nil),          // 10: adrank.router.v1.ListDomainsRequest
+	(*VersionInfo)(nil),                 // 11: adrank.router.v1.VersionInfo
+	(*DomainInfo)(nil),                  // 12: adrank.router.v1.DomainInfo
+	(*ListDomainsResponse)(nil),         // 13: adrank.router.v1.ListDomainsResponse
+	(*Event)(nil),                       // 14: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),         // 15: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),        // 16: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),  // 17: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                  // 18: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),               // 19: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                 // 20: adrank.router.v1.ShadowStats
+	(*Test)(nil),                        // 21: adrank.router.v1.Test
+	(*ABReport)(nil),                    // 22: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                // 23: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                   // 24: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                // 25: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),            // 26: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil), // 27: adrank.router.v1.GetExperimentReportResponse
+	(*PromoteCanaryRequest)(nil),        // 28: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),       // 29: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),       // 30: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),      // 31: adrank.router.v1.RollbackCanaryResponse
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	10, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	32, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
-	1,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
-	2,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
-	4,  // 4: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
-	7,  // 5: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	10, // 6: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
-	3,  // 8: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	6,  // 9: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	5,  // 10: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	9,  // 11: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	4,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
+	5,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
+	1,  // 4: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
+	7,  // 5: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
+	8,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
+	11, // 7: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
+	32, // 8: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	12, // 9: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
+	2,  // 10: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
+	14, // 11: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
+	3,  // 12: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
+	18, // 13: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
+	21, // 14: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
+	32, // 15: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	18, // 16: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
+	18, // 17: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
+	24, // 18: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	32, // 19: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	19, // 20: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	20, // 21: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	23, // 22: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	22, // 23: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	25, // 24: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	26, // 25: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	6,  // 26: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	10, // 27: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	15, // 28: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	17, // 29: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	28, // 30: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	30, // 31: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	9,  // 32: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	13, // 33: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	16, // 34: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	27, // 35: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	29, // 36: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	31, // 37: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -863,8 +2828,8 @@ func file_adrank_router_v1_router_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   9,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

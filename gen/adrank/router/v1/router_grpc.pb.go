@@ -22,8 +22,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RouterService_Rank_FullMethodName        = "/adrank.router.v1.RouterService/Rank"
-	RouterService_ListDomains_FullMethodName = "/adrank.router.v1.RouterService/ListDomains"
+	RouterService_Rank_FullMethodName                = "/adrank.router.v1.RouterService/Rank"
+	RouterService_ListDomains_FullMethodName         = "/adrank.router.v1.RouterService/ListDomains"
+	RouterService_ReportEvents_FullMethodName        = "/adrank.router.v1.RouterService/ReportEvents"
+	RouterService_GetExperimentReport_FullMethodName = "/adrank.router.v1.RouterService/GetExperimentReport"
+	RouterService_PromoteCanary_FullMethodName       = "/adrank.router.v1.RouterService/PromoteCanary"
+	RouterService_RollbackCanary_FullMethodName      = "/adrank.router.v1.RouterService/RollbackCanary"
 )
 
 // RouterServiceClient is the client API for RouterService service.
@@ -40,6 +44,19 @@ type RouterServiceClient interface {
 	// ListDomains lists each domain, its production version and its registered
 	// ranker versions.
 	ListDomains(ctx context.Context, in *ListDomainsRequest, opts ...grpc.CallOption) (*ListDomainsResponse, error)
+	// ReportEvents takes click and conversion feedback for impressions.
+	// Idempotent: an event sent twice counts once. Events for unknown or
+	// expired impressions are rejected one by one and counted, not failed as
+	// a batch.
+	ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error)
+	// GetExperimentReport reports a domain's experiment: config, shadow
+	// comparisons, canary state, A/B statistics, bandit allocation and
+	// interleaving results.
+	GetExperimentReport(ctx context.Context, in *GetExperimentReportRequest, opts ...grpc.CallOption) (*GetExperimentReportResponse, error)
+	// PromoteCanary makes the canary version the domain's production version.
+	PromoteCanary(ctx context.Context, in *PromoteCanaryRequest, opts ...grpc.CallOption) (*PromoteCanaryResponse, error)
+	// RollbackCanary stops the canary: its share goes to 0.
+	RollbackCanary(ctx context.Context, in *RollbackCanaryRequest, opts ...grpc.CallOption) (*RollbackCanaryResponse, error)
 }
 
 type routerServiceClient struct {
@@ -70,6 +87,46 @@ func (c *routerServiceClient) ListDomains(ctx context.Context, in *ListDomainsRe
 	return out, nil
 }
 
+func (c *routerServiceClient) ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportEventsResponse)
+	err := c.cc.Invoke(ctx, RouterService_ReportEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerServiceClient) GetExperimentReport(ctx context.Context, in *GetExperimentReportRequest, opts ...grpc.CallOption) (*GetExperimentReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetExperimentReportResponse)
+	err := c.cc.Invoke(ctx, RouterService_GetExperimentReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerServiceClient) PromoteCanary(ctx context.Context, in *PromoteCanaryRequest, opts ...grpc.CallOption) (*PromoteCanaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteCanaryResponse)
+	err := c.cc.Invoke(ctx, RouterService_PromoteCanary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerServiceClient) RollbackCanary(ctx context.Context, in *RollbackCanaryRequest, opts ...grpc.CallOption) (*RollbackCanaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackCanaryResponse)
+	err := c.cc.Invoke(ctx, RouterService_RollbackCanary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServiceServer is the server API for RouterService service.
 // All implementations must embed UnimplementedRouterServiceServer
 // for forward compatibility.
@@ -84,6 +141,19 @@ type RouterServiceServer interface {
 	// ListDomains lists each domain, its production version and its registered
 	// ranker versions.
 	ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error)
+	// ReportEvents takes click and conversion feedback for impressions.
+	// Idempotent: an event sent twice counts once. Events for unknown or
+	// expired impressions are rejected one by one and counted, not failed as
+	// a batch.
+	ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error)
+	// GetExperimentReport reports a domain's experiment: config, shadow
+	// comparisons, canary state, A/B statistics, bandit allocation and
+	// interleaving results.
+	GetExperimentReport(context.Context, *GetExperimentReportRequest) (*GetExperimentReportResponse, error)
+	// PromoteCanary makes the canary version the domain's production version.
+	PromoteCanary(context.Context, *PromoteCanaryRequest) (*PromoteCanaryResponse, error)
+	// RollbackCanary stops the canary: its share goes to 0.
+	RollbackCanary(context.Context, *RollbackCanaryRequest) (*RollbackCanaryResponse, error)
 	mustEmbedUnimplementedRouterServiceServer()
 }
 
@@ -99,6 +169,18 @@ func (UnimplementedRouterServiceServer) Rank(context.Context, *RankRequest) (*Ra
 }
 func (UnimplementedRouterServiceServer) ListDomains(context.Context, *ListDomainsRequest) (*ListDomainsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDomains not implemented")
+}
+func (UnimplementedRouterServiceServer) ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportEvents not implemented")
+}
+func (UnimplementedRouterServiceServer) GetExperimentReport(context.Context, *GetExperimentReportRequest) (*GetExperimentReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetExperimentReport not implemented")
+}
+func (UnimplementedRouterServiceServer) PromoteCanary(context.Context, *PromoteCanaryRequest) (*PromoteCanaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteCanary not implemented")
+}
+func (UnimplementedRouterServiceServer) RollbackCanary(context.Context, *RollbackCanaryRequest) (*RollbackCanaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackCanary not implemented")
 }
 func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
 func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
@@ -157,6 +239,78 @@ func _RouterService_ListDomains_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RouterService_ReportEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).ReportEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_ReportEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).ReportEvents(ctx, req.(*ReportEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RouterService_GetExperimentReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetExperimentReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).GetExperimentReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_GetExperimentReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).GetExperimentReport(ctx, req.(*GetExperimentReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RouterService_PromoteCanary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteCanaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).PromoteCanary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_PromoteCanary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).PromoteCanary(ctx, req.(*PromoteCanaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RouterService_RollbackCanary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackCanaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).RollbackCanary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_RollbackCanary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).RollbackCanary(ctx, req.(*RollbackCanaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -171,6 +325,22 @@ var RouterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDomains",
 			Handler:    _RouterService_ListDomains_Handler,
+		},
+		{
+			MethodName: "ReportEvents",
+			Handler:    _RouterService_ReportEvents_Handler,
+		},
+		{
+			MethodName: "GetExperimentReport",
+			Handler:    _RouterService_GetExperimentReport_Handler,
+		},
+		{
+			MethodName: "PromoteCanary",
+			Handler:    _RouterService_PromoteCanary_Handler,
+		},
+		{
+			MethodName: "RollbackCanary",
+			Handler:    _RouterService_RollbackCanary_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,115 @@
+package lab
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/adrank/adrank/routersvc/experiment"
+)
+
+// Strategies.
+const (
+	Production  = "production"
+	Canary      = "canary"
+	AB          = "ab"
+	Bandit      = "bandit"
+	Interleaved = "interleaved"
+)
+
+// Domain is what the lab needs of a domain's state.
+type Domain struct {
+	Production string
+	Exp        *experiment.Experiment // nil: none
+	ExpRaw     []byte
+	// Healthy reports whether a version has a healthy instance.
+	Healthy func(version string) bool
+}
+
+// Assignment is how one request is served.
+type Assignment struct {
+	Strategy   string
+	Version    string // serving version; team A with interleaving
+	Other      string // team B with interleaving
+	Group      string // arm, canary group or bandit arm; "production" otherwise
+	Propensity float64
+	Experiment string // experiment ID, "" for none
+	Fallback   string // why production serves instead
+	Shadow     []string
+}
+
+// Assign chooses the version(s) for a request. It is deterministic in its
+// inputs and the lab's current canary and bandit state: users stick to A/B
+// arms and canary groups by hash; bandit and interleaving draws hash the
+// request ID.
+func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignment {
+	a := Assignment{Strategy: Production, Version: d.Production, Group: Production, Propensity: 1}
+	e := d.Exp
+	if e == nil {
+		return a
+	}
+	a.Experiment = e.ID()
+	if s := e.Shadow; s != nil {
+		f := s.Fraction
+		if f == 0 {
+			f = 1
+		}
+		if hash01(domain, "shadow", requestID) < f {
+			a.Shadow = s.Versions
+		}
+	}
+	switch {
+	case e.Canary != nil:
+		c := e.Canary
+		st := l.canaryState(domain, c)
+		share := st.share(c)
+		switch {
+		case st.State == stateRolledBack:
+			a.Group = "control"
+		case slices.Contains(c.InternalUsers, userID):
+			a.Strategy, a.Version, a.Group = Canary, c.Version, "canary"
+		case hash01(domain, "canary", c.Version, userID) < share/100:
+			a.Strategy, a.Version, a.Group, a.Propensity = Canary, c.Version, "canary", share/100
+		default:
+			a.Group, a.Propensity = "control", 1-share/100
+		}
+	case e.AB != nil:
+		var total float64
+		for _, arm := range e.AB.Arms {
+			total += arm.Weight
+		}
+		u := hash01(domain, "ab", e.AB.Salt, userID) * total
+		for i, arm := range e.AB.Arms {
+			if u < arm.Weight || i == len(e.AB.Arms)-1 {
+				a.Strategy, a.Version, a.Group, a.Propensity = AB, arm.Version, arm.Version, arm.Weight/total
+				break
+			}
+			u -= arm.Weight
+		}
+	case e.Bandit != nil:
+		probs := l.banditAllocation(domain, e)
+		u := hash01(domain, "bandit", requestID)
+		for i, v := range e.Bandit.Versions {
+			if u < probs[i] || i == len(e.Bandit.Versions)-1 {
+				a.Strategy, a.Version, a.Group, a.Propensity = Bandit, v, v, probs[i]
+				break
+			}
+			u -= probs[i]
+		}
+	case e.Interleave != nil:
+		in := e.Interleave
+		if hash01(domain, "interleave", requestID) < in.Fraction {
+			a.Strategy, a.Version, a.Other, a.Group, a.Propensity = Interleaved, in.A, in.B, "interleaved", in.Fraction
+		} else {
+			a.Propensity = 1 - in.Fraction
+		}
+	}
+	if a.Version != d.Production && !d.Healthy(a.Version) {
+		a.Fallback = fmt.Sprintf("version %q has no healthy instance", a.Version)
+	} else if a.Other != "" && !d.Healthy(a.Other) {
+		a.Fallback = fmt.Sprintf("version %q has no healthy instance", a.Other)
+	}
+	if a.Fallback != "" {
+		a.Strategy, a.Version, a.Other, a.Group = Production, d.Production, "", "fallback"
+	}
+	return a
+}

@@ -1,0 +1,259 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/routersvc/internal/stats"
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+// Canary states.
+const (
+	stateRunning    = "running"
+	stateCompleted  = "completed" // at the last step, waiting to be promoted
+	stateRolledBack = "rolled_back"
+	statePromoted   = "promoted"
+)
+
+// canaryState is kept in the store so that every replica agrees and a
+// restart resumes it.
+type canaryState struct {
+	Config      string    `json:"config"` // hash of the canary section it belongs to
+	State       string    `json:"state"`
+	Step        int       `json:"step"`
+	StepStarted time.Time `json:"step_started"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+func (s canaryState) share(c *experiment.Canary) float64 {
+	switch s.State {
+	case stateRolledBack:
+		return 0
+	case stateCompleted, statePromoted:
+		return 100
+	}
+	return c.Steps[min(s.Step, len(c.Steps)-1)]
+}
+
+func canaryConfigHash(c *experiment.Canary) string {
+	b, _ := json.Marshal(c)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+func canaryKey(domain string) string { return "canary|" + domain }
+
+// canaryState returns the cached state for the domain's canary; a canary not
+// seen yet starts at its first step.
+func (l *Lab) canaryState(domain string, c *experiment.Canary) canaryState {
+	l.mu.RLock()
+	st, ok := l.canary[domain]
+	l.mu.RUnlock()
+	if ok && st.Config == canaryConfigHash(c) {
+		return st
+	}
+	return canaryState{Config: canaryConfigHash(c), State: stateRunning}
+}
+
+// loadCanary reads the stored state, starting it when absent or when the
+// canary section changed.
+func (l *Lab) loadCanary(ctx context.Context, domain string, c *experiment.Canary) (canaryState, []byte, error) {
+	raw, err := l.o.Store.Get(ctx, canaryKey(domain))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return canaryState{}, nil, err
+	}
+	var st canaryState
+	if raw != nil {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return canaryState{}, nil, err
+		}
+	}
+	if raw == nil || st.Config != canaryConfigHash(c) {
+		fresh := canaryState{Config: canaryConfigHash(c), State: stateRunning, StepStarted: l.o.Now()}
+		if _, err := l.swapCanary(ctx, domain, raw, fresh); err != nil {
+			return canaryState{}, nil, err
+		}
+		return l.loadCanary(ctx, domain, c)
+	}
+	return st, raw, nil
+}
+
+func (l *Lab) swapCanary(ctx context.Context, domain string, old []byte, st canaryState) (bool, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return false, err
+	}
+	return l.o.Store.CompareAndSwap(ctx, canaryKey(domain), old, b)
+}
+
+// controlCanary evaluates the guardrails and steps the canary up on
+// schedule. Replicas may race; compare-and-swap makes one of them win.
+func (l *Lab) controlCanary(ctx context.Context, domain string, d Domain) {
+	c := d.Exp.Canary
+	st, raw, err := l.loadCanary(ctx, domain, c)
+	if err != nil {
+		l.o.Log.Warn("canary state unavailable", "domain", domain, "error", err)
+		return
+	}
+	next := st
+	if st.State == stateRunning {
+		if reason, err := l.guardrails(ctx, domain, d); err != nil {
+			l.o.Log.Warn("canary guardrails unavailable", "domain", domain, "error", err)
+		} else if reason != "" {
+			next.State, next.Reason = stateRolledBack, reason
+		} else if l.o.Now().Sub(st.StepStarted) >= c.StepInterval.Duration {
+			if st.Step+1 < len(c.Steps) {
+				next.Step, next.StepStarted = st.Step+1, l.o.Now()
+			} else if c.Steps[len(c.Steps)-1] >= 100 {
+				next.State = stateCompleted
+			}
+		}
+	}
+	if next != st {
+		ok, err := l.swapCanary(ctx, domain, raw, next)
+		if err != nil {
+			l.o.Log.Warn("canary state write failed", "domain", domain, "error", err)
+			return
+		}
+		if ok {
+			switch next.State {
+			case stateRolledBack:
+				l.o.Log.Error("canary rolled back", "domain", domain, "version", c.Version, "reason", next.Reason)
+			case stateCompleted:
+				l.o.Log.Info("canary at 100%; promote it by hand", "domain", domain, "version", c.Version)
+			default:
+				l.o.Log.Info("canary stepped up", "domain", domain, "version", c.Version, "share_percent", c.Steps[next.Step])
+			}
+		}
+		if next, _, err = l.loadCanary(ctx, domain, c); err != nil {
+			return
+		}
+	}
+	l.mu.Lock()
+	l.canary[domain] = next
+	l.mu.Unlock()
+}
+
+// guardrails returns why the canary fails, or "".
+func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, error) {
+	c := d.Exp.Canary
+	g := c.Guardrails
+	maxErr, maxP99, alpha, minReq := g.MaxErrorRate, g.MaxP99.Duration, g.Alpha, g.MinRequests
+	if maxErr == 0 {
+		maxErr = 0.02
+	}
+	if maxP99 == 0 {
+		maxP99 = 250 * time.Millisecond
+	}
+	if alpha == 0 {
+		alpha = 0.01
+	}
+	if minReq == 0 {
+		minReq = 50
+	}
+	h, err := l.o.Store.Counters(ctx, experimentHealthKey(domain, d.Exp.ID()))
+	if err != nil {
+		return "", err
+	}
+	v := c.Version
+	if req := h[v+".requests"]; req >= float64(minReq) {
+		if rate := h[v+".errors"] / req; rate > maxErr {
+			return fmt.Sprintf("error rate %.1f%% over %.0f requests is above %.1f%%", 100*rate, req, 100*maxErr), nil
+		}
+		if p99 := quantile(latencies(h, v), 0.99); p99 > float64(maxP99.Milliseconds()) {
+			return fmt.Sprintf("p99 latency %.0f ms is above %v", p99, maxP99), nil
+		}
+	}
+	canary, err := l.o.Store.Group(ctx, groupKey(domain, d.Exp.ID(), "canary"))
+	if err != nil {
+		return "", err
+	}
+	control, err := l.o.Store.Group(ctx, groupKey(domain, d.Exp.ID(), "control"))
+	if err != nil {
+		return "", err
+	}
+	if cmp := stats.Compare(control, canary, alpha); cmp.Z < distuv.UnitNormal.Quantile(alpha) {
+		return fmt.Sprintf("CTR %.4f is significantly below production's %.4f (one-sided p %.2g < %g)",
+			cmp.Treatment, cmp.Control, distuv.UnitNormal.CDF(cmp.Z), alpha), nil
+	}
+	return "", nil
+}
+
+func latencies(h map[string]float64, version string) []float64 {
+	out := make([]float64, len(latencyEdges))
+	for i := range out {
+		out[i] = h[fmt.Sprintf("%s.lat.%d", version, i)]
+	}
+	return out
+}
+
+// RollbackCanary stops the domain's canary by hand.
+func (l *Lab) RollbackCanary(ctx context.Context, domain string, d Domain, reason string) error {
+	if d.Exp == nil || d.Exp.Canary == nil {
+		return ErrNoCanary
+	}
+	if strings.TrimSpace(reason) == "" {
+		reason = "rolled back by hand"
+	}
+	for range 10 {
+		st, raw, err := l.loadCanary(ctx, domain, d.Exp.Canary)
+		if err != nil {
+			return err
+		}
+		st.State, st.Reason = stateRolledBack, reason
+		ok, err := l.swapCanary(ctx, domain, raw, st)
+		if err != nil {
+			return err
+		}
+		if ok {
+			l.mu.Lock()
+			l.canary[domain] = st
+			l.mu.Unlock()
+			l.o.Log.Warn("canary rolled back", "domain", domain, "version", d.Exp.Canary.Version, "reason", reason)
+			return nil
+		}
+	}
+	return errors.New("canary state kept changing; try again")
+}
+
+// PromoteCanary makes the canary version production: the experiment
+// document is rewritten with production set and the canary removed.
+func (l *Lab) PromoteCanary(ctx context.Context, domain string, d Domain) (string, error) {
+	if d.Exp == nil || d.Exp.Canary == nil {
+		return "", ErrNoCanary
+	}
+	if l.o.SetExperiment == nil {
+		return "", errors.New("this router cannot write experiment documents")
+	}
+	var doc map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(d.ExpRaw))
+	if err := dec.Decode(&doc); err != nil {
+		return "", err
+	}
+	v := d.Exp.Canary.Version
+	delete(doc, "canary")
+	doc["production"], _ = json.Marshal(v)
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := l.o.SetExperiment(ctx, domain, out); err != nil {
+		return "", err
+	}
+	l.o.Log.Info("canary promoted", "domain", domain, "version", v)
+	return v, nil
+}
+
+// ErrNoCanary is returned when the domain has no canary.
+var ErrNoCanary = errors.New("the domain's experiment has no canary")

@@ -1,0 +1,88 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+// Event is one feedback event.
+type Event struct {
+	ImpressionID string
+	Conversion   bool // a click otherwise
+	Value        float64
+	EventID      string
+}
+
+// Event outcomes.
+const (
+	Accepted = iota
+	Duplicate
+	UnknownImpression
+	Expired
+)
+
+// Event applies one event: idempotently, atomically, joined to its
+// impression's assignment.
+func (l *Lab) Event(ctx context.Context, ev Event) (int, error) {
+	im, ok := l.rec.impression(ev.ImpressionID)
+	if !ok {
+		var err error
+		im, err = l.o.Store.Impression(ctx, ev.ImpressionID)
+		if errors.Is(err, store.ErrNotFound) {
+			return UnknownImpression, l.count(ctx, "unknown")
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if l.o.Now().Sub(im.At) > l.o.Window {
+		return Expired, l.count(ctx, "expired")
+	}
+	kind := "click"
+	if ev.Conversion {
+		kind = "conversion"
+	}
+	op := store.Op{Once: fmt.Sprintf("event|%s|%s|%s", im.ID, kind, ev.EventID), OnceTTL: l.impressionTTL(), DuelTTL: l.impressionTTL()}
+	g := groupKey(im.Domain, im.Experiment, im.Group)
+	add := func(key, field string, d float64) {
+		op.Counters = append(op.Counters, store.CounterIncr{Key: key, Field: field, Delta: d})
+	}
+	if ev.Conversion {
+		add(outcomesKey(g), "conversions", 1)
+		add(outcomesKey(g), "value", ev.Value)
+	} else {
+		if im.Strategy != Interleaved {
+			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, C: 1})
+		}
+		add(outcomesKey(g), "revenue", float64(im.Price))
+		switch im.Strategy {
+		case Bandit:
+			add(banditKey(im.Domain, im.Experiment), im.Version+".c", 1)
+		case Interleaved:
+			d := store.DuelIncr{Key: duelKey(im.Domain, im.Experiment), Unit: im.RequestID}
+			if im.Group == "a" {
+				d.A = 1
+			} else {
+				d.B = 1
+			}
+			op.Duels = append(op.Duels, d)
+		}
+	}
+	add(eventsKey, "accepted", 1)
+	applied, err := l.o.Store.Apply(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	if !applied {
+		return Duplicate, l.count(ctx, "duplicate")
+	}
+	return Accepted, nil
+}
+
+func (l *Lab) count(ctx context.Context, field string) error {
+	_, err := l.o.Store.Apply(ctx, store.Op{Counters: []store.CounterIncr{{Key: eventsKey, Field: field, Delta: 1}}})
+	return err
+}
