@@ -27,7 +27,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul tools checkgenerate lint unit fuzz e2e ## Run every check and test (what CI runs)
+test: build consul tools checkgenerate lint unit simtest fuzz e2e ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
@@ -39,12 +39,16 @@ bin/%: FORCE
 FORCE:
 
 .PHONY: unit
-unit: ## Unit and integration tests of every module (Consul-backed ones start a dev agent)
-	go test -count=1 -race $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES))))
+unit: ## Unit and integration tests of every module with -race (Consul- and Redis-backed ones start real servers)
+	go test -count=1 -race $$(go list $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES)))) | grep -v '/routersvc/sim$$')
+
+.PHONY: simtest
+simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
+	go test -count=1 ./routersvc/sim/
 
 FUZZTIME ?= 10s
 # package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
-FUZZ_TARGETS := ./auctionsvc/internal/auction:FuzzAuction ./ml/model:FuzzParse
+FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (10s)

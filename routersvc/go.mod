@@ -18,6 +18,10 @@ require (
 )
 
 require (
+	github.com/adrank/adrank/auctionsvc v0.0.0
+	github.com/adrank/adrank/featuresvc v0.0.0
+	github.com/adrank/adrank/ml v0.0.0
+	github.com/adrank/adrank/rankersvc v0.0.0
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fatih/color v1.19.0 // indirect
@@ -46,3 +50,11 @@ require (
 replace github.com/adrank/adrank/gen => ../gen
 
 replace github.com/adrank/adrank/platform => ../platform
+
+replace github.com/adrank/adrank/featuresvc => ../featuresvc
+
+replace github.com/adrank/adrank/rankersvc => ../rankersvc
+
+replace github.com/adrank/adrank/auctionsvc => ../auctionsvc
+
+replace github.com/adrank/adrank/ml => ../ml

@@ -40,6 +40,9 @@ var Demos = []Demo{
 	{"feed", "v1", model.FormatLogReg, popularity},
 	{"feed", "v2", model.FormatXGBoost, world.AllFeatures},
 	{"stories", "v1", model.FormatXGBoost, world.AllFeatures},
+	// The same features as feed/v2 in a linear model: a subtly worse ranker,
+	// for the interleaving-versus-A/B simulation.
+	{"feed", "v2lr", model.FormatLogReg, world.AllFeatures},
 }
 
 // Metric is one model's held-out quality.

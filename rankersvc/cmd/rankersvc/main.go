@@ -19,7 +19,7 @@ import (
 	"github.com/adrank/adrank/ml/model"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
-	"github.com/adrank/adrank/rankersvc/internal/ranker"
+	"github.com/adrank/adrank/rankersvc/ranker"
 )
 
 type options struct {

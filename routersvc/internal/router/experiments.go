@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -59,19 +60,30 @@ func (s *Server) ReportEvents(ctx context.Context, req *routerv1.ReportEventsReq
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	resp := &routerv1.ReportEventsResponse{Results: make([]routerv1.EventResult, len(req.GetEvents()))}
+	// Events are applied concurrently (each atomically), so that the store
+	// can share transactions among them.
+	results := make([]int, len(req.GetEvents()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
 	for i, e := range req.GetEvents() {
-		res, err := s.lab.Event(ctx, lab.Event{
-			ImpressionID: e.GetImpressionId(), Conversion: e.GetType() == routerv1.EventType_EVENT_TYPE_CONVERSION,
-			Value: e.GetValue(), EventID: e.GetEventId(),
+		g.Go(func() error {
+			res, err := s.lab.Event(gctx, lab.Event{
+				ImpressionID: e.GetImpressionId(), Conversion: e.GetType() == routerv1.EventType_EVENT_TYPE_CONVERSION,
+				Value: e.GetValue(), EventID: e.GetEventId(),
+			})
+			results[i] = res
+			return err
 		})
-		if err != nil {
-			// Events before this one are stored; resending the batch is safe.
-			if ctx.Err() != nil {
-				return nil, status.FromContextError(ctx.Err()).Err()
-			}
-			return nil, status.Errorf(codes.Unavailable, "experiment state store: %v (events are idempotent: resend the batch)", err)
+	}
+	if err := g.Wait(); err != nil {
+		// Whatever was applied stays applied; resending the batch is safe.
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
 		}
+		return nil, status.Errorf(codes.Unavailable, "experiment state store: %v (events are idempotent: resend the batch)", err)
+	}
+	resp := &routerv1.ReportEventsResponse{Results: make([]routerv1.EventResult, len(results))}
+	for i, res := range results {
 		resp.Results[i] = eventResults[res]
 		switch res {
 		case lab.Accepted:

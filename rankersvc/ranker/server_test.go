@@ -13,7 +13,7 @@ import (
 )
 
 func TestScoreAndInfo(t *testing.T) {
-	f, err := model.Load("../../../models/feed/v2.json")
+	f, err := model.Load("../../models/feed/v2.json")
 	if err != nil {
 		t.Fatal(err)
 	}

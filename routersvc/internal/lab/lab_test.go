@@ -1,0 +1,105 @@
+package lab
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/adrank/adrank/routersvc/experiment"
+)
+
+// Hundreds of arms: Thompson's allocation sums to 1, favours the arm that is
+// clearly best, and is cheap enough to recompute every refresh.
+func TestAllocateHundredsOfArms(t *testing.T) {
+	const k = 300
+	b := &experiment.Bandit{Policy: experiment.Thompson}
+	n, c := make([]float64, k), make([]float64, k)
+	for i := range k {
+		n[i], c[i] = 1000, 100 // 10% each
+	}
+	c[123] = 200 // one arm at 20%
+	start := time.Now()
+	probs := Allocate(b, n, c)
+	took := time.Since(start)
+	var sum float64
+	for _, p := range probs {
+		sum += p
+	}
+	if math.Abs(sum-1) > 1e-9 || probs[123] < 0.99 {
+		t.Errorf("sum %v, best arm %v", sum, probs[123])
+	}
+	t.Logf("Thompson allocation over %d arms took %v", k, took)
+	for _, policy := range []string{experiment.UCB1, experiment.EpsilonGreedy} {
+		p := Allocate(&experiment.Bandit{Policy: policy, Epsilon: 0.3}, n, c)
+		if p[123] < 0.7 {
+			t.Errorf("%s gives the best arm %v", policy, p[123])
+		}
+	}
+	// Same counts, same allocation: replicas agree.
+	if again := Allocate(b, n, c); fmt.Sprint(again) != fmt.Sprint(probs) {
+		t.Error("Thompson allocation is not reproducible")
+	}
+}
+
+func TestTeamDraft(t *testing.T) {
+	rank := func(ids ...string) []Ranked {
+		out := make([]Ranked, len(ids))
+		for i, id := range ids {
+			out[i] = Ranked{AdID: id}
+		}
+		return out
+	}
+	a, b := rank("x", "y", "z", "w"), rank("y", "w", "x", "v")
+	// Round 0: A first (x), B (y). Round 1: B first (w), A (z).
+	got := TeamDraft(a, b, 4, func(round int) bool { return round == 1 })
+	want := []string{"x/0", "y/1", "w/1", "z/0"}
+	for i, p := range got {
+		if fmt.Sprintf("%s/%d", p.AdID, p.Team) != want[i] {
+			t.Fatalf("pick %d: %s/%d, want %s (all %v)", i, p.AdID, p.Team, want[i], got)
+		}
+	}
+	// Fewer ads than slots: stops when both lists run out.
+	if got := TeamDraft(rank("x"), rank("x"), 3, func(int) bool { return false }); len(got) != 1 {
+		t.Errorf("%v", got)
+	}
+}
+
+// A/B assignment is sticky by user and follows the weights.
+func TestAssignABIsStickyAndWeighted(t *testing.T) {
+	l := New(Options{})
+	e, err := experiment.Parse([]byte(`{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 20}, {"version": "v2", "weight": 80}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Domain{Production: "v1", Exp: e, Healthy: func(string) bool { return true }}
+	counts := map[string]int{}
+	for u := range 20000 {
+		user := fmt.Sprintf("u%d", u)
+		a := l.Assign("feed", d, user, "r1")
+		if b := l.Assign("feed", d, user, "r2"); b.Version != a.Version {
+			t.Fatalf("user %s moved from %s to %s", user, a.Version, b.Version)
+		}
+		counts[a.Version]++
+	}
+	// Binomial(20000, 0.2): sd 57; allow 4 sd.
+	if n := counts["v1"]; n < 4000-228 || n > 4000+228 {
+		t.Errorf("v1 got %d of 20000 users, want about 4000", n)
+	}
+	// A version without a healthy instance falls back to production, and says so.
+	healthy := d
+	healthy.Healthy = func(v string) bool { return v == "v1" }
+	for u := range 50 {
+		user := fmt.Sprintf("u%d", u)
+		planned := l.Assign("feed", d, user, "r").Version
+		a := l.Assign("feed", healthy, user, "r")
+		switch {
+		case a.Version != "v1":
+			t.Fatalf("%s served by %s", user, a.Version)
+		case planned == "v2" && (a.Fallback == "" || a.Group != "fallback"):
+			t.Fatalf("%s: no fallback reason: %+v", user, a)
+		case planned == "v1" && a.Fallback != "":
+			t.Fatalf("%s: fallback without cause: %+v", user, a)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package sim
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/model"
+	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/routersvc/internal/inproc"
+	"github.com/adrank/adrank/routersvc/internal/lab"
+	"github.com/adrank/adrank/routersvc/internal/router"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// rig is a router with its experiments, served over bufconn, in front of the
+// real feature, ranker and auction code running in-process.
+type rig struct {
+	t      *testing.T
+	client routerv1.RouterServiceClient
+	table  *routing.Table
+	pipe   *inproc.Pipeline
+	lab    *lab.Lab
+	world  *world.World
+
+	mu   sync.Mutex
+	exps map[string][]byte
+}
+
+type rigOptions struct {
+	store  store.Store // nil: a bbolt file in a temporary folder
+	window time.Duration
+	// versions are feed's versions and their model files; feed/v1 is
+	// production.
+	versions map[string]string
+}
+
+var worldOnce = sync.OnceValues(func() (*world.World, error) { return world.New(world.DefaultConfig()) })
+
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	w, err := worldOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.versions == nil {
+		o.versions = map[string]string{"v1": "feed/v1", "v2": "feed/v2"}
+	}
+	r := &rig{t: t, world: w, pipe: inproc.New(w, quiet), exps: map[string][]byte{}}
+	for v, m := range o.versions {
+		f, err := model.Load("../../models/" + m + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.pipe.AddRanker("feed", v, f)
+	}
+	r.table = routing.NewTable(quiet, nil)
+	r.table.SetRankers(r.pipe.Instances())
+	r.table.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v1"}`)})
+	r.table.SetExperiments(nil)
+	st := o.store
+	if st == nil {
+		if st, err = store.OpenBolt(filepath.Join(t.TempDir(), "state.db")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+	}
+	r.lab = lab.New(lab.Options{
+		Store: st, Log: quiet, Window: o.window, Refresh: 50 * time.Millisecond, Scorer: router.Scorer{Down: r.pipe},
+		Experiments: func() map[string]lab.Domain {
+			out := map[string]lab.Domain{}
+			for name, d := range r.table.Snapshot().Domains {
+				out[name] = router.LabDomain(d)
+			}
+			return out
+		},
+		SetExperiment: func(_ context.Context, domain string, doc []byte) error {
+			r.experiment(domain, string(doc))
+			return nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	labDone := make(chan struct{})
+	go func() { _ = r.lab.Run(ctx); close(labDone) }()
+
+	lis := bufconn.Listen(1 << 20)
+	srv, _ := grpcx.NewServer(quiet)
+	routerv1.RegisterRouterServiceServer(srv, router.NewServer(r.table, r.pipe, r.lab, 5*time.Second, quiet))
+	go func() { _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = routerv1.NewRouterServiceClient(cc)
+	t.Cleanup(func() {
+		cc.Close()
+		srv.Stop()
+		cancel()
+		<-labDone
+	})
+	return r
+}
+
+// experiment puts a domain's experiment document in force, as a KV update
+// would, and fails the test if it is rejected.
+func (r *rig) experiment(domain, doc string) {
+	r.mu.Lock()
+	r.exps[domain] = []byte(doc)
+	exps := maps.Clone(r.exps)
+	r.mu.Unlock()
+	r.table.SetExperiments(exps)
+	if e := r.table.Snapshot().Domains[domain].ExperimentError; e != "" {
+		r.t.Fatalf("experiment rejected: %s", e)
+	}
+}
+
+// report flushes recorded impressions and returns the domain's report.
+func (r *rig) report(domain string) *routerv1.GetExperimentReportResponse {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.lab.Flush(ctx); err != nil {
+		r.t.Fatal(err)
+	}
+	rep, err := r.client.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: domain})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return rep
+}
+
+func (r *rig) run(cfg Config) *Result {
+	r.t.Helper()
+	if cfg.Domain == "" {
+		cfg.Domain = "feed"
+	}
+	res, err := Run(context.Background(), r.client, r.world, cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if res.Errors > 0 || res.Rejected > 0 {
+		r.t.Fatalf("simulation: %d errors, %d rejected events", res.Errors, res.Rejected)
+	}
+	return res
+}

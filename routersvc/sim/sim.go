@@ -1,0 +1,220 @@
+// Package sim is adrank's load-and-click simulator. It draws users and
+// candidate ads from the synthetic world, sends real Rank calls to a router,
+// samples clicks (and conversions) from the world's hidden click model, and
+// reports them back as events. The true quality of each version is under the
+// caller's control: a version's Lift multiplies the click probability of the
+// ads it placed, so tests know which version is truly better and by how much.
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/world"
+)
+
+// Client is the part of RouterServiceClient the simulator uses.
+type Client interface {
+	Rank(ctx context.Context, in *routerv1.RankRequest, opts ...grpc.CallOption) (*routerv1.RankResponse, error)
+	ReportEvents(ctx context.Context, in *routerv1.ReportEventsRequest, opts ...grpc.CallOption) (*routerv1.ReportEventsResponse, error)
+}
+
+// Config shapes one simulation.
+type Config struct {
+	Domain     string
+	Requests   int
+	Users      int // the first Users users of the world take part (0: all)
+	Candidates int // per request (default 20)
+	Slots      int // per request (default 3)
+	Seed       uint64
+	// Lift multiplies the click probability of ads placed by a version
+	// (missing versions: 1).
+	Lift map[string]float64
+	// PositionDecay is the click-through ratio between consecutive slots
+	// (default 0.7).
+	PositionDecay float64
+	// ConversionRate is the share of clicks that convert (default 0.1).
+	ConversionRate float64
+	// EventBatch is how many events go in one ReportEvents call (default 200).
+	EventBatch int
+	// RequestPrefix makes request IDs unique across runs.
+	RequestPrefix string
+	// Concurrency is the number of simulated clients (default 1, which is
+	// fully deterministic).
+	Concurrency int
+	// Timeout bounds each call (default 5s).
+	Timeout time.Duration
+}
+
+// Tally counts what one version served. Expected is the sum of the true
+// click probabilities: the clicks to expect, without sampling noise.
+type Tally struct {
+	Impressions, Clicks int
+	Expected            float64
+}
+
+// Result is what a simulation saw.
+type Result struct {
+	Requests, Errors, Impressions, Clicks, Conversions int
+	// Events acknowledged by the router, by outcome.
+	Accepted, Duplicates, Rejected int
+	ByVersion                      map[string]*Tally
+	ByStrategy                     map[routerv1.Strategy]int
+}
+
+func (c *Config) defaults() {
+	if c.Candidates == 0 {
+		c.Candidates = 20
+	}
+	if c.Slots == 0 {
+		c.Slots = 3
+	}
+	if c.PositionDecay == 0 {
+		c.PositionDecay = 0.7
+	}
+	if c.ConversionRate == 0 {
+		c.ConversionRate = 0.1
+	}
+	if c.EventBatch == 0 {
+		c.EventBatch = 200
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+}
+
+// Run simulates cfg.Requests requests against c.
+func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, error) {
+	cfg.defaults()
+	ads := w.Ads(cfg.Domain)
+	users := w.Users()
+	if cfg.Users > 0 && cfg.Users < len(users) {
+		users = users[:cfg.Users]
+	}
+	if len(ads) < cfg.Candidates || len(users) == 0 {
+		return nil, fmt.Errorf("domain %q has %d ads for %d candidates", cfg.Domain, len(ads), cfg.Candidates)
+	}
+	res := &Result{ByVersion: map[string]*Tally{}, ByStrategy: map[routerv1.Strategy]int{}}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	for worker := range cfg.Concurrency {
+		g.Go(func() error {
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)))
+			var events []*routerv1.Event
+			flush := func() error {
+				if len(events) == 0 {
+					return nil
+				}
+				cctx, cancel := context.WithTimeout(gctx, cfg.Timeout)
+				defer cancel()
+				resp, err := c.ReportEvents(cctx, &routerv1.ReportEventsRequest{Events: events})
+				if err != nil {
+					return fmt.Errorf("report events: %w", err)
+				}
+				mu.Lock()
+				res.Accepted += int(resp.GetAccepted())
+				res.Duplicates += int(resp.GetDuplicates())
+				res.Rejected += int(resp.GetRejected())
+				mu.Unlock()
+				events = events[:0]
+				return nil
+			}
+			start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+			for n := worker; n < cfg.Requests; n += cfg.Concurrency {
+				u := users[rng.IntN(len(users))]
+				wc := world.RandomContext(rng, start)
+				req := &routerv1.RankRequest{
+					RequestId: fmt.Sprintf("%s%d", cfg.RequestPrefix, n), UserId: u.ID, Domain: cfg.Domain, Slots: int32(cfg.Slots),
+					Context: context_(wc),
+				}
+				byID := map[string]*world.Ad{}
+				for _, i := range rng.Perm(len(ads))[:cfg.Candidates] {
+					a := ads[i]
+					byID[a.ID] = a
+					req.Candidates = append(req.Candidates, &routerv1.Candidate{
+						AdId: a.ID, AdvertiserId: a.AdvertiserID, BidMicros: int64(500_000 * math.Exp(0.5*rng.NormFloat64())),
+					})
+				}
+				cctx, cancel := context.WithTimeout(gctx, cfg.Timeout)
+				resp, err := c.Rank(cctx, req)
+				cancel()
+				mu.Lock()
+				res.Requests++
+				if err != nil {
+					res.Errors++
+					mu.Unlock()
+					continue
+				}
+				res.ByStrategy[resp.GetAssignment().GetStrategy()]++
+				mu.Unlock()
+				for _, r := range resp.GetResults() {
+					p := world.ClickProb(u, byID[r.GetAdId()], wc) * math.Pow(cfg.PositionDecay, float64(r.GetSlot()-1))
+					if l, ok := cfg.Lift[r.GetVersion()]; ok {
+						p *= l
+					}
+					clicked := rng.Float64() < math.Min(p, 1)
+					converted := clicked && rng.Float64() < cfg.ConversionRate
+					mu.Lock()
+					t := res.ByVersion[r.GetVersion()]
+					if t == nil {
+						t = &Tally{}
+						res.ByVersion[r.GetVersion()] = t
+					}
+					t.Impressions++
+					t.Expected += math.Min(p, 1)
+					res.Impressions++
+					if clicked {
+						t.Clicks++
+						res.Clicks++
+					}
+					if converted {
+						res.Conversions++
+					}
+					mu.Unlock()
+					if clicked {
+						events = append(events, &routerv1.Event{ImpressionId: r.GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CLICK})
+					}
+					if converted {
+						events = append(events, &routerv1.Event{ImpressionId: r.GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CONVERSION,
+							Value: math.Round(20*math.Exp(0.5*rng.NormFloat64())*100) / 100})
+					}
+				}
+				if len(events) >= cfg.EventBatch {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			return flush()
+		})
+	}
+	return res, g.Wait()
+}
+
+func context_(c world.Context) *routerv1.RequestContext {
+	rc := &routerv1.RequestContext{Country: c.Country, Query: c.Query}
+	if !c.Time.IsZero() {
+		rc.Timestamp = timestamppb.New(c.Time)
+	}
+	switch c.Device {
+	case "mobile":
+		rc.Device = routerv1.Device_DEVICE_MOBILE
+	case "desktop":
+		rc.Device = routerv1.Device_DEVICE_DESKTOP
+	case "tablet":
+		rc.Device = routerv1.Device_DEVICE_TABLET
+	}
+	return rc
+}

@@ -1,0 +1,403 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/model"
+	"github.com/adrank/adrank/platform/redistest"
+	"github.com/adrank/adrank/rankersvc/ranker"
+	"github.com/adrank/adrank/routersvc/internal/stats"
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// A/A: two arms with the same model. Over 100 runs (fresh salt each,
+// 800 requests) the fixed-horizon test at alpha = 0.05 should reject about
+// 5 times: the count is Binomial(100, 0.05), and P(X >= 12) < 0.005. The
+// always-valid p-value is more conservative still. SRM must not fire
+// (p < 0.001) more than by chance.
+func TestAAExperimentsAreRarelySignificant(t *testing.T) {
+	r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v1", "v1b": "feed/v1"}})
+	const runs = 100
+	var fixed, always, srm int
+	for run := range runs {
+		r.experiment("feed", fmt.Sprintf(`{"ab": {"salt": "aa-%d", "arms": [{"version": "v1", "weight": 1}, {"version": "v1b", "weight": 1}]}}`, run))
+		r.run(Config{Requests: 800, Seed: uint64(1000 + run), RequestPrefix: fmt.Sprintf("aa%d-", run)})
+		ab := r.report("feed").GetAb()
+		test := ab.GetTests()[0]
+		if test.GetPValue() < 0.05 {
+			fixed++
+		}
+		if test.GetAlwaysValidPValue() < 0.05 {
+			always++
+		}
+		if ab.GetSrmFlagged() {
+			srm++
+		}
+	}
+	t.Logf("A/A over %d runs: fixed-horizon p < 0.05 in %d, always-valid p < 0.05 in %d, SRM flagged in %d", runs, fixed, always, srm)
+	if fixed >= 12 || always > fixed || srm > 1 {
+		t.Errorf("false positives: fixed %d, always-valid %d, SRM %d of %d runs", fixed, always, srm, runs)
+	}
+}
+
+// A real lift (feed v2's better model, and a true 20% lift on top) is
+// detected: the verdict says so with an always-valid p-value below alpha,
+// and the confidence interval excludes 0.
+func TestABDetectsARealLift(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.experiment("feed", `{"ab": {"salt": "lift", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]}}`)
+	res := r.run(Config{Requests: 3000, Seed: 7, RequestPrefix: "lift-", Lift: map[string]float64{"v2": 1.2}})
+	ab := r.report("feed").GetAb()
+	test := ab.GetTests()[0]
+	t.Logf("v1 %v, v2 %v: %v", ab.GetArms()[0], ab.GetArms()[1], test)
+	if test.GetVerdict() != "treatment better" || test.GetAlwaysValidPValue() >= 0.05 || test.GetCiLow() <= 0 {
+		t.Errorf("lift not detected: %v", test)
+	}
+	if ab.GetSrmFlagged() {
+		t.Errorf("SRM flagged: p %g", ab.GetSrmPValue())
+	}
+	// The report counts what the simulator saw.
+	var imps, clicks float64
+	for _, a := range ab.GetArms() {
+		imps += a.GetImpressions()
+		clicks += a.GetClicks()
+	}
+	if int(imps) != res.Impressions || int(clicks) != res.Clicks {
+		t.Errorf("report has %v impressions and %v clicks, the simulator %d and %d", imps, clicks, res.Impressions, res.Clicks)
+	}
+}
+
+// Sample ratio mismatch: arms declared 50/50 but served 90/10 (a broken
+// split, simulated by declaring weights the hash does not follow) is flagged.
+func TestSRMIsFlagged(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.experiment("feed", `{"ab": {"salt": "srm", "arms": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]}}`)
+	r.run(Config{Requests: 1500, Seed: 3, RequestPrefix: "srm-"})
+	// The same counters judged against other declared weights.
+	r.experiment("feed", `{"ab": {"salt": "srm", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]}}`)
+	ab := r.report("feed").GetAb()
+	if !ab.GetSrmFlagged() || ab.GetSrmPValue() >= 0.001 {
+		t.Errorf("SRM not flagged: chi2 %v p %v", ab.GetSrmChi2(), ab.GetSrmPValue())
+	}
+}
+
+// Each bandit policy moves most traffic to the truly best of three versions
+// (the same model, true lifts 0.6, 1.0 and 1.5), and more so as feedback
+// arrives: the best arm's share grows from the first half to the second.
+// (UCB1 and the allocation refreshes are deterministic per refresh, so a
+// single short window can fall in an exploration burst; the whole run
+// cannot.)
+func TestBanditFindsTheBestVersion(t *testing.T) {
+	for _, policy := range []string{"thompson", "ucb1", "epsilon_greedy"} {
+		t.Run(policy, func(t *testing.T) {
+			r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v2", "a": "feed/v2", "b": "feed/v2", "c": "feed/v2"}})
+			r.experiment("feed", `{"bandit": {"policy": "`+policy+`", "versions": ["a", "b", "c"]}}`)
+			lift := map[string]float64{"a": 0.6, "b": 1.0, "c": 1.5}
+			var best, total [2]int // first and second half
+			for chunk := range 8 {
+				res := r.run(Config{Requests: 500, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("%s%d-", policy, chunk), Lift: lift})
+				if c := res.ByVersion["c"]; c != nil {
+					best[chunk/4] += c.Impressions
+				}
+				total[chunk/4] += res.Impressions
+				time.Sleep(120 * time.Millisecond) // let the allocation refresh
+			}
+			first, second := float64(best[0])/float64(total[0]), float64(best[1])/float64(total[1])
+			overall := float64(best[0]+best[1]) / float64(total[0]+total[1])
+			t.Logf("%s: best arm's share %.0f%% in the first half, %.0f%% in the second, %.0f%% overall; arms %v",
+				policy, 100*first, 100*second, 100*overall, r.report("feed").GetBandit().GetArms())
+			if overall < 0.6 || second <= first {
+				t.Errorf("the best arm got %.0f%% overall (%.0f%% then %.0f%%)", 100*overall, 100*first, 100*second)
+			}
+		})
+	}
+}
+
+// Interleaving finds the truly better of two close rankers (v2, a GBDT,
+// against v2lr, a logistic regression on the same features) with far fewer
+// impressions than an A/B test needs. The true lift is measured without
+// sampling noise: the same requests served by each version alone, scored
+// with the click model's expected clicks.
+func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
+	versions := map[string]string{"v1": "feed/v1", "v2": "feed/v2", "v2lr": "feed/v2lr"}
+	expected := map[string]float64{}
+	for _, v := range []string{"v2lr", "v2"} {
+		r := newRig(t, rigOptions{versions: versions})
+		r.experiment("feed", `{"production": "`+v+`"}`)
+		res := r.run(Config{Requests: 3000, Seed: 99, RequestPrefix: "true-"})
+		tally := res.ByVersion[v]
+		expected[v] = tally.Expected / float64(tally.Impressions)
+	}
+	lift := expected["v2"]/expected["v2lr"] - 1
+	abNeeds := 2 * stats.SampleSize(expected["v2lr"], lift, 0.01, 0.8, 1)
+
+	r := newRig(t, rigOptions{versions: versions})
+	r.experiment("feed", `{"interleave": {"a": "v2lr", "b": "v2", "fraction": 1}}`)
+	imps := 0
+	var in *routerv1.InterleaveReport
+	for chunk := range 60 {
+		imps += r.run(Config{Requests: 1000, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("il%d-", chunk)}).Impressions
+		if in = r.report("feed").GetInterleave(); in.GetPValue() < 0.01 {
+			break
+		}
+	}
+	t.Logf("true CTR v2lr %.4f, v2 %.4f (lift %.1f%%): A/B needs %.0f impressions at alpha 0.01, power 0.8; interleaving found %q (p %.2g) after %d",
+		expected["v2lr"], expected["v2"], 100*lift, abNeeds, in.GetVerdict(), in.GetPValue(), imps)
+	if in.GetVerdict() != "v2 better" {
+		t.Fatalf("interleaving did not find v2 better within %d impressions: %v", imps, in)
+	}
+	if float64(imps)*5 > abNeeds {
+		t.Errorf("interleaving needed %d impressions, not far fewer than A/B's %.0f", imps, abNeeds)
+	}
+}
+
+// failing wraps a ranker and fails a share of its calls.
+type failing struct {
+	rankerv1.RankerServiceServer
+	mu   sync.Mutex
+	rng  *rand.Rand
+	rate float64
+}
+
+func (f *failing) Score(ctx context.Context, in *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
+	f.mu.Lock()
+	fail := f.rng.Float64() < f.rate
+	f.mu.Unlock()
+	if fail {
+		return nil, status.Error(codes.Unavailable, "injected failure")
+	}
+	return f.RankerServiceServer.Score(ctx, in)
+}
+
+// A canary whose version returns errors is rolled back on its own, users
+// never see the errors (production answers those requests), and afterwards
+// no traffic goes to the canary.
+func TestCanaryWithErrorsRollsBack(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	f, err := model.Load("../../models/feed/v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pipe.SetRanker("feed", "v2", &failing{RankerServiceServer: ranker.NewServer("feed", "v2", f), rng: rand.New(rand.NewPCG(1, 1)), rate: 0.3})
+	r.experiment("feed", `{"canary": {"version": "v2", "steps": [50, 100], "stepInterval": "1h", "guardrails": {"minRequests": 20}}}`)
+	res := r.run(Config{Requests: 400, Seed: 5, RequestPrefix: "canary-"})
+	if res.Errors != 0 {
+		t.Fatalf("%d requests failed: canary errors must fall back to production", res.Errors)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var c *routerv1.CanaryReport
+	for time.Now().Before(deadline) {
+		if c = r.report("feed").GetCanary(); c.GetState() == "rolled_back" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c.GetState() != "rolled_back" || !strings.Contains(c.GetReason(), "error rate") || c.GetSharePercent() != 0 {
+		t.Fatalf("canary %v", c)
+	}
+	t.Logf("rolled back: %s", c.GetReason())
+	after := r.run(Config{Requests: 200, Seed: 6, RequestPrefix: "after-"})
+	if after.ByStrategy[routerv1.Strategy_STRATEGY_CANARY] != 0 || after.ByVersion["v2"] != nil {
+		t.Errorf("traffic still reaches the canary after rollback: %v", after.ByStrategy)
+	}
+}
+
+// A healthy canary steps up on schedule to 100%, and is promoted by hand.
+func TestCanaryStepsUpAndIsPromoted(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.experiment("feed", `{"canary": {"version": "v2", "steps": [10, 50, 100], "stepInterval": "300ms", "internalUsers": ["u1"]}}`)
+	resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{UserId: "u1", Domain: "feed", Slots: 1,
+		Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}}})
+	if err != nil || resp.GetAssignment().GetStrategy() != routerv1.Strategy_STRATEGY_CANARY {
+		t.Fatalf("internal user not on the canary: %v %v", resp.GetAssignment(), err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	shares := map[float64]bool{}
+	var c *routerv1.CanaryReport
+	for time.Now().Before(deadline) {
+		r.run(Config{Requests: 50, Seed: uint64(time.Now().UnixNano()), RequestPrefix: fmt.Sprintf("step%d-", time.Now().UnixNano())})
+		c = r.report("feed").GetCanary()
+		shares[c.GetSharePercent()] = true
+		if c.GetState() == "completed" {
+			break
+		}
+	}
+	if c.GetState() != "completed" || !shares[10] || !shares[100] {
+		t.Fatalf("canary %v, shares seen %v", c, shares)
+	}
+	if _, err := r.client.PromoteCanary(context.Background(), &routerv1.PromoteCanaryRequest{Domain: "feed"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := r.table.Snapshot().Domains["feed"]; d.ProductionVersion() != "v2" || d.Experiment.Canary != nil {
+		t.Errorf("after promotion: production %q, canary %v", d.ProductionVersion(), d.Experiment.Canary)
+	}
+	if _, err := r.client.RollbackCanary(context.Background(), &routerv1.RollbackCanaryRequest{Domain: "feed"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("rollback without a canary: %v", err)
+	}
+}
+
+// Shadow: the production answer is returned; the report compares the
+// shadow with production. A shadow with production's very model agrees
+// exactly; v1 against v2 differs.
+func TestShadowComparesWithProduction(t *testing.T) {
+	r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v1", "v1b": "feed/v1", "v2": "feed/v2"}})
+	r.experiment("feed", `{"shadow": {"versions": ["v1b", "v2"], "fraction": 1}}`)
+	res := r.run(Config{Requests: 300, Seed: 8, RequestPrefix: "shadow-"})
+	if res.ByVersion["v1"].Impressions != res.Impressions {
+		t.Fatalf("shadow versions answered requests: %v", res.ByVersion)
+	}
+	var rep *routerv1.GetExperimentReportResponse
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		rep = r.report("feed")
+		if len(rep.GetShadow()) == 2 && rep.GetShadow()[0].GetCompared() == 300 && rep.GetShadow()[1].GetCompared() == 300 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	same, other := rep.GetShadow()[0], rep.GetShadow()[1]
+	t.Logf("v1b: %v\nv2: %v", same, other)
+	if same.GetCompared() != 300 || same.GetTopkOverlap() != 1 || same.GetKendallTau() != 1 || same.GetMeanPctrRatio() != 1 || same.GetPsi() != 0 || same.GetErrors() != 0 {
+		t.Errorf("identical shadow: %v", same)
+	}
+	if other.GetCompared() != 300 || other.GetTopkOverlap() >= 1 || other.GetKendallTau() >= 0.99 || other.GetPsi() <= 0 {
+		t.Errorf("different shadow: %v", other)
+	}
+}
+
+// Events: idempotent, and unknown or expired impressions are rejected and
+// counted.
+func TestEvents(t *testing.T) {
+	r := newRig(t, rigOptions{window: 300 * time.Millisecond})
+	resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{UserId: "u9", Domain: "feed", Slots: 1,
+		Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetResults()[0].GetImpressionId()
+	click := &routerv1.Event{ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CLICK}
+	conv := &routerv1.Event{ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CONVERSION, Value: 12.5}
+	got, err := r.client.ReportEvents(context.Background(), &routerv1.ReportEventsRequest{Events: []*routerv1.Event{
+		click, click, conv, {ImpressionId: "no-such-impression", Type: routerv1.EventType_EVENT_TYPE_CLICK},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetAccepted() != 2 || got.GetDuplicates() != 1 || got.GetRejected() != 1 || got.GetResults()[3] != routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION {
+		t.Errorf("results %v", got)
+	}
+	time.Sleep(400 * time.Millisecond)
+	late, err := r.client.ReportEvents(context.Background(), &routerv1.ReportEventsRequest{Events: []*routerv1.Event{
+		{ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CLICK, EventId: "second-click"},
+	}})
+	if err != nil || late.GetResults()[0] != routerv1.EventResult_EVENT_RESULT_EXPIRED {
+		t.Errorf("late event: %v %v", late, err)
+	}
+	rep := r.report("feed")
+	if rep.GetEventsRejected() != 2 || rep.GetEventsDuplicate() != 1 {
+		t.Errorf("counted rejected %v, duplicate %v", rep.GetEventsRejected(), rep.GetEventsDuplicate())
+	}
+	for _, bad := range []*routerv1.Event{{Type: routerv1.EventType_EVENT_TYPE_CLICK}, {ImpressionId: id}, {ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CONVERSION, Value: -1}} {
+		if _, err := r.client.ReportEvents(context.Background(), &routerv1.ReportEventsRequest{Events: []*routerv1.Event{bad}}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+}
+
+// Bandit state survives a router restart (the bbolt file), and stays
+// correct with two router replicas sharing Redis: every impression and
+// click of both is counted once.
+func TestBanditStateIsSharedAndDurable(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func() store.Store {
+		s, err := store.OpenRedis(context.Background(), srv.Addr, "replicas:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	versions := map[string]string{"v1": "feed/v1", "a": "feed/v2", "b": "feed/v2"}
+	doc := `{"bandit": {"policy": "thompson", "versions": ["a", "b"]}}`
+	r1, r2 := newRig(t, rigOptions{store: open(), versions: versions}), newRig(t, rigOptions{store: open(), versions: versions})
+	r1.experiment("feed", doc)
+	r2.experiment("feed", doc)
+	var wg sync.WaitGroup
+	results := make([]*Result, 2)
+	for i, r := range []*rig{r1, r2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := Run(context.Background(), r.client, r.world, Config{Domain: "feed", Requests: 600, Seed: uint64(i), Concurrency: 4, RequestPrefix: fmt.Sprintf("replica%d-", i)})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	_ = r2.report("feed") // flushes r2's recorded impressions
+	arms := r1.report("feed").GetBandit().GetArms()
+	var imps, clicks float64
+	for _, a := range arms {
+		imps += a.GetImpressions()
+		clicks += a.GetClicks()
+	}
+	want := results[0].Impressions + results[1].Impressions
+	wantClicks := results[0].Clicks + results[1].Clicks
+	if int(imps) != want || int(clicks) != wantClicks {
+		t.Errorf("shared bandit counts %v impressions, %v clicks; the replicas served %d and saw %d", imps, clicks, want, wantClicks)
+	}
+}
+
+// Bandit state survives a router restart: a new router on the same state
+// file resumes with the same counts and allocation.
+func TestBanditStateSurvivesARestart(t *testing.T) {
+	path := t.TempDir() + "/state.db"
+	versions := map[string]string{"v1": "feed/v1", "a": "feed/v2", "b": "feed/v2"}
+	doc := `{"bandit": {"policy": "epsilon_greedy", "versions": ["a", "b"]}}`
+	var before []*routerv1.BanditArm
+	t.Run("first router", func(t *testing.T) {
+		st, err := store.OpenBolt(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		r := newRig(t, rigOptions{store: st, versions: versions})
+		r.experiment("feed", doc)
+		r.run(Config{Requests: 500, Seed: 4, RequestPrefix: "restart-", Lift: map[string]float64{"b": 1.5}})
+		time.Sleep(150 * time.Millisecond)
+		before = r.report("feed").GetBandit().GetArms()
+	})
+	st, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := newRig(t, rigOptions{store: st, versions: versions})
+	r.experiment("feed", doc)
+	time.Sleep(150 * time.Millisecond) // the first refresh reads the stored counts
+	after := r.report("feed").GetBandit().GetArms()
+	for i := range before {
+		if before[i].GetImpressions() != after[i].GetImpressions() || before[i].GetClicks() != after[i].GetClicks() || before[i].GetAllocation() != after[i].GetAllocation() {
+			t.Errorf("arm %s before %v, after restart %v", before[i].GetVersion(), before[i], after[i])
+		}
+	}
+	if before[0].GetImpressions() == 0 {
+		t.Error("nothing was counted before the restart")
+	}
+}
