@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/adrank/adrank/gen v0.0.0
+	github.com/adrank/adrank/ml v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/consul/api v1.34.5
@@ -13,7 +14,10 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
+require golang.org/x/sync v0.25.0 // indirect
+
 require (
+	github.com/adrank/adrank/routersvc v0.0.0
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/fatih/color v1.19.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
@@ -42,3 +46,11 @@ replace github.com/adrank/adrank/gen => ../gen
 replace github.com/adrank/adrank/platform => ../platform
 
 replace github.com/adrank/adrank/ml => ../ml
+
+replace github.com/adrank/adrank/routersvc => ../routersvc
+
+replace github.com/adrank/adrank/featuresvc => ../featuresvc
+
+replace github.com/adrank/adrank/rankersvc => ../rankersvc
+
+replace github.com/adrank/adrank/auctionsvc => ../auctionsvc

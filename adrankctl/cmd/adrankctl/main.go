@@ -6,6 +6,16 @@
 // object per input line (feature name to number; null or absent means
 // missing), one score per output line. It is how a team checks a model file
 // before registering it.
+//
+//	adrankctl experiment get|set|validate DOMAIN [FILE]
+//
+// reads and writes a domain's experiment document in Consul KV
+// (adrank/experiments/DOMAIN), validated as the router will validate it;
+// --consul-addr or CONSUL_HTTP_ADDR name the agent.
+//
+//	adrankctl canary promote|rollback DOMAIN [--reason TEXT] --router ADDR
+//
+// promotes or rolls back the domain's canary through the router's API.
 package main
 
 import (
@@ -25,7 +35,13 @@ import (
 const usage = `usage: adrankctl <command> [flags]
 
 commands:
-  score --model FILE [--input rows.jsonl]   score JSON-lines feature rows with a model file
+  score --model FILE [--input rows.jsonl]          score JSON-lines feature rows with a model file
+  experiment get DOMAIN                            print the domain's experiment document
+  experiment validate DOMAIN [FILE]                check a document (FILE or stdin) as the router would
+  experiment set DOMAIN [FILE]                     validate, then write the document to Consul KV
+  canary promote|rollback DOMAIN [--reason TEXT]   through the router (--router, default 127.0.0.1:9090)
+
+flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)
 `
 
 func main() {
@@ -39,7 +55,7 @@ func main() {
 	}
 }
 
-func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command")
@@ -47,6 +63,10 @@ func run(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Wr
 	switch args[0] {
 	case "score":
 		return runScore(args[1:], stdin, stdout, stderr)
+	case "experiment":
+		return runExperiment(ctx, args[1:], stdin, stdout, stderr)
+	case "canary":
+		return runCanary(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/routersvc/sim"
+)
+
+// adrankctl runs bin/adrankctl against the cluster's Consul and router.
+func (c *cluster) adrankctl(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(c.bin("adrankctl"), args...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+c.consul.Addr)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cluster) report(t *testing.T, domain string) *routerv1.GetExperimentReportResponse {
+	t.Helper()
+	code, out := c.get("/v1/domains/" + domain + "/experiment")
+	if code != http.StatusOK {
+		t.Fatalf("GET experiment report: %d %s", code, out)
+	}
+	rep := &routerv1.GetExperimentReportResponse{}
+	if err := protojson.Unmarshal(out, rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// Experiments declared in Consul with adrankctl, served by the real
+// pipeline, fed back with events, reported over REST.
+func TestExperiments(t *testing.T) {
+	c := startCluster(t, demoRankers...)
+	w, err := world.New(world.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("adrankctl validates and writes experiments", func(t *testing.T) {
+		bad := `{"ab": {"salt": "x", "arms": [{"version": "v1", "weight": 1}, {"version": "v9", "weight": 1}]}}`
+		if out, err := c.adrankctl(t, bad, "experiment", "validate", "feed"); err == nil || !strings.Contains(out, `unknown version "v9"`) {
+			t.Errorf("validate accepted an unknown version: %v %s", err, out)
+		}
+		if out, err := c.adrankctl(t, bad, "experiment", "set", "feed", "-"); err == nil || !strings.Contains(out, "not written") {
+			t.Errorf("set wrote an invalid document: %v %s", err, out)
+		}
+		path := filepath.Join(t.TempDir(), "ab.json")
+		doc := `{"ab": {"salt": "e2e", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]}, "shadow": {"versions": ["v2"], "fraction": 0.5}}`
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.adrankctl(t, "", "experiment", "set", "feed", path); err != nil {
+			t.Fatalf("set: %v %s", err, out)
+		}
+		out, err := c.adrankctl(t, "", "experiment", "get", "feed")
+		if err != nil || !strings.Contains(out, `"salt": "e2e"`) {
+			t.Fatalf("get: %v %s", err, out)
+		}
+		eventually(t, 2*time.Second, func() error {
+			if id := c.report(t, "feed").GetExperimentId(); id != "ab:e2e:v1,v2" {
+				return fmt.Errorf("experiment %q", id)
+			}
+			return nil
+		})
+	})
+
+	t.Run("A/B with feedback through the real pipeline", func(t *testing.T) {
+		res, err := sim.Run(context.Background(), c.router, w, sim.Config{Domain: "feed", Requests: 1500, Seed: 11, Concurrency: 4,
+			RequestPrefix: "e2e-ab-", Lift: map[string]float64{"v2": 1.3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Errors != 0 || res.Rejected != 0 || res.ByStrategy[routerv1.Strategy_STRATEGY_AB] != 1500 {
+			t.Fatalf("simulation: %+v", res)
+		}
+		time.Sleep(100 * time.Millisecond) // the router writes impressions in batches
+		rep := c.report(t, "feed")
+		ab := rep.GetAb()
+		var imps, clicks float64
+		for _, a := range ab.GetArms() {
+			imps += a.GetImpressions()
+			clicks += a.GetClicks()
+		}
+		if int(imps) != res.Impressions || int(clicks) != res.Clicks {
+			t.Errorf("report: %v impressions, %v clicks; simulator %d, %d", imps, clicks, res.Impressions, res.Clicks)
+		}
+		test := ab.GetTests()[0]
+		if test.GetVerdict() != "treatment better" || ab.GetSrmFlagged() {
+			t.Errorf("A/B: %v (SRM p %v)", test, ab.GetSrmPValue())
+		}
+		if len(rep.GetShadow()) != 1 || rep.GetShadow()[0].GetCompared() == 0 {
+			t.Errorf("shadow: %v", rep.GetShadow())
+		}
+		t.Logf("A/B over the real pipeline: %v", test)
+	})
+
+	t.Run("events over REST are idempotent; unknown ones are rejected", func(t *testing.T) {
+		body, _ := protojson.Marshal(rankRequest("req-events", "feed"))
+		code, out := c.post("/v1/rank", body)
+		if code != http.StatusOK {
+			t.Fatalf("rank: %d %s", code, out)
+		}
+		var rank struct {
+			Results []struct {
+				ImpressionID string `json:"impression_id"`
+			} `json:"results"`
+			Assignment struct {
+				Strategy string `json:"strategy"`
+			} `json:"assignment"`
+		}
+		if err := json.Unmarshal(out, &rank); err != nil {
+			t.Fatal(err)
+		}
+		if rank.Assignment.Strategy != "STRATEGY_AB" {
+			t.Errorf("assignment %+v", rank.Assignment)
+		}
+		events := fmt.Sprintf(`{"events": [{"impression_id": %q, "type": "EVENT_TYPE_CLICK"}, {"impression_id": %q, "type": "EVENT_TYPE_CONVERSION", "value": 19.9}, {"impression_id": "nope", "type": "EVENT_TYPE_CLICK"}]}`,
+			rank.Results[0].ImpressionID, rank.Results[0].ImpressionID)
+		for i, want := range []string{`"accepted":2`, `"duplicates":2`} {
+			code, out := c.post("/v1/events", []byte(events))
+			if code != http.StatusOK || !strings.Contains(strings.ReplaceAll(string(out), " ", ""), want) || !strings.Contains(string(out), `"rejected":1`) {
+				t.Errorf("send %d: %d %s, want %s", i+1, code, out, want)
+			}
+		}
+		if code, out := c.post("/v1/events", []byte(`{"events": [{"type": "EVENT_TYPE_CLICK"}]}`)); code != http.StatusBadRequest || !strings.Contains(string(out), "impression_id") {
+			t.Errorf("bad event: %d %s", code, out)
+		}
+	})
+
+	t.Run("canary: rollback and promotion through adrankctl", func(t *testing.T) {
+		canary := `{"canary": {"version": "v2", "steps": [20, 100], "stepInterval": "1h"}}`
+		if out, err := c.adrankctl(t, canary, "experiment", "set", "feed"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		eventually(t, 3*time.Second, func() error {
+			if s := c.report(t, "feed").GetCanary().GetState(); s != "running" {
+				return fmt.Errorf("canary state %q", s)
+			}
+			return nil
+		})
+		if out, err := c.adrankctl(t, "", "canary", "rollback", "feed", "--reason", "suspicious dashboards", "--router", c.routerAddr); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		cr := c.report(t, "feed").GetCanary()
+		if cr.GetState() != "rolled_back" || cr.GetReason() != "suspicious dashboards" || cr.GetSharePercent() != 0 {
+			t.Errorf("after rollback: %v", cr)
+		}
+		// A new canary section starts a new canary, which is then promoted.
+		if out, err := c.adrankctl(t, strings.Replace(canary, "[20, 100]", "[30, 100]", 1), "experiment", "set", "feed"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		eventually(t, 3*time.Second, func() error {
+			if s := c.report(t, "feed").GetCanary(); s.GetState() != "running" || s.GetSharePercent() != 30 {
+				return fmt.Errorf("canary %v", s)
+			}
+			return nil
+		})
+		if out, err := c.adrankctl(t, "", "canary", "promote", "feed", "--router", c.routerAddr); err != nil || !strings.Contains(out, "production is now v2") {
+			t.Fatalf("%v %s", err, out)
+		}
+		eventually(t, 2*time.Second, func() error {
+			if p := c.domains()["feed"].GetProductionVersion(); p != "v2" {
+				return fmt.Errorf("production %q", p)
+			}
+			return nil
+		})
+	})
+
+	t.Run("an arm without a healthy instance falls back to production and says so", func(t *testing.T) {
+		doc := `{"production": "v1", "ab": {"salt": "fallback", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`
+		if out, err := c.adrankctl(t, doc, "experiment", "set", "feed"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		insts := c.rankerInstances("feed", "v2", true)
+		if len(insts) != 1 {
+			t.Fatalf("%d feed/v2 instances", len(insts))
+		}
+		if err := c.rankerOnPort(t, insts[0].Service.Port).cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 3*time.Second, func() error {
+			var fallbacks int
+			for i := range 40 {
+				resp, err := rank(t, c, rankRequest(fmt.Sprintf("fb-%d", i), "feed"))
+				if err != nil {
+					return err
+				}
+				if a := resp.GetAssignment(); strings.Contains(a.GetFallbackReason(), `"v2"`) {
+					if resp.GetModelVersion() != "v1" {
+						return fmt.Errorf("fallback served by %s", resp.GetModelVersion())
+					}
+					fallbacks++
+				}
+			}
+			if fallbacks == 0 {
+				return fmt.Errorf("no request said it fell back")
+			}
+			return nil
+		})
+	})
+}
