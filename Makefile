@@ -42,6 +42,10 @@ FORCE:
 unit: ## Unit and integration tests of every module with -race (Consul- and Redis-backed ones start real servers)
 	go test -count=1 -race $$(go list $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES)))) | grep -v '/routersvc/sim$$')
 
+.PHONY: sim
+sim: ## Longer simulations (verbose simulator suite; results in docs/simulations.md). Against a live router: go run ./routersvc/cmd/adranksim
+	go test -count=1 -v -timeout 30m ./routersvc/sim/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|sim_test.go'
+
 .PHONY: simtest
 simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
 	go test -count=1 ./routersvc/sim/

@@ -9,13 +9,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/redistest"
 	"github.com/adrank/adrank/routersvc/sim"
 )
 
@@ -213,4 +218,77 @@ func TestExperiments(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// Two router replicas share a real Redis: a bandit experiment driven through
+// both counts every impression and click of both, once.
+func TestRouterReplicasShareRedis(t *testing.T) {
+	c := startCluster(t, demoRankers...)
+	rs := redistest.Start(t)
+	ports, err := consultest.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []routerv1.RouterServiceClient
+	for _, p := range ports {
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		c.start("routersvc", "--listen", addr, "--redis-addr", rs.Addr)
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		clients = append(clients, routerv1.NewRouterServiceClient(cc))
+	}
+	c.putKV("adrank/experiments/feed", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"]}}`)
+	for _, client := range clients {
+		eventually(t, 10*time.Second, func() error {
+			rep, err := client.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"})
+			if err != nil {
+				return err
+			}
+			if rep.GetExperimentId() != "bandit:thompson:v1,v2" {
+				return fmt.Errorf("experiment %q", rep.GetExperimentId())
+			}
+			return nil
+		})
+	}
+	w, err := world.New(world.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make([]*sim.Result, 2)
+	var wg sync.WaitGroup
+	for i, client := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := sim.Run(context.Background(), client, w, sim.Config{Domain: "feed", Requests: 600, Seed: uint64(20 + i),
+				Concurrency: 3, RequestPrefix: fmt.Sprintf("replica%d-", i), Lift: map[string]float64{"v2": 1.3}})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond) // impressions are written in batches
+	for i, client := range clients {
+		rep, err := client.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var imps, clicks float64
+		for _, a := range rep.GetBandit().GetArms() {
+			imps += a.GetImpressions()
+			clicks += a.GetClicks()
+		}
+		want, wantClicks := results[0].Impressions+results[1].Impressions, results[0].Clicks+results[1].Clicks
+		if int(imps) != want || int(clicks) != wantClicks {
+			t.Errorf("replica %d reports %v impressions and %v clicks; the two served %d and saw %d", i, imps, clicks, want, wantClicks)
+		}
+		if i == 0 {
+			t.Logf("bandit over two replicas: %v", rep.GetBandit().GetArms())
+		}
+	}
 }
