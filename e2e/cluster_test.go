@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/syncbuf"
 )
 
 // root is the repository root (the folder holding go.work).
@@ -49,26 +49,9 @@ func root(t testing.TB) string {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *buffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error
-}
-
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // exitCode waits up to d for the process to exit and returns its exit code.
@@ -154,7 +137,7 @@ func (c *cluster) bin(name string) string { return filepath.Join(c.root, "bin", 
 func (c *cluster) start(name string, args ...string) *proc {
 	c.t.Helper()
 	args = append([]string{"--consul-addr", c.consul.Addr, "--grace", "3s"}, args...)
-	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &buffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Dir = c.root
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

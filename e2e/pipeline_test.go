@@ -25,6 +25,7 @@ import (
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/syncbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -642,7 +643,7 @@ func TestRunScript(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
-	out := &buffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // to find every child afterwards
 	if err := cmd.Start(); err != nil {

@@ -2,7 +2,6 @@
 package consultest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -10,12 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/adrank/adrank/platform/syncbuf"
 )
 
 // Agent is a running dev agent.
@@ -25,7 +25,7 @@ type Agent struct {
 	cmd     *exec.Cmd
 	args    []string
 	bin     string
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 	stopped bool
 }
 
@@ -137,7 +137,7 @@ func (a *Agent) Stop() {
 // Restart starts the agent again on the same ports (a dev agent comes back
 // empty) and waits for it to have a leader.
 func (a *Agent) Restart() error {
-	a.out = &syncBuffer{}
+	a.out = &syncbuf.Buffer{}
 	a.cmd = exec.Command(a.bin, a.args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	if err := a.cmd.Start(); err != nil {
@@ -153,21 +153,4 @@ func (a *Agent) Restart() error {
 	}
 	a.Stop()
 	return fmt.Errorf("consul did not elect a leader in 30s:\n%s", a.out.String())
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

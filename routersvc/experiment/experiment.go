@@ -21,17 +21,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/adrank/adrank/platform/names"
 )
 
 // Prefix is the Consul KV prefix of experiment documents.
 const Prefix = "adrank/experiments/"
 
 // Name is what a domain or version looks like.
-var Name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+var Name = names.Pattern
 
 // Experiment is one domain's document.
 type Experiment struct {

@@ -82,13 +82,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	r.lab = lab.New(lab.Options{
 		Store: st, Log: quiet, Window: o.window, Refresh: 50 * time.Millisecond, Scorer: router.Scorer{Down: r.pipe},
-		Experiments: func() map[string]lab.Domain {
-			out := map[string]lab.Domain{}
-			for name, d := range r.table.Snapshot().Domains {
-				out[name] = router.LabDomain(d)
-			}
-			return out
-		},
+		Experiments: router.LabDomains(r.table),
 		SetExperiment: func(_ context.Context, domain string, doc []byte) error {
 			r.experiment(domain, string(doc))
 			return nil

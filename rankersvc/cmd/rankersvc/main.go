@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"regexp"
 	"syscall"
 
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/ml/model"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/names"
 	"github.com/adrank/adrank/platform/service"
 	"github.com/adrank/adrank/rankersvc/ranker"
 )
@@ -26,10 +26,6 @@ type options struct {
 	service.Flags
 	domain, version, model string
 }
-
-// name is what a domain or version may look like: it ends up in Consul tags,
-// KV keys and URLs.
-var name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
 func main() {
 	var o options
@@ -49,11 +45,11 @@ func main() {
 
 func (o options) validate() error {
 	var errs []error
-	if !name.MatchString(o.domain) {
-		errs = append(errs, fmt.Errorf("--domain %q: want %s", o.domain, name))
+	if !names.Valid(o.domain) {
+		errs = append(errs, fmt.Errorf("--domain %q: want %s", o.domain, names.Pattern))
 	}
-	if !name.MatchString(o.version) {
-		errs = append(errs, fmt.Errorf("--version %q: want %s", o.version, name))
+	if !names.Valid(o.version) {
+		errs = append(errs, fmt.Errorf("--version %q: want %s", o.version, names.Pattern))
 	}
 	if o.model == "" {
 		errs = append(errs, errors.New("--model is required"))

@@ -79,13 +79,7 @@ func run(ctx context.Context, o options) error {
 	disc := router.NewConsul(client, log)
 	lb := lab.New(lab.Options{
 		Store: st, Log: log, Window: o.window, Scorer: router.Scorer{Down: disc},
-		Experiments: func() map[string]lab.Domain {
-			out := map[string]lab.Domain{}
-			for name, d := range disc.Table.Snapshot().Domains {
-				out[name] = router.LabDomain(d)
-			}
-			return out
-		},
+		Experiments:   router.LabDomains(disc.Table),
 		SetExperiment: disc.SetExperiment,
 	})
 	srv, err := service.New(o.Options(consulx.RouterService, log))

@@ -49,6 +49,17 @@ func NewServer(table *routing.Table, down Downstream, lb *lab.Lab, budget time.D
 	return &Server{table: table, down: down, lab: lb, budget: budget, log: log}
 }
 
+// LabDomains lists the table's domains as the lab sees them (lab.Options.Experiments).
+func LabDomains(t *routing.Table) func() map[string]lab.Domain {
+	return func() map[string]lab.Domain {
+		out := map[string]lab.Domain{}
+		for name, d := range t.Snapshot().Domains {
+			out[name] = LabDomain(d)
+		}
+		return out
+	}
+}
+
 // LabDomain is what the lab needs of a routing domain.
 func LabDomain(d *routing.Domain) lab.Domain {
 	return lab.Domain{Production: d.ProductionVersion(), Exp: d.Experiment, ExpRaw: d.ExperimentRaw, Healthy: d.Healthy}

@@ -134,13 +134,7 @@ func newLab(t *testing.T, log *slog.Logger, table *routing.Table) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: func() map[string]lab.Domain {
-		out := map[string]lab.Domain{}
-		for name, d := range table.Snapshot().Domains {
-			out[name] = LabDomain(d)
-		}
-		return out
-	}})
+	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: LabDomains(table)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = lb.Run(ctx); close(done) }()

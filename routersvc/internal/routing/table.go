@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/kvconfig"
+	"github.com/adrank/adrank/platform/names"
 	"github.com/adrank/adrank/routersvc/experiment"
 )
 
@@ -26,7 +26,7 @@ import (
 const ConfigPrefix = "adrank/domains/"
 
 // Name is what a domain or version looks like.
-var Name = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+var Name = names.Pattern
 
 // Config is a domain's JSON document at ConfigPrefix + domain:
 //
