@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -251,6 +253,39 @@ func TestPipeline(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("monolith mode gives the same answers", func(t *testing.T) {
+		ports, err := consultest.FreePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+		c.start("routersvc", "--monolith", "--listen", addr, "--state-file", filepath.Join(t.TempDir(), "mono.db"))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		mono := routerv1.NewRouterServiceClient(cc)
+		for i, domain := range []string{"feed", "stories", "feed"} {
+			req := rankRequest(fmt.Sprintf("req-mono-%d", i), domain)
+			req.UserId = fmt.Sprintf("u%d", 100+i)
+			want, err := rank(t, c, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got *routerv1.RankResponse
+			eventually(t, 10*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				got, err = mono.Rank(ctx, req)
+				return err
+			})
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("%s: monolith differs from microservices (-micro +mono):\n%s", domain, diff)
+			}
+		}
 	})
 
 	t.Run("list domains over REST", func(t *testing.T) {

@@ -30,6 +30,8 @@ type Options struct {
 	Tags  []string
 	Meta  map[string]string
 	Log   *slog.Logger
+	// Standalone serves without registering in Consul (monolith mode).
+	Standalone bool
 }
 
 // Server is a listening, not yet serving, instance.
@@ -96,7 +98,9 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	log.Info("serving", "addr", s.Addr(), "name", s.opts.Name)
-	g.Go(func() error { return s.reg.Run(gctx) })
+	if !s.opts.Standalone {
+		g.Go(func() error { return s.reg.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.drain()
@@ -109,11 +113,13 @@ func (s *Server) drain() {
 	log := s.opts.Log
 	log.Info("shutting down: not serving, deregistering, draining", "grace", s.opts.Grace.String())
 	s.health.Shutdown() // every service NOT_SERVING
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if err := s.reg.Deregister(ctx); err != nil {
-		log.Warn("deregister failed; consul will reap the instance", "error", err)
+	if !s.opts.Standalone {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := s.reg.Deregister(ctx); err != nil {
+			log.Warn("deregister failed; consul will reap the instance", "error", err)
+		}
+		cancel()
 	}
-	cancel()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

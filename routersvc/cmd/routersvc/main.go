@@ -3,25 +3,35 @@
 // auction. It finds every service through Consul, registers itself as
 // adrank-router, and keeps experiment state in a bbolt file (default) or
 // Redis (--redis-addr, for several replicas).
+//
+// With --monolith it runs the whole pipeline in its own process instead:
+// featuresvc's world, a ranker for every model file under --models and the
+// auction, called in-process, with no network hop and no Consul. The domains'
+// production versions come from --production (default: v1 everywhere).
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
+	"github.com/adrank/adrank/routersvc/internal/inproc"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/router"
+	"github.com/adrank/adrank/routersvc/internal/routing"
 	"github.com/adrank/adrank/routersvc/internal/store"
 )
 
@@ -31,6 +41,9 @@ type options struct {
 	stateFile string
 	redisAddr string
 	window    time.Duration
+	monolith  bool
+	models    string
+	prod      string
 }
 
 func main() {
@@ -41,6 +54,9 @@ func main() {
 	fs.StringVar(&o.stateFile, "state-file", ".data/router.db", "experiment state file (bbolt), when --redis-addr is empty")
 	fs.StringVar(&o.redisAddr, "redis-addr", "", "Redis host:port for experiment state shared by several router replicas")
 	fs.DurationVar(&o.window, "attribution-window", 24*time.Hour, "how long an impression can be joined to click and conversion events")
+	fs.BoolVar(&o.monolith, "monolith", false, "run features, rankers and the auction in this process, without Consul")
+	fs.StringVar(&o.models, "models", "models", "with --monolith: serve every model file <dir>/<domain>/<version>.json")
+	fs.StringVar(&o.prod, "production", "", "with --monolith: production versions, e.g. feed=v2,stories=v1 (default v1 for each domain)")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -62,6 +78,48 @@ func openStore(ctx context.Context, o options) (store.Store, error) {
 	return store.OpenBolt(o.stateFile)
 }
 
+// monolith builds the in-process pipeline and its routing table.
+func monolith(o options, log *slog.Logger) (*inproc.Pipeline, *routing.Table, error) {
+	w, err := world.New(world.DefaultConfig())
+	if err != nil {
+		return nil, nil, err
+	}
+	pipe := inproc.New(w, log)
+	served, err := pipe.LoadModels(o.models)
+	if err != nil {
+		return nil, nil, err
+	}
+	prod := map[string]string{}
+	for _, dv := range served {
+		d, _, _ := strings.Cut(dv, "/")
+		prod[d] = "v1"
+	}
+	if o.prod != "" {
+		for _, kv := range strings.Split(o.prod, ",") {
+			d, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, nil, fmt.Errorf("--production %q: want domain=version,...", o.prod)
+			}
+			prod[d] = v
+		}
+	}
+	table := routing.NewTable(log, nil)
+	table.SetRankers(pipe.Instances())
+	configs := map[string][]byte{}
+	for d, v := range prod {
+		configs[d] = []byte(fmt.Sprintf(`{"production": %q}`, v))
+	}
+	table.SetConfigs(configs)
+	table.SetExperiments(nil)
+	for d := range prod {
+		if e := table.Snapshot().Domains[d].ConfigError; e != "" {
+			return nil, nil, fmt.Errorf("--production: %s", e)
+		}
+	}
+	log.Info("monolith mode: serving in-process", "models", served, "production", prod)
+	return pipe, table, nil
+}
+
 func run(ctx context.Context, o options) error {
 	if o.budget <= 0 || o.window <= 0 {
 		return fmt.Errorf("--budget %v and --attribution-window %v: want > 0", o.budget, o.window)
@@ -76,31 +134,47 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer st.Close()
-	disc := router.NewConsul(client, log)
+	var (
+		down   router.Downstream
+		table  *routing.Table
+		watch  func(context.Context) error
+		setExp func(context.Context, string, []byte) error
+		sopts  = o.Options(consulx.RouterService, log)
+	)
+	if o.monolith {
+		pipe, t, err := monolith(o, log)
+		if err != nil {
+			return err
+		}
+		down, table, sopts.Standalone = pipe, t, true
+		watch = func(ctx context.Context) error { <-ctx.Done(); return nil }
+	} else {
+		disc := router.NewConsul(client, log)
+		down, table, watch, setExp = disc, disc.Table, disc.Run, disc.SetExperiment
+	}
 	lb := lab.New(lab.Options{
-		Store: st, Log: log, Window: o.window, Scorer: router.Scorer{Down: disc},
-		Experiments:   router.LabDomains(disc.Table),
-		SetExperiment: disc.SetExperiment,
+		Store: st, Log: log, Window: o.window, Scorer: router.Scorer{Down: down},
+		Experiments: router.LabDomains(table), SetExperiment: setExp,
 	})
-	srv, err := service.New(o.Options(consulx.RouterService, log))
+	srv, err := service.New(sopts)
 	if err != nil {
 		return err
 	}
-	routerv1.RegisterRouterServiceServer(srv.GRPC(), router.NewServer(disc.Table, disc, lb, o.budget, log))
+	routerv1.RegisterRouterServiceServer(srv.GRPC(), router.NewServer(table, down, lb, o.budget, log))
 
 	// The lab outlives the server's drain, so that the impressions of the
 	// last requests are written: it stops when the server has stopped.
 	labCtx, stopLab := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLab()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return disc.Run(gctx) })
+	g.Go(func() error { return watch(gctx) })
 	labDone := make(chan error, 1)
 	go func() { labDone <- lb.Run(labCtx) }()
 	g.Go(func() error {
 		defer stopLab()
 		// Ready only once the catalog and the domain configs have been read.
 		select {
-		case <-disc.Table.Synced():
+		case <-table.Synced():
 		case <-gctx.Done():
 			return nil
 		}
