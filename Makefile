@@ -52,7 +52,8 @@ simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving,
 
 FUZZTIME ?= 10s
 # package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
-FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse
+FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse ./routersvc/experiment:FuzzParse \
+  ./routersvc/internal/router:FuzzRankRequestJSON ./routersvc/internal/router:FuzzEventsJSON
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (10s)

@@ -599,6 +599,32 @@ func TestDiscovery(t *testing.T) {
 		}
 	})
 
+	t.Run("featuresvc down: Rank answers from default features, flagged degraded", func(t *testing.T) {
+		for _, p := range c.procs {
+			if p.name == "featuresvc" {
+				if err := p.cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		eventually(t, 3*time.Second, func() error {
+			resp, err := rank(t, c, rankRequest("req-degraded", "feed"))
+			if err != nil {
+				return err
+			}
+			if !resp.GetDegraded() {
+				return fmt.Errorf("not degraded")
+			}
+			return nil
+		})
+		for i := range 20 {
+			resp, err := rank(t, c, rankRequest(fmt.Sprintf("req-degraded-%d", i), "feed"))
+			if err != nil || !resp.GetDegraded() || len(resp.GetResults()) != 3 {
+				t.Fatalf("request %d: %v %v", i, resp, err)
+			}
+		}
+	})
+
 	t.Run("no healthy production instance is UNAVAILABLE (503)", func(t *testing.T) {
 		insts := c.rankerInstances("stories", "v1", true)
 		if len(insts) != 1 {

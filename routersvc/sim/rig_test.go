@@ -94,7 +94,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 
 	lis := bufconn.Listen(1 << 20)
 	srv, _ := grpcx.NewServer(quiet)
-	routerv1.RegisterRouterServiceServer(srv, router.NewServer(r.table, r.pipe, r.lab, 5*time.Second, quiet))
+	routerv1.RegisterRouterServiceServer(srv, router.NewServer(r.table, r.pipe, r.lab, router.Limits{Budget: 5 * time.Second}, quiet))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),

@@ -42,8 +42,11 @@ type options struct {
 	redisAddr string
 	window    time.Duration
 	monolith  bool
-	models    string
-	prod      string
+	// limits
+	featuresTimeout time.Duration
+	maxInflight     int
+	models          string
+	prod            string
 }
 
 func main() {
@@ -54,6 +57,8 @@ func main() {
 	fs.StringVar(&o.stateFile, "state-file", ".data/router.db", "experiment state file (bbolt), when --redis-addr is empty")
 	fs.StringVar(&o.redisAddr, "redis-addr", "", "Redis host:port for experiment state shared by several router replicas")
 	fs.DurationVar(&o.window, "attribution-window", 24*time.Hour, "how long an impression can be joined to click and conversion events")
+	fs.DurationVar(&o.featuresTimeout, "features-timeout", 100*time.Millisecond, "features call timeout; past it Rank answers from default features, flagged degraded")
+	fs.IntVar(&o.maxInflight, "max-inflight", 512, "concurrent Rank calls before the excess is refused with RESOURCE_EXHAUSTED (0: no bound)")
 	fs.BoolVar(&o.monolith, "monolith", false, "run features, rankers and the auction in this process, without Consul")
 	fs.StringVar(&o.models, "models", "models", "with --monolith: serve every model file <dir>/<domain>/<version>.json")
 	fs.StringVar(&o.prod, "production", "", "with --monolith: production versions, e.g. feed=v2,stories=v1 (default v1 for each domain)")
@@ -160,7 +165,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	routerv1.RegisterRouterServiceServer(srv.GRPC(), router.NewServer(table, down, lb, o.budget, log))
+	limits := router.Limits{Budget: o.budget, FeaturesTimeout: o.featuresTimeout, MaxInflight: o.maxInflight}
+	routerv1.RegisterRouterServiceServer(srv.GRPC(), router.NewServer(table, down, lb, limits, log))
 
 	// The lab outlives the server's drain, so that the impressions of the
 	// last requests are written: it stops when the server has stopped.

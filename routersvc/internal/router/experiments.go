@@ -29,6 +29,13 @@ var eventResults = map[int]routerv1.EventResult{
 
 // ReportEvents implements RouterService.
 func (s *Server) ReportEvents(ctx context.Context, req *routerv1.ReportEventsRequest) (*routerv1.ReportEventsResponse, error) {
+	if err := validateEvents(req); err != nil {
+		return nil, err
+	}
+	return s.reportEvents(ctx, req)
+}
+
+func validateEvents(req *routerv1.ReportEventsRequest) error {
 	var v violations
 	switch n := len(req.GetEvents()); {
 	case n == 0:
@@ -57,9 +64,10 @@ func (s *Server) ReportEvents(ctx context.Context, req *routerv1.ReportEventsReq
 			v.add(f+".event_id", "longer than %d bytes", MaxIDLength)
 		}
 	}
-	if err := v.err(); err != nil {
-		return nil, err
-	}
+	return v.err()
+}
+
+func (s *Server) reportEvents(ctx context.Context, req *routerv1.ReportEventsRequest) (*routerv1.ReportEventsResponse, error) {
 	// Events are applied concurrently (each atomically), so that the store
 	// can share transactions among them.
 	results := make([]int, len(req.GetEvents()))

@@ -33,20 +33,36 @@ type Downstream interface {
 	Ranker(domain, version string) (rankerv1.RankerServiceClient, error)
 }
 
+// Limits bound the router's work.
+type Limits struct {
+	// Budget is a Rank call's default deadline (a sooner caller deadline wins).
+	Budget time.Duration
+	// FeaturesTimeout bounds the features call within the budget; past it,
+	// Rank answers from default features, flagged as degraded.
+	FeaturesTimeout time.Duration
+	// MaxInflight bounds concurrent Rank calls; the excess is refused at once
+	// with RESOURCE_EXHAUSTED. 0 means no bound.
+	MaxInflight int
+}
+
 // Server implements RouterService.
 type Server struct {
 	routerv1.UnimplementedRouterServiceServer
-	table  *routing.Table
-	down   Downstream
-	lab    *lab.Lab
-	budget time.Duration
-	log    *slog.Logger
+	table    *routing.Table
+	down     Downstream
+	lab      *lab.Lab
+	limits   Limits
+	inflight chan struct{}
+	log      *slog.Logger
 }
 
-// NewServer returns a router that answers within budget (or the caller's
-// deadline, if sooner) and runs experiments with lb.
-func NewServer(table *routing.Table, down Downstream, lb *lab.Lab, budget time.Duration, log *slog.Logger) *Server {
-	return &Server{table: table, down: down, lab: lb, budget: budget, log: log}
+// NewServer returns a router within limits that runs experiments with lb.
+func NewServer(table *routing.Table, down Downstream, lb *lab.Lab, limits Limits, log *slog.Logger) *Server {
+	s := &Server{table: table, down: down, lab: lb, limits: limits, log: log}
+	if limits.MaxInflight > 0 {
+		s.inflight = make(chan struct{}, limits.MaxInflight)
+	}
+	return s
 }
 
 // LabDomains lists the table's domains as the lab sees them (lab.Options.Experiments).
@@ -77,7 +93,15 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	if err := validate(req); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.budget)
+	if s.inflight != nil {
+		select {
+		case s.inflight <- struct{}{}:
+			defer func() { <-s.inflight }()
+		default:
+			return nil, status.Errorf(codes.ResourceExhausted, "router overloaded: %d requests in flight; retry with backoff", cap(s.inflight))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.limits.Budget)
 	defer cancel()
 	reqID := req.GetRequestId()
 	if reqID == "" {
@@ -98,7 +122,7 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	}
 	a := s.lab.Assign(d.Name, LabDomain(d), req.GetUserId(), reqID)
 
-	feats, err := s.features(ctx, req)
+	feats, degraded, err := s.featuresOrDefaults(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +183,7 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 			Strategy: strategies[a.Strategy], Version: a.Version, OtherVersion: a.Other, Group: a.Group, Propensity: a.Propensity,
 			FallbackReason: a.Fallback, Experiment: a.Experiment, Shadowed: len(a.Shadow) > 0,
 		},
+		Degraded: degraded != "", DegradedReason: degraded,
 	}
 	served := lab.Served{Domain: d.Name, UserID: req.GetUserId(), RequestID: reqID, A: a, Calls: calls}
 	for _, r := range results {
@@ -250,6 +275,36 @@ var deviceNames = map[routerv1.Device]string{
 	routerv1.Device_DEVICE_MOBILE:  "mobile",
 	routerv1.Device_DEVICE_DESKTOP: "desktop",
 	routerv1.Device_DEVICE_TABLET:  "tablet",
+}
+
+// featuresOrDefaults asks featuresvc within FeaturesTimeout. When it is down
+// or too slow, the candidates are ranked from default features (every
+// feature missing: the models' own defaults) and the reason is returned.
+func (s *Server) featuresOrDefaults(ctx context.Context, req *routerv1.RankRequest) (*featuresv1.GetFeaturesResponse, string, error) {
+	fctx := ctx
+	if t := s.limits.FeaturesTimeout; t > 0 {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	feats, err := s.features(fctx, req)
+	if err == nil {
+		return feats, "", nil
+	}
+	if ctx.Err() != nil {
+		return nil, "", err
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+	default:
+		return nil, "", err
+	}
+	s.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", status.Convert(err).Message())
+	defaults := &featuresv1.GetFeaturesResponse{Ads: make([]*featuresv1.AdFeatures, len(req.GetCandidates()))}
+	for i, c := range req.GetCandidates() {
+		defaults.Ads[i] = &featuresv1.AdFeatures{AdId: c.GetAdId()}
+	}
+	return defaults, "features unavailable (" + status.Convert(err).Message() + "): ranked from default features", nil
 }
 
 func (s *Server) features(ctx context.Context, req *routerv1.RankRequest) (*featuresv1.GetFeaturesResponse, error) {

@@ -115,7 +115,7 @@ func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs 
 	lis := bufconn.Listen(1 << 20)
 	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
-	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, time.Second, log))
+	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2}, log))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -193,7 +193,7 @@ func TestRankErrors(t *testing.T) {
 		{name: "unknown domain", edit: func(r *routerv1.RankRequest) { r.Domain = "video" }, code: codes.NotFound, msg: `"video"`},
 		{name: "no healthy production", edit: func(r *routerv1.RankRequest) { r.Domain = "stories" }, code: codes.Unavailable, msg: "no healthy instance"},
 		{name: "no config", edit: func(r *routerv1.RankRequest) { r.Domain = "nocfg" }, code: codes.Unavailable, msg: "adrank/domains/nocfg"},
-		{name: "features down", down: &fakeDown{featuresErr: status.Error(codes.Unavailable, "gone")}, code: codes.Unavailable, msg: "features"},
+		{name: "features reject our request: our fault", down: &fakeDown{featuresErr: status.Error(codes.InvalidArgument, "bad")}, code: codes.Internal, msg: "features"},
 		{name: "ranker rejects our request: our fault", down: &fakeDown{rankerErr: status.Error(codes.InvalidArgument, "bad")}, code: codes.Internal, msg: "ranker feed/v1"},
 		{name: "auction overloaded", down: &fakeDown{auctionErr: status.Error(codes.ResourceExhausted, "busy")}, code: codes.ResourceExhausted, msg: "auction"},
 		{name: "ranker returns too few scores", down: &fakeDown{scores: 1}, code: codes.Internal, msg: "1 scores for 3"},
@@ -259,6 +259,56 @@ func (slowFeatures) GetFeatures(ctx context.Context, _ *featuresv1.GetFeaturesRe
 	}
 	<-ctx.Done()
 	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+// featuresvc down or too slow: Rank still answers, from default features,
+// flagged as degraded.
+func TestRankDegradesWithoutFeatures(t *testing.T) {
+	for name, down := range map[string]Downstream{
+		"down": &fakeDown{featuresErr: status.Error(codes.Unavailable, "no healthy instance")},
+		"slow": &slowDown{fakeDown{}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			client := serve(t, down, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+			start := time.Now()
+			resp, err := client.Rank(context.Background(), request())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !resp.GetDegraded() || !strings.Contains(resp.GetDegradedReason(), "default features") || len(resp.GetResults()) != 1 {
+				t.Errorf("response %v", resp)
+			}
+			if took := time.Since(start); took > 600*time.Millisecond {
+				t.Errorf("took %v with a 200ms features timeout", took)
+			}
+		})
+	}
+}
+
+// Past MaxInflight concurrent calls, the excess is refused at once.
+func TestRankRefusesOverload(t *testing.T) {
+	client := serve(t, &slowDown{fakeDown{}}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	done := make(chan error, 2)
+	for range 2 { // MaxInflight is 2; each waits out the 200ms features timeout
+		go func() {
+			_, err := client.Rank(context.Background(), request())
+			done <- err
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	_, err := client.Rank(context.Background(), request())
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("third concurrent call: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Errorf("refusal took %v", took)
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Errorf("admitted call: %v", err)
+		}
+	}
 }
 
 func TestListDomains(t *testing.T) {

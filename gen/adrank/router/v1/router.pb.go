@@ -726,9 +726,14 @@ type RankResponse struct {
 	// The auction that priced the slots: "gsp", "vcg" or "first_price".
 	AuctionType string `protobuf:"bytes,5,opt,name=auction_type,json=auctionType,proto3" json:"auction_type,omitempty"`
 	// Which version served and how it was chosen.
-	Assignment    *Assignment `protobuf:"bytes,6,opt,name=assignment,proto3" json:"assignment,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Assignment *Assignment `protobuf:"bytes,6,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	// True when a dependency failed and the answer was made without it (e.g.
+	// features unavailable: ranked from default features). The reason says
+	// which.
+	Degraded       bool   `protobuf:"varint,7,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	DegradedReason string `protobuf:"bytes,8,opt,name=degraded_reason,json=degradedReason,proto3" json:"degraded_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -801,6 +806,20 @@ func (x *RankResponse) GetAssignment() *Assignment {
 		return x.Assignment
 	}
 	return nil
+}
+
+func (x *RankResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+func (x *RankResponse) GetDegradedReason() string {
+	if x != nil {
+		return x.DegradedReason
+	}
+	return ""
 }
 
 type ListDomainsRequest struct {
@@ -2537,7 +2556,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
 	"experiment\x18\a \x01(\tR\n" +
 	"experiment\x12\x1a\n" +
-	"\bshadowed\x18\b \x01(\bR\bshadowed\"\xff\x01\n" +
+	"\bshadowed\x18\b \x01(\bR\bshadowed\"\xc4\x02\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2547,7 +2566,9 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\fauction_type\x18\x05 \x01(\tR\vauctionType\x12<\n" +
 	"\n" +
 	"assignment\x18\x06 \x01(\v2\x1c.adrank.router.v1.AssignmentR\n" +
-	"assignment\"\x14\n" +
+	"assignment\x12\x1a\n" +
+	"\bdegraded\x18\a \x01(\bR\bdegraded\x12'\n" +
+	"\x0fdegraded_reason\x18\b \x01(\tR\x0edegradedReason\"\x14\n" +
 	"\x12ListDomainsRequest\"\xa0\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
