@@ -147,6 +147,46 @@ func TestExperiments(t *testing.T) {
 		}
 	})
 
+	t.Run("interleaving and a bandit on the real pipeline", func(t *testing.T) {
+		for _, tc := range []struct{ doc, id string }{
+			{`{"interleave": {"a": "v1", "b": "v2", "fraction": 1}}`, "interleave:v1,v2"},
+			{`{"bandit": {"policy": "epsilon_greedy", "versions": ["v1", "v2"]}}`, "bandit:epsilon_greedy:v1,v2"},
+		} {
+			if out, err := c.adrankctl(t, tc.doc, "experiment", "set", "feed"); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			eventually(t, 2*time.Second, func() error {
+				if id := c.report(t, "feed").GetExperimentId(); id != tc.id {
+					return fmt.Errorf("experiment %q", id)
+				}
+				return nil
+			})
+			res, err := sim.Run(context.Background(), c.router, w, sim.Config{Domain: "feed", Requests: 400, Seed: 12, Concurrency: 4, RequestPrefix: tc.id + "-"})
+			if err != nil || res.Errors != 0 || res.Rejected != 0 {
+				t.Fatalf("%s: %v %+v", tc.id, err, res)
+			}
+			time.Sleep(100 * time.Millisecond)
+			rep := c.report(t, "feed")
+			if in := rep.GetInterleave(); in != nil {
+				if res.ByStrategy[routerv1.Strategy_STRATEGY_INTERLEAVED] != 400 || in.GetWinsA()+in.GetWinsB()+in.GetTies() == 0 {
+					t.Errorf("interleave: %v, strategies %v", in, res.ByStrategy)
+				}
+				if res.ByVersion["v1"] == nil || res.ByVersion["v2"] == nil {
+					t.Errorf("both teams should place ads: %v", res.ByVersion)
+				}
+			}
+			if b := rep.GetBandit(); b != nil {
+				var imps float64
+				for _, a := range b.GetArms() {
+					imps += a.GetImpressions()
+				}
+				if int(imps) != res.Impressions || res.ByStrategy[routerv1.Strategy_STRATEGY_BANDIT] != 400 {
+					t.Errorf("bandit: %v impressions for %d served; %v", imps, res.Impressions, b)
+				}
+			}
+		}
+	})
+
 	t.Run("canary: rollback and promotion through adrankctl", func(t *testing.T) {
 		canary := `{"canary": {"version": "v2", "steps": [20, 100], "stepInterval": "1h"}}`
 		if out, err := c.adrankctl(t, canary, "experiment", "set", "feed"); err != nil {
