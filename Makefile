@@ -12,7 +12,7 @@ GRPC_GATEWAY_VERSION := v2.33.0
 GRPCURL_VERSION      := v1.9.4
 
 TOOLS   := $(CURDIR)/bin/tools
-MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway adrankctl e2e
+MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway adrankctl bench e2e
 BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl
 # A consul on PATH wins; otherwise bin/consul is built from tools/consul (v1.13.9, MPL-2.0).
 CONSUL  := $(or $(shell command -v consul 2>/dev/null),$(CURDIR)/bin/consul)
@@ -27,7 +27,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul tools checkgenerate lint unit simtest fuzz e2e ## Run every check and test (what CI runs)
+test: build consul tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
@@ -58,6 +58,16 @@ FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse ./routersv
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (10s)
 	for t in $(FUZZ_TARGETS); do go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; done
+
+BENCH_FLAGS ?= --duration 3s --runs 3 --rates 250,500,1000,2000
+
+.PHONY: bench
+bench: build consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
+	go run ./bench/cmd/adrankbench $(BENCH_FLAGS)
+
+.PHONY: bench-smoke
+bench-smoke: build consul ## A short run of the pipeline benchmark that proves it works (part of make test)
+	go run ./bench/cmd/adrankbench --smoke
 
 .PHONY: bench-scoring
 bench-scoring: ## Scoring benchmark against XGBoost (needs python3-xgboost); prints a table for BENCHMARKS.md

@@ -1,0 +1,246 @@
+// Command adrankbench benchmarks the pipeline as separate processes on
+// loopback (make bench). It starts Consul and every service from bin/, then
+// for each configuration measures throughput at saturation (closed loop),
+// p50 and p99 at fixed offered rates (open loop, latency measured from the
+// scheduled send time, so a stall is not hidden), and the services' CPU
+// seconds per 1,000 requests (from /proc). Requests carry 50 candidates and
+// 3 slots on feed's GBDT model. It writes the results between markers in
+// BENCHMARKS.md and a latency plot to docs/latency.svg.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/consultest"
+)
+
+type options struct {
+	root     string
+	duration time.Duration
+	rates    []int
+	runs     int
+	smoke    bool
+	out      string
+	svg      string
+}
+
+func main() {
+	var o options
+	var rates string
+	flag.StringVar(&o.root, "root", ".", "repository root (bin/, models/)")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measurement")
+	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
+	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
+	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
+	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
+	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
+	flag.Parse()
+	for _, r := range strings.Split(rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "adrankbench: bad rate %q\n", r)
+			os.Exit(2)
+		}
+		o.rates = append(o.rates, n)
+	}
+	if o.smoke {
+		o.duration, o.rates, o.runs = 700*time.Millisecond, []int{100}, 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "adrankbench:", err)
+		os.Exit(1)
+	}
+}
+
+// proc is one started process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+}
+
+type suite struct {
+	o      options
+	procs  []*proc
+	consul *api.Client
+	addr   map[string]string
+}
+
+func (s *suite) start(name string, env []string, args ...string) (*proc, error) {
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(s.o.root, "bin", name), args...)}
+	p.cmd.Dir = s.o.root
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = io.Discard, &p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+func (s *suite) stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		_ = s.procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range s.procs {
+		done := make(chan struct{})
+		go func() { _ = p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// cpu returns the user+system CPU seconds of the named processes.
+func (s *suite) cpu(names ...string) float64 {
+	var total float64
+	for _, p := range s.procs {
+		if !slices.Contains(names, p.name) || p.cmd.Process == nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends the command name; utime, stime are 14, 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (ut + st) / 100 // USER_HZ
+	}
+	return total
+}
+
+func wait(ctx context.Context, what string, d time.Duration, ok func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := ok()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *suite) setup(ctx context.Context) error {
+	ports, err := consultest.FreePorts(9)
+	if err != nil {
+		return err
+	}
+	p := func(i int) string { return strconv.Itoa(ports[i]) }
+	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "monolith": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8)}
+	bin, err := consulBinary(s.o.root)
+	if err != nil {
+		return err
+	}
+	c := exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "error", "-dns-port", "-1",
+		"-http-port", p(0), "-grpc-port", p(1), "-serf-lan-port", p(2), "-serf-wan-port", p(3), "-server-port", p(4))
+	s.procs = append(s.procs, &proc{name: "consul", cmd: c})
+	if err := c.Start(); err != nil {
+		return err
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = s.addr["consul"]
+	if s.consul, err = api.NewClient(cfg); err != nil {
+		return err
+	}
+	if err := wait(ctx, "consul leader", 30*time.Second, func() error {
+		l, err := s.consul.Status().Leader()
+		if err == nil && l == "" {
+			err = errors.New("no leader")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := s.kv("adrank/domains/feed", `{"production": "v2"}`); err != nil {
+		return err
+	}
+	env := []string{"GOMAXPROCS=1", "CONSUL_HTTP_ADDR=" + s.addr["consul"]}
+	tmp, err := os.MkdirTemp("", "adrankbench")
+	if err != nil {
+		return err
+	}
+	starts := [][]string{
+		{"featuresvc"},
+		{"auctionsvc"},
+		{"rankersvc", "--domain", "feed", "--version", "v2", "--model", "models/feed/v2.json", "--listen", s.addr["ranker"]},
+		{"rankersvc", "--domain", "feed", "--version", "v1", "--model", "models/feed/v1.json"},
+		{"routersvc", "--listen", s.addr["router"], "--state-file", filepath.Join(tmp, "router.db")},
+		{"gateway", "--listen", s.addr["gateway"]},
+		{"routersvc", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")},
+	}
+	for _, a := range starts {
+		if _, err := s.start(a[0], env, append(a[1:], "--log-level", "WARN")...); err != nil {
+			return err
+		}
+	}
+	return wait(ctx, "gateway healthy", 30*time.Second, func() error {
+		resp, err := http.Get("http://" + s.addr["gateway"] + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("healthz %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+func (s *suite) kv(key, value string) error {
+	_, err := s.consul.KV().Put(&api.KVPair{Key: key, Value: []byte(value)}, nil)
+	return err
+}
+
+func consulBinary(root string) (string, error) {
+	if b := os.Getenv("CONSUL_BIN"); b != "" {
+		return b, nil
+	}
+	if b, err := exec.LookPath("consul"); err == nil {
+		return b, nil
+	}
+	b := filepath.Join(root, "bin", "consul")
+	_, err := os.Stat(b)
+	return b, err
+}
+
+// request is a Rank request with 50 feed candidates and 3 slots.
+func request(rng *rand.Rand, n int) *routerv1.RankRequest {
+	req := &routerv1.RankRequest{RequestId: fmt.Sprintf("bench-%d-%d", n, rng.Uint64()), UserId: fmt.Sprintf("u%d", 1+rng.IntN(5000)),
+		Domain: "feed", Slots: 3, Context: &routerv1.RequestContext{Device: routerv1.Device_DEVICE_MOBILE, Country: "US"}}
+	for _, i := range rng.Perm(1000)[:50] {
+		req.Candidates = append(req.Candidates, &routerv1.Candidate{AdId: fmt.Sprintf("ad%d", i+1), AdvertiserId: "adv1", BidMicros: 100_000 + rng.Int64N(900_000)})
+	}
+	return req
+}
+
+// call is one request against a configuration.
+type call func(ctx context.Context, rng *rand.Rand, n int) error

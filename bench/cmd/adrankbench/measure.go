@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+)
+
+// config is one benchmarked configuration.
+type config struct {
+	name  string
+	setup func() error // e.g. the experiment it needs
+	call  call
+	cpu   []string // the processes whose CPU it uses
+}
+
+// result is one configuration's medians.
+type result struct {
+	name       string
+	saturation float64 // requests/s
+	p50, p99   map[int]float64
+	cpuPer1000 float64
+	errors     int
+}
+
+// saturate runs a closed loop of workers for d and returns completed
+// requests per second and errors.
+func saturate(ctx context.Context, c call, workers int, d time.Duration) (float64, int) {
+	var done, failed atomic.Int64
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for n := 0; ctx.Err() == nil; n++ {
+				if err := c(context.Background(), rng, n); err != nil {
+					failed.Add(1)
+				} else {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(done.Load()) / time.Since(start).Seconds(), int(failed.Load())
+}
+
+// openLoop offers rate requests/s for d and returns latency percentiles in
+// ms, measured from each request's scheduled send time.
+func openLoop(ctx context.Context, c call, rate int, d time.Duration) (p50, p99 float64, failed int) {
+	interval := time.Second / time.Duration(rate)
+	total := int(d / interval)
+	lat := make([]float64, 0, total)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs atomic.Int64
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(uint64(rate), 2))
+	for n := range total {
+		at := start.Add(time.Duration(n) * interval)
+		if w := time.Until(at); w > 0 {
+			time.Sleep(w)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		r := rand.New(rand.NewPCG(rng.Uint64(), uint64(n)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c(context.Background(), r, n)
+			ms := float64(time.Since(at).Microseconds()) / 1000
+			if err != nil {
+				errs.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, ms)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	q := func(p float64) float64 {
+		if len(lat) == 0 {
+			return math.NaN()
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	return q(0.5), q(0.99), int(errs.Load())
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func (s *suite) configs() ([]config, func(), error) {
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	router, err := dial(s.addr["router"])
+	if err != nil {
+		return nil, nil, err
+	}
+	mono, err := dial(s.addr["monolith"])
+	if err != nil {
+		return nil, nil, err
+	}
+	rk, err := dial(s.addr["ranker"])
+	if err != nil {
+		return nil, nil, err
+	}
+	closeAll := func() { router.Close(); mono.Close(); rk.Close() }
+	rank := func(cc *grpc.ClientConn) call {
+		client := routerv1.NewRouterServiceClient(cc)
+		return func(ctx context.Context, rng *rand.Rand, n int) error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := client.Rank(ctx, request(rng, n))
+			return err
+		}
+	}
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}, Timeout: 2 * time.Second}
+	rest := func(ctx context.Context, rng *rand.Rand, n int) error {
+		body, err := protojson.Marshal(request(rng, n))
+		if err != nil {
+			return err
+		}
+		resp, err := httpc.Post("http://"+s.addr["gateway"]+"/v1/rank", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = bytes.NewBuffer(nil).ReadFrom(resp.Body)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		return nil
+	}
+	// The ranker alone scores the features featuresvc would give, fetched
+	// once per distinct request shape up front.
+	direct, err := s.directScorer(rk)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	micro := []string{"featuresvc", "auctionsvc", "rankersvc", "routersvc"}
+	exp := func(doc string) func() error {
+		return func() error {
+			if err := s.kv("adrank/experiments/feed", doc); err != nil {
+				return err
+			}
+			time.Sleep(500 * time.Millisecond) // hot reload
+			return nil
+		}
+	}
+	none := exp(`{}`)
+	return []config{
+		{name: "gRPC through the router", setup: none, call: rank(router), cpu: micro},
+		{name: "REST through the gateway", setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
+		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`), call: rank(router), cpu: micro},
+		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`), call: rank(router), cpu: micro},
+		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc"}},
+		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc"}},
+	}, closeAll, nil
+}
+
+func (s *suite) directScorer(rk *grpc.ClientConn) (call, error) {
+	fc, err := grpc.NewClient(s.featuresAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer fc.Close()
+	features := featuresv1.NewFeatureServiceClient(fc)
+	rng := rand.New(rand.NewPCG(9, 9))
+	var reqs []*rankerv1.ScoreRequest
+	for n := range 64 {
+		r := request(rng, n)
+		ids := make([]string, len(r.GetCandidates()))
+		for i, c := range r.GetCandidates() {
+			ids[i] = c.GetAdId()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f, err := features.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: r.GetUserId(), AdIds: ids, Context: &featuresv1.RequestContext{Device: "mobile", Country: "US"}})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("features for the direct ranker load: %w", err)
+		}
+		sr := &rankerv1.ScoreRequest{Shared: f.GetShared()}
+		for _, a := range f.GetAds() {
+			sr.Candidates = append(sr.Candidates, &rankerv1.ScoreCandidate{AdId: a.GetAdId(), Features: a.GetFeatures()})
+		}
+		reqs = append(reqs, sr)
+	}
+	client := rankerv1.NewRankerServiceClient(rk)
+	return func(ctx context.Context, rng *rand.Rand, n int) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := client.Score(ctx, reqs[rng.IntN(len(reqs))])
+		return err
+	}, nil
+}
+
+// featuresAddr finds featuresvc in Consul.
+func (s *suite) featuresAddr() string {
+	entries, _, err := s.consul.Health().Service("adrank-feature", "", true, nil)
+	if err != nil || len(entries) == 0 {
+		return "127.0.0.1:1"
+	}
+	e := entries[0]
+	return fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
+}
+
+func (s *suite) measure(ctx context.Context, c config) (result, error) {
+	r := result{name: c.name, p50: map[int]float64{}, p99: map[int]float64{}}
+	if err := c.setup(); err != nil {
+		return r, err
+	}
+	// Warm up connections and caches.
+	saturate(ctx, c.call, 16, 300*time.Millisecond)
+	var sats, cpus []float64
+	for range s.o.runs {
+		before := s.cpu(c.cpu...)
+		start := time.Now()
+		tput, failed := saturate(ctx, c.call, 64, s.o.duration)
+		n := tput * time.Since(start).Seconds()
+		sats = append(sats, tput)
+		cpus = append(cpus, (s.cpu(c.cpu...)-before)/n*1000)
+		r.errors += failed
+	}
+	r.saturation, r.cpuPer1000 = median(sats), median(cpus)
+	for _, rate := range s.o.rates {
+		var p50s, p99s []float64
+		for range s.o.runs {
+			p50, p99, failed := openLoop(ctx, c.call, rate, s.o.duration)
+			p50s, p99s = append(p50s, p50), append(p99s, p99)
+			r.errors += failed
+		}
+		r.p50[rate], r.p99[rate] = median(p50s), median(p99s)
+	}
+	return r, ctx.Err()
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+		}
+	}
+	return "unknown CPU"
+}

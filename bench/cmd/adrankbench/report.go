@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+)
+
+func run(ctx context.Context, o options) error {
+	s := &suite{o: o}
+	defer s.stop()
+	if err := s.setup(ctx); err != nil {
+		return err
+	}
+	configs, closeAll, err := s.configs()
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	var results []result
+	for _, c := range configs {
+		r, err := s.measure(ctx, c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000  p99 %v  errors %d\n", r.name, r.saturation, r.cpuPer1000, r.p99, r.errors)
+		results = append(results, r)
+	}
+	down, err := s.downstreamP50(ctx, refRate(o.rates))
+	if err != nil {
+		return err
+	}
+	md := s.markdown(results, down)
+	if o.smoke {
+		fmt.Println(md)
+		for _, r := range results {
+			if r.saturation <= 0 || r.errors > 0 {
+				return fmt.Errorf("smoke: %s: %.0f req/s, %d errors", r.name, r.saturation, r.errors)
+			}
+		}
+		return nil
+	}
+	if err := writeSection(o.out, md); err != nil {
+		return err
+	}
+	return writeSVG(o.svg, results, o.rates)
+}
+
+// refRate is the rate ratios are taken at: 1,000 req/s when measured.
+func refRate(rates []int) int {
+	for _, r := range rates {
+		if r == 1000 {
+			return r
+		}
+	}
+	return rates[0]
+}
+
+// downstreamP50 measures featuresvc and auctionsvc alone at rate, for the
+// router's overhead (the ranker's comes from its own configuration).
+func (s *suite) downstreamP50(ctx context.Context, rate int) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, svc := range []string{"adrank-feature", "adrank-auction"} {
+		entries, _, err := s.consul.Health().Service(svc, "", true, nil)
+		if err != nil || len(entries) == 0 {
+			return nil, fmt.Errorf("%s not found", svc)
+		}
+		cc, err := grpc.NewClient(fmt.Sprintf("%s:%d", entries[0].Service.Address, entries[0].Service.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		var c call
+		if svc == "adrank-feature" {
+			fc := featuresv1.NewFeatureServiceClient(cc)
+			c = func(ctx context.Context, rng *rand.Rand, n int) error {
+				r := request(rng, n)
+				ids := make([]string, len(r.GetCandidates()))
+				for i, cd := range r.GetCandidates() {
+					ids[i] = cd.GetAdId()
+				}
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err := fc.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: r.GetUserId(), AdIds: ids, Context: &featuresv1.RequestContext{Device: "mobile"}})
+				return err
+			}
+		} else {
+			ac := auctionv1.NewAuctionServiceClient(cc)
+			c = func(ctx context.Context, rng *rand.Rand, n int) error {
+				r := request(rng, n)
+				ar := &auctionv1.RunAuctionRequest{Domain: "feed", Slots: 3}
+				for _, cd := range r.GetCandidates() {
+					ar.Bids = append(ar.Bids, &auctionv1.Bid{AdId: cd.GetAdId(), BidMicros: cd.GetBidMicros(), Pctr: rng.Float64() * 0.2})
+				}
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err := ac.RunAuction(ctx, ar)
+				return err
+			}
+		}
+		p50, _, _ := openLoop(ctx, c, rate, s.o.duration)
+		cc.Close()
+		out[svc] = p50
+	}
+	return out, nil
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+func (s *suite) markdown(rs []result, down map[string]float64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Command: `make bench` (`bench/cmd/adrankbench`), %s. Machine: %d CPU %s, %s. Services run with GOMAXPROCS=1; the load generator shares the machine.\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), cpuModel(), runtime.Version())
+	fmt.Fprintf(&b, "Each figure is the median of %d runs of %v. Requests: 50 candidates, 3 slots, `feed` with its GBDT (v2). Saturation: 64 concurrent clients, closed loop. Latency: open loop at the offered rate, measured from each request's scheduled send time.\n\n", s.o.runs, s.o.duration)
+	b.WriteString("| configuration | saturation (req/s) | CPU s per 1,000 req |")
+	for _, r := range s.o.rates {
+		fmt.Fprintf(&b, " p50 / p99 ms at %d/s |", r)
+	}
+	b.WriteString("\n|---|---|---|" + strings.Repeat("---|", len(s.o.rates)) + "\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d. %s | %.0f | %.2f |", indexOf(rs, r.name)+1, r.name, r.saturation, r.cpuPer1000)
+		for _, rate := range s.o.rates {
+			fmt.Fprintf(&b, " %.2f / %.2f |", r.p50[rate], r.p99[rate])
+		}
+		b.WriteString("\n")
+	}
+	ref := refRate(s.o.rates)
+	grpcR, rest, shadow, mono, ranker := rs[0], rs[1], rs[2], rs[4], rs[5]
+	overhead := grpcR.p50[ref] - down["adrank-feature"] - ranker.p50[ref] - down["adrank-auction"]
+	fmt.Fprintf(&b, "\nRatios and targets (p99 at %d req/s):\n\n", ref)
+	fmt.Fprintf(&b, "| measure | value | target | |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| gRPC p99 at %d req/s | %.2f ms | ≤ 2 ms at 1,000 req/s | %s |\n", ref, grpcR.p99[ref], verdict(ref == 1000 && grpcR.p99[ref] <= 2))
+	fmt.Fprintf(&b, "| gRPC throughput at saturation | %.0f req/s | ≥ 4,000 req/s | %s |\n", grpcR.saturation, verdict(grpcR.saturation >= 4000))
+	fmt.Fprintf(&b, "| microservices / monolith throughput | %.2f | ≥ 0.50 | %s |\n", grpcR.saturation/mono.saturation, verdict(grpcR.saturation/mono.saturation >= 0.5))
+	fmt.Fprintf(&b, "| shadow-on / shadow-off p99 | %.2f | ≤ 1.05 | %s |\n", shadow.p99[ref]/grpcR.p99[ref], verdict(shadow.p99[ref]/grpcR.p99[ref] <= 1.05))
+	fmt.Fprintf(&b, "| REST / gRPC p99 | %.2f | ≤ 1.30 | %s |\n", rest.p99[ref]/grpcR.p99[ref], verdict(rest.p99[ref]/grpcR.p99[ref] <= 1.30))
+	fmt.Fprintf(&b, "| router overhead: end-to-end p50 minus the p50s of features (%.2f), ranker (%.2f) and auction (%.2f) called alone, at %d req/s | %.2f ms | | |\n",
+		down["adrank-feature"], ranker.p50[ref], down["adrank-auction"], ref, overhead)
+	return b.String()
+}
+
+func indexOf(rs []result, name string) int {
+	for i, r := range rs {
+		if r.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func writeSection(path, md string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+	s := string(b)
+	i, j := strings.Index(s, start), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section", path, start, end)
+	}
+	s = s[:i+len(start)] + "\n" + md + "\n" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// writeSVG plots p99 latency against the offered rate, one line per
+// configuration.
+func writeSVG(path string, rs []result, rates []int) error {
+	const w, h, left, bottom, top, right = 760, 420, 60, 50, 20, 250
+	maxY := 0.0
+	for _, r := range rs {
+		for _, rate := range rates {
+			maxY = math.Max(maxY, r.p99[rate])
+		}
+	}
+	maxY = math.Ceil(maxY)
+	maxX := float64(rates[len(rates)-1])
+	x := func(v float64) float64 { return left + v/maxX*(w-left-right) }
+	y := func(v float64) float64 { return h - bottom - v/maxY*(h-bottom-top) }
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n",
+		left, h-bottom, w-right, h-bottom, left, top, left, h-bottom)
+	for i := 0; i <= 4; i++ {
+		v := maxY * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end">%.1f</text><line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#ddd"/>`+"\n", left-6, y(v)+4, v, left, y(v), w-right, y(v))
+	}
+	for _, rate := range rates {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", x(float64(rate)), h-bottom+18, rate)
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered load (requests/s)</text>`+"\n", (w-right+left)/2, h-12)
+	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">p99 latency (ms)</text>`+"\n", (h-bottom+top)/2, (h-bottom+top)/2)
+	for i, r := range rs {
+		var pts []string
+		for _, rate := range rates {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(float64(rate)), y(r.p99[rate])))
+		}
+		c := colors[i%len(colors)]
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%d. %s</text>`+"\n", w-right+12, top+i*20, c, w-right+30, top+i*20+10, i+1, r.name)
+	}
+	b.WriteString("</svg>\n")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
