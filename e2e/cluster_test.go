@@ -81,6 +81,8 @@ type cluster struct {
 	gatewayURL string
 	router     routerv1.RouterServiceClient
 	procs      []*proc
+	routerProc *proc
+	routerArgs []string
 }
 
 // startCluster starts Consul, writes the domain configs, and starts
@@ -109,7 +111,8 @@ func startCluster(t testing.TB, rankers ...[2]string) *cluster {
 	for _, r := range rankers {
 		c.startRanker(r[0], r[1])
 	}
-	c.start("routersvc", "--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db"))
+	c.routerArgs = []string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}
+	c.routerProc = c.start("routersvc", c.routerArgs...)
 	c.start("gateway", "--listen", gatewayAddr)
 	cc, err := grpc.NewClient(c.routerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

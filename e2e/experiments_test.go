@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,5 +331,65 @@ func TestRouterReplicasShareRedis(t *testing.T) {
 		if i == 0 {
 			t.Logf("bandit over two replicas: %v", rep.GetBandit().GetArms())
 		}
+	}
+}
+
+// A router restarted in the middle of an experiment loses and double-counts
+// nothing: after the simulator's events are acknowledged (it resends a
+// failed batch; events are idempotent), the report's counts equal what it
+// was served and sent.
+func TestRouterRestartMidExperiment(t *testing.T) {
+	c := startCluster(t, demoRankers...)
+	c.putKV("adrank/experiments/feed", `{"ab": {"salt": "restart", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`)
+	eventually(t, 5*time.Second, func() error {
+		if id := c.report(t, "feed").GetExperimentId(); id != "ab:restart:v1,v2" {
+			return fmt.Errorf("experiment %q", id)
+		}
+		return nil
+	})
+	w, err := world.New(world.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res *sim.Result
+	simDone := make(chan error, 1)
+	go func() {
+		var err error
+		res, err = sim.Run(context.Background(), c.router, w, sim.Config{Domain: "feed", Requests: 3000, Seed: 31, Concurrency: 2,
+			RequestPrefix: "restart-", EventBatch: 20, Timeout: time.Second})
+		simDone <- err
+	}()
+	time.Sleep(700 * time.Millisecond)
+	if err := c.routerProc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.routerProc.exitCode(t, 15*time.Second); code != 0 {
+		t.Fatalf("router exit code %d", code)
+	}
+	c.routerProc = c.start("routersvc", c.routerArgs...)
+	if err := <-simDone; err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors == 0 || res.Errors == res.Requests {
+		t.Fatalf("the restart should fail some requests and not all: %d of %d", res.Errors, res.Requests)
+	}
+	time.Sleep(200 * time.Millisecond) // impressions are written in batches
+	ab := c.report(t, "feed").GetAb()
+	var imps, clicks, convs float64
+	for _, a := range ab.GetArms() {
+		imps += a.GetImpressions()
+		clicks += a.GetClicks()
+		convs += a.GetConversions()
+	}
+	t.Logf("%d requests, %d failed during the restart; %d impressions, %d clicks, %d conversions served and sent; report %v, %v, %v",
+		res.Requests, res.Errors, res.Impressions, res.Clicks, res.Conversions, imps, clicks, convs)
+	if int(imps) != res.Impressions || int(clicks) != res.Clicks || int(convs) != res.Conversions {
+		t.Errorf("report counts %v impressions, %v clicks, %v conversions; the simulator was served %d and sent %d and %d",
+			imps, clicks, convs, res.Impressions, res.Clicks, res.Conversions)
+	}
+	// Every event is in exactly one acknowledged batch: accepted, or a
+	// duplicate when a resent batch had already been applied.
+	if res.Rejected != 0 || res.Accepted+res.Duplicates != res.Clicks+res.Conversions {
+		t.Errorf("events: accepted %d + duplicates %d, rejected %d; sent %d", res.Accepted, res.Duplicates, res.Rejected, res.Clicks+res.Conversions)
 	}
 }

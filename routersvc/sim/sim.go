@@ -53,6 +53,8 @@ type Config struct {
 	Concurrency int
 	// Timeout bounds each call (default 5s).
 	Timeout time.Duration
+	// RetryFor is how long a failed event batch is resent (default 30s).
+	RetryFor time.Duration
 }
 
 // Tally counts what one version served. Expected is the sum of the true
@@ -93,6 +95,9 @@ func (c *Config) defaults() {
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second
 	}
+	if c.RetryFor == 0 {
+		c.RetryFor = 30 * time.Second
+	}
 }
 
 // Run simulates cfg.Requests requests against c.
@@ -113,13 +118,23 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 		g.Go(func() error {
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)))
 			var events []*routerv1.Event
+			// flush sends the pending events, resending a failed batch (events
+			// are idempotent) until it is acknowledged or RetryFor passes.
 			flush := func() error {
 				if len(events) == 0 {
 					return nil
 				}
-				cctx, cancel := context.WithTimeout(gctx, cfg.Timeout)
-				defer cancel()
-				resp, err := c.ReportEvents(cctx, &routerv1.ReportEventsRequest{Events: events})
+				var resp *routerv1.ReportEventsResponse
+				var err error
+				for start := time.Now(); ; {
+					cctx, cancel := context.WithTimeout(gctx, cfg.Timeout)
+					resp, err = c.ReportEvents(cctx, &routerv1.ReportEventsRequest{Events: events})
+					cancel()
+					if err == nil || gctx.Err() != nil || time.Since(start) > cfg.RetryFor {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 				if err != nil {
 					return fmt.Errorf("report events: %w", err)
 				}
