@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -391,5 +392,52 @@ func TestRouterRestartMidExperiment(t *testing.T) {
 	// duplicate when a resent batch had already been applied.
 	if res.Rejected != 0 || res.Accepted+res.Duplicates != res.Clicks+res.Conversions {
 		t.Errorf("events: accepted %d + duplicates %d, rejected %d; sent %d", res.Accepted, res.Duplicates, res.Rejected, res.Clicks+res.Conversions)
+	}
+}
+
+// kill -9 one of two feed/v1 instances under steady load: no Rank call
+// fails, because UNAVAILABLE is retried on the other instance within the
+// deadline and the dead one leaves routing.
+func TestRankerCrashUnderLoad(t *testing.T) {
+	c := startCluster(t, append(demoRankers, [2]string{"feed/v1", "models/feed/v1.json"})...)
+	insts := c.rankerInstances("feed", "v1", true)
+	if len(insts) != 2 {
+		t.Fatalf("%d feed/v1 instances", len(insts))
+	}
+	victim := c.rankerOnPort(t, insts[0].Service.Port)
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("crash-%d-%d", w, n), "feed"))
+				rcancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	if err := victim.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	cancel()
+	wg.Wait()
+	t.Logf("%d Rank calls succeeded, %d failed around the kill", ok.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d calls failed; first: %v", failed.Load(), firstErr.Load())
+	}
+	if ok.Load() < 100 {
+		t.Errorf("only %d calls: the load was not steady", ok.Load())
 	}
 }
