@@ -48,6 +48,8 @@ type rigOptions struct {
 	// versions are feed's versions and their model files; feed/v1 is
 	// production.
 	versions map[string]string
+	// shadowQueue bounds the shadow queue (0: the default).
+	shadowQueue int
 }
 
 var worldOnce = sync.OnceValues(func() (*world.World, error) { return world.New(world.DefaultConfig()) })
@@ -82,6 +84,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	r.lab = lab.New(lab.Options{
 		Store: st, Log: quiet, Window: o.window, Refresh: 50 * time.Millisecond, Scorer: router.Scorer{Down: r.pipe},
+		ShadowQueue: o.shadowQueue, ShadowWorkers: 1,
 		Experiments: router.LabDomains(r.table),
 		SetExperiment: func(_ context.Context, domain string, doc []byte) error {
 			r.experiment(domain, string(doc))

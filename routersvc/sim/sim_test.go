@@ -401,3 +401,49 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 		t.Error("nothing was counted before the restart")
 	}
 }
+
+// slow wraps a ranker and delays every call.
+type slow struct {
+	rankerv1.RankerServiceServer
+	delay time.Duration
+}
+
+func (s slow) Score(ctx context.Context, in *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.RankerServiceServer.Score(ctx, in)
+}
+
+// A slow shadow never blocks the caller: with a shadow taking 200 ms per
+// request and a queue of 8, every production answer still comes at once,
+// and the overflow is dropped and counted.
+func TestSlowShadowNeverBlocks(t *testing.T) {
+	r := newRig(t, rigOptions{shadowQueue: 8})
+	f, err := model.Load("../../models/feed/v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pipe.SetRanker("feed", "v2", slow{ranker.NewServer("feed", "v2", f), 200 * time.Millisecond})
+	r.experiment("feed", `{"shadow": {"versions": ["v2"], "fraction": 1}}`)
+	var worst time.Duration
+	for i := range 100 {
+		start := time.Now()
+		resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{RequestId: fmt.Sprintf("slow-%d", i), UserId: "u1", Domain: "feed", Slots: 2,
+			Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}, {AdId: "ad2", BidMicros: 900}}})
+		if err != nil || !resp.GetAssignment().GetShadowed() {
+			t.Fatalf("request %d: %v %v", i, resp.GetAssignment(), err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	if worst > 100*time.Millisecond {
+		t.Errorf("the slowest production answer took %v behind a 200ms shadow", worst)
+	}
+	sh := r.report("feed").GetShadow()[0]
+	t.Logf("slowest answer %v; shadow compared %v, dropped %v", worst, sh.GetCompared(), sh.GetDropped())
+	if sh.GetDropped() < 50 {
+		t.Errorf("dropped %v of 100 with a queue of 8 and a 200ms shadow", sh.GetDropped())
+	}
+}
