@@ -90,13 +90,19 @@ type cluster struct {
 // path), the router and the gateway, and waits until the gateway is healthy.
 func startCluster(t testing.TB, rankers ...[2]string) *cluster {
 	t.Helper()
+	return startClusterWith(t, consultest.Start, rankers...)
+}
+
+// startClusterWith starts the cluster on the agent startConsul returns.
+func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Agent, rankers ...[2]string) *cluster {
+	t.Helper()
 	c := &cluster{t: t, root: root(t)}
 	for _, b := range []string{"featuresvc", "rankersvc", "auctionsvc", "routersvc", "gateway"} {
 		if _, err := os.Stat(c.bin(b)); err != nil {
 			t.Fatalf("%s is missing: run `make build` first", c.bin(b))
 		}
 	}
-	c.consul = consultest.Start(t)
+	c.consul = startConsul(t)
 	c.putKV("adrank/domains/feed", `{"production": "v1"}`)
 	c.putKV("adrank/domains/stories", `{"production": "v1"}`)
 	ports, err := consultest.FreePorts(2)

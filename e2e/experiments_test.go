@@ -441,3 +441,73 @@ func TestRankerCrashUnderLoad(t *testing.T) {
 		t.Errorf("only %d calls: the load was not steady", ok.Load())
 	}
 }
+
+// Consul down for 30 s under steady load: no Rank call fails (the router
+// keeps the last known instances and configs), and once the agent is back
+// every service is registered again without a restart.
+func TestConsulOutage(t *testing.T) {
+	c := startClusterWith(t, consultest.StartPersistent, demoRankers...)
+	registered := func() (map[string]int, error) {
+		out := map[string]int{}
+		for _, name := range []string{"adrank-feature", "adrank-ranker", "adrank-auction", "adrank-router"} {
+			entries, _, err := c.consul.Client.Health().Service(name, "", true, nil)
+			if err != nil {
+				return nil, err
+			}
+			out[name] = len(entries)
+		}
+		return out, nil
+	}
+	before, err := registered()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("outage-%d-%d", w, n), "feed"))
+				rcancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	c.consul.Stop()
+	time.Sleep(30 * time.Second)
+	if err := c.consul.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// Every service re-registers on its own, with healthy checks.
+	eventually(t, 30*time.Second, func() error {
+		now, err := registered()
+		if err != nil {
+			return err
+		}
+		for name, n := range before {
+			if now[name] != n {
+				return fmt.Errorf("%s: %d healthy instances, %d before the outage", name, now[name], n)
+			}
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	t.Logf("%d Rank calls succeeded, %d failed across a 30 s Consul outage; registrations %v", ok.Load(), failed.Load(), before)
+	if failed.Load() != 0 {
+		t.Errorf("%d calls failed; first: %v", failed.Load(), firstErr.Load())
+	}
+}

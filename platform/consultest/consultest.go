@@ -79,8 +79,22 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// Start starts a dev agent on free ports and stops it when the test ends.
+// Start starts a dev agent on free ports and stops it when the test ends. A
+// dev agent keeps its state in memory: a restart comes back empty.
 func Start(t testing.TB) *Agent {
+	t.Helper()
+	return start(t, []string{"-dev"})
+}
+
+// StartPersistent starts a single-server agent that keeps its state in a
+// data directory, so that a restart comes back with its KV and catalog, as a
+// production agent does.
+func StartPersistent(t testing.TB) *Agent {
+	t.Helper()
+	return start(t, []string{"-server", "-bootstrap-expect", "1", "-data-dir", t.TempDir(), "-ui=false"})
+}
+
+func start(t testing.TB, mode []string) *Agent {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -93,12 +107,12 @@ func Start(t testing.TB) *Agent {
 	a := &Agent{
 		Addr: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		bin:  bin,
-		args: []string{
-			"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
+		args: append(append([]string{"agent"}, mode...),
+			"-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn",
 			"-http-port", strconv.Itoa(ports[0]), "-dns-port", "-1", "-grpc-port", strconv.Itoa(ports[1]),
 			"-serf-lan-port", strconv.Itoa(ports[2]), "-serf-wan-port", strconv.Itoa(ports[3]),
 			"-server-port", strconv.Itoa(ports[4]),
-		},
+		),
 	}
 	cfg := api.DefaultConfig()
 	cfg.Address = a.Addr
