@@ -202,6 +202,22 @@ func (s *suite) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	// Every service healthy in Consul, then the gateway answering.
+	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 1}
+	if err := wait(ctx, "services healthy in consul", 30*time.Second, func() error {
+		for name, n := range want {
+			entries, _, err := s.consul.Health().Service(name, "", true, nil)
+			if err != nil {
+				return err
+			}
+			if len(entries) < n {
+				return fmt.Errorf("%s: %d healthy, want %d", name, len(entries), n)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	return wait(ctx, "gateway healthy", 30*time.Second, func() error {
 		resp, err := http.Get("http://" + s.addr["gateway"] + "/healthz")
 		if err != nil {

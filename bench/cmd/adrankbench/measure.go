@@ -188,7 +188,11 @@ func (s *suite) configs() ([]config, func(), error) {
 }
 
 func (s *suite) directScorer(rk *grpc.ClientConn) (call, error) {
-	fc, err := grpc.NewClient(s.featuresAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr, err := s.healthyAddr("adrank-feature")
+	if err != nil {
+		return nil, err
+	}
+	fc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
@@ -223,14 +227,17 @@ func (s *suite) directScorer(rk *grpc.ClientConn) (call, error) {
 	}, nil
 }
 
-// featuresAddr finds featuresvc in Consul.
-func (s *suite) featuresAddr() string {
-	entries, _, err := s.consul.Health().Service("adrank-feature", "", true, nil)
-	if err != nil || len(entries) == 0 {
-		return "127.0.0.1:1"
+// healthyAddr finds a healthy instance of a service in Consul.
+func (s *suite) healthyAddr(service string) (string, error) {
+	entries, _, err := s.consul.Health().Service(service, "", true, nil)
+	if err != nil {
+		return "", err
+	}
+	if len(entries) == 0 {
+		return "", fmt.Errorf("no healthy %s in consul", service)
 	}
 	e := entries[0]
-	return fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
+	return fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port), nil
 }
 
 func (s *suite) measure(ctx context.Context, c config) (result, error) {
