@@ -27,7 +27,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
+test: build consul redis tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
@@ -136,6 +136,12 @@ consul: ## Make a consul agent available (PATH, else build v1.13.9 into bin/)
 	  cd tools/consul && GOWORK=off go build -o $(CURDIR)/bin/consul github.com/hashicorp/consul; \
 	fi
 	@$(CONSUL) version | sed -n 1p
+
+.PHONY: redis
+redis: ## Make redis-server available (Debian's package) for the state store tests
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version | cut -d' ' -f1-3
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps bin/tools and bin/consul)

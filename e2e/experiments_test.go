@@ -405,40 +405,52 @@ func TestRankerCrashUnderLoad(t *testing.T) {
 		t.Fatalf("%d feed/v1 instances", len(insts))
 	}
 	victim := c.rankerOnPort(t, insts[0].Service.Port)
-	ctx, cancel := context.WithCancel(context.Background())
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ctx.Err() == nil; n++ {
-				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("crash-%d-%d", w, n), "feed"))
-				rcancel()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
+	stop := c.steadyLoad(4, 0)
 	time.Sleep(time.Second)
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	cancel()
-	wg.Wait()
-	t.Logf("%d Rank calls succeeded, %d failed around the kill", ok.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d calls failed; first: %v", failed.Load(), firstErr.Load())
+	ok, failed, firstErr := stop()
+	t.Logf("%d Rank calls succeeded, %d failed around the kill", ok, failed)
+	if failed != 0 {
+		t.Errorf("%d calls failed; first: %v", failed, firstErr)
 	}
-	if ok.Load() < 100 {
-		t.Errorf("only %d calls: the load was not steady", ok.Load())
+	if ok < 100 {
+		t.Errorf("only %d calls: the load was not steady", ok)
+	}
+}
+
+// steadyLoad sends Rank calls from workers, each pausing between calls,
+// until stop is called; stop returns the successes, the failures and the
+// first failure.
+func (c *cluster) steadyLoad(workers int, pause time.Duration) (stop func() (ok, failed int64, firstErr any)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var okN, failedN atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("load-%d-%d", w, n), "feed"))
+				rcancel()
+				if err != nil {
+					failedN.Add(1)
+					first.CompareAndSwap(nil, err.Error())
+				} else {
+					okN.Add(1)
+				}
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return func() (int64, int64, any) {
+		cancel()
+		wg.Wait()
+		return okN.Load(), failedN.Load(), first.Load()
 	}
 }
 
@@ -462,28 +474,7 @@ func TestConsulOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ctx.Err() == nil; n++ {
-				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("outage-%d-%d", w, n), "feed"))
-				rcancel()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
-	}
+	stop := c.steadyLoad(2, 5*time.Millisecond)
 	time.Sleep(time.Second)
 	c.consul.Stop()
 	time.Sleep(30 * time.Second)
@@ -504,10 +495,9 @@ func TestConsulOutage(t *testing.T) {
 		return nil
 	})
 	time.Sleep(time.Second)
-	cancel()
-	wg.Wait()
-	t.Logf("%d Rank calls succeeded, %d failed across a 30 s Consul outage; registrations %v", ok.Load(), failed.Load(), before)
-	if failed.Load() != 0 {
-		t.Errorf("%d calls failed; first: %v", failed.Load(), firstErr.Load())
+	ok, failed, firstErr := stop()
+	t.Logf("%d Rank calls succeeded, %d failed across a 30 s Consul outage; registrations %v", ok, failed, before)
+	if failed != 0 {
+		t.Errorf("%d calls failed; first: %v", failed, firstErr)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -54,6 +55,8 @@ type Server struct {
 	limits   Limits
 	inflight chan struct{}
 	log      *slog.Logger
+	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
+	lastDegradedLog atomic.Int64
 }
 
 // NewServer returns a router within limits that runs experiments with lb.
@@ -299,7 +302,11 @@ func (s *Server) featuresOrDefaults(ctx context.Context, req *routerv1.RankReque
 	default:
 		return nil, "", err
 	}
-	s.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", status.Convert(err).Message())
+	// Once a second at most: an outage must not flood the log.
+	if now := time.Now().UnixNano(); now-s.lastDegradedLog.Load() > int64(time.Second) {
+		s.lastDegradedLog.Store(now)
+		s.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", status.Convert(err).Message())
+	}
 	defaults := &featuresv1.GetFeaturesResponse{Ads: make([]*featuresv1.AdFeatures, len(req.GetCandidates()))}
 	for i, c := range req.GetCandidates() {
 		defaults.Ads[i] = &featuresv1.AdFeatures{AdId: c.GetAdId()}
