@@ -45,6 +45,7 @@ type options struct {
 	// limits
 	featuresTimeout time.Duration
 	maxInflight     int
+	hedgeAfter      time.Duration
 	models          string
 	prod            string
 }
@@ -59,6 +60,7 @@ func main() {
 	fs.DurationVar(&o.window, "attribution-window", 24*time.Hour, "how long an impression can be joined to click and conversion events")
 	fs.DurationVar(&o.featuresTimeout, "features-timeout", 100*time.Millisecond, "features call timeout; past it Rank answers from default features, flagged degraded")
 	fs.IntVar(&o.maxInflight, "max-inflight", 512, "concurrent Rank calls before the excess is refused with RESOURCE_EXHAUSTED (0: no bound)")
+	fs.DurationVar(&o.hedgeAfter, "hedge-after", 25*time.Millisecond, "send a second ranker call when the first has not answered in this time (0: no hedging)")
 	fs.BoolVar(&o.monolith, "monolith", false, "run features, rankers and the auction in this process, without Consul")
 	fs.StringVar(&o.models, "models", "models", "with --monolith: serve every model file <dir>/<domain>/<version>.json")
 	fs.StringVar(&o.prod, "production", "", "with --monolith: production versions, e.g. feed=v2,stories=v1 (default v1 for each domain)")
@@ -165,7 +167,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	limits := router.Limits{Budget: o.budget, FeaturesTimeout: o.featuresTimeout, MaxInflight: o.maxInflight}
+	limits := router.Limits{Budget: o.budget, FeaturesTimeout: o.featuresTimeout, MaxInflight: o.maxInflight, HedgeAfter: o.hedgeAfter}
 	routerv1.RegisterRouterServiceServer(srv.GRPC(), router.NewServer(table, down, lb, limits, log))
 
 	// The lab outlives the server's drain, so that the impressions of the

@@ -44,6 +44,10 @@ type Limits struct {
 	// MaxInflight bounds concurrent Rank calls; the excess is refused at once
 	// with RESOURCE_EXHAUSTED. 0 means no bound.
 	MaxInflight int
+	// HedgeAfter sends a second, identical ranker call (to the next instance,
+	// by round robin) when the first has not answered in this time; the first
+	// answer wins. 0 disables hedging.
+	HedgeAfter time.Duration
 }
 
 // Server implements RouterService.
@@ -360,7 +364,7 @@ func (s *Server) score(ctx context.Context, domain, version string, req *rankerv
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "ranker %s/%s: %v", domain, version, err)
 	}
-	resp, err := c.Score(ctx, req)
+	resp, err := s.hedged(ctx, c, req)
 	if err != nil {
 		return nil, downstreamError(ctx, fmt.Sprintf("ranker %s/%s", domain, version), err)
 	}
@@ -368,6 +372,47 @@ func (s *Server) score(ctx context.Context, domain, version string, req *rankerv
 		return nil, status.Errorf(codes.Internal, "ranker %s/%s returned %d scores for %d candidates", domain, version, len(resp.GetScores()), n)
 	}
 	return resp.GetScores(), nil
+}
+
+// hedged calls Score, and once more if the first call has not answered
+// within HedgeAfter: a slow instance then costs HedgeAfter, not its delay.
+// The first success wins; the other call is cancelled. Scoring has no side
+// effects, so a duplicate call is safe.
+func (s *Server) hedged(ctx context.Context, c rankerv1.RankerServiceClient, req *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
+	if s.limits.HedgeAfter <= 0 {
+		return c.Score(ctx, req)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the loser
+	type answer struct {
+		resp *rankerv1.ScoreResponse
+		err  error
+	}
+	answers := make(chan answer, 2) // both senders can finish without a reader
+	call := func() {
+		resp, err := c.Score(ctx, req)
+		answers <- answer{resp, err}
+	}
+	go call()
+	timer := time.NewTimer(s.limits.HedgeAfter)
+	defer timer.Stop()
+	pending := 1
+	var last error
+	for {
+		select {
+		case a := <-answers:
+			if a.err == nil {
+				return a.resp, nil
+			}
+			last = a.err
+			if pending--; pending == 0 {
+				return nil, last
+			}
+		case <-timer.C:
+			pending++
+			go call()
+		}
+	}
 }
 
 // Scorer adapts Downstream for the lab's shadow calls.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,6 +104,11 @@ func (x fakeAuction) RunAuction(_ context.Context, in *auctionv1.RunAuctionReque
 // generated client.
 func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs map[string]string) routerv1.RouterServiceClient {
 	t.Helper()
+	return serveWith(t, down, rankers, configs, Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2})
+}
+
+func serveWith(t *testing.T, down Downstream, rankers []discovery.Instance, configs map[string]string, limits Limits) routerv1.RouterServiceClient {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	table := routing.NewTable(log, nil)
 	table.SetRankers(rankers)
@@ -115,7 +121,7 @@ func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs 
 	lis := bufconn.Listen(1 << 20)
 	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
-	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2}, log))
+	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, limits, log))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -308,6 +314,57 @@ func TestRankRefusesOverload(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("admitted call: %v", err)
 		}
+	}
+}
+
+// twoInstances stands for a ranker version with a slow and a fast instance
+// behind round robin: calls alternate between them.
+type twoInstances struct {
+	fakeDown
+	calls atomic.Int64
+	slow  time.Duration
+}
+
+func (d *twoInstances) Ranker(string, string) (rankerv1.RankerServiceClient, error) { return d, nil }
+
+func (d *twoInstances) Score(ctx context.Context, in *rankerv1.ScoreRequest, _ ...grpc.CallOption) (*rankerv1.ScoreResponse, error) {
+	if d.calls.Add(1)%2 == 1 {
+		select {
+		case <-time.After(d.slow):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return fakeRanker{&d.fakeDown}.Score(ctx, in)
+}
+
+func (d *twoInstances) GetModelInfo(context.Context, *rankerv1.GetModelInfoRequest, ...grpc.CallOption) (*rankerv1.GetModelInfoResponse, error) {
+	return &rankerv1.GetModelInfoResponse{}, nil
+}
+
+// A slow instance costs the hedge delay, not its own delay.
+func TestRankHedgesASlowInstance(t *testing.T) {
+	rankers := []discovery.Instance{inst("feed", "v1", true)}
+	configs := map[string]string{"feed": `{"production": "v1"}`}
+	worst := func(hedge time.Duration) time.Duration {
+		client := serveWith(t, &twoInstances{slow: 300 * time.Millisecond}, rankers, configs, Limits{Budget: 2 * time.Second, HedgeAfter: hedge})
+		var w time.Duration
+		for range 10 {
+			start := time.Now()
+			if _, err := client.Rank(context.Background(), request()); err != nil {
+				t.Fatal(err)
+			}
+			w = max(w, time.Since(start))
+		}
+		return w
+	}
+	without, with := worst(0), worst(10*time.Millisecond)
+	t.Logf("slowest of 10 calls: %v without hedging, %v hedging after 10ms", without, with)
+	if without < 300*time.Millisecond {
+		t.Errorf("without hedging the slow instance should show: %v", without)
+	}
+	if with > 150*time.Millisecond {
+		t.Errorf("hedging after 10ms, the slowest call took %v", with)
 	}
 }
 
