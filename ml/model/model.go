@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 )
 
 // Model scores one feature vector. x has one entry per name in Features();
@@ -75,7 +76,7 @@ func parse(data []byte, names []string) (Model, error) {
 	switch probe.Format {
 	case FormatLogReg:
 		m, err := parseLogReg(data)
-		if err == nil && names != nil && !equal(names, m.Names) {
+		if err == nil && names != nil && !slices.Equal(names, m.Names) {
 			return nil, errors.New("logreg: the spec file's feature names differ from the model's")
 		}
 		return m, err

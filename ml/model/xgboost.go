@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -133,7 +134,7 @@ func ParseXGBoost(data []byte, names []string) (*XGBoost, error) {
 	}
 	switch {
 	case len(l.FeatureNames) > 0 && names != nil:
-		if !equal(l.FeatureNames, names) {
+		if !slices.Equal(l.FeatureNames, names) {
 			return nil, errors.New("xgboost: the spec file's feature names differ from the model's")
 		}
 	case len(l.FeatureNames) > 0:
@@ -217,18 +218,6 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 	}
 	m.depths = append(m.depths, maxDepth)
 	return nil
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Format implements Model.

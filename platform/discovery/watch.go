@@ -5,6 +5,7 @@ package discovery
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -114,29 +115,13 @@ func instances(entries []*api.ServiceEntry) []Instance {
 		out = append(out, Instance{
 			ID:      e.Service.ID,
 			Service: e.Service.Service,
-			Addr:    joinHostPort(host, e.Service.Port),
+			Addr:    net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
 			Healthy: e.Checks.AggregatedStatus() == api.HealthPassing,
 			Tags:    e.Service.Tags,
 			Meta:    e.Service.Meta,
 		})
 	}
 	return out
-}
-
-func joinHostPort(host string, port int) string {
-	if len(host) > 0 && host[0] != '[' && containsColon(host) {
-		return "[" + host + "]:" + strconv.Itoa(port)
-	}
-	return host + ":" + strconv.Itoa(port)
-}
-
-func containsColon(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
 }
 
 // WatchPrefix calls onChange with every KV pair under prefix each time any

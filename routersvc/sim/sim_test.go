@@ -318,10 +318,10 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-// Bandit state survives a router restart (the bbolt file), and stays
-// correct with two router replicas sharing Redis: every impression and
-// click of both is counted once.
-func TestBanditStateIsSharedAndDurable(t *testing.T) {
+// Bandit state stays correct with two router replicas sharing Redis: every
+// impression and click of both is counted once. (Durability across a
+// restart: TestBanditStateSurvivesARestart.)
+func TestBanditStateIsSharedByReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	open := func() store.Store {
 		s, err := store.OpenRedis(context.Background(), srv.Addr, "replicas:")

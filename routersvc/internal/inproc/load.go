@@ -2,7 +2,6 @@ package inproc
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -33,9 +32,6 @@ func (p *Pipeline) LoadModels(dir string) ([]string, error) {
 	}
 	if len(served) == 0 {
 		return nil, fmt.Errorf("no model files under %s/<domain>/<version>.json", dir)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		return nil, err
 	}
 	return served, nil
 }

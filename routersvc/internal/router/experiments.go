@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -122,12 +123,7 @@ func (s *Server) GetExperimentReport(ctx context.Context, req *routerv1.GetExper
 	if err != nil {
 		return nil, err
 	}
-	versions := make([]string, 0, len(d.Versions))
-	for v := range d.Versions {
-		versions = append(versions, v)
-	}
-	slices.Sort(versions)
-	r, err := s.lab.Report(ctx, d.Name, LabDomain(d), versions)
+	r, err := s.lab.Report(ctx, d.Name, LabDomain(d), slices.Sorted(maps.Keys(d.Versions)))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "experiment state store: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -328,15 +329,11 @@ func (s *Server) features(ctx context.Context, req *routerv1.RankRequest) (*feat
 		ids[i] = cand.GetAdId()
 	}
 	rc := req.GetContext()
-	var ts *timestamppb.Timestamp
-	if rc.GetTimestamp() != nil {
-		ts = rc.GetTimestamp()
-	}
 	resp, err := c.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{
 		UserId: req.GetUserId(),
 		AdIds:  ids,
 		Context: &featuresv1.RequestContext{
-			Timestamp: ts,
+			Timestamp: rc.GetTimestamp(),
 			Device:    deviceNames[rc.GetDevice()],
 			Country:   rc.GetCountry(),
 			Query:     rc.GetQuery(),
@@ -474,7 +471,7 @@ func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*ro
 		if d.Config != nil {
 			di.ConfigLoadedAt = timestamppb.New(d.LoadedAt)
 		}
-		for _, name := range sortedKeys(d.Versions) {
+		for _, name := range slices.Sorted(maps.Keys(d.Versions)) {
 			v := d.Versions[name]
 			di.Versions = append(di.Versions, &routerv1.VersionInfo{
 				Version: v.Name, HealthyInstances: int32(v.Healthy), TotalInstances: int32(v.Total), ModelSha256: v.SHA256,
@@ -483,13 +480,4 @@ func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*ro
 		resp.Domains = append(resp.Domains, di)
 	}
 	return resp, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
