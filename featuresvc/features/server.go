@@ -38,18 +38,19 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	if !userKnown {
 		u = nil
 	}
-	shared := world.ContextFeatures(c)
-	for k, v := range world.UserFeatures(u) {
-		shared[k] = v
-	}
-	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, Ads: make([]*featuresv1.AdFeatures, len(req.GetAdIds()))}
-	for i, id := range req.GetAdIds() {
+	ids := req.GetAdIds()
+	shared := &featuresv1.FeatureTable{Names: world.SharedColumns, Values: make([]float64, len(world.SharedColumns)), Rows: 1}
+	world.SharedRow(u, c, shared.Values)
+	w := len(world.AdColumns)
+	ads := &featuresv1.FeatureTable{Names: world.AdColumns, Values: make([]float64, len(ids)*w), Rows: int32(len(ids))}
+	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, AdFeatures: ads, Ads: make([]*featuresv1.AdFeatures, len(ids))}
+	for i, id := range ids {
 		a, ok := s.w.Ad(id)
-		af := &featuresv1.AdFeatures{AdId: id, Known: ok}
-		if ok {
-			af.Features = world.AdFeatures(u, a, c)
+		if !ok {
+			a = nil
 		}
-		resp.Ads[i] = af
+		world.AdRow(u, a, c, ads.Values[i*w:(i+1)*w])
+		resp.Ads[i] = &featuresv1.AdFeatures{AdId: id, Known: ok}
 	}
 	return resp, nil
 }

@@ -2,6 +2,8 @@ package features
 
 import (
 	"context"
+	"maps"
+	"math"
 	"testing"
 	"time"
 
@@ -25,13 +27,23 @@ func TestGetFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !resp.GetUserKnown() || resp.GetShared()[world.FUserAge] == 0 || resp.GetShared()[world.FTablet] != 1 {
-		t.Errorf("shared %v", resp.GetShared())
+	if !resp.GetUserKnown() {
+		t.Error("u7 is not known")
 	}
-	if a := resp.GetAds()[0]; !a.GetKnown() || a.GetAdId() != "ad3" || len(a.GetFeatures()) != 4 {
+	// The dense rows hold exactly what the world computes, NaN where it
+	// computes nothing.
+	u, _ := w.User("u7")
+	a3, _ := w.Ad("ad3")
+	c, _ := Context(ctx)
+	shared := world.ContextFeatures(c)
+	maps.Copy(shared, world.UserFeatures(u))
+	checkRow(t, "shared", resp.GetShared(), 0, shared)
+	checkRow(t, "ad3", resp.GetAdFeatures(), 0, world.AdFeatures(u, a3, c))
+	checkRow(t, "new-ad", resp.GetAdFeatures(), 1, nil)
+	if a := resp.GetAds()[0]; !a.GetKnown() || a.GetAdId() != "ad3" {
 		t.Errorf("known ad %v", a)
 	}
-	if a := resp.GetAds()[1]; a.GetKnown() || a.GetAdId() != "new-ad" || len(a.GetFeatures()) != 0 {
+	if a := resp.GetAds()[1]; a.GetKnown() || a.GetAdId() != "new-ad" {
 		t.Errorf("new ad %v", a)
 	}
 
@@ -42,11 +54,34 @@ func TestGetFeatures(t *testing.T) {
 	if cold.GetUserKnown() {
 		t.Error("stranger is known")
 	}
-	if _, ok := cold.GetShared()[world.FUserAge]; ok {
-		t.Error("unknown user has user features")
-	}
-	if _, ok := cold.GetAds()[0].GetFeatures()[world.FUserAdInterest]; ok {
+	checkRow(t, "stranger shared", cold.GetShared(), 0, world.ContextFeatures(world.Context{}))
+	checkRow(t, "ad3 for a stranger", cold.GetAdFeatures(), 0, world.AdFeatures(nil, a3, world.Context{}))
+	if _, ok := world.AdFeatures(nil, a3, world.Context{})[world.FUserAdInterest]; ok {
 		t.Error("unknown user has user x ad features")
+	}
+}
+
+// checkRow compares row r of tab with want: every column present in want
+// holds its value, every other column is NaN.
+func checkRow(t *testing.T, what string, tab *featuresv1.FeatureTable, r int, want map[string]float64) {
+	t.Helper()
+	names := tab.GetNames()
+	if len(tab.GetValues()) != int(tab.GetRows())*len(names) || r >= int(tab.GetRows()) {
+		t.Fatalf("%s: %d values for %d rows of %d columns", what, len(tab.GetValues()), tab.GetRows(), len(names))
+	}
+	got := map[string]float64{}
+	for j, n := range names {
+		if v := tab.GetValues()[r*len(names)+j]; !math.IsNaN(v) {
+			got[n] = v
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%s: %v, want %v", what, got, want)
+	}
+	for n, v := range want {
+		if got[n] != v {
+			t.Errorf("%s: %s = %v, want %v", what, n, got[n], v)
+		}
 	}
 }
 

@@ -150,7 +150,32 @@ func benchScorer(b *testing.B, m Model) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/candidate")
 }
 
+// benchTable times the ranker's path: dense tables as they come off the wire
+// (10 shared columns, 40 per candidate) into vectors, then Predict.
+func benchTable(b *testing.B, m Model) {
+	rows := benchRows(b)
+	names := benchNames()
+	cands := Table{Names: names[10:], Rows: len(rows)}
+	for _, x := range rows {
+		cands.Values = append(cands.Values, x[10:]...)
+	}
+	shared := Table{Names: names[:10], Values: make([]float64, 10), Rows: 1}
+	for i := range shared.Values {
+		shared.Values[i] = 0.5
+	}
+	w := len(cands.Names)
+	s := NewScorer(m)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		start := (i * benchBatch) % (len(rows) - benchBatch)
+		s.ScoreTable(shared, Table{Names: cands.Names, Values: cands.Values[start*w : (start+benchBatch)*w], Rows: benchBatch})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/candidate")
+}
+
 func BenchmarkGBDTPredict(b *testing.B)   { benchVectors(b, benchGBDT(b)) }
+func BenchmarkGBDTTable(b *testing.B)     { benchTable(b, benchGBDT(b)) }
+func BenchmarkLogRegTable(b *testing.B)   { benchTable(b, benchLogReg(b)) }
 func BenchmarkGBDTScorer(b *testing.B)    { benchScorer(b, benchGBDT(b)) }
 func BenchmarkLogRegPredict(b *testing.B) { benchVectors(b, benchLogReg(b)) }
 func BenchmarkLogRegScorer(b *testing.B)  { benchScorer(b, benchLogReg(b)) }

@@ -3,8 +3,10 @@ package model
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,6 +69,70 @@ func TestLogRegMissingValuesTakeTheImpute(t *testing.T) {
 	// Missing is not zero: with nothing known, b takes 3, not 0.
 	if none := s.Score(nil, []map[string]float64{nil})[0]; math.Abs(none-sig(0.5+0.5-3)) > 1e-15 {
 		t.Errorf("all missing: %v", none)
+	}
+}
+
+// ScoreTable is the wire's dense form of Score: on random tables with
+// missing values, unused and shared columns, both give the same scores.
+func TestScoreTableMatchesScore(t *testing.T) {
+	m, err := Load("../../models/feed/v2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewScorer(m.Model)
+	names := m.Features()
+	rng := rand.New(rand.NewPCG(7, 7))
+	for trial := range 200 {
+		// Split the model's inputs (plus a column it does not use) between
+		// the shared and the candidate table, some in both.
+		var sharedNames, candNames []string
+		for _, n := range append(slices.Clone(names), "unused") {
+			switch rng.IntN(4) {
+			case 0:
+				sharedNames = append(sharedNames, n)
+			case 1:
+				candNames = append(candNames, n)
+			case 2:
+				sharedNames, candNames = append(sharedNames, n), append(candNames, n)
+			}
+		}
+		value := func() float64 {
+			if rng.IntN(5) == 0 {
+				return math.NaN()
+			}
+			return rng.Float64() * 3
+		}
+		shared := Table{Names: sharedNames, Rows: 1}
+		sharedMap := map[string]float64{}
+		for _, n := range sharedNames {
+			v := value()
+			shared.Values = append(shared.Values, v)
+			if !math.IsNaN(v) {
+				sharedMap[n] = v
+			}
+		}
+		rows := 1 + rng.IntN(60)
+		cands := Table{Names: candNames, Rows: rows}
+		maps := make([]map[string]float64, rows)
+		for r := range rows {
+			maps[r] = map[string]float64{}
+			for _, n := range candNames {
+				v := value()
+				cands.Values = append(cands.Values, v)
+				if !math.IsNaN(v) {
+					maps[r][n] = v
+				}
+			}
+		}
+		got, want := s.ScoreTable(shared, cands), s.Score(sharedMap, maps)
+		if !slices.Equal(got, want) {
+			t.Fatalf("trial %d: table %v, maps %v", trial, got, want)
+		}
+	}
+	// No shared row, no candidate columns: every input missing.
+	all := s.ScoreTable(Table{}, Table{Rows: 2})
+	if none := s.Score(nil, []map[string]float64{nil}); len(all) != 2 || all[0] != none[0] || all[1] != none[0] {
+		t.Errorf("all missing: %v, want %v twice", all, none)
 	}
 }
 

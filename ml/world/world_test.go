@@ -2,6 +2,7 @@ package world
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,5 +109,14 @@ func TestSampleLogFollowsTheClickModel(t *testing.T) {
 	// Cold users: Binomial(50000, 0.1), sd 67; allow 5 sd.
 	if cold < 5000-335 || cold > 5000+335 {
 		t.Errorf("%d cold-user impressions, want about 5000", cold)
+	}
+}
+
+func TestColumnsCoverEveryFeatureOnce(t *testing.T) {
+	cols := append(slices.Clone(SharedColumns), AdColumns...)
+	slices.Sort(cols)
+	all := slices.Sorted(slices.Values(AllFeatures))
+	if !slices.Equal(cols, all) {
+		t.Errorf("shared + ad columns %v, want every feature once: %v", cols, all)
 	}
 }

@@ -15,6 +15,7 @@ type Flags struct {
 	ConsulAddr string
 	Grace      time.Duration
 	LogLevel   slog.Level
+	DebugAddr  string
 }
 
 // Register adds the shared flags to fs with the service's default listen
@@ -23,6 +24,7 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.Listen, "listen", listen, "gRPC listen address (port 0 picks a free port)")
 	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
+	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 }
 
@@ -33,5 +35,5 @@ func (f *Flags) Logger(service string) *slog.Logger {
 
 // Options returns service Options for a Consul service name.
 func (f *Flags) Options(name string, log *slog.Logger) Options {
-	return Options{Name: name, Listen: f.Listen, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log}
+	return Options{Name: name, Listen: f.Listen, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr}
 }

@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/debugsrv"
 	"github.com/adrank/adrank/platform/grpcx"
 )
 
@@ -32,6 +33,8 @@ type Options struct {
 	Log   *slog.Logger
 	// Standalone serves without registering in Consul (monolith mode).
 	Standalone bool
+	// DebugAddr serves /debug/pprof/ when not empty.
+	DebugAddr string
 }
 
 // Server is a listening, not yet serving, instance.
@@ -101,6 +104,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.opts.Standalone {
 		g.Go(func() error { return s.reg.Run(gctx) })
 	}
+	g.Go(func() error { return debugsrv.Run(gctx, s.opts.DebugAddr, log) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.drain()

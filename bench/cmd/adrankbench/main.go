@@ -39,6 +39,7 @@ type options struct {
 	rates    []int
 	runs     int
 	smoke    bool
+	profile  string
 	out      string
 	svg      string
 }
@@ -50,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measurement")
 	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
+	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -75,9 +77,11 @@ func main() {
 
 // proc is one started process.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  bytes.Buffer
+	name  string
+	label string // name plus what tells instances apart, e.g. "rankersvc-v2"
+	debug string // pprof address, when profiling
+	cmd   *exec.Cmd
+	out   bytes.Buffer
 }
 
 type suite struct {
@@ -87,8 +91,18 @@ type suite struct {
 	addr   map[string]string
 }
 
-func (s *suite) start(name string, env []string, args ...string) (*proc, error) {
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(s.o.root, "bin", name), args...)}
+func (s *suite) start(label string, env []string, args ...string) (*proc, error) {
+	name, _, _ := strings.Cut(label, "-")
+	p := &proc{name: name, label: label}
+	if s.o.profile != "" {
+		ports, err := consultest.FreePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		p.debug = fmt.Sprintf("127.0.0.1:%d", ports[0])
+		args = append(args, "--debug-addr", p.debug)
+	}
+	p.cmd = exec.Command(filepath.Join(s.o.root, "bin", name), args...)
 	p.cmd.Dir = s.o.root
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = io.Discard, &p.out
@@ -115,11 +129,11 @@ func (s *suite) stop() {
 	}
 }
 
-// cpu returns the user+system CPU seconds of the named processes.
+// cpu returns the user+system CPU seconds of the processes with these labels.
 func (s *suite) cpu(names ...string) float64 {
 	var total float64
 	for _, p := range s.procs {
-		if !slices.Contains(names, p.name) || p.cmd.Process == nil {
+		if !slices.Contains(names, p.label) || p.cmd.Process == nil {
 			continue
 		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
@@ -162,7 +176,7 @@ func (s *suite) setup(ctx context.Context) error {
 	}
 	c := exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "error", "-dns-port", "-1",
 		"-http-port", p(0), "-grpc-port", p(1), "-serf-lan-port", p(2), "-serf-wan-port", p(3), "-server-port", p(4))
-	s.procs = append(s.procs, &proc{name: "consul", cmd: c})
+	s.procs = append(s.procs, &proc{name: "consul", label: "consul", cmd: c})
 	if err := c.Start(); err != nil {
 		return err
 	}
@@ -191,11 +205,11 @@ func (s *suite) setup(ctx context.Context) error {
 	starts := [][]string{
 		{"featuresvc"},
 		{"auctionsvc"},
-		{"rankersvc", "--domain", "feed", "--version", "v2", "--model", "models/feed/v2.json", "--listen", s.addr["ranker"]},
-		{"rankersvc", "--domain", "feed", "--version", "v1", "--model", "models/feed/v1.json"},
+		{"rankersvc-v2", "--domain", "feed", "--version", "v2", "--model", "models/feed/v2.json", "--listen", s.addr["ranker"]},
+		{"rankersvc-v1", "--domain", "feed", "--version", "v1", "--model", "models/feed/v1.json"},
 		{"routersvc", "--listen", s.addr["router"], "--state-file", filepath.Join(tmp, "router.db")},
 		{"gateway", "--listen", s.addr["gateway"]},
-		{"routersvc", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")},
+		{"routersvc-monolith", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")},
 	}
 	for _, a := range starts {
 		if _, err := s.start(a[0], env, append(a[1:], "--log-level", "WARN")...); err != nil {

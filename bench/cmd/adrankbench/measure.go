@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -166,7 +168,8 @@ func (s *suite) configs() ([]config, func(), error) {
 		closeAll()
 		return nil, nil, err
 	}
-	micro := []string{"featuresvc", "auctionsvc", "rankersvc", "routersvc"}
+	// Process labels (suite.start): whose CPU each configuration uses.
+	micro := []string{"featuresvc", "auctionsvc", "rankersvc-v2", "rankersvc-v1", "routersvc"}
 	exp := func(doc string) func() error {
 		return func() error {
 			if err := s.kv("adrank/experiments/feed", doc); err != nil {
@@ -182,8 +185,8 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: "REST through the gateway", setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
 		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`), call: rank(router), cpu: micro},
 		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`), call: rank(router), cpu: micro},
-		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc"}},
-		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc"}},
+		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc-monolith"}},
+		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 	}, closeAll, nil
 }
 
@@ -212,11 +215,7 @@ func (s *suite) directScorer(rk *grpc.ClientConn) (call, error) {
 		if err != nil {
 			return nil, fmt.Errorf("features for the direct ranker load: %w", err)
 		}
-		sr := &rankerv1.ScoreRequest{Shared: f.GetShared()}
-		for _, a := range f.GetAds() {
-			sr.Candidates = append(sr.Candidates, &rankerv1.ScoreCandidate{AdId: a.GetAdId(), Features: a.GetFeatures()})
-		}
-		reqs = append(reqs, sr)
+		reqs = append(reqs, &rankerv1.ScoreRequest{Shared: f.GetShared(), Candidates: f.GetAdFeatures()})
 	}
 	client := rankerv1.NewRankerServiceClient(rk)
 	return func(ctx context.Context, rng *rand.Rand, n int) error {
@@ -248,7 +247,10 @@ func (s *suite) measure(ctx context.Context, c config) (result, error) {
 	// Warm up connections and caches.
 	saturate(ctx, c.call, 16, 300*time.Millisecond)
 	var sats, cpus []float64
-	for range s.o.runs {
+	for run := range s.o.runs {
+		if run == 0 {
+			defer s.profile(c)()
+		}
 		before := s.cpu(c.cpu...)
 		start := time.Now()
 		tput, failed := saturate(ctx, c.call, 64, s.o.duration)
@@ -268,6 +270,59 @@ func (s *suite) measure(ctx context.Context, c config) (result, error) {
 		r.p50[rate], r.p99[rate] = median(p50s), median(p99s)
 	}
 	return r, ctx.Err()
+}
+
+// profile starts CPU profiles of c's processes for the length of one run and
+// returns a function that waits for them and writes them to o.profile.
+func (s *suite) profile(c config) (wait func()) {
+	if s.o.profile == "" {
+		return func() {}
+	}
+	secs := max(1, int(s.o.duration.Seconds()))
+	var wg sync.WaitGroup
+	for _, p := range s.procs {
+		if p.debug == "" || !slices.Contains(c.cpu, p.label) {
+			continue
+		}
+		file := filepath.Join(s.o.profile, fmt.Sprintf("%s.%s.pprof", slug(c.name), p.label))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, secs), file); err != nil {
+				fmt.Fprintf(os.Stderr, "adrankbench: profile %s: %v\n", file, err)
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
+// slug makes a configuration name a file name.
+func slug(name string) string {
+	return strings.Trim(strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			return r
+		}
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, name), "-")
 }
 
 func cpuModel() string {

@@ -19,6 +19,11 @@ import (
 )
 
 func run(ctx context.Context, o options) error {
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	s := &suite{o: o}
 	defer s.stop()
 	if err := s.setup(ctx); err != nil {

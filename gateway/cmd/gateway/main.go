@@ -20,6 +20,7 @@ import (
 
 	"github.com/adrank/adrank/gateway/internal/gateway"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/debugsrv"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
 	"github.com/adrank/adrank/platform/service"
@@ -94,6 +95,7 @@ func run(ctx context.Context, o options) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return debugsrv.Run(gctx, o.DebugAddr, log) })
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down: draining", "grace", o.Grace.String())

@@ -312,7 +312,8 @@ func (s *Server) featuresOrDefaults(ctx context.Context, req *routerv1.RankReque
 		s.lastDegradedLog.Store(now)
 		s.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", status.Convert(err).Message())
 	}
-	defaults := &featuresv1.GetFeaturesResponse{Ads: make([]*featuresv1.AdFeatures, len(req.GetCandidates()))}
+	n := len(req.GetCandidates())
+	defaults := &featuresv1.GetFeaturesResponse{Ads: make([]*featuresv1.AdFeatures, n), AdFeatures: &featuresv1.FeatureTable{Rows: int32(n)}}
 	for i, c := range req.GetCandidates() {
 		defaults.Ads[i] = &featuresv1.AdFeatures{AdId: c.GetAdId()}
 	}
@@ -342,18 +343,16 @@ func (s *Server) features(ctx context.Context, req *routerv1.RankRequest) (*feat
 	if err != nil {
 		return nil, downstreamError(ctx, "features", err)
 	}
-	if len(resp.GetAds()) != len(ids) {
-		return nil, status.Errorf(codes.Internal, "features returned %d ads for %d", len(resp.GetAds()), len(ids))
+	if len(resp.GetAds()) != len(ids) || int(resp.GetAdFeatures().GetRows()) != len(ids) {
+		return nil, status.Errorf(codes.Internal, "features returned %d ads and %d rows for %d", len(resp.GetAds()), resp.GetAdFeatures().GetRows(), len(ids))
 	}
 	return resp, nil
 }
 
+// scoreRequest passes featuresvc's tables to the rankers as they came: no
+// copy, no re-encoding by name. The ranker checks their shape.
 func scoreRequest(feats *featuresv1.GetFeaturesResponse) *rankerv1.ScoreRequest {
-	req := &rankerv1.ScoreRequest{Shared: feats.GetShared(), Candidates: make([]*rankerv1.ScoreCandidate, len(feats.GetAds()))}
-	for i, a := range feats.GetAds() {
-		req.Candidates[i] = &rankerv1.ScoreCandidate{AdId: a.GetAdId(), Features: a.GetFeatures()}
-	}
-	return req
+	return &rankerv1.ScoreRequest{Shared: feats.GetShared(), Candidates: feats.GetAdFeatures()}
 }
 
 func (s *Server) score(ctx context.Context, domain, version string, req *rankerv1.ScoreRequest, n int) ([]float64, error) {

@@ -56,7 +56,7 @@ func (x fakeFeatures) GetFeatures(_ context.Context, in *featuresv1.GetFeaturesR
 	if x.f.featuresErr != nil {
 		return nil, x.f.featuresErr
 	}
-	out := &featuresv1.GetFeaturesResponse{}
+	out := &featuresv1.GetFeaturesResponse{AdFeatures: &featuresv1.FeatureTable{Rows: int32(len(in.GetAdIds()))}}
 	for _, id := range in.GetAdIds() {
 		out.Ads = append(out.Ads, &featuresv1.AdFeatures{AdId: id})
 	}
@@ -69,7 +69,7 @@ func (x fakeRanker) Score(_ context.Context, in *rankerv1.ScoreRequest, _ ...grp
 	if x.f.rankerErr != nil {
 		return nil, x.f.rankerErr
 	}
-	n := len(in.GetCandidates())
+	n := int(in.GetCandidates().GetRows())
 	if x.f.scores > 0 {
 		n = x.f.scores
 	}

@@ -154,20 +154,87 @@ func (x *GetFeaturesRequest) GetContext() *RequestContext {
 	return nil
 }
 
-// AdFeatures holds one ad's features, in request order.
+// FeatureTable holds features densely, as they cross the wire between
+// services: one row per item, one column per name. A missing value is NaN,
+// never zero; a name the table lacks is missing in every row. Dense rows cost
+// a fraction of what per-item maps cost to encode and decode.
+type FeatureTable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Column names, each at most once.
+	Names []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	// Row-major: row r, column c is values[r * len(names) + c]. Its length is
+	// rows * len(names).
+	Values        []float64 `protobuf:"fixed64,2,rep,packed,name=values,proto3" json:"values,omitempty"`
+	Rows          int32     `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureTable) Reset() {
+	*x = FeatureTable{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureTable) ProtoMessage() {}
+
+func (x *FeatureTable) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureTable.ProtoReflect.Descriptor instead.
+func (*FeatureTable) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FeatureTable) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *FeatureTable) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *FeatureTable) GetRows() int32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// AdFeatures says which ad a row of GetFeaturesResponse.ad_features is.
 type AdFeatures struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	AdId  string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
-	// False when the store has never seen this ad (cold start).
-	Known         bool               `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
-	Features      map[string]float64 `protobuf:"bytes,3,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// False when the store has never seen this ad (cold start): its row is all
+	// missing.
+	Known         bool `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdFeatures) Reset() {
 	*x = AdFeatures{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +246,7 @@ func (x *AdFeatures) String() string {
 func (*AdFeatures) ProtoMessage() {}
 
 func (x *AdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +259,7 @@ func (x *AdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdFeatures.ProtoReflect.Descriptor instead.
 func (*AdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AdFeatures) GetAdId() string {
@@ -209,28 +276,24 @@ func (x *AdFeatures) GetKnown() bool {
 	return false
 }
 
-func (x *AdFeatures) GetFeatures() map[string]float64 {
-	if x != nil {
-		return x.Features
-	}
-	return nil
-}
-
 type GetFeaturesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when the store has never seen this user (cold start).
 	UserKnown bool `protobuf:"varint,1,opt,name=user_known,json=userKnown,proto3" json:"user_known,omitempty"`
-	// User and request-context features, shared by every ad.
-	Shared map[string]float64 `protobuf:"bytes,2,rep,name=shared,proto3" json:"shared,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// One entry per requested ad, in request order.
-	Ads           []*AdFeatures `protobuf:"bytes,3,rep,name=ads,proto3" json:"ads,omitempty"`
+	Ads []*AdFeatures `protobuf:"bytes,3,rep,name=ads,proto3" json:"ads,omitempty"`
+	// User and request-context features, shared by every ad: one row.
+	Shared *FeatureTable `protobuf:"bytes,4,opt,name=shared,proto3" json:"shared,omitempty"`
+	// Each ad's own features (including user x ad crosses): one row per entry
+	// of ads, in the same order.
+	AdFeatures    *FeatureTable `protobuf:"bytes,5,opt,name=ad_features,json=adFeatures,proto3" json:"ad_features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetFeaturesResponse) Reset() {
 	*x = GetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +305,7 @@ func (x *GetFeaturesResponse) String() string {
 func (*GetFeaturesResponse) ProtoMessage() {}
 
 func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +318,7 @@ func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetFeaturesResponse) GetUserKnown() bool {
@@ -265,16 +328,23 @@ func (x *GetFeaturesResponse) GetUserKnown() bool {
 	return false
 }
 
-func (x *GetFeaturesResponse) GetShared() map[string]float64 {
+func (x *GetFeaturesResponse) GetAds() []*AdFeatures {
+	if x != nil {
+		return x.Ads
+	}
+	return nil
+}
+
+func (x *GetFeaturesResponse) GetShared() *FeatureTable {
 	if x != nil {
 		return x.Shared
 	}
 	return nil
 }
 
-func (x *GetFeaturesResponse) GetAds() []*AdFeatures {
+func (x *GetFeaturesResponse) GetAdFeatures() *FeatureTable {
 	if x != nil {
-		return x.Ads
+		return x.AdFeatures
 	}
 	return nil
 }
@@ -292,23 +362,22 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x12GetFeaturesRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x15\n" +
 	"\x06ad_ids\x18\x02 \x03(\tR\x05adIds\x12<\n" +
-	"\acontext\x18\x03 \x01(\v2\".adrank.features.v1.RequestContextR\acontext\"\xbe\x01\n" +
+	"\acontext\x18\x03 \x01(\v2\".adrank.features.v1.RequestContextR\acontext\"P\n" +
+	"\fFeatureTable\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x05R\x04rows\"G\n" +
 	"\n" +
 	"AdFeatures\x12\x13\n" +
 	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x14\n" +
-	"\x05known\x18\x02 \x01(\bR\x05known\x12H\n" +
-	"\bfeatures\x18\x03 \x03(\v2,.adrank.features.v1.AdFeatures.FeaturesEntryR\bfeatures\x1a;\n" +
-	"\rFeaturesEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xee\x01\n" +
+	"\x05known\x18\x02 \x01(\bR\x05knownJ\x04\b\x03\x10\x04R\bfeatures\"\xe9\x01\n" +
 	"\x13GetFeaturesResponse\x12\x1d\n" +
 	"\n" +
-	"user_known\x18\x01 \x01(\bR\tuserKnown\x12K\n" +
-	"\x06shared\x18\x02 \x03(\v23.adrank.features.v1.GetFeaturesResponse.SharedEntryR\x06shared\x120\n" +
-	"\x03ads\x18\x03 \x03(\v2\x1e.adrank.features.v1.AdFeaturesR\x03ads\x1a9\n" +
-	"\vSharedEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x012p\n" +
+	"user_known\x18\x01 \x01(\bR\tuserKnown\x120\n" +
+	"\x03ads\x18\x03 \x03(\v2\x1e.adrank.features.v1.AdFeaturesR\x03ads\x128\n" +
+	"\x06shared\x18\x04 \x01(\v2 .adrank.features.v1.FeatureTableR\x06shared\x12A\n" +
+	"\vad_features\x18\x05 \x01(\v2 .adrank.features.v1.FeatureTableR\n" +
+	"adFeaturesJ\x04\b\x02\x10\x032p\n" +
 	"\x0eFeatureService\x12^\n" +
 	"\vGetFeatures\x12&.adrank.features.v1.GetFeaturesRequest\x1a'.adrank.features.v1.GetFeaturesResponseB\xcd\x01\n" +
 	"\x16com.adrank.features.v1B\rFeaturesProtoP\x01Z:github.com/adrank/adrank/gen/adrank/features/v1;featuresv1\xa2\x02\x03AFX\xaa\x02\x12Adrank.Features.V1\xca\x02\x12Adrank\\Features\\V1\xe2\x02\x1eAdrank\\Features\\V1\\GPBMetadata\xea\x02\x14Adrank::Features::V1b\x06proto3"
@@ -325,24 +394,23 @@ func file_adrank_features_v1_features_proto_rawDescGZIP() []byte {
 	return file_adrank_features_v1_features_proto_rawDescData
 }
 
-var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_adrank_features_v1_features_proto_goTypes = []any{
 	(*RequestContext)(nil),        // 0: adrank.features.v1.RequestContext
 	(*GetFeaturesRequest)(nil),    // 1: adrank.features.v1.GetFeaturesRequest
-	(*AdFeatures)(nil),            // 2: adrank.features.v1.AdFeatures
-	(*GetFeaturesResponse)(nil),   // 3: adrank.features.v1.GetFeaturesResponse
-	nil,                           // 4: adrank.features.v1.AdFeatures.FeaturesEntry
-	nil,                           // 5: adrank.features.v1.GetFeaturesResponse.SharedEntry
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*FeatureTable)(nil),          // 2: adrank.features.v1.FeatureTable
+	(*AdFeatures)(nil),            // 3: adrank.features.v1.AdFeatures
+	(*GetFeaturesResponse)(nil),   // 4: adrank.features.v1.GetFeaturesResponse
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_adrank_features_v1_features_proto_depIdxs = []int32{
-	6, // 0: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	5, // 0: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0, // 1: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
-	4, // 2: adrank.features.v1.AdFeatures.features:type_name -> adrank.features.v1.AdFeatures.FeaturesEntry
-	5, // 3: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.GetFeaturesResponse.SharedEntry
-	2, // 4: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
+	3, // 2: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
+	2, // 3: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
+	2, // 4: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
 	1, // 5: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
-	3, // 6: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
+	4, // 6: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
 	6, // [6:7] is the sub-list for method output_type
 	5, // [5:6] is the sub-list for method input_type
 	5, // [5:5] is the sub-list for extension type_name
@@ -361,7 +429,7 @@ func file_adrank_features_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_features_v1_features_proto_rawDesc), len(file_adrank_features_v1_features_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

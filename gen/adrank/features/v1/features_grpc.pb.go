@@ -28,8 +28,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// FeatureService serves features. A feature the store lacks is absent from the
-// maps (missing), never zero.
+// FeatureService serves features. A feature the store lacks is missing (NaN),
+// never zero.
 type FeatureServiceClient interface {
 	// GetFeatures returns the user's features, each ad's features (including
 	// user x ad crosses) and the features derived from the request context.
@@ -59,8 +59,8 @@ func (c *featureServiceClient) GetFeatures(ctx context.Context, in *GetFeaturesR
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
 //
-// FeatureService serves features. A feature the store lacks is absent from the
-// maps (missing), never zero.
+// FeatureService serves features. A feature the store lacks is missing (NaN),
+// never zero.
 type FeatureServiceServer interface {
 	// GetFeatures returns the user's features, each ad's features (including
 	// user x ad crosses) and the features derived from the request context.

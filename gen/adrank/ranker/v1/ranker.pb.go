@@ -9,6 +9,7 @@
 package rankerv1
 
 import (
+	v1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -23,71 +24,23 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// ScoreCandidate is one candidate's features. A feature is looked up by name
-// first here, then in ScoreRequest.shared; a name found in neither is missing.
-type ScoreCandidate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AdId          string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
-	Features      map[string]float64     `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ScoreCandidate) Reset() {
-	*x = ScoreCandidate{}
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ScoreCandidate) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ScoreCandidate) ProtoMessage() {}
-
-func (x *ScoreCandidate) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ScoreCandidate.ProtoReflect.Descriptor instead.
-func (*ScoreCandidate) Descriptor() ([]byte, []int) {
-	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *ScoreCandidate) GetAdId() string {
-	if x != nil {
-		return x.AdId
-	}
-	return ""
-}
-
-func (x *ScoreCandidate) GetFeatures() map[string]float64 {
-	if x != nil {
-		return x.Features
-	}
-	return nil
-}
-
+// ScoreRequest gives the candidates' features as featuresvc serves them. A
+// model input is taken from the candidate's row, or when that is missing
+// (NaN or no such column) from the shared row; found in neither, it is
+// missing. Columns the model does not use are ignored.
 type ScoreRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shared        map[string]float64     `protobuf:"bytes,1,rep,name=shared,proto3" json:"shared,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	Candidates    []*ScoreCandidate      `protobuf:"bytes,2,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Features every candidate shares: one row (or none).
+	Shared *v1.FeatureTable `protobuf:"bytes,3,opt,name=shared,proto3" json:"shared,omitempty"`
+	// One row per candidate; the response scores them in row order.
+	Candidates    *v1.FeatureTable `protobuf:"bytes,4,opt,name=candidates,proto3" json:"candidates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScoreRequest) Reset() {
 	*x = ScoreRequest{}
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[1]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +52,7 @@ func (x *ScoreRequest) String() string {
 func (*ScoreRequest) ProtoMessage() {}
 
 func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[1]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,17 +65,17 @@ func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreRequest.ProtoReflect.Descriptor instead.
 func (*ScoreRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{1}
+	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *ScoreRequest) GetShared() map[string]float64 {
+func (x *ScoreRequest) GetShared() *v1.FeatureTable {
 	if x != nil {
 		return x.Shared
 	}
 	return nil
 }
 
-func (x *ScoreRequest) GetCandidates() []*ScoreCandidate {
+func (x *ScoreRequest) GetCandidates() *v1.FeatureTable {
 	if x != nil {
 		return x.Candidates
 	}
@@ -131,7 +84,7 @@ func (x *ScoreRequest) GetCandidates() []*ScoreCandidate {
 
 type ScoreResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// pCTR per candidate, in request order.
+	// pCTR per candidate, in row order.
 	Scores        []float64 `protobuf:"fixed64,1,rep,packed,name=scores,proto3" json:"scores,omitempty"`
 	ModelVersion  string    `protobuf:"bytes,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -140,7 +93,7 @@ type ScoreResponse struct {
 
 func (x *ScoreResponse) Reset() {
 	*x = ScoreResponse{}
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[2]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -152,7 +105,7 @@ func (x *ScoreResponse) String() string {
 func (*ScoreResponse) ProtoMessage() {}
 
 func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[2]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -165,7 +118,7 @@ func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreResponse.ProtoReflect.Descriptor instead.
 func (*ScoreResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{2}
+	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ScoreResponse) GetScores() []float64 {
@@ -190,7 +143,7 @@ type GetModelInfoRequest struct {
 
 func (x *GetModelInfoRequest) Reset() {
 	*x = GetModelInfoRequest{}
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[3]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +155,7 @@ func (x *GetModelInfoRequest) String() string {
 func (*GetModelInfoRequest) ProtoMessage() {}
 
 func (x *GetModelInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[3]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +168,7 @@ func (x *GetModelInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetModelInfoRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{3}
+	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{2}
 }
 
 type GetModelInfoResponse struct {
@@ -234,7 +187,7 @@ type GetModelInfoResponse struct {
 
 func (x *GetModelInfoResponse) Reset() {
 	*x = GetModelInfoResponse{}
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[4]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +199,7 @@ func (x *GetModelInfoResponse) String() string {
 func (*GetModelInfoResponse) ProtoMessage() {}
 
 func (x *GetModelInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[4]
+	mi := &file_adrank_ranker_v1_ranker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +212,7 @@ func (x *GetModelInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetModelInfoResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{4}
+	return file_adrank_ranker_v1_ranker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetModelInfoResponse) GetDomain() string {
@@ -301,21 +254,12 @@ var File_adrank_ranker_v1_ranker_proto protoreflect.FileDescriptor
 
 const file_adrank_ranker_v1_ranker_proto_rawDesc = "" +
 	"\n" +
-	"\x1dadrank/ranker/v1/ranker.proto\x12\x10adrank.ranker.v1\"\xae\x01\n" +
-	"\x0eScoreCandidate\x12\x13\n" +
-	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12J\n" +
-	"\bfeatures\x18\x02 \x03(\v2..adrank.ranker.v1.ScoreCandidate.FeaturesEntryR\bfeatures\x1a;\n" +
-	"\rFeaturesEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xcf\x01\n" +
-	"\fScoreRequest\x12B\n" +
-	"\x06shared\x18\x01 \x03(\v2*.adrank.ranker.v1.ScoreRequest.SharedEntryR\x06shared\x12@\n" +
+	"\x1dadrank/ranker/v1/ranker.proto\x12\x10adrank.ranker.v1\x1a!adrank/features/v1/features.proto\"\x96\x01\n" +
+	"\fScoreRequest\x128\n" +
+	"\x06shared\x18\x03 \x01(\v2 .adrank.features.v1.FeatureTableR\x06shared\x12@\n" +
 	"\n" +
-	"candidates\x18\x02 \x03(\v2 .adrank.ranker.v1.ScoreCandidateR\n" +
-	"candidates\x1a9\n" +
-	"\vSharedEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"L\n" +
+	"candidates\x18\x04 \x01(\v2 .adrank.features.v1.FeatureTableR\n" +
+	"candidatesJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03\"L\n" +
 	"\rScoreResponse\x12\x16\n" +
 	"\x06scores\x18\x01 \x03(\x01R\x06scores\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\tR\fmodelVersion\"\x15\n" +
@@ -343,29 +287,26 @@ func file_adrank_ranker_v1_ranker_proto_rawDescGZIP() []byte {
 	return file_adrank_ranker_v1_ranker_proto_rawDescData
 }
 
-var file_adrank_ranker_v1_ranker_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_adrank_ranker_v1_ranker_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_adrank_ranker_v1_ranker_proto_goTypes = []any{
-	(*ScoreCandidate)(nil),       // 0: adrank.ranker.v1.ScoreCandidate
-	(*ScoreRequest)(nil),         // 1: adrank.ranker.v1.ScoreRequest
-	(*ScoreResponse)(nil),        // 2: adrank.ranker.v1.ScoreResponse
-	(*GetModelInfoRequest)(nil),  // 3: adrank.ranker.v1.GetModelInfoRequest
-	(*GetModelInfoResponse)(nil), // 4: adrank.ranker.v1.GetModelInfoResponse
-	nil,                          // 5: adrank.ranker.v1.ScoreCandidate.FeaturesEntry
-	nil,                          // 6: adrank.ranker.v1.ScoreRequest.SharedEntry
+	(*ScoreRequest)(nil),         // 0: adrank.ranker.v1.ScoreRequest
+	(*ScoreResponse)(nil),        // 1: adrank.ranker.v1.ScoreResponse
+	(*GetModelInfoRequest)(nil),  // 2: adrank.ranker.v1.GetModelInfoRequest
+	(*GetModelInfoResponse)(nil), // 3: adrank.ranker.v1.GetModelInfoResponse
+	(*v1.FeatureTable)(nil),      // 4: adrank.features.v1.FeatureTable
 }
 var file_adrank_ranker_v1_ranker_proto_depIdxs = []int32{
-	5, // 0: adrank.ranker.v1.ScoreCandidate.features:type_name -> adrank.ranker.v1.ScoreCandidate.FeaturesEntry
-	6, // 1: adrank.ranker.v1.ScoreRequest.shared:type_name -> adrank.ranker.v1.ScoreRequest.SharedEntry
-	0, // 2: adrank.ranker.v1.ScoreRequest.candidates:type_name -> adrank.ranker.v1.ScoreCandidate
-	1, // 3: adrank.ranker.v1.RankerService.Score:input_type -> adrank.ranker.v1.ScoreRequest
-	3, // 4: adrank.ranker.v1.RankerService.GetModelInfo:input_type -> adrank.ranker.v1.GetModelInfoRequest
-	2, // 5: adrank.ranker.v1.RankerService.Score:output_type -> adrank.ranker.v1.ScoreResponse
-	4, // 6: adrank.ranker.v1.RankerService.GetModelInfo:output_type -> adrank.ranker.v1.GetModelInfoResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: adrank.ranker.v1.ScoreRequest.shared:type_name -> adrank.features.v1.FeatureTable
+	4, // 1: adrank.ranker.v1.ScoreRequest.candidates:type_name -> adrank.features.v1.FeatureTable
+	0, // 2: adrank.ranker.v1.RankerService.Score:input_type -> adrank.ranker.v1.ScoreRequest
+	2, // 3: adrank.ranker.v1.RankerService.GetModelInfo:input_type -> adrank.ranker.v1.GetModelInfoRequest
+	1, // 4: adrank.ranker.v1.RankerService.Score:output_type -> adrank.ranker.v1.ScoreResponse
+	3, // 5: adrank.ranker.v1.RankerService.GetModelInfo:output_type -> adrank.ranker.v1.GetModelInfoResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_adrank_ranker_v1_ranker_proto_init() }
@@ -379,7 +320,7 @@ func file_adrank_ranker_v1_ranker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_ranker_v1_ranker_proto_rawDesc), len(file_adrank_ranker_v1_ranker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
