@@ -4,6 +4,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/adrank/adrank/platform/logging"
@@ -16,6 +17,7 @@ type Flags struct {
 	Grace      time.Duration
 	LogLevel   slog.Level
 	DebugAddr  string
+	GCPercent  int
 }
 
 // Register adds the shared flags to fs with the service's default listen
@@ -25,11 +27,22 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
 	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
+	fs.IntVar(&f.GCPercent, "gc-percent", DefaultGCPercent, "garbage collector target percentage (runtime/debug.SetGCPercent); GOGC in the environment wins")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 }
 
-// Logger is the service's JSON logger on stderr.
+// DefaultGCPercent is the services' garbage collector target. Their live
+// heaps are a few MiB while every request allocates, so Go's default (100)
+// collects hundreds of times a second; 400 trades a few more MiB of heap for
+// a fifth less CPU per request and a lower p99 (BENCHMARKS.md).
+const DefaultGCPercent = 400
+
+// Logger applies the runtime settings and returns the service's JSON logger
+// on stderr.
 func (f *Flags) Logger(service string) *slog.Logger {
+	if _, set := os.LookupEnv("GOGC"); !set && f.GCPercent != 0 {
+		debug.SetGCPercent(f.GCPercent)
+	}
 	return logging.New(os.Stderr, service, f.LogLevel)
 }
 

@@ -40,6 +40,8 @@ type options struct {
 	runs     int
 	smoke    bool
 	profile  string
+	only     int
+	procs    int
 	out      string
 	svg      string
 }
@@ -52,6 +54,8 @@ func main() {
 	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
+	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
+	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-6) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -197,7 +201,10 @@ func (s *suite) setup(ctx context.Context) error {
 	if err := s.kv("adrank/domains/feed", `{"production": "v2"}`); err != nil {
 		return err
 	}
-	env := []string{"GOMAXPROCS=1", "CONSUL_HTTP_ADDR=" + s.addr["consul"]}
+	env := []string{"CONSUL_HTTP_ADDR=" + s.addr["consul"]}
+	if s.o.procs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", s.o.procs))
+	}
 	tmp, err := os.MkdirTemp("", "adrankbench")
 	if err != nil {
 		return err

@@ -18,7 +18,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
@@ -135,27 +134,29 @@ func (s *suite) configs() ([]config, func(), error) {
 		return nil, nil, err
 	}
 	closeAll := func() { router.Close(); mono.Close(); rk.Close() }
+	reqs, err := newPool(1, 4096)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	rank := func(cc *grpc.ClientConn) call {
 		client := routerv1.NewRouterServiceClient(cc)
-		return func(ctx context.Context, rng *rand.Rand, n int) error {
+		return func(ctx context.Context, _ *rand.Rand, _ int) error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			_, err := client.Rank(ctx, request(rng, n))
+			_, err := client.Rank(ctx, reqs.rank())
 			return err
 		}
 	}
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}, Timeout: 2 * time.Second}
-	rest := func(ctx context.Context, rng *rand.Rand, n int) error {
-		body, err := protojson.Marshal(request(rng, n))
-		if err != nil {
-			return err
-		}
+	rest := func(ctx context.Context, _ *rand.Rand, _ int) error {
+		body := reqs.body()
 		resp, err := httpc.Post("http://"+s.addr["gateway"]+"/v1/rank", "application/json", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		_, _ = bytes.NewBuffer(nil).ReadFrom(resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		if resp.StatusCode != 200 {
 			return fmt.Errorf("HTTP %d", resp.StatusCode)
 		}

@@ -34,6 +34,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer closeAll()
+	if o.only > 0 {
+		if o.only > len(configs) {
+			return fmt.Errorf("-only %d: there are %d configurations", o.only, len(configs))
+		}
+		configs = configs[o.only-1 : o.only]
+	}
 	var results []result
 	for _, c := range configs {
 		r, err := s.measure(ctx, c)
@@ -42,6 +48,9 @@ func run(ctx context.Context, o options) error {
 		}
 		fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000  p99 %v  errors %d\n", r.name, r.saturation, r.cpuPer1000, r.p99, r.errors)
 		results = append(results, r)
+	}
+	if o.only > 0 {
+		return nil // a partial run writes nothing
 	}
 	down, err := s.downstreamP50(ctx, refRate(o.rates))
 	if err != nil {
@@ -131,10 +140,17 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
+func procsText(n int) string {
+	if n <= 0 {
+		return "Go's default GOMAXPROCS (one per CPU)"
+	}
+	return fmt.Sprintf("GOMAXPROCS=%d", n)
+}
+
 func (s *suite) markdown(rs []result, down map[string]float64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Command: `make bench` (`bench/cmd/adrankbench`), %s. Machine: %d CPU %s, %s. Services run with GOMAXPROCS=1; the load generator shares the machine.\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), cpuModel(), runtime.Version())
+	fmt.Fprintf(&b, "Command: `make bench` (`bench/cmd/adrankbench`), %s. Machine: %d CPU %s, %s. Services run with %s; the load generator shares the machine.\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), cpuModel(), runtime.Version(), procsText(s.o.procs))
 	fmt.Fprintf(&b, "Each figure is the median of %d runs of %v. Requests: 50 candidates, 3 slots, `feed` with its GBDT (v2). Saturation: 64 concurrent clients, closed loop. Latency: open loop at the offered rate, measured from each request's scheduled send time.\n\n", s.o.runs, s.o.duration)
 	b.WriteString("| configuration | saturation (req/s) | CPU s per 1,000 req |")
 	for _, r := range s.o.rates {

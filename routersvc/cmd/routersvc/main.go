@@ -37,11 +37,12 @@ import (
 
 type options struct {
 	service.Flags
-	budget    time.Duration
-	stateFile string
-	redisAddr string
-	window    time.Duration
-	monolith  bool
+	budget     time.Duration
+	stateFile  string
+	redisAddr  string
+	flushEvery time.Duration
+	window     time.Duration
+	monolith   bool
 	// limits
 	featuresTimeout time.Duration
 	maxInflight     int
@@ -57,6 +58,7 @@ func main() {
 	fs.DurationVar(&o.budget, "budget", 250*time.Millisecond, "default time budget of one Rank call (a sooner caller deadline wins)")
 	fs.StringVar(&o.stateFile, "state-file", ".data/router.db", "experiment state file (bbolt), when --redis-addr is empty")
 	fs.StringVar(&o.redisAddr, "redis-addr", "", "Redis host:port for experiment state shared by several router replicas")
+	fs.DurationVar(&o.flushEvery, "flush-every", 100*time.Millisecond, "how often served impressions and counters are written to the state store, as one transaction")
 	fs.DurationVar(&o.window, "attribution-window", 24*time.Hour, "how long an impression can be joined to click and conversion events")
 	fs.DurationVar(&o.featuresTimeout, "features-timeout", 100*time.Millisecond, "features call timeout; past it Rank answers from default features, flagged degraded")
 	fs.IntVar(&o.maxInflight, "max-inflight", 512, "concurrent Rank calls before the excess is refused with RESOURCE_EXHAUSTED (0: no bound)")
@@ -160,7 +162,7 @@ func run(ctx context.Context, o options) error {
 		down, table, watch, setExp = disc, disc.Table, disc.Run, disc.SetExperiment
 	}
 	lb := lab.New(lab.Options{
-		Store: st, Log: log, Window: o.window, Scorer: router.Scorer{Down: down},
+		Store: st, Log: log, Window: o.window, FlushEvery: o.flushEvery, Scorer: router.Scorer{Down: down},
 		Experiments: router.LabDomains(table), SetExperiment: setExp,
 	})
 	srv, err := service.New(sopts)
