@@ -8,9 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -411,23 +411,44 @@ func TestRankerCrashUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	ok, failed, firstErr := stop()
-	t.Logf("%d Rank calls succeeded, %d failed around the kill", ok, failed)
-	if failed != 0 {
-		t.Errorf("%d calls failed; first: %v", failed, firstErr)
+	r := stop()
+	t.Logf("%d Rank calls succeeded, %d failed around the kill; p99 %v", r.ok, r.failed, r.p99())
+	if r.failed != 0 {
+		t.Errorf("%d calls failed; first: %v", r.failed, r.firstErr)
 	}
-	if ok < 100 {
-		t.Errorf("only %d calls: the load was not steady", ok)
+	if r.ok < 100 {
+		t.Errorf("only %d calls: the load was not steady", r.ok)
 	}
 }
 
+// loadResult is what a steady load saw.
+type loadResult struct {
+	ok, failed int64
+	firstErr   any
+	lat        []time.Duration // of every call, successful or not
+}
+
+// p99 is the 99th percentile latency.
+func (r loadResult) p99() time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(r.lat))
+	return s[min(len(s)-1, len(s)*99/100)]
+}
+
+// steadyLoad sends Rank calls to the cluster's router from workers, each
+// pausing between calls, until stop is called.
+func (c *cluster) steadyLoad(workers int, pause time.Duration) (stop func() loadResult) {
+	return steadyLoad(c.router, workers, pause)
+}
+
 // steadyLoad sends Rank calls from workers, each pausing between calls,
-// until stop is called; stop returns the successes, the failures and the
-// first failure.
-func (c *cluster) steadyLoad(workers int, pause time.Duration) (stop func() (ok, failed int64, firstErr any)) {
+// until stop is called; stop returns what they saw.
+func steadyLoad(router routerv1.RouterServiceClient, workers int, pause time.Duration) (stop func() loadResult) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var okN, failedN atomic.Int64
-	var first atomic.Value
+	var mu sync.Mutex
+	var res loadResult
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
@@ -435,22 +456,29 @@ func (c *cluster) steadyLoad(workers int, pause time.Duration) (stop func() (ok,
 			defer wg.Done()
 			for n := 0; ctx.Err() == nil; n++ {
 				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := c.router.Rank(rctx, rankRequest(fmt.Sprintf("load-%d-%d", w, n), "feed"))
+				start := time.Now()
+				_, err := router.Rank(rctx, rankRequest(fmt.Sprintf("load-%p-%d-%d", &res, w, n), "feed"))
+				took := time.Since(start)
 				rcancel()
+				mu.Lock()
+				res.lat = append(res.lat, took)
 				if err != nil {
-					failedN.Add(1)
-					first.CompareAndSwap(nil, err.Error())
+					res.failed++
+					if res.firstErr == nil {
+						res.firstErr = err.Error()
+					}
 				} else {
-					okN.Add(1)
+					res.ok++
 				}
+				mu.Unlock()
 				time.Sleep(pause)
 			}
 		}()
 	}
-	return func() (int64, int64, any) {
+	return func() loadResult {
 		cancel()
 		wg.Wait()
-		return okN.Load(), failedN.Load(), first.Load()
+		return res
 	}
 }
 
@@ -495,9 +523,9 @@ func TestConsulOutage(t *testing.T) {
 		return nil
 	})
 	time.Sleep(time.Second)
-	ok, failed, firstErr := stop()
-	t.Logf("%d Rank calls succeeded, %d failed across a 30 s Consul outage; registrations %v", ok, failed, before)
-	if failed != 0 {
-		t.Errorf("%d calls failed; first: %v", failed, firstErr)
+	r := stop()
+	t.Logf("%d Rank calls succeeded, %d failed across a 30 s Consul outage; p99 %v; registrations %v", r.ok, r.failed, r.p99(), before)
+	if r.failed != 0 {
+		t.Errorf("%d calls failed; first: %v", r.failed, r.firstErr)
 	}
 }

@@ -76,9 +76,12 @@ type conn struct {
 // push is called with r.mu held. An empty set is pushed too: the ClientConn
 // then fails RPCs fast with UNAVAILABLE instead of using stale instances.
 func (c *conn) push(addrs []string) {
-	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(addrs))}
+	// Both forms: endpoint-aware balancers read Endpoints, and those built
+	// on balancer/base (grpcx.BalancerName) read Addresses.
+	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(addrs)), Addresses: make([]resolver.Address, 0, len(addrs))}
 	for _, a := range addrs {
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	_ = c.cc.UpdateState(state) // an error only asks for re-resolution, which Update does anyway
 }

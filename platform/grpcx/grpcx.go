@@ -100,10 +100,11 @@ func PropagateRequestID(ctx context.Context, method string, req, reply any, cc *
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
-// ServiceConfig balances round robin over the resolved instances and retries
-// UNAVAILABLE (a lost instance) on another one, within the caller's deadline.
+// ServiceConfig balances calls over the resolved instances by the fewest in
+// flight (BalancerName) and retries UNAVAILABLE (a lost instance) on another
+// one, within the caller's deadline.
 const ServiceConfig = `{
-  "loadBalancingConfig": [{"round_robin": {}}],
+  "loadBalancingConfig": [{"` + BalancerName + `": {}}],
   "methodConfig": [{
     "name": [{}],
     "retryPolicy": {
@@ -121,6 +122,6 @@ func ClientOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	return append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(ServiceConfig),
-		grpc.WithChainUnaryInterceptor(PropagateRequestID),
+		grpc.WithChainUnaryInterceptor(PropagateRequestID, trackAttempts),
 	}, extra...)
 }

@@ -13,6 +13,7 @@ import (
 // Flags are the flags every service shares.
 type Flags struct {
 	Listen     string
+	Advertise  string
 	ConsulAddr string
 	Grace      time.Duration
 	LogLevel   slog.Level
@@ -24,6 +25,7 @@ type Flags struct {
 // address.
 func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.Listen, "listen", listen, "gRPC listen address (port 0 picks a free port)")
+	fs.StringVar(&f.Advertise, "advertise", "", "address to register in Consul, when callers must reach this instance through another (a proxy, NAT); default: the listen address")
 	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
 	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
@@ -48,5 +50,5 @@ func (f *Flags) Logger(service string) *slog.Logger {
 
 // Options returns service Options for a Consul service name.
 func (f *Flags) Options(name string, log *slog.Logger) Options {
-	return Options{Name: name, Listen: f.Listen, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr}
+	return Options{Name: name, Listen: f.Listen, Advertise: f.Advertise, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr}
 }

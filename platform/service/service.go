@@ -23,8 +23,11 @@ import (
 
 // Options configure one instance.
 type Options struct {
-	Name       string // Consul service name, e.g. consulx.RankerService
-	Listen     string // host:port; port 0 picks a free one
+	Name   string // Consul service name, e.g. consulx.RankerService
+	Listen string // host:port; port 0 picks a free one
+	// Advertise is the address registered in Consul; empty: the listen
+	// address (an unspecified host becomes loopback).
+	Advertise  string
 	ConsulAddr string // empty: CONSUL_HTTP_ADDR or the API default
 	// Grace bounds the drain of in-flight requests on shutdown.
 	Grace time.Duration
@@ -61,7 +64,14 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	srv, hs := grpcx.NewServer(opts.Log)
-	reg := consulx.Registration{Name: opts.Name, Addr: advertised(lis.Addr()), Tags: opts.Tags, Meta: opts.Meta}
+	addr := opts.Advertise
+	if addr == "" {
+		addr = advertised(lis.Addr())
+	} else if _, _, err := net.SplitHostPort(addr); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("advertise address %q: %w", addr, err)
+	}
+	reg := consulx.Registration{Name: opts.Name, Addr: addr, Tags: opts.Tags, Meta: opts.Meta}
 	return &Server{
 		opts:   opts,
 		lis:    lis,
@@ -85,7 +95,12 @@ func advertised(a net.Addr) string {
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
 
 // Addr is the address the instance is registered under.
-func (s *Server) Addr() string { return advertised(s.lis.Addr()) }
+func (s *Server) Addr() string {
+	if s.opts.Advertise != "" {
+		return s.opts.Advertise
+	}
+	return advertised(s.lis.Addr())
+}
 
 // Run serves, marks the instance SERVING, keeps it registered in Consul, and
 // when ctx ends: NOT_SERVING, deregister, drain (bounded by Grace), stop.
@@ -100,7 +115,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	log.Info("serving", "addr", s.Addr(), "name", s.opts.Name)
+	log.Info("serving", "addr", s.Addr(), "listen", s.lis.Addr().String(), "name", s.opts.Name)
 	if !s.opts.Standalone {
 		g.Go(func() error { return s.reg.Run(gctx) })
 	}

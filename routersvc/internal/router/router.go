@@ -23,6 +23,7 @@ import (
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/grpcx"
 	"github.com/adrank/adrank/platform/logging"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
@@ -372,13 +373,15 @@ func (s *Server) score(ctx context.Context, domain, version string, req *rankerv
 
 // hedged calls Score, and once more if the first call has not answered
 // within HedgeAfter: a slow instance then costs HedgeAfter, not its delay.
-// The first success wins; the other call is cancelled. Scoring has no side
-// effects, so a duplicate call is safe.
+// The two calls share one grpcx.Attempts, so the balancer sends the hedge
+// to another instance than the first call's. The first success wins; the
+// other call is cancelled. Scoring has no side effects, so a duplicate call
+// is safe.
 func (s *Server) hedged(ctx context.Context, c rankerv1.RankerServiceClient, req *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
 	if s.limits.HedgeAfter <= 0 {
 		return c.Score(ctx, req)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(grpcx.WithAttempts(ctx, &grpcx.Attempts{}))
 	defer cancel() // stops the loser
 	type answer struct {
 		resp *rankerv1.ScoreResponse
