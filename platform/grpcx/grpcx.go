@@ -68,6 +68,9 @@ func accessLog(log *slog.Logger) grpc.UnaryServerInterceptor {
 		default:
 			level = slog.LevelWarn
 		}
+		if !log.Enabled(ctx, level) { // the usual case for OK calls: no attributes built
+			return resp, err
+		}
 		attrs := []any{"method", info.FullMethod, "code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
 		if err != nil {
 			attrs = append(attrs, "error", status.Convert(err).Message())

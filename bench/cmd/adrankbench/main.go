@@ -54,7 +54,7 @@ func main() {
 	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
-	flag.IntVar(&o.procs, "gomaxprocs", 1, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
+	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
 	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-6) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
