@@ -424,6 +424,7 @@ func TestRankerCrashUnderLoad(t *testing.T) {
 // loadResult is what a steady load saw.
 type loadResult struct {
 	ok, failed int64
+	degraded   int64 // answers flagged degraded
 	firstErr   any
 	lat        []time.Duration // of every call, successful or not
 }
@@ -457,7 +458,7 @@ func steadyLoad(router routerv1.RouterServiceClient, workers int, pause time.Dur
 			for n := 0; ctx.Err() == nil; n++ {
 				rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 				start := time.Now()
-				_, err := router.Rank(rctx, rankRequest(fmt.Sprintf("load-%p-%d-%d", &res, w, n), "feed"))
+				resp, err := router.Rank(rctx, rankRequest(fmt.Sprintf("load-%p-%d-%d", &res, w, n), "feed"))
 				took := time.Since(start)
 				rcancel()
 				mu.Lock()
@@ -469,6 +470,9 @@ func steadyLoad(router routerv1.RouterServiceClient, workers int, pause time.Dur
 					}
 				} else {
 					res.ok++
+				}
+				if resp.GetDegraded() {
+					res.degraded++
 				}
 				mu.Unlock()
 				time.Sleep(pause)

@@ -600,12 +600,20 @@ func TestDiscovery(t *testing.T) {
 	})
 
 	t.Run("featuresvc down: Rank answers from default features, flagged degraded", func(t *testing.T) {
+		load := c.steadyLoad(4, 2*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 		for _, p := range c.procs {
 			if p.name == "featuresvc" {
 				if err := p.cmd.Process.Kill(); err != nil {
 					t.Fatal(err)
 				}
 			}
+		}
+		time.Sleep(2 * time.Second)
+		r := load()
+		t.Logf("steady load across the kill: %d answered (%d degraded), %d failed; p99 %v", r.ok, r.degraded, r.failed, r.p99())
+		if r.failed != 0 || r.degraded < 100 {
+			t.Errorf("%d failed (first: %v), %d degraded: want no failure and degraded answers", r.failed, r.firstErr, r.degraded)
 		}
 		eventually(t, 3*time.Second, func() error {
 			resp, err := rank(t, c, rankRequest("req-degraded", "feed"))

@@ -26,9 +26,12 @@ print(f"model: {xgb['trees']} trees, depth {xgb['depth']}, {xgb['features']} fea
 print("| what | ns per candidate (median) | runs | vs XGBoost |")
 print("|---|---|---|---|")
 print(f"| XGBoost `inplace_predict` (numpy rows) | {x:.0f} | {', '.join(f'{v:.0f}' for v in xgb['runs'])} | 1.00 |")
-names = {"GBDTPredict": "adrank GBDT, vectors (`PredictBatch`)", "GBDTScorer": "adrank GBDT, feature maps by name (`Scorer`: 10 shared + 40 own)",
-         "LogRegPredict": "adrank logistic regression, vectors", "LogRegScorer": "adrank logistic regression, feature maps by name"}
-for k in ["GBDTPredict", "GBDTScorer", "LogRegPredict", "LogRegScorer"]:
+names = {"GBDTPredict": "adrank GBDT, vectors (`PredictBatch`)",
+         "GBDTTable": "adrank GBDT, dense wire tables (`ScoreTable`, the ranker's path: 10 shared + 40 own columns)",
+         "GBDTScorer": "adrank GBDT, feature maps by name (`Score`: 10 shared + 40 own)",
+         "LogRegPredict": "adrank logistic regression, vectors", "LogRegTable": "adrank logistic regression, dense wire tables",
+         "LogRegScorer": "adrank logistic regression, feature maps by name"}
+for k in ["GBDTPredict", "GBDTTable", "GBDTScorer", "LogRegPredict", "LogRegTable", "LogRegScorer"]:
     ratio = f"{x / med[k]:.2f}x faster" if k.startswith("GBDT") else "(not comparable)"
     print(f"| {names[k]} | {med[k]:.0f} | {', '.join(f'{v:.0f}' for v in runs[k])} | {ratio} |")
 PY
