@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
@@ -188,7 +189,20 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`), call: rank(router), cpu: micro},
 		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc-monolith"}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
+		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
 	}, closeAll, nil
+}
+
+// empty calls the health service: no work, so its latency is what one
+// loopback gRPC hop costs on this machine.
+func empty(cc *grpc.ClientConn) call {
+	client := healthpb.NewHealthClient(cc)
+	return func(ctx context.Context, _ *rand.Rand, _ int) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
 }
 
 func (s *suite) directScorer(rk *grpc.ClientConn) (call, error) {

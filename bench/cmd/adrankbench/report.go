@@ -207,31 +207,47 @@ func writeSection(path, md string) error {
 // configuration.
 func writeSVG(path string, rs []result, rates []int) error {
 	const w, h, left, bottom, top, right = 760, 420, 60, 50, 20, 250
-	maxY := 0.0
+	// p99 spans from about 1 ms to hundreds past saturation: a log scale.
+	minY, maxY := math.Inf(1), 0.0
 	for _, r := range rs {
 		for _, rate := range rates {
-			maxY = math.Max(maxY, r.p99[rate])
+			if v := r.p99[rate]; v > 0 {
+				minY, maxY = math.Min(minY, v), math.Max(maxY, v)
+			}
 		}
 	}
-	maxY = math.Ceil(maxY)
+	if maxY == 0 {
+		minY, maxY = 1, 10
+	}
+	lo, hi := math.Floor(math.Log10(minY)), math.Ceil(math.Log10(maxY))
+	if hi <= lo {
+		hi = lo + 1
+	}
 	maxX := float64(rates[len(rates)-1])
 	x := func(v float64) float64 { return left + v/maxX*(w-left-right) }
-	y := func(v float64) float64 { return h - bottom - v/maxY*(h-bottom-top) }
-	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"}
+	y := func(v float64) float64 {
+		return h - bottom - (math.Log10(math.Max(v, math.Pow(10, lo)))-lo)/(hi-lo)*(h-bottom-top)
+	}
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#7f7f7f"}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n",
 		left, h-bottom, w-right, h-bottom, left, top, left, h-bottom)
-	for i := 0; i <= 4; i++ {
-		v := maxY * float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end">%.1f</text><line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#ddd"/>`+"\n", left-6, y(v)+4, v, left, y(v), w-right, y(v))
+	for e := lo; e <= hi; e++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow(10, e)
+			if v > math.Pow(10, hi) {
+				break
+			}
+			fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end">%g</text><line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#ddd"/>`+"\n", left-6, y(v)+4, v, left, y(v), w-right, y(v))
+		}
 	}
 	for _, rate := range rates {
 		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", x(float64(rate)), h-bottom+18, rate)
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered load (requests/s)</text>`+"\n", (w-right+left)/2, h-12)
-	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">p99 latency (ms)</text>`+"\n", (h-bottom+top)/2, (h-bottom+top)/2)
+	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">p99 latency (ms, log scale)</text>`+"\n", (h-bottom+top)/2, (h-bottom+top)/2)
 	for i, r := range rs {
 		var pts []string
 		for _, rate := range rates {
