@@ -133,11 +133,12 @@ func (s *suite) stop() {
 	}
 }
 
-// cpu returns the user+system CPU seconds of the processes with these labels.
-func (s *suite) cpu(names ...string) float64 {
-	var total float64
+// cpuByLabel returns the user+system CPU seconds of each process with one
+// of these labels.
+func (s *suite) cpuByLabel(labels []string) map[string]float64 {
+	out := map[string]float64{}
 	for _, p := range s.procs {
-		if !slices.Contains(names, p.label) || p.cmd.Process == nil {
+		if !slices.Contains(labels, p.label) || p.cmd.Process == nil {
 			continue
 		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
@@ -148,9 +149,9 @@ func (s *suite) cpu(names ...string) float64 {
 		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
 		ut, _ := strconv.ParseFloat(f[11], 64)
 		st, _ := strconv.ParseFloat(f[12], 64)
-		total += (ut + st) / 100 // USER_HZ
+		out[p.label] += (ut + st) / 100 // USER_HZ
 	}
-	return total
+	return out
 }
 
 func wait(ctx context.Context, what string, d time.Duration, ok func() error) error {

@@ -39,6 +39,7 @@ type result struct {
 	saturation float64 // requests/s
 	p50, p99   map[int]float64
 	cpuPer1000 float64
+	cpuBy      map[string]float64 // CPU ms per request, by process label
 	errors     int
 }
 
@@ -262,19 +263,30 @@ func (s *suite) measure(ctx context.Context, c config) (result, error) {
 	// Warm up connections and caches.
 	saturate(ctx, c.call, 16, 300*time.Millisecond)
 	var sats, cpus []float64
+	by := map[string][]float64{}
 	for run := range s.o.runs {
 		if run == 0 {
 			defer s.profile(c)()
 		}
-		before := s.cpu(c.cpu...)
+		before := s.cpuByLabel(c.cpu)
 		start := time.Now()
 		tput, failed := saturate(ctx, c.call, 64, s.o.duration)
 		n := tput * time.Since(start).Seconds()
 		sats = append(sats, tput)
-		cpus = append(cpus, (s.cpu(c.cpu...)-before)/n*1000)
+		var total float64
+		for label, sec := range s.cpuByLabel(c.cpu) {
+			d := sec - before[label]
+			total += d
+			by[label] = append(by[label], d/n*1000)
+		}
+		cpus = append(cpus, total/n*1000)
 		r.errors += failed
 	}
 	r.saturation, r.cpuPer1000 = median(sats), median(cpus)
+	r.cpuBy = map[string]float64{}
+	for label, v := range by {
+		r.cpuBy[label] = median(v)
+	}
 	for _, rate := range s.o.rates {
 		var p50s, p99s []float64
 		for range s.o.runs {

@@ -44,6 +44,7 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
+		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, grpcx.RequestIDHeader) {
 				return grpcx.RequestIDHeader, true
@@ -62,6 +63,20 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 	}
 	return limits(mux, o), nil
 }
+
+// outgoingHeader names the HTTP header of a router response's metadata:
+// the router's server-timing becomes HTTP's Server-Timing, the rest keep
+// grpc-gateway's Grpc-Metadata- prefix.
+func outgoingHeader(key string) (string, bool) {
+	if key == serverTiming {
+		return "Server-Timing", true
+	}
+	return runtime.MetadataHeaderPrefix + key, true
+}
+
+// serverTiming is router.ServerTimingHeader (the router's packages are
+// internal to its module).
+const serverTiming = "server-timing"
 
 // limits bounds the body size and the time of each request, and logs it.
 func limits(next http.Handler, o Options) http.Handler {

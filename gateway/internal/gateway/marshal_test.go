@@ -48,3 +48,11 @@ func TestJSONDecoderMatchesJSONPb(t *testing.T) {
 		t.Error("trailing data accepted")
 	}
 }
+
+func TestOutgoingHeaders(t *testing.T) {
+	for key, want := range map[string]string{"server-timing": "Server-Timing", "x-other": "Grpc-Metadata-x-other"} {
+		if got, ok := outgoingHeader(key); !ok || got != want {
+			t.Errorf("%s: %q %v, want %q", key, got, ok, want)
+		}
+	}
+}

@@ -15,7 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -99,6 +101,8 @@ type scored struct {
 
 // Rank implements RouterService.
 func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1.RankResponse, error) {
+	var tm timing
+	tm.start = time.Now()
 	if err := validate(req); err != nil {
 		return nil, err
 	}
@@ -131,7 +135,9 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	}
 	a := s.lab.Assign(d.Name, LabDomain(d), req.GetUserId(), reqID)
 
+	t := time.Now()
 	feats, degraded, err := s.featuresOrDefaults(ctx, req)
+	tm.features += time.Since(t)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +146,15 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	rank := func(version string) (scored, error) {
 		start := time.Now()
 		pctrs, err := s.score(ctx, d.Name, version, sreq, len(req.GetCandidates()))
-		calls = append(calls, lab.Call{Version: version, Latency: time.Since(start), Failed: err != nil})
+		took := time.Since(start)
+		tm.ranker += took
+		calls = append(calls, lab.Call{Version: version, Latency: took, Failed: err != nil})
 		if err != nil {
 			return scored{}, err
 		}
+		start = time.Now()
 		auction, err := s.auction(ctx, req, pctrs)
+		tm.auction += time.Since(start)
 		return scored{version: version, pctrs: pctrs, auction: auction}, err
 	}
 	// An experiment's version that fails falls back to production for this
@@ -202,7 +212,28 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
 		s.lab.Shadow(d.Name, a.Shadow, sreq, main.pctrs, int(req.GetSlots()))
 	}
+	// Best effort: a caller that is not a gRPC server stream (a test, the
+	// in-process client) has nowhere to put the header.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(ServerTimingHeader, tm.String()))
 	return resp, nil
+}
+
+// ServerTimingHeader is the response metadata in which Rank says where its
+// time went, in the form of HTTP's Server-Timing (ms): the downstream calls
+// as the router saw them (hop included), and the total from the start of
+// the handler. total - features - ranker - auction is the router's own
+// overhead. The gateway passes it on as the Server-Timing HTTP header.
+const ServerTimingHeader = "server-timing"
+
+// timing adds up the time of one Rank call's downstream calls.
+type timing struct {
+	start                     time.Time
+	features, ranker, auction time.Duration
+}
+
+func (t timing) String() string {
+	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
+	return "features;dur=" + ms(t.features) + ", ranker;dur=" + ms(t.ranker) + ", auction;dur=" + ms(t.auction) + ", total;dur=" + ms(time.Since(t.start))
 }
 
 var strategies = map[string]routerv1.Strategy{

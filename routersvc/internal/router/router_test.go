@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -383,5 +385,48 @@ func TestListDomains(t *testing.T) {
 	}}
 	if diff := cmp.Diff(want, resp, protocmp.Transform(), protocmp.IgnoreFields(&routerv1.DomainInfo{}, "config_loaded_at")); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// sleepyRanker scores after a fixed delay.
+type sleepyRanker struct {
+	fakeDown
+	delay time.Duration
+}
+
+func (d *sleepyRanker) Ranker(string, string) (rankerv1.RankerServiceClient, error) { return d, nil }
+
+func (d *sleepyRanker) Score(ctx context.Context, in *rankerv1.ScoreRequest, opts ...grpc.CallOption) (*rankerv1.ScoreResponse, error) {
+	time.Sleep(d.delay)
+	return fakeRanker{&d.fakeDown}.Score(ctx, in, opts...)
+}
+
+func (d *sleepyRanker) GetModelInfo(context.Context, *rankerv1.GetModelInfoRequest, ...grpc.CallOption) (*rankerv1.GetModelInfoResponse, error) {
+	return &rankerv1.GetModelInfoResponse{}, nil
+}
+
+// Rank says where its time went in a Server-Timing header: the downstream
+// calls as the router saw them, and its total.
+func TestRankServerTiming(t *testing.T) {
+	client := serve(t, &sleepyRanker{delay: 20 * time.Millisecond}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	var md metadata.MD
+	if _, err := client.Rank(context.Background(), request(), grpc.Header(&md)); err != nil {
+		t.Fatal(err)
+	}
+	v := md.Get(ServerTimingHeader)
+	if len(v) != 1 {
+		t.Fatalf("server-timing %v", md)
+	}
+	durs := map[string]float64{}
+	for _, part := range strings.Split(v[0], ", ") {
+		name, dur, ok := strings.Cut(part, ";dur=")
+		f, err := strconv.ParseFloat(dur, 64)
+		if !ok || err != nil {
+			t.Fatalf("bad entry %q in %q", part, v[0])
+		}
+		durs[name] = f
+	}
+	if durs["ranker"] < 20 || durs["total"] < durs["features"]+durs["ranker"]+durs["auction"] || durs["total"] > 1000 {
+		t.Errorf("server-timing %q: want ranker ≥ 20 ms and a total covering the parts", v[0])
 	}
 }
