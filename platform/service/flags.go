@@ -34,8 +34,8 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 }
 
 // DefaultGCPercent is the services' garbage collector target. Their live
-// heaps are a few MiB while every request allocates, so Go's default (100)
-// collects hundreds of times a second; 400 trades a few more MiB of heap for
+// heaps are small while every request allocates, so Go's default (100)
+// collects many times a second; 400 trades a few more MiB of heap for
 // a fifth less CPU per request and a lower p99 (BENCHMARKS.md).
 const DefaultGCPercent = 400
 
