@@ -116,8 +116,11 @@ func TestSlowRankerInstance(t *testing.T) {
 	if hedged.failed != 0 || control.failed != 0 {
 		t.Errorf("failed calls: %d hedged (first %v), %d unhedged (first %v)", hedged.failed, hedged.firstErr, control.failed, control.firstErr)
 	}
-	if control.p99() < 50*time.Millisecond {
-		t.Fatalf("without hedging p99 is %v, under the injected 50 ms: the fault did not take", control.p99())
+	// The fault is real: without hedging, calls that met the slow instance
+	// took its 50 ms. (How many depends on how well the balancer steers
+	// around it; in runs here, enough to put the p99 past 50 ms.)
+	if slices.Max(control.lat) < 50*time.Millisecond {
+		t.Fatalf("without hedging no call took 50 ms (slowest %v): the fault did not take", slices.Max(control.lat))
 	}
 	// Hedged, the slowest calls cost the hedge delay plus a fast answer, not
 	// the slow instance's 50 ms; and far less than the budget.
