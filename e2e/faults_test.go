@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,7 +73,7 @@ func (c *cluster) startRouter(args ...string) (string, routerv1.RouterServiceCli
 		c.t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	c.start("routersvc", append([]string{"--listen", addr, "--state-file", c.t.TempDir() + "/router.db"}, args...)...)
+	c.start("routersvc", append([]string{"--listen", addr, "--state-file", filepath.Join(c.t.TempDir(), "router.db")}, args...)...)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		c.t.Fatal(err)

@@ -22,7 +22,17 @@ const BalancerName = "adrank_least_loaded"
 func init() {
 	// gRPC's balancer registry is process-wide and filled at init, as with
 	// its own policies.
-	balancer.Register(base.NewBalancerBuilder(BalancerName, &pickerBuilder{}, base.Config{}))
+	balancer.Register(builder{})
+}
+
+// builder gives each ClientConn a base balancer with a picker builder of
+// its own, so that in-flight counts are per connection and can be pruned.
+type builder struct{}
+
+func (builder) Name() string { return BalancerName }
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return base.NewBalancerBuilder(BalancerName, &pickerBuilder{}, base.Config{}).Build(cc, opts)
 }
 
 // Attempts records the instances that the attempts of one logical call
@@ -69,8 +79,8 @@ func WithAttempts(ctx context.Context, a *Attempts) context.Context {
 	return context.WithValue(ctx, attemptsKey{}, a)
 }
 
-// pickerBuilder keeps the in-flight counts, which outlive each picker (one
-// is built whenever an instance becomes ready or goes away).
+// pickerBuilder keeps one ClientConn's in-flight counts, which outlive each
+// picker (one is built whenever an instance becomes ready or goes away).
 type pickerBuilder struct {
 	inflight sync.Map // balancer.SubConn -> *atomic.Int64
 	next     atomic.Uint32
@@ -86,6 +96,14 @@ func (b *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	if len(info.ReadySCs) == 0 {
 		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
 	}
+	// Forget instances that are no longer ready and have nothing in flight,
+	// so that instance churn does not grow the map.
+	b.inflight.Range(func(k, v any) bool {
+		if _, ready := info.ReadySCs[k.(balancer.SubConn)]; !ready && v.(*atomic.Int64).Load() == 0 {
+			b.inflight.Delete(k)
+		}
+		return true
+	})
 	p := &picker{next: &b.next}
 	for sc, sci := range info.ReadySCs {
 		n, _ := b.inflight.LoadOrStore(sc, new(atomic.Int64))
