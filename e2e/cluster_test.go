@@ -169,15 +169,16 @@ func (c *cluster) start(name string, args ...string) *proc {
 }
 
 // startRanker starts a ranker for domain/version with the given model path
-// (relative to the repository root) and waits until Consul sees it healthy.
-func (c *cluster) startRanker(dv, modelPath string) *proc {
+// (relative to the repository root) and more flags (later flags win), and
+// waits until Consul sees it healthy.
+func (c *cluster) startRanker(dv, modelPath string, args ...string) *proc {
 	c.t.Helper()
 	domain, version, ok := cut(dv)
 	if !ok {
 		c.t.Fatalf("bad ranker spec %q", dv)
 	}
 	before := len(c.rankerInstances(domain, version, true))
-	p := c.start("rankersvc", "--domain", domain, "--version", version, "--model", modelPath, "--listen", "127.0.0.1:0")
+	p := c.start("rankersvc", append([]string{"--domain", domain, "--version", version, "--model", modelPath, "--listen", "127.0.0.1:0"}, args...)...)
 	eventually(c.t, 10*time.Second, func() error {
 		if n := len(c.rankerInstances(domain, version, true)); n <= before {
 			return fmt.Errorf("%s: %d healthy instances, want > %d", dv, n, before)

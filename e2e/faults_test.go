@@ -32,7 +32,6 @@ import (
 // faults are on the wire.
 func (c *cluster) startRankerBehindProxy(dv, modelPath string) (*proc, *toxiproxy.Proxy) {
 	c.t.Helper()
-	domain, version, _ := cut(dv)
 	ports, err := consultest.FreePorts(2)
 	if err != nil {
 		c.t.Fatal(err)
@@ -43,15 +42,8 @@ func (c *cluster) startRankerBehindProxy(dv, modelPath string) (*proc, *toxiprox
 	if err := proxy.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	before := len(c.rankerInstances(domain, version, true))
-	p := c.start("rankersvc", "--domain", domain, "--version", version, "--model", modelPath, "--listen", upstream, "--advertise", front)
-	c.t.Cleanup(proxy.Stop) // after the ranker's own cleanup: cleanups run last-in first-out
-	eventually(c.t, 10*time.Second, func() error {
-		if n := len(c.rankerInstances(domain, version, true)); n <= before {
-			return fmt.Errorf("%s behind the proxy: %d healthy instances, want > %d", dv, n, before)
-		}
-		return nil
-	})
+	c.t.Cleanup(proxy.Stop) // runs after the ranker's own cleanup: last in, first out
+	p := c.startRanker(dv, modelPath, "--listen", upstream, "--advertise", front)
 	return p, proxy
 }
 
