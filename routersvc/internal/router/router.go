@@ -101,8 +101,7 @@ type scored struct {
 
 // Rank implements RouterService.
 func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1.RankResponse, error) {
-	var tm timing
-	tm.start = time.Now()
+	tm := timing{start: time.Now()}
 	if err := validate(req); err != nil {
 		return nil, err
 	}
