@@ -34,10 +34,7 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	u, userKnown := s.w.User(req.GetUserId())
-	if !userKnown {
-		u = nil
-	}
+	u, userKnown := s.w.User(req.GetUserId()) // nil when unknown
 	ids := req.GetAdIds()
 	shared := &featuresv1.FeatureTable{Names: world.SharedColumns, Values: make([]float64, len(world.SharedColumns)), Rows: 1}
 	world.SharedRow(u, c, shared.Values)
@@ -45,10 +42,7 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	ads := &featuresv1.FeatureTable{Names: world.AdColumns, Values: make([]float64, len(ids)*w), Rows: int32(len(ids))}
 	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, AdFeatures: ads, Ads: make([]*featuresv1.AdFeatures, len(ids))}
 	for i, id := range ids {
-		a, ok := s.w.Ad(id)
-		if !ok {
-			a = nil
-		}
+		a, ok := s.w.Ad(id) // nil when unknown: its row is all missing
 		world.AdRow(u, a, c, ads.Values[i*w:(i+1)*w])
 		resp.Ads[i] = &featuresv1.AdFeatures{AdId: id, Known: ok}
 	}

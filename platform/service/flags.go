@@ -29,7 +29,7 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
 	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
-	fs.IntVar(&f.GCPercent, "gc-percent", DefaultGCPercent, "garbage collector target percentage (runtime/debug.SetGCPercent); GOGC in the environment wins")
+	fs.IntVar(&f.GCPercent, "gc-percent", DefaultGCPercent, "garbage collector target percentage (runtime/debug.SetGCPercent; 0: Go's default); GOGC in the environment wins")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 }
 
@@ -39,9 +39,9 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 // a fifth less CPU per request and a lower p99 (BENCHMARKS.md).
 const DefaultGCPercent = 400
 
-// Logger applies the runtime settings and returns the service's JSON logger
-// on stderr.
-func (f *Flags) Logger(service string) *slog.Logger {
+// Setup applies the runtime settings (the GC target) and returns the
+// service's JSON logger on stderr. Every main calls it once, after parsing.
+func (f *Flags) Setup(service string) *slog.Logger {
 	if _, set := os.LookupEnv("GOGC"); !set && f.GCPercent != 0 {
 		debug.SetGCPercent(f.GCPercent)
 	}

@@ -36,7 +36,7 @@ func main() {
 }
 
 func run(ctx context.Context, o service.Flags) error {
-	log := o.Logger("auctionsvc")
+	log := o.Setup("auctionsvc")
 	client, err := consulx.NewClient(o.ConsulAddr)
 	if err != nil {
 		return err

@@ -55,7 +55,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-6) and write nothing")
+	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-7) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -81,8 +81,7 @@ func main() {
 
 // proc is one started process.
 type proc struct {
-	name  string
-	label string // name plus what tells instances apart, e.g. "rankersvc-v2"
+	label string // the binary plus what tells instances apart, e.g. "rankersvc-v2"
 	debug string // pprof address, when profiling
 	cmd   *exec.Cmd
 	out   bytes.Buffer
@@ -97,7 +96,7 @@ type suite struct {
 
 func (s *suite) start(label string, env []string, args ...string) (*proc, error) {
 	name, _, _ := strings.Cut(label, "-")
-	p := &proc{name: name, label: label}
+	p := &proc{label: label}
 	if s.o.profile != "" {
 		ports, err := consultest.FreePorts(1)
 		if err != nil {
@@ -181,7 +180,7 @@ func (s *suite) setup(ctx context.Context) error {
 	}
 	c := exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "error", "-dns-port", "-1",
 		"-http-port", p(0), "-grpc-port", p(1), "-serf-lan-port", p(2), "-serf-wan-port", p(3), "-server-port", p(4))
-	s.procs = append(s.procs, &proc{name: "consul", label: "consul", cmd: c})
+	s.procs = append(s.procs, &proc{label: "consul", cmd: c})
 	if err := c.Start(); err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	log := o.Logger("featuresvc")
+	log := o.Setup("featuresvc")
 	w, err := world.New(o.world)
 	if err != nil {
 		return err

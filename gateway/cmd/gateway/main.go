@@ -50,7 +50,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	log := o.Logger("gateway")
+	log := o.Setup("gateway")
 	g, gctx := errgroup.WithContext(ctx)
 	res := discovery.NewResolver()
 	target := discovery.Target(consulx.RouterService)

@@ -61,7 +61,7 @@ func run(ctx context.Context, o options) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	log := o.Logger("rankersvc").With("domain", o.domain, "version", o.version)
+	log := o.Setup("rankersvc").With("domain", o.domain, "version", o.version)
 	// Load before listening: a bad model never registers.
 	f, err := model.Load(o.model)
 	if err != nil {

@@ -133,7 +133,7 @@ func run(ctx context.Context, o options) error {
 	if o.budget <= 0 || o.window <= 0 {
 		return fmt.Errorf("--budget %v and --attribution-window %v: want > 0", o.budget, o.window)
 	}
-	log := o.Logger("routersvc")
+	log := o.Setup("routersvc")
 	client, err := consulx.NewClient(o.ConsulAddr)
 	if err != nil {
 		return err
