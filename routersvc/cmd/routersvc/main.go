@@ -47,6 +47,8 @@ type options struct {
 	featuresTimeout time.Duration
 	maxInflight     int
 	hedgeAfter      time.Duration
+	shadowQueue     int
+	shadowTimeout   time.Duration
 	models          string
 	prod            string
 }
@@ -63,6 +65,8 @@ func main() {
 	fs.DurationVar(&o.featuresTimeout, "features-timeout", 100*time.Millisecond, "features call timeout; past it Rank answers from default features, flagged degraded")
 	fs.IntVar(&o.maxInflight, "max-inflight", 512, "concurrent Rank calls before the excess is refused with RESOURCE_EXHAUSTED (0: no bound)")
 	fs.DurationVar(&o.hedgeAfter, "hedge-after", 25*time.Millisecond, "send a second ranker call when the first has not answered in this time (0: no hedging)")
+	fs.IntVar(&o.shadowQueue, "shadow-queue", 1024, "shadow calls waiting for a worker; past it they are dropped and counted, never waited for")
+	fs.DurationVar(&o.shadowTimeout, "shadow-timeout", time.Second, "time limit of one shadow call")
 	fs.BoolVar(&o.monolith, "monolith", false, "run features, rankers and the auction in this process, without Consul")
 	fs.StringVar(&o.models, "models", "models", "with --monolith: serve every model file <dir>/<domain>/<version>.json")
 	fs.StringVar(&o.prod, "production", "", "with --monolith: production versions, e.g. feed=v2,stories=v1 (default v1 for each domain)")
@@ -130,8 +134,9 @@ func monolith(o options, log *slog.Logger) (*inproc.Pipeline, *routing.Table, er
 }
 
 func run(ctx context.Context, o options) error {
-	if o.budget <= 0 || o.window <= 0 {
-		return fmt.Errorf("--budget %v and --attribution-window %v: want > 0", o.budget, o.window)
+	if o.budget <= 0 || o.window <= 0 || o.shadowQueue <= 0 || o.shadowTimeout <= 0 {
+		return fmt.Errorf("--budget %v, --attribution-window %v, --shadow-queue %d and --shadow-timeout %v: want > 0",
+			o.budget, o.window, o.shadowQueue, o.shadowTimeout)
 	}
 	log := o.Setup("routersvc")
 	client, err := consulx.NewClient(o.ConsulAddr)
@@ -163,6 +168,7 @@ func run(ctx context.Context, o options) error {
 	}
 	lb := lab.New(lab.Options{
 		Store: st, Log: log, Window: o.window, FlushEvery: o.flushEvery, Scorer: router.Scorer{Down: down},
+		ShadowQueue: o.shadowQueue, ShadowTimeout: o.shadowTimeout,
 		Experiments: router.LabDomains(table), SetExperiment: setExp,
 	})
 	srv, err := service.New(sopts)

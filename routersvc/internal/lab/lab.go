@@ -37,7 +37,8 @@ type Options struct {
 	// ShadowTimeout bounds one shadow call (default 1s).
 	ShadowTimeout time.Duration
 	// Refresh is how often bandit allocations and canary states are
-	// recomputed from the store (default 500ms).
+	// recomputed from the store (default 500ms). Negative: never on its
+	// own, only when the caller calls Lab.Refresh.
 	Refresh time.Duration
 	// FlushEvery bounds how long recorded impressions wait before they are
 	// written (default 20ms).
@@ -76,7 +77,7 @@ func New(o Options) *Lab {
 	if o.ShadowTimeout <= 0 {
 		o.ShadowTimeout = time.Second
 	}
-	if o.Refresh <= 0 {
+	if o.Refresh == 0 {
 		o.Refresh = 500 * time.Millisecond
 	}
 	if o.FlushEvery <= 0 {
@@ -111,10 +112,13 @@ func (l *Lab) Run(ctx context.Context) error {
 		g.Go(func() error { l.shadowWorker(gctx); return nil })
 	}
 	g.Go(func() error {
+		if l.o.Refresh < 0 {
+			return nil
+		}
 		t := time.NewTicker(l.o.Refresh)
 		defer t.Stop()
 		for {
-			l.refresh(gctx)
+			l.Refresh(gctx)
 			select {
 			case <-gctx.Done():
 				return nil
@@ -128,7 +132,10 @@ func (l *Lab) Run(ctx context.Context) error {
 // Flush writes what is recorded so far (tests and shutdown).
 func (l *Lab) Flush(ctx context.Context) error { return l.rec.flush(ctx) }
 
-func (l *Lab) refresh(ctx context.Context) {
+// Refresh recomputes bandit allocations and steps or guards canaries from
+// the store now. Run calls it every Options.Refresh; a caller that drives
+// the lab's clock itself (the simulator's tests) calls it between steps.
+func (l *Lab) Refresh(ctx context.Context) {
 	for name, d := range l.o.Experiments() {
 		if d.Exp == nil {
 			continue
