@@ -30,6 +30,11 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // rig is a router with its experiments, served over bufconn, in front of the
 // real feature, ranker and auction code running in-process.
+//
+// The lab's schedules do not run on the wall clock here: its clock moves
+// only when a test advances it, and bandit allocations and canary states are
+// recomputed only when a test calls refresh. So a test's outcome does not
+// depend on how fast the machine runs it.
 type rig struct {
 	t      *testing.T
 	client routerv1.RouterServiceClient
@@ -37,6 +42,7 @@ type rig struct {
 	pipe   *inproc.Pipeline
 	lab    *lab.Lab
 	world  *world.World
+	clock  *clock
 
 	mu   sync.Mutex
 	exps map[string][]byte
@@ -50,6 +56,8 @@ type rigOptions struct {
 	versions map[string]string
 	// shadowQueue bounds the shadow queue (0: the default).
 	shadowQueue int
+	// shadowScorer scores for shadow versions (nil: the rig's rankers).
+	shadowScorer lab.Scorer
 }
 
 var worldOnce = sync.OnceValues(func() (*world.World, error) { return world.New(world.DefaultConfig()) })
@@ -63,7 +71,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.versions == nil {
 		o.versions = map[string]string{"v1": "feed/v1", "v2": "feed/v2"}
 	}
-	r := &rig{t: t, world: w, pipe: inproc.New(w, quiet), exps: map[string][]byte{}}
+	r := &rig{t: t, world: w, pipe: inproc.New(w, quiet), exps: map[string][]byte{}, clock: &clock{now: time.Now()}}
 	for v, m := range o.versions {
 		f, err := model.Load("../../models/" + m + ".json")
 		if err != nil {
@@ -75,6 +83,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.table.SetRankers(r.pipe.Instances())
 	r.table.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v1"}`)})
 	r.table.SetExperiments(nil)
+	if o.shadowScorer == nil {
+		o.shadowScorer = router.Scorer{Down: r.pipe}
+	}
 	st := o.store
 	if st == nil {
 		if st, err = store.OpenBolt(filepath.Join(t.TempDir(), "state.db")); err != nil {
@@ -83,8 +94,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Cleanup(func() { st.Close() })
 	}
 	r.lab = lab.New(lab.Options{
-		Store: st, Log: quiet, Window: o.window, Refresh: 50 * time.Millisecond, Scorer: router.Scorer{Down: r.pipe},
-		ShadowQueue: o.shadowQueue, ShadowWorkers: 1,
+		Store: st, Log: quiet, Window: o.window, Scorer: o.shadowScorer,
+		Refresh: -1, Now: r.clock.Now, // only refresh recomputes
+		ShadowQueue: o.shadowQueue, ShadowWorkers: 1, ShadowTimeout: time.Hour, // never cut short here
 		Experiments: router.LabDomains(r.table),
 		SetExperiment: func(_ context.Context, domain string, doc []byte) error {
 			r.experiment(domain, string(doc))
@@ -126,6 +138,36 @@ func (r *rig) experiment(domain, doc string) {
 	if e := r.table.Snapshot().Domains[domain].ExperimentError; e != "" {
 		r.t.Fatalf("experiment rejected: %s", e)
 	}
+}
+
+// refresh writes what is recorded, then has the lab recompute bandit
+// allocations and step or guard canaries, as its periodic refresh would.
+func (r *rig) refresh() {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.lab.Flush(ctx); err != nil {
+		r.t.Fatal(err)
+	}
+	r.lab.Refresh(ctx)
+}
+
+// clock is the lab's clock in the rig: it moves only when advanced.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // report flushes recorded impressions and returns the domain's report.

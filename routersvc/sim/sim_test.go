@@ -2,8 +2,10 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,23 +100,25 @@ func TestSRMIsFlagged(t *testing.T) {
 // Each bandit policy moves most traffic to the truly best of three versions
 // (the same model, true lifts 0.6, 1.0 and 1.5), and more so as feedback
 // arrives: the best arm's share grows from the first half to the second.
-// (UCB1 and the allocation refreshes are deterministic per refresh, so a
-// single short window can fall in an exploration burst; the whole run
-// cannot.)
+// The allocation is recomputed after every 100 requests, as a router
+// refreshing every 500 ms would at 200 requests a second; the run is
+// deterministic (one client, fixed seeds, refreshes between chunks).
 func TestBanditFindsTheBestVersion(t *testing.T) {
 	for _, policy := range []string{"thompson", "ucb1", "epsilon_greedy"} {
 		t.Run(policy, func(t *testing.T) {
 			r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v2", "a": "feed/v2", "b": "feed/v2", "c": "feed/v2"}})
 			r.experiment("feed", `{"bandit": {"policy": "`+policy+`", "versions": ["a", "b", "c"]}}`)
+			r.refresh()
 			lift := map[string]float64{"a": 0.6, "b": 1.0, "c": 1.5}
+			const chunks = 40
 			var best, total [2]int // first and second half
-			for chunk := range 8 {
-				res := r.run(Config{Requests: 500, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("%s%d-", policy, chunk), Lift: lift})
+			for chunk := range chunks {
+				res := r.run(Config{Requests: 100, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("%s%d-", policy, chunk), Lift: lift})
 				if c := res.ByVersion["c"]; c != nil {
-					best[chunk/4] += c.Impressions
+					best[2*chunk/chunks] += c.Impressions
 				}
-				total[chunk/4] += res.Impressions
-				time.Sleep(120 * time.Millisecond) // let the allocation refresh
+				total[2*chunk/chunks] += res.Impressions
+				r.refresh()
 			}
 			first, second := float64(best[0])/float64(total[0]), float64(best[1])/float64(total[1])
 			overall := float64(best[0]+best[1]) / float64(total[0]+total[1])
@@ -194,18 +198,16 @@ func TestCanaryWithErrorsRollsBack(t *testing.T) {
 	}
 	r.pipe.SetRanker("feed", "v2", &failing{RankerServiceServer: ranker.NewServer("feed", "v2", f), rng: rand.New(rand.NewPCG(1, 1)), rate: 0.3})
 	r.experiment("feed", `{"canary": {"version": "v2", "steps": [50, 100], "stepInterval": "1h", "guardrails": {"minRequests": 20}}}`)
+	r.refresh() // the canary starts at its first step
 	res := r.run(Config{Requests: 400, Seed: 5, RequestPrefix: "canary-"})
 	if res.Errors != 0 {
 		t.Fatalf("%d requests failed: canary errors must fall back to production", res.Errors)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	var c *routerv1.CanaryReport
-	for time.Now().Before(deadline) {
-		if c = r.report("feed").GetCanary(); c.GetState() == "rolled_back" {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	if res.ByStrategy[routerv1.Strategy_STRATEGY_CANARY] == 0 {
+		t.Fatalf("no request went to the canary: %v", res.ByStrategy)
 	}
+	r.refresh() // the guardrails see the errors
+	c := r.report("feed").GetCanary()
 	if c.GetState() != "rolled_back" || !strings.Contains(c.GetReason(), "error rate") || c.GetSharePercent() != 0 {
 		t.Fatalf("canary %v", c)
 	}
@@ -216,28 +218,33 @@ func TestCanaryWithErrorsRollsBack(t *testing.T) {
 	}
 }
 
-// A healthy canary steps up on schedule to 100%, and is promoted by hand.
+// A healthy canary steps up on schedule to 100%, one step per interval and
+// never sooner, and is promoted by hand. The lab's clock is the test's: it
+// moves by the step interval between refreshes.
 func TestCanaryStepsUpAndIsPromoted(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.experiment("feed", `{"canary": {"version": "v2", "steps": [10, 50, 100], "stepInterval": "300ms", "internalUsers": ["u1"]}}`)
+	r.experiment("feed", `{"canary": {"version": "v2", "steps": [10, 50, 100], "stepInterval": "5m", "internalUsers": ["u1"]}}`)
+	r.refresh()
 	resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{UserId: "u1", Domain: "feed", Slots: 1,
 		Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}}})
 	if err != nil || resp.GetAssignment().GetStrategy() != routerv1.Strategy_STRATEGY_CANARY {
 		t.Fatalf("internal user not on the canary: %v %v", resp.GetAssignment(), err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	shares := map[float64]bool{}
+	var shares []float64
 	var c *routerv1.CanaryReport
-	for time.Now().Before(deadline) {
-		r.run(Config{Requests: 50, Seed: uint64(time.Now().UnixNano()), RequestPrefix: fmt.Sprintf("step%d-", time.Now().UnixNano())})
-		c = r.report("feed").GetCanary()
-		shares[c.GetSharePercent()] = true
-		if c.GetState() == "completed" {
+	for step := range 5 {
+		r.run(Config{Requests: 100, Seed: uint64(step), RequestPrefix: fmt.Sprintf("step%d-", step)})
+		r.clock.advance(4 * time.Minute)
+		r.refresh() // not yet: the interval has not passed
+		if c = r.report("feed").GetCanary(); c.GetState() == "completed" {
 			break
 		}
+		shares = append(shares, c.GetSharePercent())
+		r.clock.advance(time.Minute)
+		r.refresh()
 	}
-	if c.GetState() != "completed" || !shares[10] || !shares[100] {
-		t.Fatalf("canary %v, shares seen %v", c, shares)
+	if c.GetState() != "completed" || !slices.Equal(shares, []float64{10, 50, 100}) {
+		t.Fatalf("canary %v, shares seen %v: want 10, 50, 100, then completed", c, shares)
 	}
 	if _, err := r.client.PromoteCanary(context.Background(), &routerv1.PromoteCanaryRequest{Domain: "feed"}); err != nil {
 		t.Fatal(err)
@@ -261,7 +268,7 @@ func TestShadowComparesWithProduction(t *testing.T) {
 		t.Fatalf("shadow versions answered requests: %v", res.ByVersion)
 	}
 	var rep *routerv1.GetExperimentReportResponse
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		rep = r.report("feed")
 		if len(rep.GetShadow()) == 2 && rep.GetShadow()[0].GetCompared() == 300 && rep.GetShadow()[1].GetCompared() == 300 {
@@ -300,7 +307,7 @@ func TestEvents(t *testing.T) {
 	if got.GetAccepted() != 2 || got.GetDuplicates() != 1 || got.GetRejected() != 1 || got.GetResults()[3] != routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION {
 		t.Errorf("results %v", got)
 	}
-	time.Sleep(400 * time.Millisecond)
+	r.clock.advance(400 * time.Millisecond) // past the 300 ms window
 	late, err := r.client.ReportEvents(context.Background(), &routerv1.ReportEventsRequest{Events: []*routerv1.Event{
 		{ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CLICK, EventId: "second-click"},
 	}})
@@ -379,8 +386,9 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 		defer st.Close()
 		r := newRig(t, rigOptions{store: st, versions: versions})
 		r.experiment("feed", doc)
+		r.refresh()
 		r.run(Config{Requests: 500, Seed: 4, RequestPrefix: "restart-", Lift: map[string]float64{"b": 1.5}})
-		time.Sleep(150 * time.Millisecond)
+		r.refresh()
 		before = r.report("feed").GetBandit().GetArms()
 	})
 	st, err := store.OpenBolt(path)
@@ -390,7 +398,7 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 	defer st.Close()
 	r := newRig(t, rigOptions{store: st, versions: versions})
 	r.experiment("feed", doc)
-	time.Sleep(150 * time.Millisecond) // the first refresh reads the stored counts
+	r.refresh() // reads the stored counts
 	after := r.report("feed").GetBandit().GetArms()
 	for i := range before {
 		if before[i].GetImpressions() != after[i].GetImpressions() || before[i].GetClicks() != after[i].GetClicks() || before[i].GetAllocation() != after[i].GetAllocation() {
@@ -402,48 +410,39 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 	}
 }
 
-// slow wraps a ranker and delays every call.
-type slow struct {
-	rankerv1.RankerServiceServer
-	delay time.Duration
-}
+// stuckScorer is a shadow that never answers until released.
+type stuckScorer struct{ release chan struct{} }
 
-func (s slow) Score(ctx context.Context, in *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
+func (s stuckScorer) Score(ctx context.Context, _, _ string, _ *rankerv1.ScoreRequest) ([]float64, error) {
 	select {
-	case <-time.After(s.delay):
+	case <-s.release:
 	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
-	return s.RankerServiceServer.Score(ctx, in)
+	return nil, errors.New("stuck shadow")
 }
 
-// A slow shadow never blocks the caller: with a shadow taking 200 ms per
-// request and a queue of 8, every production answer still comes at once,
-// and the overflow is dropped and counted.
-func TestSlowShadowNeverBlocks(t *testing.T) {
-	r := newRig(t, rigOptions{shadowQueue: 8})
-	f, err := model.Load("../../models/feed/v2.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.pipe.SetRanker("feed", "v2", slow{ranker.NewServer("feed", "v2", f), 200 * time.Millisecond})
+// A stuck shadow never blocks the caller: with a shadow that never answers,
+// one shadow worker and a queue of 8, every one of 100 requests is answered
+// at once (waiting for the shadow would mean waiting forever), exactly 9
+// jobs are taken (one by the worker, 8 by the queue), and the other 91 are
+// dropped and counted.
+func TestStuckShadowNeverBlocks(t *testing.T) {
+	stuck := stuckScorer{release: make(chan struct{})}
+	r := newRig(t, rigOptions{shadowQueue: 8, shadowScorer: stuck})
+	t.Cleanup(func() { close(stuck.release) }) // before the rig's own cleanup: last in, first out
 	r.experiment("feed", `{"shadow": {"versions": ["v2"], "fraction": 1}}`)
-	var worst time.Duration
 	for i := range 100 {
-		start := time.Now()
-		resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{RequestId: fmt.Sprintf("slow-%d", i), UserId: "u1", Domain: "feed", Slots: 2,
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		resp, err := r.client.Rank(ctx, &routerv1.RankRequest{RequestId: fmt.Sprintf("stuck-%d", i), UserId: "u1", Domain: "feed", Slots: 2,
 			Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}, {AdId: "ad2", BidMicros: 900}}})
+		cancel()
 		if err != nil || !resp.GetAssignment().GetShadowed() {
 			t.Fatalf("request %d: %v %v", i, resp.GetAssignment(), err)
 		}
-		worst = max(worst, time.Since(start))
-	}
-	if worst > 100*time.Millisecond {
-		t.Errorf("the slowest production answer took %v behind a 200ms shadow", worst)
 	}
 	sh := r.report("feed").GetShadow()[0]
-	t.Logf("slowest answer %v; shadow compared %v, dropped %v", worst, sh.GetCompared(), sh.GetDropped())
-	if sh.GetDropped() < 50 {
-		t.Errorf("dropped %v of 100 with a queue of 8 and a 200ms shadow", sh.GetDropped())
+	t.Logf("shadow compared %v, dropped %v, errors %v", sh.GetCompared(), sh.GetDropped(), sh.GetErrors())
+	if sh.GetDropped() != 91 || sh.GetCompared() != 0 || sh.GetErrors() != 0 {
+		t.Errorf("stuck shadow: dropped %v, compared %v, errors %v; want 91 dropped of 100, none compared", sh.GetDropped(), sh.GetCompared(), sh.GetErrors())
 	}
 }
