@@ -64,7 +64,7 @@ func TestWatchServiceAndPrefix(t *testing.T) {
 	go func() { defer wg.Done(); discovery.WatchService(ctx, agent.Client, quiet, "svc", insts.set) }()
 	go func() { defer wg.Done(); discovery.WatchPrefix(ctx, agent.Client, quiet, "cfg/", kv.set) }()
 
-	waitFor(t, 5*time.Second, "first (empty) results", func() bool {
+	waitFor(t, 30*time.Second, "first (empty) results", func() bool {
 		_, a := insts.get()
 		_, b := kv.get()
 		return a > 0 && b > 0
@@ -74,28 +74,28 @@ func TestWatchServiceAndPrefix(t *testing.T) {
 	if err := agent.Client.Agent().ServiceRegister(reg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "registered instance, healthy", func() bool {
+	waitFor(t, 30*time.Second, "registered instance, healthy", func() bool {
 		v, _ := insts.get()
 		return len(v) == 1 && v[0].Addr == "127.0.0.1:1234" && v[0].Healthy && v[0].Meta["k"] == "v"
 	})
 	if err := agent.Client.Agent().UpdateTTL("service:svc-1", "down", api.HealthCritical); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "instance unhealthy", func() bool {
+	waitFor(t, 30*time.Second, "instance unhealthy", func() bool {
 		v, _ := insts.get()
 		return len(v) == 1 && !v[0].Healthy
 	})
 	if _, err := agent.Client.KV().Put(&api.KVPair{Key: "cfg/a", Value: []byte("1")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "kv pair", func() bool {
+	waitFor(t, 30*time.Second, "kv pair", func() bool {
 		v, _ := kv.get()
 		return len(v) == 1 && string(v[0].Value) == "1"
 	})
 	if err := agent.Client.Agent().ServiceDeregister("svc-1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "instance gone", func() bool {
+	waitFor(t, 30*time.Second, "instance gone", func() bool {
 		v, _ := insts.get()
 		return len(v) == 0
 	})
@@ -118,7 +118,7 @@ func TestWatchSurvivesConsulRestart(t *testing.T) {
 	put("before")
 	wg.Add(1)
 	go func() { defer wg.Done(); discovery.WatchPrefix(ctx, agent.Client, quiet, "cfg/", kv.set) }()
-	waitFor(t, 5*time.Second, "first value", func() bool { v, _ := kv.get(); return len(v) == 1 })
+	waitFor(t, 30*time.Second, "first value", func() bool { v, _ := kv.get(); return len(v) == 1 })
 
 	agent.Stop()
 	time.Sleep(500 * time.Millisecond)
@@ -184,9 +184,9 @@ func TestResolverBalancesAndFollowsUpdates(t *testing.T) {
 	res.Update("svc", addrs)
 	want := slices.Clone(addrs)
 	slices.Sort(want)
-	waitFor(t, 2*time.Second, "both instances used", func() bool { return slices.Equal(peers(10), want) })
+	waitFor(t, 30*time.Second, "both instances used", func() bool { return slices.Equal(peers(10), want) })
 	res.Update("svc", addrs[1:])
-	waitFor(t, 2*time.Second, "only the second instance used", func() bool { return slices.Equal(peers(10), addrs[1:]) })
+	waitFor(t, 30*time.Second, "only the second instance used", func() bool { return slices.Equal(peers(10), addrs[1:]) })
 	if got := fmt.Sprint(res.Addrs("svc")); got != fmt.Sprint(addrs[1:]) {
 		t.Errorf("Addrs %s", got)
 	}

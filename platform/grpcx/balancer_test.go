@@ -18,12 +18,15 @@ import (
 )
 
 // backend is one instance on loopback that counts the health checks it
-// serves, optionally after a delay or failing with UNAVAILABLE.
+// serves, optionally after a delay or failing with UNAVAILABLE. While held,
+// it answers nothing until release is closed.
 type backend struct {
-	addr  string
-	calls atomic.Int64
-	delay time.Duration
-	fail  bool
+	addr    string
+	calls   atomic.Int64
+	delay   time.Duration
+	fail    bool
+	held    atomic.Bool
+	release chan struct{}
 }
 
 func startBackends(t *testing.T, bs ...*backend) []resolver.Address {
@@ -39,6 +42,13 @@ func startBackends(t *testing.T, bs ...*backend) []resolver.Address {
 			b.calls.Add(1)
 			if b.fail {
 				return nil, status.Error(codes.Unavailable, "down")
+			}
+			if b.held.Load() {
+				select {
+				case <-b.release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
 			select {
 			case <-time.After(b.delay):
@@ -154,29 +164,44 @@ func TestBalancerRetriesElsewhere(t *testing.T) {
 	}
 }
 
-// Under concurrent load a slow instance holds more calls in flight, so new
-// calls go mostly to the fast one.
-func TestBalancerSteersAwayFromASlowInstance(t *testing.T) {
-	slow, fast := &backend{delay: 50 * time.Millisecond}, &backend{delay: time.Millisecond}
-	c := dial(t, slow, fast)
+// Under concurrent load a stuck instance holds calls in flight, so new calls
+// go to the other one: with one of two instances answering nothing, eight
+// workers still get 200 answers from the fast one, and the stuck one holds
+// no more than about half of them. Round robin would send every worker's
+// second call to the stuck instance, and all eight would wait on it.
+func TestBalancerSteersAwayFromAStuckInstance(t *testing.T) {
+	stuck, fast := &backend{release: make(chan struct{})}, &backend{delay: time.Millisecond}
+	c := dial(t, stuck, fast)
+	stuck.held.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range 25 {
-				if err := check(t, c, context.Background()); err != nil {
+			for fast.calls.Load() < 200 && ctx.Err() == nil {
+				if _, err := c.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil && ctx.Err() == nil {
 					t.Error(err)
 					return
 				}
 			}
 		}()
 	}
+	for fast.calls.Load() < 200 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	held := stuck.calls.Load()
+	close(stuck.release)
 	wg.Wait()
-	// Round robin would give each half of the 200 calls.
-	s, f := slow.calls.Load(), fast.calls.Load()
-	t.Logf("slow instance: %d calls, fast: %d", s, f)
-	if s*4 > f {
-		t.Errorf("slow instance served %d calls, fast %d: want under a fifth on the slow one", s, f)
+	t.Logf("stuck instance held %d calls while the fast one served %d", held, fast.calls.Load())
+	if fast.calls.Load() < 200 {
+		t.Fatalf("the fast instance served %d calls before the deadline, the stuck one held %d: the workers waited on the stuck one", fast.calls.Load(), held)
+	}
+	// A call goes to the stuck instance only while it holds no more calls
+	// than the fast one, which has at most 8 minus those in flight; picks
+	// made at the same moment can each add one more.
+	if held > 6 {
+		t.Errorf("the stuck instance holds %d of 8 workers' calls", held)
 	}
 }
