@@ -116,7 +116,7 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 	for _, r := range rankers {
 		c.startRanker(r[0], r[1])
 	}
-	c.routerArgs = []string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}
+	c.routerArgs = append([]string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}, routerLimits...)
 	c.routerProc = c.start("routersvc", c.routerArgs...)
 	c.start("gateway", "--listen", gatewayAddr)
 	cc, err := grpc.NewClient(c.routerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -279,6 +279,20 @@ func versionOf(d *routerv1.DomainInfo, v string) *routerv1.VersionInfo {
 	}
 	return nil
 }
+
+// routerLimits are the time limits of the tests' routers: far above any
+// answer's time here (the defaults are a 250 ms budget and a 100 ms features
+// timeout). What the tests judge is what the pipeline answers, and a slow or
+// busy machine must not turn answers into timeouts or degraded ones; the
+// limits themselves have their own tests.
+var routerLimits = []string{"--budget", "10s", "--features-timeout", "5s"}
+
+// settle bounds how long a change may take to reach every process (a KV
+// write, a registration, a kill seen by Consul's 1 s health check, a batch
+// of impressions written every 100 ms). It is generous on purpose: waiting
+// costs nothing when the change arrives sooner, and how soon it arrives
+// depends on the machine, so the tests log it rather than assert it.
+const settle = 30 * time.Second
 
 // eventually retries f every 20 ms until it returns nil or d passes.
 func eventually(t testing.TB, d time.Duration, f func() error) time.Duration {

@@ -19,8 +19,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
@@ -65,7 +67,8 @@ func (c *cluster) startRouter(args ...string) (string, routerv1.RouterServiceCli
 		c.t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	c.start("routersvc", append([]string{"--listen", addr, "--state-file", filepath.Join(c.t.TempDir(), "router.db")}, args...)...)
+	args = append(append([]string{"--listen", addr, "--state-file", filepath.Join(c.t.TempDir(), "router.db")}, routerLimits...), args...)
+	c.start("routersvc", args...)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		c.t.Fatal(err)
@@ -83,11 +86,15 @@ func (c *cluster) startRouter(args ...string) (string, routerv1.RouterServiceCli
 	return addr, client
 }
 
-// One of two instances of the production version answers 50 ms late. The
+// One of two instances of the production version answers 150 ms late. The
 // router hedges (--hedge-after 25ms, the default): a call still unanswered
 // after 25 ms goes once more, to the other instance, and the first answer
-// wins. A router with hedging off, on the same cluster and load, shows the
-// fault is real.
+// wins. A second router with hedging off, on the same cluster, is the
+// control: it proves the fault took (some of its calls wait the full
+// 150 ms), and it is measured in blocks that alternate with the hedged
+// router's, so that the machine's drift falls on both alike. The verdict is
+// a ratio within the run: hedging must remove at least 90% of the calls
+// that take as long as the fault.
 func TestSlowRankerInstance(t *testing.T) {
 	c := startCluster(t, demoRankers...)
 	_, proxy := c.startRankerBehindProxy("feed/v1", "models/feed/v1.json")
@@ -95,120 +102,215 @@ func TestSlowRankerInstance(t *testing.T) {
 		t.Fatalf("%d healthy feed/v1 instances, want 2", n)
 	}
 	_, unhedged := c.startRouter("--hedge-after", "0")
-	addLatency(t, proxy, 50*time.Millisecond)
+	const fault = 150 * time.Millisecond
+	addLatency(t, proxy, fault)
 
-	const budget = 250 * time.Millisecond // routersvc --budget default
-	measure := func(client routerv1.RouterServiceClient) loadResult {
-		stop := steadyLoad(client, 4, 2*time.Millisecond)
-		time.Sleep(4 * time.Second)
-		return stop()
+	var hedged, control loadResult
+	for range 4 {
+		for _, r := range []struct {
+			client routerv1.RouterServiceClient
+			into   *loadResult
+		}{{c.router, &hedged}, {unhedged, &control}} {
+			stop := steadyLoad(r.client, 4, 2*time.Millisecond)
+			time.Sleep(time.Second)
+			res := stop()
+			r.into.ok, r.into.failed, r.into.lat = r.into.ok+res.ok, r.into.failed+res.failed, append(r.into.lat, res.lat...)
+			if r.into.firstErr == nil {
+				r.into.firstErr = res.firstErr
+			}
+		}
 	}
-	hedged, control := measure(c.router), measure(unhedged)
-	t.Logf("hedging on: %d calls, %d failed, p99 %v; hedging off: %d calls, %d failed, p99 %v",
-		hedged.ok, hedged.failed, hedged.p99(), control.ok, control.failed, control.p99())
+	slow := func(r loadResult) int {
+		n := 0
+		for _, d := range r.lat {
+			if d >= fault {
+				n++
+			}
+		}
+		return n
+	}
+	t.Logf("hedging on: %d calls, %d failed, %d took %v or more, p99 %v; hedging off: %d calls, %d failed, %d took %v or more, p99 %v",
+		hedged.ok, hedged.failed, slow(hedged), fault, hedged.p99(), control.ok, control.failed, slow(control), fault, control.p99())
 	if hedged.failed != 0 || control.failed != 0 {
 		t.Errorf("failed calls: %d hedged (first %v), %d unhedged (first %v)", hedged.failed, hedged.firstErr, control.failed, control.firstErr)
 	}
 	// The fault is real: without hedging, calls that met the slow instance
-	// took its 50 ms. (How many depends on how well the balancer steers
-	// around it; in runs here, enough to put the p99 past 50 ms.)
-	if slices.Max(control.lat) < 50*time.Millisecond {
-		t.Fatalf("without hedging no call took 50 ms (slowest %v): the fault did not take", slices.Max(control.lat))
+	// took its 150 ms. How many depends on how often the least-loaded
+	// balancer still picks it; 10 is far below what it has picked in any run.
+	if slow(control) < 10 {
+		t.Fatalf("without hedging only %d calls took %v: the fault did not take", slow(control), fault)
 	}
-	// Hedged, the slowest calls cost the hedge delay plus a fast answer, not
-	// the slow instance's 50 ms; and far less than the budget.
-	if p := hedged.p99(); p >= 50*time.Millisecond || p > budget {
-		t.Errorf("with hedging p99 is %v, want under the injected 50 ms (and the %v budget)", p, budget)
+	// Hedged, a call costs the hedge delay plus a fast answer, not the slow
+	// instance's 150 ms.
+	if 10*slow(hedged) > slow(control) {
+		t.Errorf("with hedging %d calls took %v or more, against %d without: hedging removed less than 90%% of them", slow(hedged), fault, slow(control))
 	}
 }
 
-// The shadow version answers 200 ms late, then dies (kill -9), while every
-// request is shadowed. Production's p99 stays within 5% of its baseline (a
-// healthy shadow): shadow calls run off the request path, from a bounded
-// queue. Baseline and slow blocks alternate, so that drift of the shared
-// machine falls on both alike.
-func TestSlowOrDeadShadow(t *testing.T) {
+// The shadow version stops answering, then dies (kill -9), while every
+// request is shadowed. What the product promises is that production never
+// waits for a shadow, and the test proves exactly that, with no stopwatch:
+//
+//   - The shadow's connection goes through a proxy that holds every byte
+//     (toxiproxy's timeout toxic with no timeout: the fault never ends), and
+//     the router's shadow calls may wait 10 minutes. A production call that
+//     waited for a shadow call, or for room in the shadow queue, would pass
+//     its 10 s budget and fail.
+//   - The fault is shown to be in the path before it is judged: a call of our
+//     own through the proxy gets no answer, and the router's own shadow calls
+//     fill its queue of 8 (so its workers are stuck) and compare nothing more.
+//   - Then every shadowed production answer of the measured block must be
+//     matched by exactly one shadow job dropped from the full queue, none
+//     compared, and no production call may fail.
+//
+// After the kill, shadow calls fail at once: every shadow job of the block is
+// then an error or a drop, and production again loses nothing.
+func TestStuckOrDeadShadow(t *testing.T) {
 	c := startCluster(t, [2]string{"feed/v1", "models/feed/v1.json"}, [2]string{"stories/v1", "models/stories/v1.json"})
 	shadowProc, proxy := c.startRankerBehindProxy("feed/v2", "models/feed/v2.json")
 	c.putKV("adrank/experiments/feed", `{"shadow": {"versions": ["v2"], "fraction": 1}}`)
-	eventually(t, 5*time.Second, func() error {
+	_, router := c.startRouter("--shadow-queue", "8", "--shadow-timeout", "10m")
+	stats := func() *routerv1.ShadowStats { return c.shadowStats(router, "v2") }
+	eventually(t, 10*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		resp, err := c.router.Rank(ctx, rankRequest("shadow-probe", "feed"))
+		resp, err := router.Rank(ctx, rankRequest("shadow-probe", "feed"))
 		if err != nil || !resp.GetAssignment().GetShadowed() {
 			return fmt.Errorf("not shadowed yet: %v %v", resp.GetAssignment(), err)
 		}
 		return nil
 	})
-	block := func() loadResult {
-		load := steadyLoad(c.router, 4, 2*time.Millisecond)
-		time.Sleep(1500 * time.Millisecond)
+	block := func(d time.Duration) loadResult {
+		load := steadyLoad(router, 4, 2*time.Millisecond)
+		time.Sleep(d)
 		return load()
 	}
-	var base, slow, dead loadResult
-	add := func(to *loadResult, r loadResult) {
-		to.ok, to.failed, to.lat = to.ok+r.ok, to.failed+r.failed, append(to.lat, r.lat...)
-		if to.firstErr == nil {
-			to.firstErr = r.firstErr
+	noFailures := func(name string, r loadResult) {
+		t.Helper()
+		if r.failed != 0 || r.ok == 0 {
+			t.Fatalf("%s: %d production calls answered, %d failed; first: %v", name, r.ok, r.failed, r.firstErr)
+		}
+		if r.shadowed != r.ok {
+			t.Fatalf("%s: %d of %d answers shadowed, with a shadow fraction of 1", name, r.shadowed, r.ok)
 		}
 	}
-	// lost counts the shadow calls dropped from the full queue or failed,
-	// from the report, once the block's stragglers are done and flushed.
-	lost := func() float64 {
-		time.Sleep(400 * time.Millisecond)
-		st := c.shadowStats("v2")
-		return st.GetDropped() + st.GetErrors()
-	}
-	var lostBase, lostSlow float64
-	before := lost()
-	for range 4 {
-		add(&base, block())
-		after := lost()
-		lostBase, before = lostBase+after-before, after
-		addLatency(t, proxy, 200*time.Millisecond)
-		add(&slow, block())
-		if err := proxy.Toxics.RemoveToxic(context.Background(), "latency"); err != nil {
-			t.Fatal(err)
+
+	// Healthy: the shadow is compared with production.
+	mark := stats()
+	healthy := block(time.Second)
+	noFailures("healthy shadow", healthy)
+	eventually(t, 10*time.Second, func() error {
+		if n := stats().GetCompared() - mark.GetCompared(); n == 0 {
+			return fmt.Errorf("a healthy shadow compared nothing")
 		}
-		after = lost()
-		lostSlow, before = lostSlow+after-before, after
+		return nil
+	})
+
+	// Stuck: the proxy holds every byte, for good.
+	if _, err := proxy.Toxics.AddToxicJson(strings.NewReader(`{"name": "stuck", "type": "timeout", "stream": "downstream", "attributes": {"timeout": 0}}`)); err != nil {
+		t.Fatal(err)
+	}
+	probeStuck(t, proxy.Listen)
+	// The router's own shadow connection is held too: its two workers stick,
+	// the queue of 8 fills, and jobs are dropped.
+	mark = stats()
+	warm := steadyLoad(router, 4, 2*time.Millisecond)
+	eventually(t, 20*time.Second, func() error {
+		if stats().GetDropped() == mark.GetDropped() {
+			return fmt.Errorf("the stuck shadow's queue is not full yet")
+		}
+		return nil
+	})
+	noFailures("stuck shadow, filling the queue", warm())
+	mark = settledStats(t, stats)
+	stuck := block(2 * time.Second)
+	noFailures("stuck shadow", stuck)
+	var after *routerv1.ShadowStats
+	eventually(t, 10*time.Second, func() error {
+		if after = stats(); after.GetDropped()-mark.GetDropped() < float64(stuck.shadowed) {
+			return fmt.Errorf("%.0f shadow jobs dropped for %d shadowed answers", after.GetDropped()-mark.GetDropped(), stuck.shadowed)
+		}
+		return nil
+	})
+	if d, n := after.GetDropped()-mark.GetDropped(), after.GetCompared()-mark.GetCompared(); d != float64(stuck.shadowed) || n != 0 {
+		t.Errorf("stuck shadow: %d shadowed answers, %.0f shadow jobs dropped, %.0f compared: want all dropped, none compared", stuck.shadowed, d, n)
+	}
+
+	// Dead: the fault is lifted (the stuck calls end), then the shadow is
+	// killed; its calls now fail at once.
+	if err := proxy.Toxics.RemoveToxic(context.Background(), "stuck"); err != nil {
+		t.Fatal(err)
 	}
 	if err := shadowProc.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		add(&dead, block())
-	}
-	lostDead := lost() - before
-	t.Logf("production p99: baseline %v (%d calls), shadow 200 ms late %v (%d calls), shadow dead %v (%d calls)",
-		base.p99(), len(base.lat), slow.p99(), len(slow.lat), dead.p99(), len(dead.lat))
-	t.Logf("shadow calls dropped or failed: %.0f in the baseline blocks, %.0f in the slow blocks, %.0f after the kill", lostBase, lostSlow, lostDead)
-	// The faults were real: the slow and the dead shadow lost calls that the
-	// healthy one kept.
-	if lostSlow <= lostBase || lostDead <= lostBase {
-		t.Errorf("shadow calls lost: %.0f slow, %.0f dead, against %.0f healthy: the faults did not take", lostSlow, lostDead, lostBase)
-	}
-	for name, r := range map[string]loadResult{"baseline": base, "slow shadow": slow, "dead shadow": dead} {
-		if r.failed != 0 {
-			t.Errorf("%s: %d production calls failed; first: %v", name, r.failed, r.firstErr)
+	mark = stats()
+	warm = steadyLoad(router, 4, 2*time.Millisecond)
+	eventually(t, 20*time.Second, func() error {
+		if stats().GetErrors() == mark.GetErrors() {
+			return fmt.Errorf("no shadow call has failed since the kill")
 		}
-	}
-	// Within 5% of the baseline, plus 1 ms for the scheduling noise of a
-	// shared 2-core machine: a shadow on the request path would add 200 ms.
-	limit := base.p99()*105/100 + time.Millisecond
-	for name, r := range map[string]loadResult{"slow shadow": slow, "dead shadow": dead} {
-		if r.p99() > limit {
-			t.Errorf("%s: production p99 %v, over %v (baseline %v + 5%% + 1 ms)", name, r.p99(), limit, base.p99())
+		return nil
+	})
+	noFailures("dead shadow, first calls", warm())
+	mark = settledStats(t, stats)
+	dead := block(2 * time.Second)
+	noFailures("dead shadow", dead)
+	eventually(t, 10*time.Second, func() error {
+		after = stats()
+		if lost := after.GetErrors() + after.GetDropped() - mark.GetErrors() - mark.GetDropped(); lost < float64(dead.shadowed) {
+			return fmt.Errorf("%.0f shadow jobs failed or dropped for %d shadowed answers", lost, dead.shadowed)
 		}
+		return nil
+	})
+	if n := after.GetCompared() - mark.GetCompared(); n != 0 {
+		t.Errorf("a dead shadow compared %.0f requests", n)
+	}
+	t.Logf("production answers (p99): healthy %d (%v), stuck shadow %d (%v), dead shadow %d (%v); stuck: %.0f dropped; dead: %.0f failed, %.0f dropped",
+		healthy.ok, healthy.p99(), stuck.ok, stuck.p99(), dead.ok, dead.p99(),
+		after.GetDropped()-mark.GetDropped(), after.GetErrors()-mark.GetErrors(), after.GetDropped()-mark.GetDropped())
+}
+
+// probeStuck shows that a fault holds the path through a proxy: a health
+// check of our own through it, on a new connection, gets no answer before
+// its deadline.
+func probeStuck(t *testing.T, addr string) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call through the stuck proxy ended with %v, not its deadline: the fault is not in the path", err)
 	}
 }
 
+// settledStats waits until the recorded shadow stats stop moving (the
+// router writes them every 100 ms) and returns them.
+func settledStats(t *testing.T, stats func() *routerv1.ShadowStats) *routerv1.ShadowStats {
+	t.Helper()
+	prev := stats()
+	eventually(t, 10*time.Second, func() error {
+		time.Sleep(300 * time.Millisecond)
+		cur := stats()
+		if !proto.Equal(cur, prev) {
+			prev = cur
+			return fmt.Errorf("shadow stats still moving")
+		}
+		return nil
+	})
+	return prev
+}
+
 // shadowStats reads the feed experiment report's stats of a shadow version.
-func (c *cluster) shadowStats(version string) *routerv1.ShadowStats {
+func (c *cluster) shadowStats(router routerv1.RouterServiceClient, version string) *routerv1.ShadowStats {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rep, err := c.router.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: "feed"})
+	rep, err := router.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: "feed"})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -222,9 +324,13 @@ func (c *cluster) shadowStats(version string) *routerv1.ShadowStats {
 }
 
 // More concurrent requests than the router admits (--max-inflight 32), over
-// gRPC and REST: the excess is refused at once with RESOURCE_EXHAUSTED
-// (HTTP 429), nothing times out, and admitted requests keep their p99 within
-// the 250 ms budget. Clients back off 5 ms after a refusal, as they should.
+// gRPC and REST: the excess is refused with RESOURCE_EXHAUSTED (HTTP 429),
+// at a fraction of an admitted call's time (a refusal does no downstream
+// work), and every call is either answered or refused: none times out. The
+// router's budget is 10 s in these tests, so that how fast this machine answers
+// admitted calls cannot turn them into timeouts; what is judged is the
+// ratio between refused and admitted calls in the same run. Clients back
+// off 5 ms after a refusal, as they should.
 func TestOverload(t *testing.T) {
 	c := startCluster(t, demoRankers...)
 	routerAddr, router := c.startRouter("--max-inflight", "32")
@@ -233,7 +339,7 @@ func TestOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	gateway := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	c.start("gateway", "--listen", strings.TrimPrefix(gateway, "http://"), "--router-addr", routerAddr)
+	c.start("gateway", "--listen", strings.TrimPrefix(gateway, "http://"), "--router-addr", routerAddr, "--timeout", "20s")
 	eventually(t, 10*time.Second, func() error {
 		resp, err := http.Get(gateway + "/healthz")
 		if err != nil {
@@ -249,7 +355,7 @@ func TestOverload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: 2 * time.Second}
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: 20 * time.Second}
 	type outcome struct {
 		took time.Duration
 		code codes.Code
@@ -267,7 +373,7 @@ func TestOverload(t *testing.T) {
 				start := time.Now()
 				var code codes.Code
 				if w%2 == 0 {
-					rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+					rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
 					_, err := router.Rank(rctx, rankRequest(fmt.Sprintf("overload-%d-%d", w, n), "feed"))
 					rcancel()
 					code = status.Code(err)
@@ -324,9 +430,6 @@ func TestOverload(t *testing.T) {
 	}
 	if len(refused) == 0 || len(admitted) == 0 {
 		t.Fatalf("%d admitted, %d refused: the load did not exceed the limit", len(admitted), len(refused))
-	}
-	if p99 := p(99, admitted); p99 > 250*time.Millisecond {
-		t.Errorf("admitted p99 %v, over the 250 ms budget", p99)
 	}
 	// Refused fast: a refusal costs no downstream work, so it takes a
 	// fraction of an admitted call.

