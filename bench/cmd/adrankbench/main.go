@@ -28,6 +28,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
@@ -209,14 +212,22 @@ func (s *suite) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The smoke proves that the suite works, not how fast this machine is:
+	// its time limits are far above any answer's time, so that a slow or
+	// busy machine cannot turn answers into timeouts.
+	var routerLimits, gatewayLimits []string
+	if s.o.smoke {
+		routerLimits = []string{"--budget", "10s", "--features-timeout", "5s"}
+		gatewayLimits = []string{"--timeout", "20s"}
+	}
 	starts := [][]string{
 		{"featuresvc"},
 		{"auctionsvc"},
 		{"rankersvc-v2", "--domain", "feed", "--version", "v2", "--model", "models/feed/v2.json", "--listen", s.addr["ranker"]},
 		{"rankersvc-v1", "--domain", "feed", "--version", "v1", "--model", "models/feed/v1.json"},
-		{"routersvc", "--listen", s.addr["router"], "--state-file", filepath.Join(tmp, "router.db")},
-		{"gateway", "--listen", s.addr["gateway"]},
-		{"routersvc-monolith", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")},
+		append([]string{"routersvc", "--listen", s.addr["router"], "--state-file", filepath.Join(tmp, "router.db")}, routerLimits...),
+		append([]string{"gateway", "--listen", s.addr["gateway"]}, gatewayLimits...),
+		append([]string{"routersvc-monolith", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")}, routerLimits...),
 	}
 	for _, a := range starts {
 		if _, err := s.start(a[0], env, append(a[1:], "--log-level", "WARN")...); err != nil {
@@ -239,7 +250,7 @@ func (s *suite) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return wait(ctx, "gateway healthy", 30*time.Second, func() error {
+	if err := wait(ctx, "gateway healthy", 30*time.Second, func() error {
 		resp, err := http.Get("http://" + s.addr["gateway"] + "/healthz")
 		if err != nil {
 			return err
@@ -249,7 +260,33 @@ func (s *suite) setup(ctx context.Context) error {
 			return fmt.Errorf("healthz %d", resp.StatusCode)
 		}
 		return nil
+	}); err != nil {
+		return err
+	}
+	// The monolith is not in Consul: ask it directly.
+	cc, err := grpc.NewClient(s.addr["monolith"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	return wait(ctx, "monolith serving", 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		resp, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = fmt.Errorf("health %v", resp.GetStatus())
+		}
+		return err
 	})
+}
+
+// callTimeout bounds each call the load generator makes: far above any
+// answer's time in the smoke, as the services' own limits are there.
+func (s *suite) callTimeout() time.Duration {
+	if s.o.smoke {
+		return 20 * time.Second
+	}
+	return 2 * time.Second
 }
 
 func (s *suite) kv(key, value string) error {

@@ -144,13 +144,13 @@ func (s *suite) configs() ([]config, func(), error) {
 	rank := func(cc *grpc.ClientConn) call {
 		client := routerv1.NewRouterServiceClient(cc)
 		return func(ctx context.Context, _ *rand.Rand, _ int) error {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 			defer cancel()
 			_, err := client.Rank(ctx, reqs.rank())
 			return err
 		}
 	}
-	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}, Timeout: 2 * time.Second}
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}, Timeout: s.callTimeout()}
 	rest := func(ctx context.Context, _ *rand.Rand, _ int) error {
 		body := reqs.body()
 		resp, err := httpc.Post("http://"+s.addr["gateway"]+"/v1/rank", "application/json", bytes.NewReader(body))
@@ -173,21 +173,34 @@ func (s *suite) configs() ([]config, func(), error) {
 	}
 	// Process labels (suite.start): whose CPU each configuration uses.
 	micro := []string{"featuresvc", "auctionsvc", "rankersvc-v2", "rankersvc-v1", "routersvc"}
-	exp := func(doc string) func() error {
+	// exp puts an experiment in force, and waits until a request to the
+	// router shows it: inForce judges the request's assignment.
+	routerClient := routerv1.NewRouterServiceClient(router)
+	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
 			if err := s.kv("adrank/experiments/feed", doc); err != nil {
 				return err
 			}
-			time.Sleep(500 * time.Millisecond) // hot reload
-			return nil
+			return wait(context.Background(), "experiment "+doc+" in force", 30*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				resp, err := routerClient.Rank(ctx, reqs.rank())
+				if err == nil && !inForce(resp.GetAssignment()) {
+					err = fmt.Errorf("assignment %v", resp.GetAssignment())
+				}
+				return err
+			})
 		}
 	}
-	none := exp(`{}`)
+	none := exp(`{}`, func(a *routerv1.Assignment) bool {
+		return a.GetStrategy() == routerv1.Strategy_STRATEGY_PRODUCTION && !a.GetShadowed()
+	})
 	return []config{
 		{name: "gRPC through the router", setup: none, call: rank(router), cpu: micro},
 		{name: "REST through the gateway", setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
-		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`), call: rank(router), cpu: micro},
-		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`), call: rank(router), cpu: micro},
+		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`, (*routerv1.Assignment).GetShadowed), call: rank(router), cpu: micro},
+		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`,
+			func(a *routerv1.Assignment) bool { return a.GetStrategy() == routerv1.Strategy_STRATEGY_AB }), call: rank(router), cpu: micro},
 		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc-monolith"}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
