@@ -4,17 +4,23 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
-# Pinned tool versions (installed into bin/tools, git-ignored).
+# Pinned tool versions (installed once per machine into $(ADRANK_CACHE)/tools, linked as bin/tools).
 BUF_VERSION          := v1.75.0
 PROTOC_GEN_GO        := v1.36.12
 PROTOC_GEN_GO_GRPC   := v1.6.0
 GRPC_GATEWAY_VERSION := v2.33.0
 GRPCURL_VERSION      := v1.9.4
 
-TOOLS   := $(CURDIR)/bin/tools
+# Built tools live in a per-machine cache outside the clone, keyed by version,
+# so that every clone on a machine (CI makes a fresh one each run) builds them
+# once: the Consul agent takes minutes to build, buf about two.
+ADRANK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/adrank
+CONSUL_VERSION := v1.13.9
+TOOLS   := $(ADRANK_CACHE)/tools
 MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway adrankctl bench e2e
 BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl
-# A consul on PATH wins; otherwise bin/consul is built from tools/consul (v1.13.9, MPL-2.0).
+# A consul on PATH wins; otherwise the cached build of tools/consul (v1.13.9,
+# MPL-2.0), linked as bin/consul.
 CONSUL  := $(or $(shell command -v consul 2>/dev/null),$(CURDIR)/bin/consul)
 export CONSUL_BIN := $(CONSUL)
 
@@ -48,7 +54,7 @@ sim: ## Longer simulations (verbose simulator suite; results in docs/simulations
 
 .PHONY: simtest
 simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
-	go test -count=1 ./routersvc/sim/
+	go test -count=1 -timeout 30m ./routersvc/sim/
 
 # A count of executions, not a duration: when a duration runs out, Go 1.26's fuzz
 # coordinator can fail a target with a spurious "context deadline exceeded"
@@ -78,7 +84,15 @@ bench-scoring: ## Scoring benchmark against XGBoost (needs python3-xgboost); pri
 
 .PHONY: e2e
 e2e: build consul tools ## End-to-end tests: Consul and every service as real processes
-	go test -count=1 ./e2e/...
+	go test -count=1 -timeout 30m ./e2e/...
+
+.PHONY: e2e-stress
+e2e-stress: build consul tools ## The e2e tests while stress-ng loads one core (installs Debian's stress-ng)
+	@command -v stress-ng >/dev/null || { echo "installing stress-ng (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null; }
+	stress-ng --cpu 1 --timeout 900s --quiet & pid=$$!; status=0; \
+	  go test -count=1 -timeout 30m ./e2e/... || status=$$?; \
+	  kill $$pid 2>/dev/null || true; wait $$pid 2>/dev/null || true; exit $$status
 
 .PHONY: lint
 lint: ## gofmt, go vet, and each module builds on its own
@@ -113,7 +127,8 @@ checkgenerate: tools ## Fail when buf lint or the generated code is not clean
 .PHONY: tools
 tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.protoc-gen-go-$(PROTOC_GEN_GO) \
   $(TOOLS)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC) $(TOOLS)/.grpc-gateway-$(GRPC_GATEWAY_VERSION) \
-  $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) ## Install the pinned tools into bin/tools
+  $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) ## Install the pinned tools (once per machine), linked as bin/tools
+	@mkdir -p bin && ln -sfn $(TOOLS) bin/tools
 
 $(TOOLS)/.buf-%:
 	GOBIN=$(TOOLS) go install github.com/bufbuild/buf/cmd/buf@$*
@@ -133,10 +148,14 @@ $(TOOLS)/.grpcurl-%:
 	touch $@
 
 .PHONY: consul
-consul: ## Make a consul agent available (PATH, else build v1.13.9 into bin/)
-	@if [ "$(CONSUL)" = "$(CURDIR)/bin/consul" ] && [ ! -x bin/consul ]; then \
-	  echo "building consul v1.13.9 into bin/ (about 3 minutes)"; \
-	  cd tools/consul && GOWORK=off go build -o $(CURDIR)/bin/consul github.com/hashicorp/consul; \
+consul: ## Make a consul agent available (PATH, else build v1.13.9 once per machine, linked as bin/consul)
+	@if [ "$(CONSUL)" = "$(CURDIR)/bin/consul" ]; then \
+	  cached=$(ADRANK_CACHE)/consul-$(CONSUL_VERSION)/consul; \
+	  if [ ! -x "$$cached" ]; then \
+	    echo "building consul $(CONSUL_VERSION) into $$cached (3-6 minutes, once per machine)"; \
+	    (cd tools/consul && GOWORK=off go build -o "$$cached.tmp" github.com/hashicorp/consul) && mv "$$cached.tmp" "$$cached"; \
+	  fi; \
+	  mkdir -p bin && ln -sfn "$$cached" bin/consul; \
 	fi
 	@$(CONSUL) version | sed -n 1p
 
@@ -147,5 +166,5 @@ redis: ## Make redis-server available (Debian's package) for the state store tes
 	@redis-server --version | cut -d' ' -f1-3
 
 .PHONY: clean
-clean: ## Remove built binaries (keeps bin/tools and bin/consul)
+clean: ## Remove built binaries (keeps the cached tools and Consul)
 	rm -f $(addprefix bin/,$(BINARIES))

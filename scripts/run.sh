@@ -13,7 +13,7 @@ STATE_FILE=${STATE_FILE:-.data/router.db}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
-CONSUL=$(command -v consul || echo bin/consul)
+CONSUL=${CONSUL:-$(command -v consul || echo bin/consul)}
 mkdir -p "$LOG_DIR"
 
 pids=()
@@ -39,11 +39,14 @@ http_port=${CONSUL_ADDR##*:}
 "$CONSUL" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port "$http_port" -dns-port -1 -log-level warn $CONSUL_FLAGS \
   >"$LOG_DIR/consul.log" 2>&1 &
 consul_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://$CONSUL_ADDR/v1/status/leader" 2>/dev/null | grep -q '"' && break
+# Waits are generous (60 s): how long a start takes depends on the machine.
+leader=
+for _ in $(seq 1 600); do
+  curl -fsS "http://$CONSUL_ADDR/v1/status/leader" 2>/dev/null | grep -q '"[^"]' && { leader=1; break; }
   kill -0 "$consul_pid" 2>/dev/null || { echo "consul failed to start:"; cat "$LOG_DIR/consul.log"; exit 1; }
   sleep 0.1
 done
+[ -n "$leader" ] || { echo "consul elected no leader within 60 s:"; cat "$LOG_DIR/consul.log"; exit 1; }
 
 export CONSUL_HTTP_ADDR=$CONSUL_ADDR
 kv() { curl -fsS -X PUT --data "$2" "http://$CONSUL_ADDR/v1/kv/$1" >/dev/null; }
@@ -60,10 +63,12 @@ start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model mode
 start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE"
 start gateway bin/gateway --listen "$GATEWAY_ADDR"
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://$GATEWAY_ADDR/healthz" >/dev/null 2>&1 && break
+healthy=
+for _ in $(seq 1 600); do
+  curl -fsS "http://$GATEWAY_ADDR/healthz" >/dev/null 2>&1 && { healthy=1; break; }
   sleep 0.1
 done
+[ -n "$healthy" ] || { echo "the gateway was not healthy within 60 s; see $LOG_DIR/"; exit 1; }
 
 cat <<MSG
 adrank is running (logs in $LOG_DIR/):
