@@ -232,8 +232,9 @@ func TestStuckOrDeadShadow(t *testing.T) {
 		}
 		return nil
 	})
-	if d, n := after.GetDropped()-mark.GetDropped(), after.GetCompared()-mark.GetCompared(); d != float64(stuck.shadowed) || n != 0 {
-		t.Errorf("stuck shadow: %d shadowed answers, %.0f shadow jobs dropped, %.0f compared: want all dropped, none compared", stuck.shadowed, d, n)
+	stuckDropped := after.GetDropped() - mark.GetDropped()
+	if n := after.GetCompared() - mark.GetCompared(); stuckDropped != float64(stuck.shadowed) || n != 0 {
+		t.Errorf("stuck shadow: %d shadowed answers, %.0f shadow jobs dropped, %.0f compared: want all dropped, none compared", stuck.shadowed, stuckDropped, n)
 	}
 
 	// Dead: the fault is lifted (the stuck calls end), then the shadow is
@@ -266,9 +267,9 @@ func TestStuckOrDeadShadow(t *testing.T) {
 	if n := after.GetCompared() - mark.GetCompared(); n != 0 {
 		t.Errorf("a dead shadow compared %.0f requests", n)
 	}
-	t.Logf("production answers (p99): healthy %d (%v), stuck shadow %d (%v), dead shadow %d (%v); stuck: %.0f dropped; dead: %.0f failed, %.0f dropped",
+	t.Logf("production answers (p99): healthy %d (%v), stuck shadow %d (%v), dead shadow %d (%v); shadow jobs: stuck %.0f dropped; dead %.0f failed, %.0f dropped",
 		healthy.ok, healthy.p99(), stuck.ok, stuck.p99(), dead.ok, dead.p99(),
-		after.GetDropped()-mark.GetDropped(), after.GetErrors()-mark.GetErrors(), after.GetDropped()-mark.GetDropped())
+		stuckDropped, after.GetErrors()-mark.GetErrors(), after.GetDropped()-mark.GetDropped())
 }
 
 // probeStuck shows that a fault holds the path through a proxy: a health
