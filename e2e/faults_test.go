@@ -171,7 +171,7 @@ func TestStuckOrDeadShadow(t *testing.T) {
 	c.putKV("adrank/experiments/feed", `{"shadow": {"versions": ["v2"], "fraction": 1}}`)
 	_, router := c.startRouter("--shadow-queue", "8", "--shadow-timeout", "10m")
 	stats := func() *routerv1.ShadowStats { return c.shadowStats(router, "v2") }
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		resp, err := router.Rank(ctx, rankRequest("shadow-probe", "feed"))
@@ -195,11 +195,27 @@ func TestStuckOrDeadShadow(t *testing.T) {
 		}
 	}
 
+	// warmUntil keeps a load on the router until the shadow counter that
+	// count reads has moved, then returns the stats once they settle.
+	warmUntil := func(name string, count func(*routerv1.ShadowStats) float64) *routerv1.ShadowStats {
+		t.Helper()
+		from := count(stats())
+		warm := steadyLoad(router, 4, 2*time.Millisecond)
+		eventually(t, settle, func() error {
+			if count(stats()) == from {
+				return fmt.Errorf("%s: the shadow counter has not moved", name)
+			}
+			return nil
+		})
+		noFailures(name, warm())
+		return settledStats(t, stats)
+	}
+
 	// Healthy: the shadow is compared with production.
 	mark := stats()
 	healthy := block(time.Second)
 	noFailures("healthy shadow", healthy)
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if n := stats().GetCompared() - mark.GetCompared(); n == 0 {
 			return fmt.Errorf("a healthy shadow compared nothing")
 		}
@@ -213,20 +229,11 @@ func TestStuckOrDeadShadow(t *testing.T) {
 	probeStuck(t, proxy.Listen)
 	// The router's own shadow connection is held too: its two workers stick,
 	// the queue of 8 fills, and jobs are dropped.
-	mark = stats()
-	warm := steadyLoad(router, 4, 2*time.Millisecond)
-	eventually(t, 20*time.Second, func() error {
-		if stats().GetDropped() == mark.GetDropped() {
-			return fmt.Errorf("the stuck shadow's queue is not full yet")
-		}
-		return nil
-	})
-	noFailures("stuck shadow, filling the queue", warm())
-	mark = settledStats(t, stats)
+	mark = warmUntil("stuck shadow, filling the queue", (*routerv1.ShadowStats).GetDropped)
 	stuck := block(2 * time.Second)
 	noFailures("stuck shadow", stuck)
 	var after *routerv1.ShadowStats
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if after = stats(); after.GetDropped()-mark.GetDropped() < float64(stuck.shadowed) {
 			return fmt.Errorf("%.0f shadow jobs dropped for %d shadowed answers", after.GetDropped()-mark.GetDropped(), stuck.shadowed)
 		}
@@ -245,19 +252,10 @@ func TestStuckOrDeadShadow(t *testing.T) {
 	if err := shadowProc.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	mark = stats()
-	warm = steadyLoad(router, 4, 2*time.Millisecond)
-	eventually(t, 20*time.Second, func() error {
-		if stats().GetErrors() == mark.GetErrors() {
-			return fmt.Errorf("no shadow call has failed since the kill")
-		}
-		return nil
-	})
-	noFailures("dead shadow, first calls", warm())
-	mark = settledStats(t, stats)
+	mark = warmUntil("dead shadow, first failures", (*routerv1.ShadowStats).GetErrors)
 	dead := block(2 * time.Second)
 	noFailures("dead shadow", dead)
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		after = stats()
 		if lost := after.GetErrors() + after.GetDropped() - mark.GetErrors() - mark.GetDropped(); lost < float64(dead.shadowed) {
 			return fmt.Errorf("%.0f shadow jobs failed or dropped for %d shadowed answers", lost, dead.shadowed)
@@ -294,7 +292,7 @@ func probeStuck(t *testing.T, addr string) {
 func settledStats(t *testing.T, stats func() *routerv1.ShadowStats) *routerv1.ShadowStats {
 	t.Helper()
 	prev := stats()
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		time.Sleep(300 * time.Millisecond)
 		cur := stats()
 		if !proto.Equal(cur, prev) {
@@ -341,7 +339,7 @@ func TestOverload(t *testing.T) {
 	}
 	gateway := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	c.start("gateway", "--listen", strings.TrimPrefix(gateway, "http://"), "--router-addr", routerAddr, "--timeout", "20s")
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		resp, err := http.Get(gateway + "/healthz")
 		if err != nil {
 			return err
