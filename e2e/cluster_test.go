@@ -125,7 +125,7 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 	}
 	t.Cleanup(func() { cc.Close() })
 	c.router = routerv1.NewRouterServiceClient(cc)
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, settle, func() error {
 		code, body, err := c.tryDo(http.MethodGet, "/healthz", nil)
 		if err != nil {
 			return err
@@ -179,7 +179,7 @@ func (c *cluster) startRanker(dv, modelPath string, args ...string) *proc {
 	}
 	before := len(c.rankerInstances(domain, version, true))
 	p := c.start("rankersvc", append([]string{"--domain", domain, "--version", version, "--model", modelPath, "--listen", "127.0.0.1:0"}, args...)...)
-	eventually(c.t, 10*time.Second, func() error {
+	eventually(c.t, settle, func() error {
 		if n := len(c.rankerInstances(domain, version, true)); n <= before {
 			return fmt.Errorf("%s: %d healthy instances, want > %d", dv, n, before)
 		}

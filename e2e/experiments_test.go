@@ -292,7 +292,7 @@ func TestRouterReplicasShareRedis(t *testing.T) {
 	}
 	c.putKV("adrank/experiments/feed", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"]}}`)
 	for _, client := range clients {
-		eventually(t, 10*time.Second, func() error {
+		eventually(t, settle, func() error {
 			rep, err := client.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"})
 			if err != nil {
 				return err

@@ -75,7 +75,7 @@ func (c *cluster) startRouter(args ...string) (string, routerv1.RouterServiceCli
 	}
 	c.t.Cleanup(func() { cc.Close() })
 	client := routerv1.NewRouterServiceClient(cc)
-	eventually(c.t, 10*time.Second, func() error {
+	eventually(c.t, settle, func() error {
 		load := steadyLoad(client, 1, 0)
 		time.Sleep(50 * time.Millisecond)
 		if res := load(); res.ok == 0 {

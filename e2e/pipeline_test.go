@@ -276,7 +276,7 @@ func TestPipeline(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got *routerv1.RankResponse
-			eventually(t, 10*time.Second, func() error {
+			eventually(t, settle, func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				got, err = mono.Rank(ctx, req)
@@ -472,7 +472,7 @@ func TestDiscovery(t *testing.T) {
 	t.Run("a new version is discovered and can take production", func(t *testing.T) {
 		start := time.Now()
 		c.start("rankersvc", "--domain", "feed", "--version", "v3", "--model", "models/feed/v2.json", "--listen", "127.0.0.1:0")
-		eventually(t, 10*time.Second, func() error {
+		eventually(t, settle, func() error {
 			code, out := c.get("/v1/domains")
 			if code != http.StatusOK || !strings.Contains(string(out), `"version":"v3"`) {
 				return fmt.Errorf("v3 not listed: %s", out)
