@@ -129,7 +129,7 @@ func TestWatchSurvivesConsulRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	put("after") // a dev agent comes back empty
-	waitFor(t, 10*time.Second, "value after restart", func() bool {
+	waitFor(t, 30*time.Second, "value after restart", func() bool {
 		v, _ := kv.get()
 		return len(v) == 1 && string(v[0].Value) == "after"
 	})

@@ -31,12 +31,21 @@ type Consul interface {
 // WaitTime bounds one blocking query.
 const WaitTime = 30 * time.Second
 
+// RecoveryHold is how long a watch keeps the last known state after Consul
+// answers again following an outage. A restarted agent answers before it has
+// settled: in probes here it listed a service with no instances at first,
+// then restored every check as critical until the check's first run, which
+// comes within one check interval (adrank's are 1 s; the hold covers
+// intervals up to its length).
+const RecoveryHold = 5 * time.Second
+
 // block runs blocking queries with fetch until ctx ends, calling onChange
 // with each new result. The sanity rules are Consul's: an index that goes
 // backwards resets to 0, and a zero index is never waited on. On errors it
 // backs off (100 ms doubling to 5 s), keeps the last result, so a Consul
-// outage leaves callers with the last known state, and starts over from index
-// 0 once Consul answers again.
+// outage leaves callers with the last known state, and once Consul answers
+// again it keeps that state RecoveryHold longer, then starts over from index
+// 0.
 func block[T any](ctx context.Context, log *slog.Logger, what string, fetch func(*api.QueryOptions) (T, *api.QueryMeta, error), onChange func(T)) {
 	var index uint64
 	backoff := 100 * time.Millisecond
@@ -63,8 +72,13 @@ func block[T any](ctx context.Context, log *slog.Logger, what string, fetch func
 			continue
 		}
 		if failing {
-			log.InfoContext(ctx, "consul query recovered", "watch", what)
+			log.InfoContext(ctx, "consul query recovered; keeping the last known state while the agent settles", "watch", what, "hold", RecoveryHold.String())
 			failing = false
+			if !sleep(ctx, RecoveryHold) {
+				return
+			}
+			index = 0
+			continue
 		}
 		backoff = 100 * time.Millisecond
 		next := meta.LastIndex
