@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -182,6 +185,56 @@ func TestPipeline(t *testing.T) {
 			if r.GetPriceMicros() < 800_000 || r.GetReserveMicros() != 800_000 || bidOf(req, r.GetAdId()) < 800_000 {
 				t.Errorf("%s: price %d reserve %d bid %d", r.GetAdId(), r.GetPriceMicros(), r.GetReserveMicros(), bidOf(req, r.GetAdId()))
 			}
+		}
+	})
+
+	t.Run("one request id from the first edge to the answer", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, header, body, want string // want "": the one the gateway minted
+		}{
+			{"header only", "edge-7", "", "edge-7"},
+			{"neither", "", "", ""},
+			{"body wins", "edge-8", "body-8", "body-8"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				body, _ := protojson.Marshal(rankRequest(tc.body, "feed"))
+				req, err := http.NewRequest(http.MethodPost, c.gatewayURL+"/v1/rank", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				if tc.header != "" {
+					req.Header.Set("X-Request-Id", tc.header)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				out, _ := io.ReadAll(resp.Body)
+				var got routerv1.RankResponse
+				if err := protojson.Unmarshal(out, &got); err != nil || resp.StatusCode != http.StatusOK {
+					t.Fatalf("%d %s: %v", resp.StatusCode, out, err)
+				}
+				want := tc.want
+				if want == "" {
+					want = resp.Header.Get("X-Request-Id")
+				}
+				if h := resp.Header.Values("X-Request-Id"); want == "" || got.GetRequestId() != want || len(h) != 1 || h[0] != want {
+					t.Errorf("answer's request_id %q, X-Request-Id %q: want both %q", got.GetRequestId(), h, want)
+				}
+			})
+		}
+		// Over gRPC, a request ID in the metadata serves the request when
+		// its body names none, and a too-long one is refused.
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "grpc-9"), 10*time.Second)
+		defer cancel()
+		if resp, err := c.router.Rank(ctx, rankRequest("", "feed")); err != nil || resp.GetRequestId() != "grpc-9" {
+			t.Errorf("gRPC with x-request-id grpc-9: request_id %q, %v", resp.GetRequestId(), err)
+		}
+		ctx = metadata.AppendToOutgoingContext(context.Background(), "x-request-id", strings.Repeat("x", 257))
+		if _, err := c.router.Rank(ctx, rankRequest("", "feed")); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "x-request-id") {
+			t.Errorf("a 257-byte x-request-id: %v, want INVALID_ARGUMENT naming it", err)
 		}
 	})
 

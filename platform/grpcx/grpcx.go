@@ -25,6 +25,9 @@ import (
 // services.
 const RequestIDHeader = "x-request-id"
 
+// MaxRequestIDLength bounds a request ID, in bytes.
+const MaxRequestIDLength = 256
+
 // NewServer returns a gRPC server with adrank's interceptors, a health
 // service (every service NOT_SERVING until the caller says otherwise) and
 // server reflection.
@@ -38,18 +41,40 @@ func NewServer(log *slog.Logger, opts ...grpc.ServerOption) (*grpc.Server, *heal
 	return srv, hs
 }
 
-// requestID puts the caller's request ID (or a new one) into the context.
+// requestID gives the call one request ID, carried by the context to the
+// logs and to every downstream call, and sent back to the caller of a
+// successful call in the response header x-request-id:
+//   - the request's own request_id field, when it has one (the ID the caller
+//     chose, which the answer carries);
+//   - else the x-request-id that an earlier edge (the gateway, or another
+//     service) sent;
+//   - else a new one: this service is the first edge to see the request.
+//
+// An x-request-id over MaxRequestIDLength bytes is refused with
+// INVALID_ARGUMENT naming it.
 func requestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
 	id := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
+	if r, ok := req.(interface{ GetRequestId() string }); ok && len(r.GetRequestId()) <= MaxRequestIDLength {
+		id = r.GetRequestId() // a longer one is the handler's to refuse
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && id == "" {
 		if v := md.Get(RequestIDHeader); len(v) > 0 {
+			if len(v[0]) > MaxRequestIDLength {
+				return nil, status.Errorf(codes.InvalidArgument, "%s: longer than %d bytes", RequestIDHeader, MaxRequestIDLength)
+			}
 			id = v[0]
 		}
 	}
 	if id == "" {
 		id = logging.NewRequestID()
 	}
-	return next(logging.WithRequestID(ctx, id), req)
+	resp, err := next(logging.WithRequestID(ctx, id), req)
+	if err == nil {
+		// Only on success: a response header commits the call, and gRPC
+		// would then no longer retry an UNAVAILABLE on another instance.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id)) // fails only outside a server call
+	}
+	return resp, err
 }
 
 func accessLog(log *slog.Logger) grpc.UnaryServerInterceptor {

@@ -65,14 +65,21 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 }
 
 // outgoingHeader names the HTTP header of a router response's metadata:
-// the router's server-timing becomes HTTP's Server-Timing, the rest keep
+// the router's server-timing becomes HTTP's Server-Timing, its x-request-id
+// (the ID the request was served under) X-Request-Id, and the rest keep
 // grpc-gateway's Grpc-Metadata- prefix.
 func outgoingHeader(key string) (string, bool) {
-	if key == serverTiming {
+	switch key {
+	case serverTiming:
 		return "Server-Timing", true
+	case grpcx.RequestIDHeader:
+		return requestIDHeader, true
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }
+
+// requestIDHeader is the HTTP spelling of grpcx.RequestIDHeader.
+const requestIDHeader = "X-Request-Id"
 
 // serverTiming is router.ServerTimingHeader (the router's packages are
 // internal to its module).
@@ -89,6 +96,10 @@ func limits(next http.Handler, o Options) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, o.MaxBody)
+		// The gateway is the first edge a REST request meets: it mints the
+		// request ID when the caller sent none, and the router serves under
+		// it (unless the body names its own request_id, which the router
+		// then answers under, in X-Request-Id too).
 		id := r.Header.Get(grpcx.RequestIDHeader)
 		if id == "" {
 			id = logging.NewRequestID()
@@ -96,19 +107,38 @@ func limits(next http.Handler, o Options) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(logging.WithRequestID(r.Context(), id), o.Timeout)
 		defer cancel()
-		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, id: id}
 		next.ServeHTTP(rec, r.WithContext(ctx))
+		if served := w.Header().Get(requestIDHeader); served != id {
+			ctx = logging.WithRequestID(ctx, served)
+		}
 		o.Log.LogAttrs(ctx, slog.LevelDebug, "http", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", rec.code), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
 	})
 }
 
+// statusRecorder notes the response's status, and names the request ID in
+// X-Request-Id when the router's answer did not.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code  int
+	id    string
+	wrote bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
-	s.code = code
+	if !s.wrote {
+		s.wrote, s.code = true, code
+		if s.Header().Get(requestIDHeader) == "" {
+			s.Header().Set(requestIDHeader, s.id)
+		}
+	}
 	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
 }

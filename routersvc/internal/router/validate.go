@@ -8,13 +8,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/grpcx"
 )
 
 // Limits on a Rank request.
 const (
 	MaxCandidates  = 1000
 	MaxSlots       = 100
-	MaxIDLength    = 256
+	MaxIDLength    = grpcx.MaxRequestIDLength
 	MaxQueryLength = 1024
 	MaxQuality     = 1e6
 )
