@@ -30,6 +30,7 @@ import (
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/syncbuf"
 )
 
@@ -308,36 +309,75 @@ func TestPipeline(t *testing.T) {
 		})
 	})
 
-	t.Run("monolith mode gives the same answers", func(t *testing.T) {
+	t.Run("ML as one service gives the same answers, experiments included", func(t *testing.T) {
 		ports, err := consultest.FreePorts(1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-		c.start("routersvc", "--monolith", "--listen", addr, "--state-file", filepath.Join(t.TempDir(), "mono.db"))
+		ml := c.start("routersvc", append([]string{"--ml-service", "--listen", addr, "--state-file", filepath.Join(t.TempDir(), "ml.db")}, routerLimits...)...)
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cc.Close()
-		mono := routerv1.NewRouterServiceClient(cc)
-		for i, domain := range []string{"feed", "stories", "feed"} {
-			req := rankRequest(fmt.Sprintf("req-mono-%d", i), domain)
-			req.UserId = fmt.Sprintf("u%d", 100+i)
-			want, err := rank(t, c, req)
-			if err != nil {
-				t.Fatal(err)
+		one := routerv1.NewRouterServiceClient(cc)
+		// It registers as a router does.
+		eventually(t, settle, func() error {
+			entries, _, err := c.consul.Client.Health().Service(consulx.RouterService, "", true, nil)
+			if err != nil || len(entries) != 2 {
+				return fmt.Errorf("%d healthy routers: %v", len(entries), err)
 			}
-			var got *routerv1.RankResponse
+			return nil
+		})
+		compare := func(prefix string) {
+			t.Helper()
+			for i, domain := range []string{"feed", "stories", "feed"} {
+				req := rankRequest(fmt.Sprintf("%s-%d", prefix, i), domain)
+				req.UserId = fmt.Sprintf("u%d", 100+i)
+				want, err := rank(t, c, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				got, err := one.Rank(ctx, req)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+					t.Errorf("%s: ML as one service differs from microservices (-micro +one):\n%s", domain, diff)
+				}
+			}
+		}
+		compare("req-one")
+		// An experiment from Consul KV is in force in both, with the same
+		// assignments.
+		c.putKV("adrank/experiments/feed", `{"ab": {"salt": "one", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`)
+		for _, r := range []routerv1.RouterServiceClient{c.router, one} {
 			eventually(t, settle, func() error {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				got, err = mono.Rank(ctx, req)
-				return err
+				rep, err := r.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"})
+				if err != nil || rep.GetExperimentId() != "ab:one:v1,v2" {
+					return fmt.Errorf("experiment %q: %v", rep.GetExperimentId(), err)
+				}
+				return nil
 			})
-			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-				t.Errorf("%s: monolith differs from microservices (-micro +mono):\n%s", domain, diff)
+		}
+		compare("req-one-ab")
+		if _, err := c.consul.Client.KV().Delete("adrank/experiments/feed", nil); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, settle, func() error { // the next subtests expect no experiment
+			if id := c.report(t, "feed").GetExperimentId(); id != "" {
+				return fmt.Errorf("experiment %q still in force", id)
 			}
+			return nil
+		})
+		if err := ml.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := ml.exitCode(t, settle); code != 0 {
+			t.Errorf("exit code %d", code)
 		}
 	})
 

@@ -8,6 +8,7 @@
 package world
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -36,6 +37,14 @@ type Config struct {
 	Advertisers  int
 	AdsPerDomain int
 	Domains      []string
+}
+
+// RegisterFlags lets a command's flags change c: the seed and the numbers of
+// users and of ads per domain.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the synthetic world")
+	fs.IntVar(&c.Users, "users", c.Users, "number of users")
+	fs.IntVar(&c.AdsPerDomain, "ads-per-domain", c.AdsPerDomain, "number of ads per domain")
 }
 
 // DefaultConfig is the demo world that `make run` serves and the demo models

@@ -34,8 +34,6 @@ type Options struct {
 	Tags  []string
 	Meta  map[string]string
 	Log   *slog.Logger
-	// Standalone serves without registering in Consul (monolith mode).
-	Standalone bool
 	// DebugAddr serves /debug/pprof/ when not empty.
 	DebugAddr string
 }
@@ -116,9 +114,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	log.Info("serving", "addr", s.Addr(), "listen", s.lis.Addr().String(), "name", s.opts.Name)
-	if !s.opts.Standalone {
-		g.Go(func() error { return s.reg.Run(gctx) })
-	}
+	g.Go(func() error { return s.reg.Run(gctx) })
 	g.Go(func() error { return debugsrv.Run(gctx, s.opts.DebugAddr, log) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -132,13 +128,11 @@ func (s *Server) drain() {
 	log := s.opts.Log
 	log.Info("shutting down: not serving, deregistering, draining", "grace", s.opts.Grace.String())
 	s.health.Shutdown() // every service NOT_SERVING
-	if !s.opts.Standalone {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := s.reg.Deregister(ctx); err != nil {
-			log.Warn("deregister failed; consul will reap the instance", "error", err)
-		}
-		cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := s.reg.Deregister(ctx); err != nil {
+		log.Warn("deregister failed; consul will reap the instance", "error", err)
 	}
+	cancel()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

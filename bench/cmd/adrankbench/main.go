@@ -28,9 +28,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
@@ -176,7 +173,7 @@ func (s *suite) setup(ctx context.Context) error {
 		return err
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
-	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "monolith": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8)}
+	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "ml": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8)}
 	bin, err := consulBinary(s.o.root)
 	if err != nil {
 		return err
@@ -226,8 +223,10 @@ func (s *suite) setup(ctx context.Context) error {
 		{"rankersvc-v2", "--domain", "feed", "--version", "v2", "--model", "models/feed/v2.json", "--listen", s.addr["ranker"]},
 		{"rankersvc-v1", "--domain", "feed", "--version", "v1", "--model", "models/feed/v1.json"},
 		append([]string{"routersvc", "--listen", s.addr["router"], "--state-file", filepath.Join(tmp, "router.db")}, routerLimits...),
-		append([]string{"gateway", "--listen", s.addr["gateway"]}, gatewayLimits...),
-		append([]string{"routersvc-monolith", "--monolith", "--production", "feed=v2", "--listen", s.addr["monolith"], "--state-file", filepath.Join(tmp, "mono.db")}, routerLimits...),
+		// The gateway fronts the microservices' router only: ML as one
+		// service registers as a router too.
+		append([]string{"gateway", "--listen", s.addr["gateway"], "--router-addr", s.addr["router"]}, gatewayLimits...),
+		append([]string{"routersvc-ml", "--ml-service", "--listen", s.addr["ml"], "--state-file", filepath.Join(tmp, "ml.db")}, routerLimits...),
 	}
 	for _, a := range starts {
 		if _, err := s.start(a[0], env, append(a[1:], "--log-level", "WARN")...); err != nil {
@@ -235,7 +234,7 @@ func (s *suite) setup(ctx context.Context) error {
 		}
 	}
 	// Every service healthy in Consul, then the gateway answering.
-	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 1}
+	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 2}
 	if err := wait(ctx, "services healthy in consul", 30*time.Second, func() error {
 		for name, n := range want {
 			entries, _, err := s.consul.Health().Service(name, "", true, nil)
@@ -250,7 +249,7 @@ func (s *suite) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := wait(ctx, "gateway healthy", 30*time.Second, func() error {
+	return wait(ctx, "gateway healthy", 30*time.Second, func() error {
 		resp, err := http.Get("http://" + s.addr["gateway"] + "/healthz")
 		if err != nil {
 			return err
@@ -260,23 +259,6 @@ func (s *suite) setup(ctx context.Context) error {
 			return fmt.Errorf("healthz %d", resp.StatusCode)
 		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	// The monolith is not in Consul: ask it directly.
-	cc, err := grpc.NewClient(s.addr["monolith"], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	return wait(ctx, "monolith serving", 30*time.Second, func() error {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		resp, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
-		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			err = fmt.Errorf("health %v", resp.GetStatus())
-		}
-		return err
 	})
 }
 

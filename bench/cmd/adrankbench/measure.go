@@ -127,7 +127,7 @@ func (s *suite) configs() ([]config, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	mono, err := dial(s.addr["monolith"])
+	ml, err := dial(s.addr["ml"])
 	if err != nil {
 		return nil, nil, err
 	}
@@ -135,7 +135,7 @@ func (s *suite) configs() ([]config, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	closeAll := func() { router.Close(); mono.Close(); rk.Close() }
+	closeAll := func() { router.Close(); ml.Close(); rk.Close() }
 	reqs, err := newPool(1, 4096)
 	if err != nil {
 		closeAll()
@@ -175,21 +175,27 @@ func (s *suite) configs() ([]config, func(), error) {
 	micro := []string{"featuresvc", "auctionsvc", "rankersvc-v2", "rankersvc-v1", "routersvc"}
 	// exp puts an experiment in force, and waits until a request to the
 	// router shows it: inForce judges the request's assignment.
-	routerClient := routerv1.NewRouterServiceClient(router)
+	// Both the router and ML as one service follow the experiments in KV.
+	routers := []routerv1.RouterServiceClient{routerv1.NewRouterServiceClient(router), routerv1.NewRouterServiceClient(ml)}
 	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
 			if err := s.kv("adrank/experiments/feed", doc); err != nil {
 				return err
 			}
-			return wait(context.Background(), "experiment "+doc+" in force", 30*time.Second, func() error {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				resp, err := routerClient.Rank(ctx, reqs.rank())
-				if err == nil && !inForce(resp.GetAssignment()) {
-					err = fmt.Errorf("assignment %v", resp.GetAssignment())
+			for _, r := range routers {
+				if err := wait(context.Background(), "experiment "+doc+" in force", 30*time.Second, func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					resp, err := r.Rank(ctx, reqs.rank())
+					if err == nil && !inForce(resp.GetAssignment()) {
+						err = fmt.Errorf("assignment %v", resp.GetAssignment())
+					}
+					return err
+				}); err != nil {
+					return err
 				}
-				return err
-			})
+			}
+			return nil
 		}
 	}
 	none := exp(`{}`, func(a *routerv1.Assignment) bool {
@@ -201,7 +207,7 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`, (*routerv1.Assignment).GetShadowed), call: rank(router), cpu: micro},
 		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`,
 			func(a *routerv1.Assignment) bool { return a.GetStrategy() == routerv1.Strategy_STRATEGY_AB }), call: rank(router), cpu: micro},
-		{name: "monolith (one process)", setup: none, call: rank(mono), cpu: []string{"routersvc-monolith"}},
+		{name: "ML as one service (one process)", setup: none, call: rank(ml), cpu: []string{"routersvc-ml"}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
 	}, closeAll, nil

@@ -4,10 +4,14 @@
 // adrank-router, and keeps experiment state in a bbolt file (default) or
 // Redis (--redis-addr, for several replicas).
 //
-// With --monolith it runs the whole pipeline in its own process instead:
-// featuresvc's world, a ranker for every model file under --models and the
-// auction, called in-process, with no network hop and no Consul. The domains'
-// production versions come from --production (default: v1 everywhere).
+// With --ml-service it is the seed article's "ML as one service": one
+// process that serves every model instead of calling rankers. It runs
+// featuresvc's world (--seed, --users, --ads-per-domain), a ranker for every
+// model file under --models and the auction in-process, with no network hop
+// between them. Everything else is as in the microservices: it registers in
+// Consul as adrank-router, takes the domain configs, experiments and auction
+// configs from Consul KV, and keeps experiment state in bbolt or, for several
+// replicas, in Redis.
 package main
 
 import (
@@ -18,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,7 +45,8 @@ type options struct {
 	redisAddr  string
 	flushEvery time.Duration
 	window     time.Duration
-	monolith   bool
+	mlService  bool
+	world      world.Config
 	// limits
 	featuresTimeout time.Duration
 	maxInflight     int
@@ -50,11 +54,10 @@ type options struct {
 	shadowQueue     int
 	shadowTimeout   time.Duration
 	models          string
-	prod            string
 }
 
 func main() {
-	var o options
+	o := options{world: world.DefaultConfig()}
 	fs := flag.NewFlagSet("routersvc", flag.ExitOnError)
 	o.Register(fs, "127.0.0.1:9090")
 	fs.DurationVar(&o.budget, "budget", 250*time.Millisecond, "default time budget of one Rank call (a sooner caller deadline wins)")
@@ -67,9 +70,9 @@ func main() {
 	fs.DurationVar(&o.hedgeAfter, "hedge-after", 25*time.Millisecond, "send a second ranker call when the first has not answered in this time (0: no hedging)")
 	fs.IntVar(&o.shadowQueue, "shadow-queue", 1024, "shadow calls waiting for a worker; past it they are dropped and counted, never waited for")
 	fs.DurationVar(&o.shadowTimeout, "shadow-timeout", time.Second, "time limit of one shadow call")
-	fs.BoolVar(&o.monolith, "monolith", false, "run features, rankers and the auction in this process, without Consul")
-	fs.StringVar(&o.models, "models", "models", "with --monolith: serve every model file <dir>/<domain>/<version>.json")
-	fs.StringVar(&o.prod, "production", "", "with --monolith: production versions, e.g. feed=v2,stories=v1 (default v1 for each domain)")
+	fs.BoolVar(&o.mlService, "ml-service", false, "ML as one service: serve features, every model and the auction in this process instead of calling featuresvc, rankers and auctionsvc")
+	fs.StringVar(&o.models, "models", "models", "with --ml-service: serve every model file <dir>/<domain>/<version>.json")
+	o.world.RegisterFlags(fs) // with --ml-service
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -91,9 +94,10 @@ func openStore(ctx context.Context, o options) (store.Store, error) {
 	return store.OpenBolt(o.stateFile)
 }
 
-// monolith builds the in-process pipeline and its routing table.
-func monolith(o options, log *slog.Logger) (*inproc.Pipeline, *routing.Table, error) {
-	w, err := world.New(world.DefaultConfig())
+// mlService builds the in-process pipeline and a routing table of its
+// rankers.
+func mlService(o options, log *slog.Logger) (*inproc.Pipeline, *routing.Table, error) {
+	w, err := world.New(o.world)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -102,34 +106,9 @@ func monolith(o options, log *slog.Logger) (*inproc.Pipeline, *routing.Table, er
 	if err != nil {
 		return nil, nil, err
 	}
-	prod := map[string]string{}
-	for _, dv := range served {
-		d, _, _ := strings.Cut(dv, "/")
-		prod[d] = "v1"
-	}
-	if o.prod != "" {
-		for _, kv := range strings.Split(o.prod, ",") {
-			d, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return nil, nil, fmt.Errorf("--production %q: want domain=version,...", o.prod)
-			}
-			prod[d] = v
-		}
-	}
 	table := routing.NewTable(log, nil)
 	table.SetRankers(pipe.Instances())
-	configs := map[string][]byte{}
-	for d, v := range prod {
-		configs[d] = []byte(fmt.Sprintf(`{"production": %q}`, v))
-	}
-	table.SetConfigs(configs)
-	table.SetExperiments(nil)
-	for d := range prod {
-		if e := table.Snapshot().Domains[d].ConfigError; e != "" {
-			return nil, nil, fmt.Errorf("--production: %s", e)
-		}
-	}
-	log.Info("monolith mode: serving in-process", "models", served, "production", prod)
+	log.Info("ML as one service: serving every model in-process", "models", served)
 	return pipe, table, nil
 }
 
@@ -155,13 +134,15 @@ func run(ctx context.Context, o options) error {
 		setExp func(context.Context, string, []byte) error
 		sopts  = o.Options(consulx.RouterService, log)
 	)
-	if o.monolith {
-		pipe, t, err := monolith(o, log)
+	if o.mlService {
+		pipe, t, err := mlService(o, log)
 		if err != nil {
 			return err
 		}
-		down, table, sopts.Standalone = pipe, t, true
-		watch = func(ctx context.Context) error { <-ctx.Done(); return nil }
+		down, table, setExp = pipe, t, router.PutExperiment(client)
+		watch = func(ctx context.Context) error {
+			return router.WatchConfigs(ctx, client, log, t, pipe.SetAuctionConfigs)
+		}
 	} else {
 		disc := router.NewConsul(client, log)
 		down, table, watch, setExp = disc, disc.Table, disc.Run, disc.SetExperiment

@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
 
+	auctionconfig "github.com/adrank/adrank/auctionsvc/config"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
@@ -55,18 +56,33 @@ func (c *Consul) Run(ctx context.Context) error {
 		discovery.WatchService(ctx, c.client, c.log, consulx.RankerService, c.Table.SetRankers)
 		return nil
 	})
+	g.Go(func() error { return WatchConfigs(ctx, c.client, c.log, c.Table, nil) })
+	return g.Wait()
+}
+
+// WatchConfigs follows the domain configs and experiments in Consul KV into
+// table, and, when auction is not nil, the auction configs into it, until
+// ctx ends.
+func WatchConfigs(ctx context.Context, client *api.Client, log *slog.Logger, table *routing.Table, auction func(api.KVPairs)) error {
+	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		discovery.WatchPrefix(ctx, c.client, c.log, routing.ConfigPrefix, func(pairs api.KVPairs) {
-			c.Table.SetConfigs(kvconfig.Names(routing.ConfigPrefix, pairs))
+		discovery.WatchPrefix(ctx, client, log, routing.ConfigPrefix, func(pairs api.KVPairs) {
+			table.SetConfigs(kvconfig.Names(routing.ConfigPrefix, pairs))
 		})
 		return nil
 	})
 	g.Go(func() error {
-		discovery.WatchPrefix(ctx, c.client, c.log, experiment.Prefix, func(pairs api.KVPairs) {
-			c.Table.SetExperiments(kvconfig.Names(experiment.Prefix, pairs))
+		discovery.WatchPrefix(ctx, client, log, experiment.Prefix, func(pairs api.KVPairs) {
+			table.SetExperiments(kvconfig.Names(experiment.Prefix, pairs))
 		})
 		return nil
 	})
+	if auction != nil {
+		g.Go(func() error {
+			discovery.WatchPrefix(ctx, client, log, auctionconfig.Prefix, auction)
+			return nil
+		})
+	}
 	return g.Wait()
 }
 
@@ -109,6 +125,14 @@ func (c *Consul) Ranker(domain, version string) (rankerv1.RankerServiceClient, e
 
 // SetExperiment writes a domain's experiment document to Consul KV.
 func (c *Consul) SetExperiment(ctx context.Context, domain string, doc []byte) error {
-	_, err := c.client.KV().Put(&api.KVPair{Key: experiment.Prefix + domain, Value: doc}, (&api.WriteOptions{}).WithContext(ctx))
-	return err
+	return PutExperiment(c.client)(ctx, domain, doc)
+}
+
+// PutExperiment returns a writer of domains' experiment documents to Consul
+// KV (lab.Options.SetExperiment: canary promotion).
+func PutExperiment(client *api.Client) func(ctx context.Context, domain string, doc []byte) error {
+	return func(ctx context.Context, domain string, doc []byte) error {
+		_, err := client.KV().Put(&api.KVPair{Key: experiment.Prefix + domain, Value: doc}, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	}
 }
