@@ -115,14 +115,17 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.Budget)
 	defer cancel()
-	// One ID for the whole request: the request's own, or the one the first
-	// edge minted (grpcx puts it in the context; a call that came another
-	// way gets one here).
-	reqID := logging.RequestID(ctx)
+	// One ID for the whole request, by grpcx's rule: the request's own, else
+	// the one the first edge minted (in the context), else a new one (a call
+	// in process, from the library, that brought none).
+	reqID := req.GetRequestId()
+	if reqID == "" {
+		reqID = logging.RequestID(ctx)
+	}
 	if reqID == "" {
 		reqID = logging.NewRequestID()
-		ctx = logging.WithRequestID(ctx, reqID)
 	}
+	ctx = logging.WithRequestID(ctx, reqID)
 
 	d, ok := s.table.Snapshot().Domains[req.GetDomain()]
 	if !ok {
