@@ -32,6 +32,7 @@ import (
 	"github.com/adrank/adrank/platform/consultest"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/syncbuf"
+	"github.com/adrank/adrank/routersvc/adrank"
 )
 
 func TestMain(m *testing.M) {
@@ -309,7 +310,11 @@ func TestPipeline(t *testing.T) {
 		})
 	})
 
-	t.Run("ML as one service gives the same answers, experiments included", func(t *testing.T) {
+	// The seed's three architectures from the same code: the microservices
+	// (the cluster), ML as one service (routersvc --ml-service, a process of
+	// its own on the same Consul) and the monolith (adrank as a library,
+	// in this test's process).
+	t.Run("the three architectures give the same answers, experiments included", func(t *testing.T) {
 		ports, err := consultest.FreePorts(1)
 		if err != nil {
 			t.Fatal(err)
@@ -322,6 +327,16 @@ func TestPipeline(t *testing.T) {
 		}
 		defer cc.Close()
 		one := routerv1.NewRouterServiceClient(cc)
+		lib, err := adrank.Open(adrank.Config{Models: filepath.Join(c.root, "models"), StateFile: filepath.Join(t.TempDir(), "lib.db"),
+			Production: map[string]string{"feed": "v1", "stories": "v1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := lib.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
 		// It registers as a router does.
 		eventually(t, settle, func() error {
 			entries, _, err := c.consul.Client.Health().Service(consulx.RouterService, "", true, nil)
@@ -348,12 +363,25 @@ func TestPipeline(t *testing.T) {
 				if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 					t.Errorf("%s: ML as one service differs from microservices (-micro +one):\n%s", domain, diff)
 				}
+				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				got, err = lib.Rank(ctx, req)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+					t.Errorf("%s: the library differs from microservices (-micro +library):\n%s", domain, diff)
+				}
 			}
 		}
 		compare("req-one")
 		// An experiment from Consul KV is in force in both, with the same
 		// assignments.
-		c.putKV("adrank/experiments/feed", `{"ab": {"salt": "one", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`)
+		ab := `{"ab": {"salt": "one", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`
+		c.putKV("adrank/experiments/feed", ab)
+		if err := lib.SetExperiment("feed", []byte(ab)); err != nil {
+			t.Fatal(err)
+		}
 		for _, r := range []routerv1.RouterServiceClient{c.router, one} {
 			eventually(t, settle, func() error {
 				rep, err := r.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"})
@@ -364,6 +392,18 @@ func TestPipeline(t *testing.T) {
 			})
 		}
 		compare("req-one-ab")
+		// The library counts what it served in its own store.
+		rep, err := lib.Report(context.Background(), "feed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var imps float64
+		for _, a := range rep.GetAb().GetArms() {
+			imps += a.GetImpressions()
+		}
+		if imps == 0 {
+			t.Errorf("the library's report counts no impression: %v", rep)
+		}
 		if _, err := c.consul.Client.KV().Delete("adrank/experiments/feed", nil); err != nil {
 			t.Fatal(err)
 		}
