@@ -38,15 +38,24 @@ func (c *cluster) adrankctl(t *testing.T, stdin string, args ...string) (string,
 
 func (c *cluster) report(t *testing.T, domain string) *routerv1.GetExperimentReportResponse {
 	t.Helper()
-	code, out := c.get("/v1/domains/" + domain + "/experiment")
-	if code != http.StatusOK {
-		t.Fatalf("GET experiment report: %d %s", code, out)
-	}
-	rep := &routerv1.GetExperimentReportResponse{}
-	if err := protojson.Unmarshal(out, rep); err != nil {
+	rep, err := c.tryReport(domain)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// tryReport reads a domain's experiment report over REST.
+func (c *cluster) tryReport(domain string) (*routerv1.GetExperimentReportResponse, error) {
+	code, out, err := c.tryDo(http.MethodGet, "/v1/domains/"+domain+"/experiment", nil)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET experiment report: %d %s", code, out)
+	}
+	rep := &routerv1.GetExperimentReportResponse{}
+	return rep, protojson.Unmarshal(out, rep)
 }
 
 // Experiments declared in Consul with adrankctl, served by the real
@@ -96,14 +105,17 @@ func TestExperiments(t *testing.T) {
 			t.Fatalf("simulation: %+v", res)
 		}
 		var rep *routerv1.GetExperimentReportResponse
-		awaitCounts(t, "A/B impressions and clicks", []int{res.Impressions, res.Clicks}, func() []int {
-			rep = c.report(t, "feed")
+		awaitCounts(t, "A/B impressions and clicks", []int{res.Impressions, res.Clicks}, func() ([]int, error) {
+			var err error
+			if rep, err = c.tryReport("feed"); err != nil {
+				return nil, err
+			}
 			var imps, clicks float64
 			for _, a := range rep.GetAb().GetArms() {
 				imps += a.GetImpressions()
 				clicks += a.GetClicks()
 			}
-			return []int{int(imps), int(clicks)}
+			return []int{int(imps), int(clicks)}, nil
 		})
 		ab := rep.GetAb()
 		test := ab.GetTests()[0]
@@ -183,12 +195,13 @@ func TestExperiments(t *testing.T) {
 				}
 			}
 			if rep.GetBandit() != nil {
-				awaitCounts(t, "bandit impressions", []int{res.Impressions}, func() []int {
+				awaitCounts(t, "bandit impressions", []int{res.Impressions}, func() ([]int, error) {
+					rep, err := c.tryReport("feed")
 					var imps float64
-					for _, a := range c.report(t, "feed").GetBandit().GetArms() {
+					for _, a := range rep.GetBandit().GetArms() {
 						imps += a.GetImpressions()
 					}
-					return []int{int(imps)}
+					return []int{int(imps)}, err
 				})
 				if res.ByStrategy[routerv1.Strategy_STRATEGY_BANDIT] != 400 {
 					t.Errorf("bandit: %v", res.ByStrategy)
@@ -325,17 +338,17 @@ func TestRouterReplicasShareRedis(t *testing.T) {
 	want := []int{results[0].Impressions + results[1].Impressions, results[0].Clicks + results[1].Clicks}
 	for i, client := range clients {
 		var rep *routerv1.GetExperimentReportResponse
-		awaitCounts(t, fmt.Sprintf("replica %d: impressions and clicks of both", i), want, func() []int {
+		awaitCounts(t, fmt.Sprintf("replica %d: impressions and clicks of both", i), want, func() ([]int, error) {
 			var err error
 			if rep, err = client.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"}); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			var imps, clicks float64
 			for _, a := range rep.GetBandit().GetArms() {
 				imps += a.GetImpressions()
 				clicks += a.GetClicks()
 			}
-			return []int{int(imps), int(clicks)}
+			return []int{int(imps), int(clicks)}, nil
 		})
 		if i == 0 {
 			t.Logf("bandit over two replicas: %v", rep.GetBandit().GetArms())
@@ -395,14 +408,15 @@ func TestRouterRestartMidExperiment(t *testing.T) {
 	}
 	t.Logf("%d requests, %d failed during the restart; %d impressions, %d clicks, %d conversions served and sent",
 		res.Requests, res.Errors, res.Impressions, res.Clicks, res.Conversions)
-	awaitCounts(t, "impressions, clicks and conversions", []int{res.Impressions, res.Clicks, res.Conversions}, func() []int {
+	awaitCounts(t, "impressions, clicks and conversions", []int{res.Impressions, res.Clicks, res.Conversions}, func() ([]int, error) {
+		rep, err := c.tryReport("feed")
 		var imps, clicks, convs float64
-		for _, a := range c.report(t, "feed").GetAb().GetArms() {
+		for _, a := range rep.GetAb().GetArms() {
 			imps += a.GetImpressions()
 			clicks += a.GetClicks()
 			convs += a.GetConversions()
 		}
-		return []int{int(imps), int(clicks), int(convs)}
+		return []int{int(imps), int(clicks), int(convs)}, err
 	})
 	// Every event is in exactly one acknowledged batch: accepted, or a
 	// duplicate when a resent batch had already been applied.
@@ -547,11 +561,14 @@ func (l *load) stop() loadResult {
 // saw (the router writes what it counts in batches, every 100 ms), then
 // requires them equal: a count past the test's means something was counted
 // twice.
-func awaitCounts(t *testing.T, what string, want []int, got func() []int) {
+func awaitCounts(t *testing.T, what string, want []int, got func() ([]int, error)) {
 	t.Helper()
 	var g []int
 	eventually(t, settle, func() error {
-		g = got()
+		var err error
+		if g, err = got(); err != nil {
+			return err // not answering yet (a restarted router)
+		}
 		for i := range want {
 			if g[i] < want[i] {
 				return fmt.Errorf("%s: reported %v, want %v", what, g, want)

@@ -4,11 +4,13 @@ package consultest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -59,8 +61,59 @@ func Binary() (string, error) {
 	}
 }
 
-// FreePorts returns n distinct free TCP ports on loopback.
+// FreePorts returns n ports that are free now, for servers that a test
+// starts on fixed addresses. They come from below the kernel's ephemeral
+// range (net.ipv4.ip_local_port_range): the kernel picks the port of every
+// listener on port 0 and of every outgoing connection from that range, so a
+// free port taken from it could be handed to one of those before the server
+// that asked for it binds it (seen here: "bind: address already in use").
 func FreePorts(n int) ([]int, error) {
+	const base = 10000
+	top := ephemeralStart()
+	if top-base < 1000 {
+		return kernelPorts(n)
+	}
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 10000 {
+			return nil, fmt.Errorf("no %d free ports in %d-%d", n, base, top-1)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+rand.IntN(top-base))))
+		if err != nil {
+			continue // taken
+		}
+		ls = append(ls, l) // held until all are chosen, so none comes twice
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
+}
+
+// kernelPorts asks the kernel for n free ports (port 0).
+func kernelPorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

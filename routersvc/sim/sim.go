@@ -170,6 +170,12 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 				if err != nil {
 					res.Errors++
 					mu.Unlock()
+					// Back off, as a client should: a router that is down
+					// would otherwise eat the rest of the run in a moment.
+					select {
+					case <-gctx.Done():
+					case <-time.After(10 * time.Millisecond):
+					}
 					continue
 				}
 				res.ByStrategy[resp.GetAssignment().GetStrategy()]++
