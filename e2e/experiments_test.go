@@ -110,12 +110,7 @@ func TestExperiments(t *testing.T) {
 			if rep, err = c.tryReport("feed"); err != nil {
 				return nil, err
 			}
-			var imps, clicks float64
-			for _, a := range rep.GetAb().GetArms() {
-				imps += a.GetImpressions()
-				clicks += a.GetClicks()
-			}
-			return []int{int(imps), int(clicks)}, nil
+			return armCounts(rep.GetAb().GetArms()), nil
 		})
 		ab := rep.GetAb()
 		test := ab.GetTests()[0]
@@ -343,12 +338,7 @@ func TestRouterReplicasShareRedis(t *testing.T) {
 			if rep, err = client.GetExperimentReport(context.Background(), &routerv1.GetExperimentReportRequest{Domain: "feed"}); err != nil {
 				return nil, err
 			}
-			var imps, clicks float64
-			for _, a := range rep.GetBandit().GetArms() {
-				imps += a.GetImpressions()
-				clicks += a.GetClicks()
-			}
-			return []int{int(imps), int(clicks)}, nil
+			return armCounts(rep.GetBandit().GetArms()), nil
 		})
 		if i == 0 {
 			t.Logf("bandit over two replicas: %v", rep.GetBandit().GetArms())
@@ -555,6 +545,19 @@ func (l *load) stop() loadResult {
 	l.cancel()
 	l.wg.Wait()
 	return l.res
+}
+
+// armCounts adds up the impressions and clicks of a report's arms.
+func armCounts[A interface {
+	GetImpressions() float64
+	GetClicks() float64
+}](arms []A) []int {
+	var imps, clicks float64
+	for _, a := range arms {
+		imps += a.GetImpressions()
+		clicks += a.GetClicks()
+	}
+	return []int{int(imps), int(clicks)}
 }
 
 // awaitCounts waits until the counts the router reports reach those the test
