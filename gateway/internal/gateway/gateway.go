@@ -109,7 +109,7 @@ func limits(next http.Handler, o Options) http.Handler {
 		defer cancel()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, id: id}
 		next.ServeHTTP(rec, r.WithContext(ctx))
-		if served := w.Header().Get(requestIDHeader); served != id {
+		if served := w.Header().Get(requestIDHeader); served != "" && served != id {
 			ctx = logging.WithRequestID(ctx, served)
 		}
 		o.Log.LogAttrs(ctx, slog.LevelDebug, "http", slog.String("method", r.Method), slog.String("path", r.URL.Path),
