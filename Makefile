@@ -17,7 +17,7 @@ GRPCURL_VERSION      := v1.9.4
 ADRANK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/adrank
 CONSUL_VERSION := v1.13.9
 TOOLS   := $(ADRANK_CACHE)/tools
-MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc gateway adrankctl bench e2e examples/backend
+MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc sim gateway adrankctl bench e2e examples/backend
 BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl
 # A consul on PATH wins; otherwise the cached build of tools/consul (v1.13.9,
 # MPL-2.0), linked as bin/consul.
@@ -46,22 +46,22 @@ FORCE:
 
 .PHONY: unit
 unit: ## Unit and integration tests of every module with -race (Consul- and Redis-backed ones start real servers)
-	go test -count=1 -race $$(go list $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES)))) | grep -v '/routersvc/sim$$')
+	go test -count=1 -race $$(go list $(addsuffix /...,$(addprefix ./,$(filter-out e2e,$(MODULES)))) | grep -v '/routersvc/internal/simtest$$')
 
 .PHONY: sim
-sim: ## Longer simulations (verbose simulator suite; results in docs/simulations.md). Against a live router: go run ./routersvc/cmd/adranksim
-	go test -count=1 -v -timeout 30m ./routersvc/sim/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|sim_test.go'
+sim: ## Longer simulations (verbose simulator suite; results in docs/simulations.md). Against a live router: go run ./sim/cmd/adranksim
+	go test -count=1 -v -timeout 30m ./routersvc/internal/simtest/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|sim_test.go'
 
 .PHONY: simtest
 simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
-	go test -count=1 -timeout 30m ./routersvc/sim/
+	go test -count=1 -timeout 30m ./routersvc/internal/simtest/
 
 # A count of executions, not a duration: when a duration runs out, Go 1.26's fuzz
 # coordinator can fail a target with a spurious "context deadline exceeded"
 # (golang/go#75804, fixed in Go 1.27). 150000 runs take 4-20 s per target here.
 FUZZTIME ?= 150000x
 # package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
-FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse ./routersvc/experiment:FuzzParse \
+FUZZ_TARGETS := ./auctionsvc/internal/auction:FuzzAuction ./ml/model:FuzzParse ./platform/experiment:FuzzParse \
   ./routersvc/internal/router:FuzzRankRequestJSON ./routersvc/internal/router:FuzzEventsJSON
 
 .PHONY: fuzz

@@ -6,7 +6,6 @@ require (
 	github.com/adrank/adrank/gen v0.0.0
 	github.com/adrank/adrank/ml v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
-	github.com/adrank/adrank/routersvc v0.0.0
 	github.com/hashicorp/consul/api v1.34.5
 	google.golang.org/grpc v1.85.0
 )
@@ -39,14 +38,10 @@ require (
 
 replace github.com/adrank/adrank/ml => ../ml
 
-replace github.com/adrank/adrank/routersvc => ../routersvc
 
 replace github.com/adrank/adrank/platform => ../platform
 
 replace github.com/adrank/adrank/gen => ../gen
 
-replace github.com/adrank/adrank/featuresvc => ../featuresvc
 
-replace github.com/adrank/adrank/rankersvc => ../rankersvc
 
-replace github.com/adrank/adrank/auctionsvc => ../auctionsvc

@@ -7,6 +7,7 @@ require (
 	github.com/adrank/adrank/gen v0.0.0
 	github.com/adrank/adrank/ml v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
+	github.com/adrank/adrank/sim v0.0.0
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/rs/zerolog v1.33.0
@@ -76,3 +77,5 @@ replace github.com/adrank/adrank/featuresvc => ../featuresvc
 replace github.com/adrank/adrank/rankersvc => ../rankersvc
 
 replace github.com/adrank/adrank/auctionsvc => ../auctionsvc
+
+replace github.com/adrank/adrank/sim => ../sim

@@ -22,6 +22,7 @@ require (
 	github.com/adrank/adrank/featuresvc v0.0.0
 	github.com/adrank/adrank/ml v0.0.0
 	github.com/adrank/adrank/rankersvc v0.0.0
+	github.com/adrank/adrank/sim v0.0.0
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fatih/color v1.19.0 // indirect
@@ -58,3 +59,5 @@ replace github.com/adrank/adrank/rankersvc => ../rankersvc
 replace github.com/adrank/adrank/auctionsvc => ../auctionsvc
 
 replace github.com/adrank/adrank/ml => ../ml
+
+replace github.com/adrank/adrank/sim => ../sim

@@ -23,12 +23,12 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	auctionconfig "github.com/adrank/adrank/auctionsvc/config"
+	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
-	"github.com/adrank/adrank/routersvc/internal/inproc"
+	"github.com/adrank/adrank/routersvc/internal/app"
+	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/lab"
-	"github.com/adrank/adrank/routersvc/internal/router"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 	"github.com/adrank/adrank/routersvc/internal/store"
 )
@@ -61,8 +61,7 @@ type Config struct {
 // Engine ranks in process. It is safe for concurrent use; Close it to write
 // what it has recorded.
 type Engine struct {
-	srv   *router.Server
-	lab   *lab.Lab
+	r     *app.Router
 	table *routing.Table
 	st    store.Store
 	stop  context.CancelFunc
@@ -91,25 +90,17 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	wd, err := world.New(w)
-	if err != nil {
-		return nil, err
-	}
-	pipe := inproc.New(wd, cfg.Log)
-	served, err := pipe.LoadModels(cfg.Models)
+	local, table, served, err := app.Local(w, cfg.Models, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
 	var pairs api.KVPairs
 	for d, c := range cfg.Auctions {
-		pairs = append(pairs, &api.KVPair{Key: auctionconfig.Prefix + d, Value: c})
+		pairs = append(pairs, &api.KVPair{Key: auctioninproc.ConfigPrefix + d, Value: c})
 	}
-	pipe.SetAuctionConfigs(pairs)
-	table := routing.NewTable(cfg.Log, nil)
-	table.SetRankers(pipe.Instances())
+	local.SetAuctionConfigs(pairs)
 	configs := map[string][]byte{}
-	for _, dv := range served {
-		d := filepath.Dir(dv)
+	for d := range app.Domains(served) {
 		if _, ok := cfg.Production[d]; !ok {
 			configs[d] = []byte(`{"production": "v1"}`)
 		}
@@ -139,40 +130,38 @@ func Open(cfg Config) (*Engine, error) {
 	if e.st, err = store.OpenBolt(cfg.StateFile); err != nil {
 		return nil, err
 	}
-	lb := lab.New(lab.Options{
-		Store: e.st, Log: cfg.Log, Scorer: router.Scorer{Down: pipe}, Experiments: router.LabDomains(table),
-		SetExperiment: func(_ context.Context, domain string, doc []byte) error { return e.SetExperiment(domain, doc) },
+	e.r = app.New(app.Parts{
+		Table: table, Clients: local, Store: e.st, Log: cfg.Log, Limits: core.Limits{Budget: cfg.Budget},
+		Lab: lab.Options{SetExperiment: func(_ context.Context, domain string, doc []byte) error { return e.SetExperiment(domain, doc) }},
 	})
-	e.lab = lb
-	e.srv = router.NewServer(table, pipe, lb, router.Limits{Budget: cfg.Budget}, cfg.Log)
 	ctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
-	go func() { e.done <- lb.Run(ctx) }()
+	go func() { e.done <- e.r.Run(ctx) }()
 	return e, nil
 }
 
 // Rank ranks and prices the candidates for one request, as RouterService.Rank
 // does. Its errors are gRPC status errors with the same codes.
 func (e *Engine) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1.RankResponse, error) {
-	return e.srv.Rank(ctx, req)
+	return e.r.GRPC.Rank(ctx, req)
 }
 
 // ReportEvents joins click and conversion events to served impressions.
 func (e *Engine) ReportEvents(ctx context.Context, req *routerv1.ReportEventsRequest) (*routerv1.ReportEventsResponse, error) {
-	return e.srv.ReportEvents(ctx, req)
+	return e.r.GRPC.ReportEvents(ctx, req)
 }
 
 // Report is a domain's experiment report, with everything served so far.
 func (e *Engine) Report(ctx context.Context, domain string) (*routerv1.GetExperimentReportResponse, error) {
-	if err := e.lab.Flush(ctx); err != nil {
+	if err := e.r.Core.Flush(ctx); err != nil {
 		return nil, err
 	}
-	return e.srv.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: domain})
+	return e.r.GRPC.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: domain})
 }
 
 // Domains lists the domains, their versions and experiments.
 func (e *Engine) Domains(ctx context.Context) (*routerv1.ListDomainsResponse, error) {
-	return e.srv.ListDomains(ctx, &routerv1.ListDomainsRequest{})
+	return e.r.GRPC.ListDomains(ctx, &routerv1.ListDomainsRequest{})
 }
 
 // SetExperiment puts a domain's experiment document in force (nil removes

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/adrank/adrank/platform/consulx"
-	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/platform/experiment"
 )
 
 // Registered returns the ranker versions registered for domain.

@@ -14,8 +14,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/adrank/adrank/auctionsvc/config"
-	"github.com/adrank/adrank/auctionsvc/server"
+	"github.com/adrank/adrank/auctionsvc/internal/config"
+	"github.com/adrank/adrank/auctionsvc/internal/server"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"

@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/adrank/adrank/featuresvc/features"
+	"github.com/adrank/adrank/featuresvc/internal/features"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"

@@ -19,7 +19,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/names"
 	"github.com/adrank/adrank/platform/service"
-	"github.com/adrank/adrank/rankersvc/ranker"
+	"github.com/adrank/adrank/rankersvc/internal/ranker"
 )
 
 type options struct {

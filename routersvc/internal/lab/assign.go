@@ -4,16 +4,20 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/platform/experiment"
 )
+
+// Strategy is how a request was assigned its version. Its value is what
+// the store keeps with each impression.
+type Strategy string
 
 // Strategies.
 const (
-	Production  = "production"
-	Canary      = "canary"
-	AB          = "ab"
-	Bandit      = "bandit"
-	Interleaved = "interleaved"
+	Production  Strategy = "production"
+	Canary      Strategy = "canary"
+	AB          Strategy = "ab"
+	Bandit      Strategy = "bandit"
+	Interleaved Strategy = "interleaved"
 )
 
 // Domain is what the lab needs of a domain's state.
@@ -27,7 +31,7 @@ type Domain struct {
 
 // Assignment is how one request is served.
 type Assignment struct {
-	Strategy   string
+	Strategy   Strategy
 	Version    string // serving version; team A with interleaving
 	Other      string // team B with interleaving
 	Group      string // arm, canary group or bandit arm; "production" otherwise
@@ -42,7 +46,7 @@ type Assignment struct {
 // arms and canary groups by hash; bandit and interleaving draws hash the
 // request ID.
 func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignment {
-	a := Assignment{Strategy: Production, Version: d.Production, Group: Production, Propensity: 1}
+	a := Assignment{Strategy: Production, Version: d.Production, Group: string(Production), Propensity: 1}
 	e := d.Exp
 	if e == nil {
 		return a
@@ -63,7 +67,7 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 		st := l.canaryState(domain, c)
 		share := st.share(c)
 		switch {
-		case st.State == stateRolledBack:
+		case st.State == CanaryRolledBack:
 			a.Group = "control"
 		case slices.Contains(c.InternalUsers, userID):
 			a.Strategy, a.Version, a.Group = Canary, c.Version, "canary"

@@ -9,7 +9,7 @@ import (
 
 	"gonum.org/v1/gonum/stat/distuv"
 
-	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/platform/experiment"
 )
 
 // thompsonDraws is how many posterior draws estimate Thompson sampling's

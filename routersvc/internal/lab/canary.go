@@ -13,34 +13,38 @@ import (
 
 	"gonum.org/v1/gonum/stat/distuv"
 
-	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/platform/experiment"
 	"github.com/adrank/adrank/routersvc/internal/stats"
 	"github.com/adrank/adrank/routersvc/internal/store"
 )
 
+// CanaryState is where a canary is in its life. Its value is what the store
+// keeps and the report shows.
+type CanaryState string
+
 // Canary states.
 const (
-	stateRunning    = "running"
-	stateCompleted  = "completed" // at the last step, waiting to be promoted
-	stateRolledBack = "rolled_back"
-	statePromoted   = "promoted"
+	CanaryRunning    CanaryState = "running"
+	CanaryCompleted  CanaryState = "completed" // at the last step, waiting to be promoted
+	CanaryRolledBack CanaryState = "rolled_back"
+	CanaryPromoted   CanaryState = "promoted"
 )
 
 // canaryState is kept in the store so that every replica agrees and a
 // restart resumes it.
 type canaryState struct {
-	Config      string    `json:"config"` // hash of the canary section it belongs to
-	State       string    `json:"state"`
-	Step        int       `json:"step"`
-	StepStarted time.Time `json:"step_started"`
-	Reason      string    `json:"reason,omitempty"`
+	Config      string      `json:"config"` // hash of the canary section it belongs to
+	State       CanaryState `json:"state"`
+	Step        int         `json:"step"`
+	StepStarted time.Time   `json:"step_started"`
+	Reason      string      `json:"reason,omitempty"`
 }
 
 func (s canaryState) share(c *experiment.Canary) float64 {
 	switch s.State {
-	case stateRolledBack:
+	case CanaryRolledBack:
 		return 0
-	case stateCompleted, statePromoted:
+	case CanaryCompleted, CanaryPromoted:
 		return 100
 	}
 	return c.Steps[min(s.Step, len(c.Steps)-1)]
@@ -63,7 +67,7 @@ func (l *Lab) canaryState(domain string, c *experiment.Canary) canaryState {
 	if ok && st.Config == canaryConfigHash(c) {
 		return st
 	}
-	return canaryState{Config: canaryConfigHash(c), State: stateRunning}
+	return canaryState{Config: canaryConfigHash(c), State: CanaryRunning}
 }
 
 // loadCanary reads the stored state, starting it when absent or when the
@@ -80,7 +84,7 @@ func (l *Lab) loadCanary(ctx context.Context, domain string, c *experiment.Canar
 		}
 	}
 	if raw == nil || st.Config != canaryConfigHash(c) {
-		fresh := canaryState{Config: canaryConfigHash(c), State: stateRunning, StepStarted: l.o.Now()}
+		fresh := canaryState{Config: canaryConfigHash(c), State: CanaryRunning, StepStarted: l.o.Now()}
 		if _, err := l.swapCanary(ctx, domain, raw, fresh); err != nil {
 			return canaryState{}, nil, err
 		}
@@ -107,16 +111,16 @@ func (l *Lab) controlCanary(ctx context.Context, domain string, d Domain) {
 		return
 	}
 	next := st
-	if st.State == stateRunning {
+	if st.State == CanaryRunning {
 		if reason, err := l.guardrails(ctx, domain, d); err != nil {
 			l.o.Log.Warn("canary guardrails unavailable", "domain", domain, "error", err)
 		} else if reason != "" {
-			next.State, next.Reason = stateRolledBack, reason
+			next.State, next.Reason = CanaryRolledBack, reason
 		} else if l.o.Now().Sub(st.StepStarted) >= c.StepInterval.Duration {
 			if st.Step+1 < len(c.Steps) {
 				next.Step, next.StepStarted = st.Step+1, l.o.Now()
 			} else if c.Steps[len(c.Steps)-1] >= 100 {
-				next.State = stateCompleted
+				next.State = CanaryCompleted
 			}
 		}
 	}
@@ -128,9 +132,9 @@ func (l *Lab) controlCanary(ctx context.Context, domain string, d Domain) {
 		}
 		if ok {
 			switch next.State {
-			case stateRolledBack:
+			case CanaryRolledBack:
 				l.o.Log.Error("canary rolled back", "domain", domain, "version", c.Version, "reason", next.Reason)
-			case stateCompleted:
+			case CanaryCompleted:
 				l.o.Log.Info("canary at 100%; promote it by hand", "domain", domain, "version", c.Version)
 			default:
 				l.o.Log.Info("canary stepped up", "domain", domain, "version", c.Version, "share_percent", c.Steps[next.Step])
@@ -211,7 +215,7 @@ func (l *Lab) RollbackCanary(ctx context.Context, domain string, d Domain, reaso
 		if err != nil {
 			return err
 		}
-		st.State, st.Reason = stateRolledBack, reason
+		st.State, st.Reason = CanaryRolledBack, reason
 		ok, err := l.swapCanary(ctx, domain, raw, st)
 		if err != nil {
 			return err

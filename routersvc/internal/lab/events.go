@@ -16,9 +16,12 @@ type Event struct {
 	EventID      string
 }
 
+// EventResult is what became of one event.
+type EventResult int
+
 // Event outcomes.
 const (
-	Accepted = iota
+	Accepted EventResult = iota
 	Duplicate
 	UnknownImpression
 	Expired
@@ -26,7 +29,7 @@ const (
 
 // Event applies one event: idempotently, atomically, joined to its
 // impression's assignment.
-func (l *Lab) Event(ctx context.Context, ev Event) (int, error) {
+func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 	im, ok := l.rec.impression(ev.ImpressionID)
 	if !ok {
 		var err error
@@ -54,11 +57,11 @@ func (l *Lab) Event(ctx context.Context, ev Event) (int, error) {
 		add(outcomesKey(g), "conversions", 1)
 		add(outcomesKey(g), "value", ev.Value)
 	} else {
-		if im.Strategy != Interleaved {
+		if Strategy(im.Strategy) != Interleaved {
 			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, C: 1})
 		}
 		add(outcomesKey(g), "revenue", float64(im.Price))
-		switch im.Strategy {
+		switch Strategy(im.Strategy) {
 		case Bandit:
 			add(banditKey(im.Domain, im.Experiment), im.Version+".c", 1)
 		case Interleaved:

@@ -15,14 +15,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/routersvc/internal/store"
 )
-
-// Scorer scores a request with one version of a domain (for shadows).
-type Scorer interface {
-	Score(ctx context.Context, domain, version string, req *rankerv1.ScoreRequest) ([]float64, error)
-}
 
 // Options configure a Lab.
 type Options struct {
@@ -48,7 +42,6 @@ type Options struct {
 	Experiments func() map[string]Domain
 	// SetExperiment writes a domain's experiment document (canary promotion).
 	SetExperiment func(ctx context.Context, domain string, doc []byte) error
-	Scorer        Scorer
 	Now           func() time.Time
 }
 

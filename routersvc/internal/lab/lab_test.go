@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/adrank/adrank/routersvc/experiment"
+	"github.com/adrank/adrank/platform/experiment"
 )
 
 // Hundreds of arms: Thompson's allocation sums to 1, favours the arm that is

@@ -168,7 +168,7 @@ func (l *Lab) Record(s Served) {
 		}
 		op.Impressions = append(op.Impressions, store.Impression{
 			ID: r.ImpressionID, RequestID: s.RequestID, Domain: s.Domain, UserID: s.UserID,
-			Version: r.Version, Strategy: a.Strategy, Experiment: a.Experiment, Group: group,
+			Version: r.Version, Strategy: string(a.Strategy), Experiment: a.Experiment, Group: group,
 			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now,
 		})
 	}

@@ -4,24 +4,112 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/routersvc/internal/stats"
 )
 
+// Report is what the lab knows of a domain: version health, events, and
+// its experiment's results. Every number is finite.
+type Report struct {
+	Domain, ProductionVersion, ExperimentID string
+	Versions                                []VersionHealth
+	EventsRejected, EventsDuplicate         float64
+	Shadow                                  []ShadowStats
+	// At most one of these is set: the experiment's strategy.
+	Canary     *CanaryReport
+	AB         *ABReport
+	Bandit     *BanditReport
+	Interleave *InterleaveReport
+}
+
+// VersionHealth is what the ranker calls to one version did.
+type VersionHealth struct {
+	Version                     string
+	Requests, Errors, Fallbacks float64
+	LatencyP50Ms, LatencyP99Ms  float64
+}
+
+// ShadowStats compares a shadow version with production on the same
+// requests.
+type ShadowStats struct {
+	Version                                     string
+	Compared, Dropped, Errors                   float64
+	LatencyP50Ms, LatencyP99Ms                  float64
+	TopKOverlap, KendallTau, MeanPctrRatio, PSI float64
+}
+
+// GroupStats are one experiment group's outcomes.
+type GroupStats struct {
+	Group, Version                              string
+	Users, Impressions, Clicks, CTR             float64
+	Conversions, ConversionValue, RevenueMicros float64
+}
+
+// TestResult compares a treatment's CTR with control's.
+type TestResult struct {
+	Control, Treatment                                  string
+	Diff, CILow, CIHigh, RelativeLift                   float64
+	PValue, AlwaysValidPValue                           float64
+	Verdict                                             string
+	NeededImpressionsPerArm, RemainingImpressionsPerArm float64
+}
+
+// ABReport is an A/B test's arms and tests.
+type ABReport struct {
+	Salt                           string
+	Arms                           []GroupStats
+	Weights                        []float64
+	Tests                          []TestResult
+	Alpha, MinimalDetectableEffect float64
+	SRMChi2, SRMPValue             float64
+	SRMFlagged                     bool
+}
+
+// CanaryReport is a canary's state and its groups.
+type CanaryReport struct {
+	Version         string
+	State           CanaryState
+	Step            int
+	SharePercent    float64
+	StepStartedAt   time.Time
+	Reason          string
+	Canary, Control GroupStats
+	CTRPValue       float64
+}
+
+// BanditArm is one arm of a bandit.
+type BanditArm struct {
+	Version                               string
+	Impressions, Clicks, Mean, Allocation float64
+}
+
+// BanditReport is a bandit's arms.
+type BanditReport struct {
+	Policy string
+	Arms   []BanditArm
+}
+
+// InterleaveReport is an interleaving duel's tally.
+type InterleaveReport struct {
+	A, B               string
+	Fraction           float64
+	WinsA, Ties, WinsB float64
+	PValue             float64
+	Verdict            string
+}
+
 // Report fills the experiment parts of a domain's report; the caller sets
 // the config fields. versions are the domain's registered versions.
-func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []string) (*routerv1.GetExperimentReportResponse, error) {
-	r := &routerv1.GetExperimentReportResponse{Domain: domain, ProductionVersion: d.Production}
+func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []string) (*Report, error) {
+	r := &Report{Domain: domain, ProductionVersion: d.Production}
 	h, err := l.o.Store.Counters(ctx, healthKey(domain))
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range versions {
 		lat := latencies(h, v)
-		r.Versions = append(r.Versions, &routerv1.VersionHealth{
+		r.Versions = append(r.Versions, VersionHealth{
 			Version: v, Requests: h[v+".requests"], Errors: h[v+".errors"], Fallbacks: h[v+".fallbacks"],
 			LatencyP50Ms: finite(quantile(lat, 0.5)), LatencyP99Ms: finite(quantile(lat, 0.99)),
 		})
@@ -35,7 +123,7 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 	if e == nil {
 		return r, nil
 	}
-	r.ExperimentId = e.ID()
+	r.ExperimentID = e.ID()
 	if e.Shadow != nil {
 		for _, v := range e.Shadow.Versions {
 			s, err := l.shadowStats(ctx, domain, v)
@@ -49,7 +137,7 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 	case e.Canary != nil:
 		r.Canary, err = l.canaryReport(ctx, domain, d)
 	case e.AB != nil:
-		r.Ab, err = l.abReport(ctx, domain, d)
+		r.AB, err = l.abReport(ctx, domain, d)
 	case e.Bandit != nil:
 		r.Bandit, err = l.banditReport(ctx, domain, d)
 	case e.Interleave != nil:
@@ -66,26 +154,26 @@ func finite(v float64) float64 {
 	return v
 }
 
-func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (*routerv1.GroupStats, stats.Ratio, error) {
+func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (GroupStats, stats.Ratio, error) {
 	g := groupKey(domain, exp, group)
 	ratio, err := l.o.Store.Group(ctx, g)
 	if err != nil {
-		return nil, ratio, err
+		return GroupStats{}, ratio, err
 	}
 	out, err := l.o.Store.Counters(ctx, outcomesKey(g))
 	if err != nil {
-		return nil, ratio, err
+		return GroupStats{}, ratio, err
 	}
-	return &routerv1.GroupStats{
-		Group: group, Version: version, Users: ratio.Users, Impressions: ratio.N, Clicks: ratio.C, Ctr: ratio.Mean(),
+	return GroupStats{
+		Group: group, Version: version, Users: ratio.Users, Impressions: ratio.N, Clicks: ratio.C, CTR: ratio.Mean(),
 		Conversions: out["conversions"], ConversionValue: out["value"], RevenueMicros: out["revenue"],
 	}, ratio, nil
 }
 
-func (l *Lab) shadowStats(ctx context.Context, domain, v string) (*routerv1.ShadowStats, error) {
+func (l *Lab) shadowStats(ctx context.Context, domain, v string) (ShadowStats, error) {
 	m, err := l.o.Store.Counters(ctx, shadowKey(domain, v))
 	if err != nil {
-		return nil, err
+		return ShadowStats{}, err
 	}
 	lat := make([]float64, len(latencyEdges))
 	for i := range lat {
@@ -96,13 +184,13 @@ func (l *Lab) shadowStats(ctx context.Context, domain, v string) (*routerv1.Shad
 	for i := range nb {
 		prod[i], shadow[i] = m[fmt.Sprintf("prod_bin.%d", i)], m[fmt.Sprintf("shadow_bin.%d", i)]
 	}
-	s := &routerv1.ShadowStats{
+	s := ShadowStats{
 		Version: v, Compared: m["compared"], Dropped: m["dropped"], Errors: m["errors"],
 		LatencyP50Ms: finite(quantile(lat, 0.5)), LatencyP99Ms: finite(quantile(lat, 0.99)),
-		Psi: finite(stats.PSI(prod, shadow)),
+		PSI: finite(stats.PSI(prod, shadow)),
 	}
 	if m["compared"] > 0 {
-		s.TopkOverlap = m["overlap"] / m["compared"]
+		s.TopKOverlap = m["overlap"] / m["compared"]
 	}
 	if m["tau_n"] > 0 {
 		s.KendallTau = m["tau"] / m["tau_n"]
@@ -113,7 +201,7 @@ func (l *Lab) shadowStats(ctx context.Context, domain, v string) (*routerv1.Shad
 	return s, nil
 }
 
-func (l *Lab) canaryReport(ctx context.Context, domain string, d Domain) (*routerv1.CanaryReport, error) {
+func (l *Lab) canaryReport(ctx context.Context, domain string, d Domain) (*CanaryReport, error) {
 	c := d.Exp.Canary
 	st, _, err := l.loadCanary(ctx, domain, c)
 	if err != nil {
@@ -127,14 +215,14 @@ func (l *Lab) canaryReport(ctx context.Context, domain string, d Domain) (*route
 	if err != nil {
 		return nil, err
 	}
-	return &routerv1.CanaryReport{
-		Version: c.Version, State: st.State, Step: int32(st.Step), SharePercent: st.share(c),
-		StepStartedAt: timestamppb.New(st.StepStarted), Reason: st.Reason, Canary: canary, Control: control,
-		CtrPValue: finite(stats.Compare(kr, cr, 0.05).P),
+	return &CanaryReport{
+		Version: c.Version, State: st.State, Step: st.Step, SharePercent: st.share(c),
+		StepStartedAt: st.StepStarted, Reason: st.Reason, Canary: canary, Control: control,
+		CTRPValue: finite(stats.Compare(kr, cr, 0.05).P),
 	}, nil
 }
 
-func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*routerv1.ABReport, error) {
+func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*ABReport, error) {
 	ab := d.Exp.AB
 	alpha, mde, power := ab.Alpha, ab.MDE, ab.Power
 	if alpha == 0 {
@@ -146,7 +234,7 @@ func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*routerv1.
 	if power == 0 {
 		power = 0.8
 	}
-	r := &routerv1.ABReport{Salt: ab.Salt, Alpha: alpha, MinimalDetectableEffect: mde}
+	r := &ABReport{Salt: ab.Salt, Alpha: alpha, MinimalDetectableEffect: mde}
 	ratios := make([]stats.Ratio, len(ab.Arms))
 	users := make([]float64, len(ab.Arms))
 	for i, arm := range ab.Arms {
@@ -158,8 +246,8 @@ func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*routerv1.
 		r.Weights = append(r.Weights, arm.Weight)
 		ratios[i], users[i] = ratio, ratio.Users
 	}
-	r.SrmChi2, r.SrmPValue = stats.SRM(users, r.Weights)
-	r.SrmFlagged = r.SrmPValue < 0.001
+	r.SRMChi2, r.SRMPValue = stats.SRM(users, r.Weights)
+	r.SRMFlagged = r.SRMPValue < 0.001
 	control := ratios[0]
 	for i := 1; i < len(ab.Arms); i++ {
 		r.Tests = append(r.Tests, Test(ab.Arms[0].Version, ab.Arms[i].Version, control, ratios[i], alpha, mde, power))
@@ -172,10 +260,10 @@ func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*routerv1.
 // verdict from the always-valid p-value (so that looking early is safe), and
 // the impressions per arm a fixed-horizon test needs for the relative lift
 // mde, inflated by the observed design effect.
-func Test(controlName, treatmentName string, control, treatment stats.Ratio, alpha, mde, power float64) *routerv1.Test {
+func Test(controlName, treatmentName string, control, treatment stats.Ratio, alpha, mde, power float64) TestResult {
 	c := stats.Compare(control, treatment, alpha)
-	t := &routerv1.Test{
-		Control: controlName, Treatment: treatmentName, Diff: c.Diff, CiLow: finite(c.CILow), CiHigh: finite(c.CIHigh),
+	t := TestResult{
+		Control: controlName, Treatment: treatmentName, Diff: c.Diff, CILow: finite(c.CILow), CIHigh: finite(c.CIHigh),
 		RelativeLift: c.RelLift, PValue: finite(c.P), AlwaysValidPValue: 1, Verdict: "no detectable difference yet",
 	}
 	base := c.Control
@@ -203,17 +291,17 @@ func Test(controlName, treatmentName string, control, treatment stats.Ratio, alp
 	return t
 }
 
-func (l *Lab) banditReport(ctx context.Context, domain string, d Domain) (*routerv1.BanditReport, error) {
+func (l *Lab) banditReport(ctx context.Context, domain string, d Domain) (*BanditReport, error) {
 	b := d.Exp.Bandit
 	m, err := l.o.Store.Counters(ctx, banditKey(domain, d.Exp.ID()))
 	if err != nil {
 		return nil, err
 	}
 	probs := l.banditAllocation(domain, d.Exp)
-	r := &routerv1.BanditReport{Policy: b.Policy}
+	r := &BanditReport{Policy: b.Policy}
 	for i, v := range b.Versions {
 		n, c := m[v+".n"], m[v+".c"]
-		arm := &routerv1.BanditArm{Version: v, Impressions: n, Clicks: c, Allocation: probs[i]}
+		arm := BanditArm{Version: v, Impressions: n, Clicks: c, Allocation: probs[i]}
 		if n > 0 {
 			arm.Mean = c / n
 		}
@@ -222,13 +310,13 @@ func (l *Lab) banditReport(ctx context.Context, domain string, d Domain) (*route
 	return r, nil
 }
 
-func (l *Lab) interleaveReport(ctx context.Context, domain string, d Domain) (*routerv1.InterleaveReport, error) {
+func (l *Lab) interleaveReport(ctx context.Context, domain string, d Domain) (*InterleaveReport, error) {
 	in := d.Exp.Interleave
 	m, err := l.o.Store.Counters(ctx, duelKey(domain, d.Exp.ID()))
 	if err != nil {
 		return nil, err
 	}
-	r := &routerv1.InterleaveReport{A: in.A, B: in.B, Fraction: in.Fraction, WinsA: m["wins"], Ties: m["ties"], WinsB: m["losses"]}
+	r := &InterleaveReport{A: in.A, B: in.B, Fraction: in.Fraction, WinsA: m["wins"], Ties: m["ties"], WinsB: m["losses"]}
 	r.PValue = stats.SignTest(int(r.WinsA), int(r.WinsB))
 	r.Verdict = "no detectable difference yet"
 	if r.PValue < 0.05 {

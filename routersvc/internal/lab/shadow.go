@@ -5,24 +5,27 @@ import (
 	"fmt"
 	"time"
 
-	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/routersvc/internal/stats"
 	"github.com/adrank/adrank/routersvc/internal/store"
 )
 
+// ShadowScore scores the shadowed request's candidates with one version.
+type ShadowScore func(ctx context.Context, version string) ([]float64, error)
+
 type shadowJob struct {
 	domain   string
 	versions []string
-	req      *rankerv1.ScoreRequest
+	score    ShadowScore
 	prod     []float64
 	k        int
 }
 
 // Shadow queues the request for the shadow versions without ever blocking:
-// when the queue is full the job is dropped and counted.
-func (l *Lab) Shadow(domain string, versions []string, req *rankerv1.ScoreRequest, prod []float64, k int) {
+// when the queue is full the job is dropped and counted. prod are
+// production's scores and k the slots, for the comparison.
+func (l *Lab) Shadow(domain string, versions []string, score ShadowScore, prod []float64, k int) {
 	select {
-	case l.shadow <- shadowJob{domain: domain, versions: versions, req: req, prod: prod, k: k}:
+	case l.shadow <- shadowJob{domain: domain, versions: versions, score: score, prod: prod, k: k}:
 	default:
 		var op store.Op
 		for _, v := range versions {
@@ -54,7 +57,7 @@ func (l *Lab) compare(ctx context.Context, job shadowJob, version string) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.o.ShadowTimeout)
 	start := time.Now()
-	scores, err := l.o.Scorer.Score(cctx, job.domain, version, job.req)
+	scores, err := job.score(cctx, version)
 	took := time.Since(start)
 	cancel()
 	var op store.Op

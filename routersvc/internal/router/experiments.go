@@ -2,26 +2,15 @@ package router
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"maps"
-	"math"
-	"slices"
 
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/lab"
-	"github.com/adrank/adrank/routersvc/internal/routing"
 )
 
-// MaxEvents bounds a ReportEvents batch.
-const MaxEvents = 1000
-
-var eventResults = map[int]routerv1.EventResult{
+var eventResults = map[lab.EventResult]routerv1.EventResult{
 	lab.Accepted:          routerv1.EventResult_EVENT_RESULT_ACCEPTED,
 	lab.Duplicate:         routerv1.EventResult_EVENT_RESULT_DUPLICATE,
 	lab.UnknownImpression: routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION,
@@ -30,66 +19,9 @@ var eventResults = map[int]routerv1.EventResult{
 
 // ReportEvents implements RouterService.
 func (s *Server) ReportEvents(ctx context.Context, req *routerv1.ReportEventsRequest) (*routerv1.ReportEventsResponse, error) {
-	if err := validateEvents(req); err != nil {
-		return nil, err
-	}
-	return s.reportEvents(ctx, req)
-}
-
-func validateEvents(req *routerv1.ReportEventsRequest) error {
-	var v violations
-	switch n := len(req.GetEvents()); {
-	case n == 0:
-		v.add("events", "at least one event is required")
-	case n > MaxEvents:
-		v.add("events", "%d events, at most %d", n, MaxEvents)
-	}
-	for i, e := range req.GetEvents() {
-		f := fmt.Sprintf("events[%d]", i)
-		if e.GetImpressionId() == "" || len(e.GetImpressionId()) > MaxIDLength {
-			v.add(f+".impression_id", "is required, at most %d bytes", MaxIDLength)
-		}
-		switch e.GetType() {
-		case routerv1.EventType_EVENT_TYPE_CLICK:
-			if e.GetValue() != 0 {
-				v.add(f+".value", "a click has no value")
-			}
-		case routerv1.EventType_EVENT_TYPE_CONVERSION:
-			if val := e.GetValue(); !(val >= 0) || math.IsInf(val, 0) {
-				v.add(f+".value", "is %v, want a finite value >= 0", val)
-			}
-		default:
-			v.add(f+".type", "want EVENT_TYPE_CLICK or EVENT_TYPE_CONVERSION")
-		}
-		if len(e.GetEventId()) > MaxIDLength {
-			v.add(f+".event_id", "longer than %d bytes", MaxIDLength)
-		}
-	}
-	return v.err()
-}
-
-func (s *Server) reportEvents(ctx context.Context, req *routerv1.ReportEventsRequest) (*routerv1.ReportEventsResponse, error) {
-	// Events are applied concurrently (each atomically), so that the store
-	// can share transactions among them.
-	results := make([]int, len(req.GetEvents()))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i, e := range req.GetEvents() {
-		g.Go(func() error {
-			res, err := s.lab.Event(gctx, lab.Event{
-				ImpressionID: e.GetImpressionId(), Conversion: e.GetType() == routerv1.EventType_EVENT_TYPE_CONVERSION,
-				Value: e.GetValue(), EventID: e.GetEventId(),
-			})
-			results[i] = res
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		// Whatever was applied stays applied; resending the batch is safe.
-		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-		return nil, status.Errorf(codes.Unavailable, "experiment state store: %v (events are idempotent: resend the batch)", err)
+	results, err := s.core.ReportEvents(ctx, Events(req))
+	if err != nil {
+		return nil, Status(err)
 	}
 	resp := &routerv1.ReportEventsResponse{Results: make([]routerv1.EventResult, len(results))}
 	for i, res := range results {
@@ -106,62 +38,110 @@ func (s *Server) reportEvents(ctx context.Context, req *routerv1.ReportEventsReq
 	return resp, nil
 }
 
-func (s *Server) domain(name string) (*routing.Domain, error) {
-	if name == "" {
-		return nil, status.Error(codes.InvalidArgument, "domain: is required")
+// Events are a ReportEventsRequest's events in the core's types.
+func Events(req *routerv1.ReportEventsRequest) []core.Event {
+	events := make([]core.Event, len(req.GetEvents()))
+	for i, e := range req.GetEvents() {
+		events[i] = core.Event{ImpressionID: e.GetImpressionId(), Type: core.EventType(e.GetType()), Value: e.GetValue(), EventID: e.GetEventId()}
 	}
-	d, ok := s.table.Snapshot().Domains[name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "domain %q is not known", name)
-	}
-	return d, nil
+	return events
 }
 
 // GetExperimentReport implements RouterService.
 func (s *Server) GetExperimentReport(ctx context.Context, req *routerv1.GetExperimentReportRequest) (*routerv1.GetExperimentReportResponse, error) {
-	d, err := s.domain(req.GetDomain())
+	r, err := s.core.Report(ctx, req.GetDomain())
 	if err != nil {
-		return nil, err
+		return nil, Status(err)
 	}
-	r, err := s.lab.Report(ctx, d.Name, LabDomain(d), slices.Sorted(maps.Keys(d.Versions)))
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "experiment state store: %v", err)
-	}
-	r.Experiment, r.ConfigError = string(d.ExperimentRaw), d.ExperimentError
-	if !d.ExperimentLoadedAt.IsZero() {
-		r.ConfigLoadedAt = timestamppb.New(d.ExperimentLoadedAt)
-	}
-	return r, nil
+	return Report(r), nil
 }
 
 // PromoteCanary implements RouterService.
 func (s *Server) PromoteCanary(ctx context.Context, req *routerv1.PromoteCanaryRequest) (*routerv1.PromoteCanaryResponse, error) {
-	d, err := s.domain(req.GetDomain())
+	v, err := s.core.PromoteCanary(ctx, req.GetDomain())
 	if err != nil {
-		return nil, err
-	}
-	v, err := s.lab.PromoteCanary(ctx, d.Name, LabDomain(d))
-	if err != nil {
-		return nil, canaryError(err)
+		return nil, Status(err)
 	}
 	return &routerv1.PromoteCanaryResponse{ProductionVersion: v}, nil
 }
 
 // RollbackCanary implements RouterService.
 func (s *Server) RollbackCanary(ctx context.Context, req *routerv1.RollbackCanaryRequest) (*routerv1.RollbackCanaryResponse, error) {
-	d, err := s.domain(req.GetDomain())
-	if err != nil {
-		return nil, err
-	}
-	if err := s.lab.RollbackCanary(ctx, d.Name, LabDomain(d), req.GetReason()); err != nil {
-		return nil, canaryError(err)
+	if err := s.core.RollbackCanary(ctx, req.GetDomain(), req.GetReason()); err != nil {
+		return nil, Status(err)
 	}
 	return &routerv1.RollbackCanaryResponse{}, nil
 }
 
-func canaryError(err error) error {
-	if errors.Is(err, lab.ErrNoCanary) {
-		return status.Error(codes.FailedPrecondition, err.Error())
+// Report is the core's report as a proto.
+func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
+	out := &routerv1.GetExperimentReportResponse{
+		Domain: r.Domain, ProductionVersion: r.ProductionVersion, Experiment: r.Experiment, ExperimentId: r.ExperimentID,
+		ConfigError: r.ConfigError, EventsRejected: r.EventsRejected, EventsDuplicate: r.EventsDuplicate,
 	}
-	return status.Errorf(codes.Unavailable, "canary: %v", err)
+	if !r.ConfigLoadedAt.IsZero() {
+		out.ConfigLoadedAt = timestamppb.New(r.ConfigLoadedAt)
+	}
+	for _, v := range r.Versions {
+		out.Versions = append(out.Versions, &routerv1.VersionHealth{
+			Version: v.Version, Requests: v.Requests, Errors: v.Errors, Fallbacks: v.Fallbacks,
+			LatencyP50Ms: v.LatencyP50Ms, LatencyP99Ms: v.LatencyP99Ms,
+		})
+	}
+	for _, s := range r.Shadow {
+		out.Shadow = append(out.Shadow, &routerv1.ShadowStats{
+			Version: s.Version, Compared: s.Compared, Dropped: s.Dropped, Errors: s.Errors,
+			LatencyP50Ms: s.LatencyP50Ms, LatencyP99Ms: s.LatencyP99Ms,
+			TopkOverlap: s.TopKOverlap, KendallTau: s.KendallTau, MeanPctrRatio: s.MeanPctrRatio, Psi: s.PSI,
+		})
+	}
+	if c := r.Canary; c != nil {
+		out.Canary = &routerv1.CanaryReport{
+			Version: c.Version, State: string(c.State), Step: int32(c.Step), SharePercent: c.SharePercent,
+			StepStartedAt: timestamppb.New(c.StepStartedAt), Reason: c.Reason,
+			Canary: groupStats(c.Canary), Control: groupStats(c.Control), CtrPValue: c.CTRPValue,
+		}
+	}
+	if ab := r.AB; ab != nil {
+		p := &routerv1.ABReport{
+			Salt: ab.Salt, Weights: ab.Weights, Alpha: ab.Alpha, MinimalDetectableEffect: ab.MinimalDetectableEffect,
+			SrmChi2: ab.SRMChi2, SrmPValue: ab.SRMPValue, SrmFlagged: ab.SRMFlagged,
+		}
+		for _, g := range ab.Arms {
+			p.Arms = append(p.Arms, groupStats(g))
+		}
+		for _, t := range ab.Tests {
+			p.Tests = append(p.Tests, Test(t))
+		}
+		out.Ab = p
+	}
+	if b := r.Bandit; b != nil {
+		p := &routerv1.BanditReport{Policy: b.Policy}
+		for _, a := range b.Arms {
+			p.Arms = append(p.Arms, &routerv1.BanditArm{Version: a.Version, Impressions: a.Impressions, Clicks: a.Clicks, Mean: a.Mean, Allocation: a.Allocation})
+		}
+		out.Bandit = p
+	}
+	if in := r.Interleave; in != nil {
+		out.Interleave = &routerv1.InterleaveReport{
+			A: in.A, B: in.B, Fraction: in.Fraction, WinsA: in.WinsA, Ties: in.Ties, WinsB: in.WinsB, PValue: in.PValue, Verdict: in.Verdict,
+		}
+	}
+	return out
+}
+
+func groupStats(g lab.GroupStats) *routerv1.GroupStats {
+	return &routerv1.GroupStats{
+		Group: g.Group, Version: g.Version, Users: g.Users, Impressions: g.Impressions, Clicks: g.Clicks, Ctr: g.CTR,
+		Conversions: g.Conversions, ConversionValue: g.ConversionValue, RevenueMicros: g.RevenueMicros,
+	}
+}
+
+// Test is one A/B comparison as a proto.
+func Test(t lab.TestResult) *routerv1.Test {
+	return &routerv1.Test{
+		Control: t.Control, Treatment: t.Treatment, Diff: t.Diff, CiLow: t.CILow, CiHigh: t.CIHigh, RelativeLift: t.RelativeLift,
+		PValue: t.PValue, AlwaysValidPValue: t.AlwaysValidPValue, Verdict: t.Verdict,
+		NeededImpressionsPerArm: t.NeededImpressionsPerArm, RemainingImpressionsPerArm: t.RemainingImpressionsPerArm,
+	}
 }

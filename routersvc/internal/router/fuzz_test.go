@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/routersvc/internal/core"
 )
 
 // fuzzJSON decodes REST JSON as the gateway does and validates it: no input
@@ -26,6 +27,19 @@ func fuzzJSON(t *testing.T, data []byte, msg proto.Message, validate func() erro
 	if st.Code() != codes.InvalidArgument || st.Message() == "" {
 		t.Fatalf("validation error %v, want INVALID_ARGUMENT naming a field", err)
 	}
+}
+
+// validate checks a Rank request as Rank does, before it calls the core.
+func validate(req *routerv1.RankRequest) error {
+	r, err := Request(req)
+	if err != nil {
+		return err
+	}
+	return Status(core.Validate(r))
+}
+
+func validateEvents(req *routerv1.ReportEventsRequest) error {
+	return Status(core.ValidateEvents(Events(req)))
 }
 
 func FuzzRankRequestJSON(f *testing.F) {

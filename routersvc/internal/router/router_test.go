@@ -32,6 +32,8 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/routersvc/internal/core"
+	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 	"github.com/adrank/adrank/routersvc/internal/store"
@@ -105,12 +107,12 @@ func (x fakeAuction) RunAuction(_ context.Context, in *auctionv1.RunAuctionReque
 
 // serve runs a router over bufconn with the given domains and returns the
 // generated client.
-func serve(t *testing.T, down Downstream, rankers []discovery.Instance, configs map[string]string) routerv1.RouterServiceClient {
+func serve(t *testing.T, down downstream.Clients, rankers []discovery.Instance, configs map[string]string) routerv1.RouterServiceClient {
 	t.Helper()
-	return serveWith(t, down, rankers, configs, Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2})
+	return serveWith(t, down, rankers, configs, core.Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2})
 }
 
-func serveWith(t *testing.T, down Downstream, rankers []discovery.Instance, configs map[string]string, limits Limits) routerv1.RouterServiceClient {
+func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instance, configs map[string]string, limits core.Limits) routerv1.RouterServiceClient {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	table := routing.NewTable(log, nil)
@@ -124,7 +126,7 @@ func serveWith(t *testing.T, down Downstream, rankers []discovery.Instance, conf
 	lis := bufconn.Listen(1 << 20)
 	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
-	routerv1.RegisterRouterServiceServer(srv, NewServer(table, down, lb, limits, log))
+	routerv1.RegisterRouterServiceServer(srv, NewServer(core.New(table, downstream.Adapt(down), lb, limits, log)))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -143,7 +145,7 @@ func newLab(t *testing.T, log *slog.Logger, table *routing.Table) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: LabDomains(table)})
+	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: core.LabDomains(table)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = lb.Run(ctx); close(done) }()
@@ -193,10 +195,10 @@ func TestRankErrors(t *testing.T) {
 		msg   string
 	}{
 		{name: "missing user", edit: func(r *routerv1.RankRequest) { r.UserId = "" }, code: codes.InvalidArgument, field: "user_id"},
-		{name: "slots over limit", edit: func(r *routerv1.RankRequest) { r.Slots = MaxSlots + 1 }, code: codes.InvalidArgument, field: "slots"},
-		{name: "long request id", edit: func(r *routerv1.RankRequest) { r.RequestId = strings.Repeat("x", MaxIDLength+1) }, code: codes.InvalidArgument, field: "request_id"},
+		{name: "slots over limit", edit: func(r *routerv1.RankRequest) { r.Slots = core.MaxSlots + 1 }, code: codes.InvalidArgument, field: "slots"},
+		{name: "long request id", edit: func(r *routerv1.RankRequest) { r.RequestId = strings.Repeat("x", core.MaxIDLength+1) }, code: codes.InvalidArgument, field: "request_id"},
 		{name: "long query", edit: func(r *routerv1.RankRequest) {
-			r.Context = &routerv1.RequestContext{Query: strings.Repeat("q", MaxQueryLength+1)}
+			r.Context = &routerv1.RequestContext{Query: strings.Repeat("q", core.MaxQueryLength+1)}
 		}, code: codes.InvalidArgument, field: "context.query"},
 		{name: "several violations", edit: func(r *routerv1.RankRequest) { r.UserId, r.Slots = "", 0 }, code: codes.InvalidArgument, field: "user_id", msg: "(and 1 more)"},
 		{name: "unknown domain", edit: func(r *routerv1.RankRequest) { r.Domain = "video" }, code: codes.NotFound, msg: `"video"`},
@@ -292,7 +294,7 @@ func (s *slowDown) GetFeatures(ctx context.Context, _ *featuresv1.GetFeaturesReq
 // timeout.
 func TestRankDegradesWithoutFeatures(t *testing.T) {
 	slow := &slowDown{}
-	for name, down := range map[string]Downstream{
+	for name, down := range map[string]downstream.Clients{
 		"down": &fakeDown{featuresErr: status.Error(codes.Unavailable, "no healthy instance")},
 		"slow": slow,
 	} {
@@ -342,7 +344,7 @@ func (b *blockedDown) GetFeatures(ctx context.Context, in *featuresv1.GetFeature
 func TestRankRefusesOverload(t *testing.T) {
 	down := &blockedDown{entered: make(chan struct{}, 2), release: make(chan struct{})}
 	client := serveWith(t, down, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`},
-		Limits{Budget: time.Minute, FeaturesTimeout: time.Minute, MaxInflight: 2})
+		core.Limits{Budget: time.Minute, FeaturesTimeout: time.Minute, MaxInflight: 2})
 	done := make(chan error, 2)
 	for range 2 {
 		go func() {
@@ -394,7 +396,7 @@ func (d *twoInstances) GetModelInfo(context.Context, *rankerv1.GetModelInfoReque
 func TestRankHedgesASlowInstance(t *testing.T) {
 	rankers := []discovery.Instance{inst("feed", "v1", true)}
 	configs := map[string]string{"feed": `{"production": "v1"}`}
-	failed := func(limits Limits) (n int) {
+	failed := func(limits core.Limits) (n int) {
 		client := serveWith(t, &twoInstances{}, rankers, configs, limits)
 		for range 4 {
 			if _, err := client.Rank(context.Background(), request()); err != nil {
@@ -403,8 +405,8 @@ func TestRankHedgesASlowInstance(t *testing.T) {
 		}
 		return n
 	}
-	without := failed(Limits{Budget: 100 * time.Millisecond})
-	with := failed(Limits{Budget: time.Minute, HedgeAfter: 10 * time.Millisecond})
+	without := failed(core.Limits{Budget: 100 * time.Millisecond})
+	with := failed(core.Limits{Budget: time.Minute, HedgeAfter: 10 * time.Millisecond})
 	if without == 0 {
 		t.Errorf("without hedging no call met the stuck instance")
 	}

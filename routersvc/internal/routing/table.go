@@ -16,9 +16,9 @@ import (
 
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/experiment"
 	"github.com/adrank/adrank/platform/kvconfig"
 	"github.com/adrank/adrank/platform/names"
-	"github.com/adrank/adrank/routersvc/experiment"
 )
 
 // ConfigPrefix is the Consul KV prefix of domain configs:

@@ -1,4 +1,4 @@
-package sim
+package simtest
 
 import (
 	"context"
@@ -19,9 +19,10 @@ import (
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/model"
 	"github.com/adrank/adrank/platform/redistest"
-	"github.com/adrank/adrank/rankersvc/ranker"
+	rankerinproc "github.com/adrank/adrank/rankersvc/inproc"
 	"github.com/adrank/adrank/routersvc/internal/stats"
 	"github.com/adrank/adrank/routersvc/internal/store"
+	"github.com/adrank/adrank/sim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,7 +38,7 @@ func TestAAExperimentsAreRarelySignificant(t *testing.T) {
 	var fixed, always, srm int
 	for run := range runs {
 		r.experiment("feed", fmt.Sprintf(`{"ab": {"salt": "aa-%d", "arms": [{"version": "v1", "weight": 1}, {"version": "v1b", "weight": 1}]}}`, run))
-		r.run(Config{Requests: 800, Seed: uint64(1000 + run), RequestPrefix: fmt.Sprintf("aa%d-", run)})
+		r.run(sim.Config{Requests: 800, Seed: uint64(1000 + run), RequestPrefix: fmt.Sprintf("aa%d-", run)})
 		ab := r.report("feed").GetAb()
 		test := ab.GetTests()[0]
 		if test.GetPValue() < 0.05 {
@@ -62,7 +63,7 @@ func TestAAExperimentsAreRarelySignificant(t *testing.T) {
 func TestABDetectsARealLift(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.experiment("feed", `{"ab": {"salt": "lift", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]}}`)
-	res := r.run(Config{Requests: 3000, Seed: 7, RequestPrefix: "lift-", Lift: map[string]float64{"v2": 1.2}})
+	res := r.run(sim.Config{Requests: 3000, Seed: 7, RequestPrefix: "lift-", Lift: map[string]float64{"v2": 1.2}})
 	ab := r.report("feed").GetAb()
 	test := ab.GetTests()[0]
 	t.Logf("v1 %v, v2 %v: %v", ab.GetArms()[0], ab.GetArms()[1], test)
@@ -88,7 +89,7 @@ func TestABDetectsARealLift(t *testing.T) {
 func TestSRMIsFlagged(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.experiment("feed", `{"ab": {"salt": "srm", "arms": [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]}}`)
-	r.run(Config{Requests: 1500, Seed: 3, RequestPrefix: "srm-"})
+	r.run(sim.Config{Requests: 1500, Seed: 3, RequestPrefix: "srm-"})
 	// The same counters judged against other declared weights.
 	r.experiment("feed", `{"ab": {"salt": "srm", "arms": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}]}}`)
 	ab := r.report("feed").GetAb()
@@ -113,7 +114,7 @@ func TestBanditFindsTheBestVersion(t *testing.T) {
 			const chunks = 40
 			var best, total [2]int // first and second half
 			for chunk := range chunks {
-				res := r.run(Config{Requests: 100, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("%s%d-", policy, chunk), Lift: lift})
+				res := r.run(sim.Config{Requests: 100, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("%s%d-", policy, chunk), Lift: lift})
 				if c := res.ByVersion["c"]; c != nil {
 					best[2*chunk/chunks] += c.Impressions
 				}
@@ -142,7 +143,7 @@ func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
 	for _, v := range []string{"v2lr", "v2"} {
 		r := newRig(t, rigOptions{versions: versions})
 		r.experiment("feed", `{"production": "`+v+`"}`)
-		res := r.run(Config{Requests: 3000, Seed: 99, RequestPrefix: "true-"})
+		res := r.run(sim.Config{Requests: 3000, Seed: 99, RequestPrefix: "true-"})
 		tally := res.ByVersion[v]
 		expected[v] = tally.Expected / float64(tally.Impressions)
 	}
@@ -154,7 +155,7 @@ func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
 	imps := 0
 	var in *routerv1.InterleaveReport
 	for chunk := range 60 {
-		imps += r.run(Config{Requests: 1000, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("il%d-", chunk)}).Impressions
+		imps += r.run(sim.Config{Requests: 1000, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("il%d-", chunk)}).Impressions
 		if in = r.report("feed").GetInterleave(); in.GetPValue() < 0.01 {
 			break
 		}
@@ -192,14 +193,14 @@ func (f *failing) Score(ctx context.Context, in *rankerv1.ScoreRequest) (*ranker
 // no traffic goes to the canary.
 func TestCanaryWithErrorsRollsBack(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	f, err := model.Load("../../models/feed/v2.json")
+	f, err := model.Load("../../../models/feed/v2.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.pipe.SetRanker("feed", "v2", &failing{RankerServiceServer: ranker.NewServer("feed", "v2", f), rng: rand.New(rand.NewPCG(1, 1)), rate: 0.3})
+	r.pipe.SetRanker("feed", "v2", &failing{RankerServiceServer: rankerinproc.New("feed", "v2", f), rng: rand.New(rand.NewPCG(1, 1)), rate: 0.3})
 	r.experiment("feed", `{"canary": {"version": "v2", "steps": [50, 100], "stepInterval": "1h", "guardrails": {"minRequests": 20}}}`)
 	r.refresh() // the canary starts at its first step
-	res := r.run(Config{Requests: 400, Seed: 5, RequestPrefix: "canary-"})
+	res := r.run(sim.Config{Requests: 400, Seed: 5, RequestPrefix: "canary-"})
 	if res.Errors != 0 {
 		t.Fatalf("%d requests failed: canary errors must fall back to production", res.Errors)
 	}
@@ -212,7 +213,7 @@ func TestCanaryWithErrorsRollsBack(t *testing.T) {
 		t.Fatalf("canary %v", c)
 	}
 	t.Logf("rolled back: %s", c.GetReason())
-	after := r.run(Config{Requests: 200, Seed: 6, RequestPrefix: "after-"})
+	after := r.run(sim.Config{Requests: 200, Seed: 6, RequestPrefix: "after-"})
 	if after.ByStrategy[routerv1.Strategy_STRATEGY_CANARY] != 0 || after.ByVersion["v2"] != nil {
 		t.Errorf("traffic still reaches the canary after rollback: %v", after.ByStrategy)
 	}
@@ -233,7 +234,7 @@ func TestCanaryStepsUpAndIsPromoted(t *testing.T) {
 	var shares []float64
 	var c *routerv1.CanaryReport
 	for step := range 5 {
-		r.run(Config{Requests: 100, Seed: uint64(step), RequestPrefix: fmt.Sprintf("step%d-", step)})
+		r.run(sim.Config{Requests: 100, Seed: uint64(step), RequestPrefix: fmt.Sprintf("step%d-", step)})
 		r.clock.advance(4 * time.Minute)
 		r.refresh() // not yet: the interval has not passed
 		if c = r.report("feed").GetCanary(); c.GetState() == "completed" {
@@ -263,7 +264,7 @@ func TestCanaryStepsUpAndIsPromoted(t *testing.T) {
 func TestShadowComparesWithProduction(t *testing.T) {
 	r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v1", "v1b": "feed/v1", "v2": "feed/v2"}})
 	r.experiment("feed", `{"shadow": {"versions": ["v1b", "v2"], "fraction": 1}}`)
-	res := r.run(Config{Requests: 300, Seed: 8, RequestPrefix: "shadow-"})
+	res := r.run(sim.Config{Requests: 300, Seed: 8, RequestPrefix: "shadow-"})
 	if res.ByVersion["v1"].Impressions != res.Impressions {
 		t.Fatalf("shadow versions answered requests: %v", res.ByVersion)
 	}
@@ -344,12 +345,12 @@ func TestBanditStateIsSharedByReplicas(t *testing.T) {
 	r1.experiment("feed", doc)
 	r2.experiment("feed", doc)
 	var wg sync.WaitGroup
-	results := make([]*Result, 2)
+	results := make([]*sim.Result, 2)
 	for i, r := range []*rig{r1, r2} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := Run(context.Background(), r.client, r.world, Config{Domain: "feed", Requests: 600, Seed: uint64(i), Concurrency: 4, RequestPrefix: fmt.Sprintf("replica%d-", i)})
+			res, err := sim.Run(context.Background(), r.client, r.world, sim.Config{Domain: "feed", Requests: 600, Seed: uint64(i), Concurrency: 4, RequestPrefix: fmt.Sprintf("replica%d-", i)})
 			if err != nil {
 				t.Error(err)
 			}
@@ -387,7 +388,7 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 		r := newRig(t, rigOptions{store: st, versions: versions})
 		r.experiment("feed", doc)
 		r.refresh()
-		r.run(Config{Requests: 500, Seed: 4, RequestPrefix: "restart-", Lift: map[string]float64{"b": 1.5}})
+		r.run(sim.Config{Requests: 500, Seed: 4, RequestPrefix: "restart-", Lift: map[string]float64{"b": 1.5}})
 		r.refresh()
 		before = r.report("feed").GetBandit().GetArms()
 	})
@@ -410,10 +411,13 @@ func TestBanditStateSurvivesARestart(t *testing.T) {
 	}
 }
 
-// stuckScorer is a shadow that never answers until released.
-type stuckScorer struct{ release chan struct{} }
+// stuckRanker is a shadow that never answers until released.
+type stuckRanker struct {
+	rankerv1.UnimplementedRankerServiceServer
+	release chan struct{}
+}
 
-func (s stuckScorer) Score(ctx context.Context, _, _ string, _ *rankerv1.ScoreRequest) ([]float64, error) {
+func (s stuckRanker) Score(ctx context.Context, _ *rankerv1.ScoreRequest) (*rankerv1.ScoreResponse, error) {
 	select {
 	case <-s.release:
 	case <-ctx.Done():
@@ -427,8 +431,9 @@ func (s stuckScorer) Score(ctx context.Context, _, _ string, _ *rankerv1.ScoreRe
 // jobs are taken (one by the worker, 8 by the queue), and the other 91 are
 // dropped and counted.
 func TestStuckShadowNeverBlocks(t *testing.T) {
-	stuck := stuckScorer{release: make(chan struct{})}
-	r := newRig(t, rigOptions{shadowQueue: 8, shadowScorer: stuck})
+	stuck := stuckRanker{release: make(chan struct{})}
+	r := newRig(t, rigOptions{shadowQueue: 8})
+	r.pipe.SetRanker("feed", "v2", stuck)
 	t.Cleanup(func() { close(stuck.release) }) // before the rig's own cleanup: last in, first out
 	r.experiment("feed", `{"shadow": {"versions": ["v2"], "fraction": 1}}`)
 	for i := range 100 {

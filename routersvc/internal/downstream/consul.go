@@ -1,4 +1,4 @@
-package router
+package downstream
 
 import (
 	"context"
@@ -7,19 +7,19 @@ import (
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
 
-	auctionconfig "github.com/adrank/adrank/auctionsvc/config"
+	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/experiment"
 	"github.com/adrank/adrank/platform/kvconfig"
-	"github.com/adrank/adrank/routersvc/experiment"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 )
 
 // Consul follows the catalog and KV and gives the router its downstream
-// clients. Run owns the watch goroutines.
+// clients (Clients). Run owns the watch goroutines.
 type Consul struct {
 	client *api.Client
 	log    *slog.Logger
@@ -28,7 +28,7 @@ type Consul struct {
 	Table  *routing.Table
 }
 
-// NewConsul returns a Consul-backed Downstream and routing table.
+// NewConsul returns Consul-found Clients and a routing table.
 func NewConsul(client *api.Client, log *slog.Logger) *Consul {
 	res := discovery.NewResolver()
 	return &Consul{
@@ -79,7 +79,7 @@ func WatchConfigs(ctx context.Context, client *api.Client, log *slog.Logger, tab
 	})
 	if auction != nil {
 		g.Go(func() error {
-			discovery.WatchPrefix(ctx, client, log, auctionconfig.Prefix, auction)
+			discovery.WatchPrefix(ctx, client, log, auctioninproc.ConfigPrefix, auction)
 			return nil
 		})
 	}
@@ -96,7 +96,7 @@ func healthyAddrs(insts []discovery.Instance) []string {
 	return out
 }
 
-// Features implements Downstream.
+// Features implements Clients.
 func (c *Consul) Features() (featuresv1.FeatureServiceClient, error) {
 	cc, err := c.conns.Get(consulx.FeatureService)
 	if err != nil {
@@ -105,7 +105,7 @@ func (c *Consul) Features() (featuresv1.FeatureServiceClient, error) {
 	return featuresv1.NewFeatureServiceClient(cc), nil
 }
 
-// Auction implements Downstream.
+// Auction implements Clients.
 func (c *Consul) Auction() (auctionv1.AuctionServiceClient, error) {
 	cc, err := c.conns.Get(consulx.AuctionService)
 	if err != nil {
@@ -114,7 +114,7 @@ func (c *Consul) Auction() (auctionv1.AuctionServiceClient, error) {
 	return auctionv1.NewAuctionServiceClient(cc), nil
 }
 
-// Ranker implements Downstream.
+// Ranker implements Clients.
 func (c *Consul) Ranker(domain, version string) (rankerv1.RankerServiceClient, error) {
 	cc, err := c.conns.Get(routing.RankerKey(domain, version))
 	if err != nil {

@@ -1,8 +1,4 @@
-// Package inproc runs featuresvc, the rankers and the auction inside the
-// router's process: the same service code, called directly, with no network
-// hop and no Consul. The simulator's tests use it, and so can a monolith
-// deployment.
-package inproc
+package downstream
 
 import (
 	"context"
@@ -13,8 +9,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
-	"github.com/adrank/adrank/auctionsvc/server"
-	"github.com/adrank/adrank/featuresvc/features"
+	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
+	featuresinproc "github.com/adrank/adrank/featuresvc/inproc"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
@@ -22,42 +18,44 @@ import (
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
-	"github.com/adrank/adrank/rankersvc/ranker"
+	rankerinproc "github.com/adrank/adrank/rankersvc/inproc"
 )
 
-// Pipeline is an in-process Downstream.
-type Pipeline struct {
-	features *features.Server
-	auction  *server.Server
+// Local runs featuresvc, the rankers and the auction inside this process:
+// the same service code, called directly, with no network hop and no
+// Consul. It is the downstream of ML as one service and of the library.
+type Local struct {
+	features featuresv1.FeatureServiceServer
+	auction  *auctioninproc.Auction
 
 	mu      sync.RWMutex
 	rankers map[string]rankerv1.RankerServiceServer // domain/version
 }
 
-// New serves world w's features and a GSP auction; add rankers with
+// NewLocal serves world w's features and a GSP auction; add rankers with
 // AddRanker.
-func New(w *world.World, log *slog.Logger) *Pipeline {
-	return &Pipeline{features: features.NewServer(w), auction: server.New(log), rankers: map[string]rankerv1.RankerServiceServer{}}
+func NewLocal(w *world.World, log *slog.Logger) *Local {
+	return &Local{features: featuresinproc.New(w), auction: auctioninproc.New(log), rankers: map[string]rankerv1.RankerServiceServer{}}
 }
 
 // AddRanker serves model file f as domain/version.
-func (p *Pipeline) AddRanker(domain, version string, f *model.File) {
-	p.SetRanker(domain, version, ranker.NewServer(domain, version, f))
+func (p *Local) AddRanker(domain, version string, f *model.File) {
+	p.SetRanker(domain, version, rankerinproc.New(domain, version, f))
 }
 
 // SetRanker serves domain/version with any implementation (tests wrap one
 // to inject faults).
-func (p *Pipeline) SetRanker(domain, version string, s rankerv1.RankerServiceServer) {
+func (p *Local) SetRanker(domain, version string, s rankerv1.RankerServiceServer) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rankers[domain+"/"+version] = s
 }
 
 // SetAuctionConfigs sets auction configs as if read from Consul KV.
-func (p *Pipeline) SetAuctionConfigs(pairs api.KVPairs) { p.auction.SetConfigs(pairs) }
+func (p *Local) SetAuctionConfigs(pairs api.KVPairs) { p.auction.SetConfigs(pairs) }
 
 // Instances lists the rankers as healthy registrations, for a routing table.
-func (p *Pipeline) Instances() []discovery.Instance {
+func (p *Local) Instances() []discovery.Instance {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	var out []discovery.Instance
@@ -75,18 +73,18 @@ func (p *Pipeline) Instances() []discovery.Instance {
 	return out
 }
 
-// Features implements router.Downstream.
-func (p *Pipeline) Features() (featuresv1.FeatureServiceClient, error) {
+// Features implements Clients.
+func (p *Local) Features() (featuresv1.FeatureServiceClient, error) {
 	return featuresClient{p.features}, nil
 }
 
-// Auction implements router.Downstream.
-func (p *Pipeline) Auction() (auctionv1.AuctionServiceClient, error) {
+// Auction implements Clients.
+func (p *Local) Auction() (auctionv1.AuctionServiceClient, error) {
 	return auctionClient{p.auction}, nil
 }
 
-// Ranker implements router.Downstream.
-func (p *Pipeline) Ranker(domain, version string) (rankerv1.RankerServiceClient, error) {
+// Ranker implements Clients.
+func (p *Local) Ranker(domain, version string) (rankerv1.RankerServiceClient, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	s, ok := p.rankers[domain+"/"+version]

@@ -16,7 +16,7 @@ import (
 )
 
 func TestScoreAndInfo(t *testing.T) {
-	f, err := model.Load("../../models/feed/v2.json")
+	f, err := model.Load("../../../models/feed/v2.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestScoreAndInfo(t *testing.T) {
 }
 
 func TestScoreRejectsBadTables(t *testing.T) {
-	f, err := model.Load("../../models/feed/v1.json")
+	f, err := model.Load("../../../models/feed/v1.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package sim
+package simtest
 
 import (
 	"context"
@@ -19,11 +19,13 @@ import (
 	"github.com/adrank/adrank/ml/model"
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/grpcx"
-	"github.com/adrank/adrank/routersvc/internal/inproc"
+	"github.com/adrank/adrank/routersvc/internal/app"
+	"github.com/adrank/adrank/routersvc/internal/core"
+	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
-	"github.com/adrank/adrank/routersvc/internal/router"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 	"github.com/adrank/adrank/routersvc/internal/store"
+	"github.com/adrank/adrank/sim"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -39,7 +41,7 @@ type rig struct {
 	t      *testing.T
 	client routerv1.RouterServiceClient
 	table  *routing.Table
-	pipe   *inproc.Pipeline
+	pipe   *downstream.Local
 	lab    *lab.Lab
 	world  *world.World
 	clock  *clock
@@ -56,8 +58,6 @@ type rigOptions struct {
 	versions map[string]string
 	// shadowQueue bounds the shadow queue (0: the default).
 	shadowQueue int
-	// shadowScorer scores for shadow versions (nil: the rig's rankers).
-	shadowScorer lab.Scorer
 }
 
 var worldOnce = sync.OnceValues(func() (*world.World, error) { return world.New(world.DefaultConfig()) })
@@ -71,9 +71,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.versions == nil {
 		o.versions = map[string]string{"v1": "feed/v1", "v2": "feed/v2"}
 	}
-	r := &rig{t: t, world: w, pipe: inproc.New(w, quiet), exps: map[string][]byte{}, clock: &clock{now: time.Now()}}
+	r := &rig{t: t, world: w, pipe: downstream.NewLocal(w, quiet), exps: map[string][]byte{}, clock: &clock{now: time.Now()}}
 	for v, m := range o.versions {
-		f, err := model.Load("../../models/" + m + ".json")
+		f, err := model.Load("../../../models/" + m + ".json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,9 +83,6 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.table.SetRankers(r.pipe.Instances())
 	r.table.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v1"}`)})
 	r.table.SetExperiments(nil)
-	if o.shadowScorer == nil {
-		o.shadowScorer = router.Scorer{Down: r.pipe}
-	}
 	st := o.store
 	if st == nil {
 		if st, err = store.OpenBolt(filepath.Join(t.TempDir(), "state.db")); err != nil {
@@ -93,23 +90,26 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		}
 		t.Cleanup(func() { st.Close() })
 	}
-	r.lab = lab.New(lab.Options{
-		Store: st, Log: quiet, Window: o.window, Scorer: o.shadowScorer,
-		Refresh: -1, Now: r.clock.Now, // only refresh recomputes
-		ShadowQueue: o.shadowQueue, ShadowWorkers: 1, ShadowTimeout: time.Hour, // never cut short here
-		Experiments: router.LabDomains(r.table),
-		SetExperiment: func(_ context.Context, domain string, doc []byte) error {
-			r.experiment(domain, string(doc))
-			return nil
+	router := app.New(app.Parts{
+		Table: r.table, Clients: r.pipe, Store: st, Log: quiet, Limits: core.Limits{Budget: 5 * time.Second},
+		Lab: lab.Options{
+			Window:  o.window,
+			Refresh: -1, Now: r.clock.Now, // only refresh recomputes
+			ShadowQueue: o.shadowQueue, ShadowWorkers: 1, ShadowTimeout: time.Hour, // never cut short here
+			SetExperiment: func(_ context.Context, domain string, doc []byte) error {
+				r.experiment(domain, string(doc))
+				return nil
+			},
 		},
 	})
+	r.lab = router.Lab
 	ctx, cancel := context.WithCancel(context.Background())
 	labDone := make(chan struct{})
-	go func() { _ = r.lab.Run(ctx); close(labDone) }()
+	go func() { _ = router.Run(ctx); close(labDone) }()
 
 	lis := bufconn.Listen(1 << 20)
 	srv, _ := grpcx.NewServer(quiet)
-	routerv1.RegisterRouterServiceServer(srv, router.NewServer(r.table, r.pipe, r.lab, router.Limits{Budget: 5 * time.Second}, quiet))
+	routerv1.RegisterRouterServiceServer(srv, router.GRPC)
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -185,12 +185,12 @@ func (r *rig) report(domain string) *routerv1.GetExperimentReportResponse {
 	return rep
 }
 
-func (r *rig) run(cfg Config) *Result {
+func (r *rig) run(cfg sim.Config) *sim.Result {
 	r.t.Helper()
 	if cfg.Domain == "" {
 		cfg.Domain = "feed"
 	}
-	res, err := Run(context.Background(), r.client, r.world, cfg)
+	res, err := sim.Run(context.Background(), r.client, r.world, cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package inproc
+package downstream
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 // LoadModels adds a ranker for every model file dir/<domain>/<version>.json
 // (feature spec files, *.features.json, are not models) and returns the
 // domain/version pairs it served.
-func (p *Pipeline) LoadModels(dir string) ([]string, error) {
+func (p *Local) LoadModels(dir string) ([]string, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*", "*.json"))
 	if err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ import (
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
-	"github.com/adrank/adrank/routersvc/sim"
+	"github.com/adrank/adrank/sim"
 )
 
 type liftFlag map[string]float64

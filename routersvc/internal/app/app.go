@@ -1,0 +1,80 @@
+// Package app assembles the router from its parts: the one place that
+// wires the routing table, the downstream, the experiment lab and the core.
+// routersvc's main (microservices or ML as one service), the adrank
+// library, the tests and the simulator's rig all build it here.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/routersvc/internal/core"
+	"github.com/adrank/adrank/routersvc/internal/downstream"
+	"github.com/adrank/adrank/routersvc/internal/lab"
+	"github.com/adrank/adrank/routersvc/internal/router"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+// Parts are what a router is made of.
+type Parts struct {
+	Table   *routing.Table
+	Clients downstream.Clients
+	Store   store.Store
+	Log     *slog.Logger
+	Limits  core.Limits
+	// Lab sets the lab's schedules, shadow queue and canary promotion; its
+	// Store, Log and Experiments are set from the parts.
+	Lab lab.Options
+}
+
+// Router is an assembled router.
+type Router struct {
+	Core  *core.Engine
+	Lab   *lab.Lab
+	Table *routing.Table
+	// GRPC is RouterService over the core.
+	GRPC *router.Server
+}
+
+// New wires the parts.
+func New(p Parts) *Router {
+	o := p.Lab
+	o.Store, o.Log, o.Experiments = p.Store, p.Log, core.LabDomains(p.Table)
+	lb := lab.New(o)
+	c := core.New(p.Table, downstream.Adapt(p.Clients), lb, p.Limits, p.Log)
+	return &Router{Core: c, Lab: lb, Table: p.Table, GRPC: router.NewServer(c)}
+}
+
+// Run runs the experiment lab until ctx ends, then writes what it recorded.
+func (r *Router) Run(ctx context.Context) error { return r.Lab.Run(ctx) }
+
+// Local is the downstream of a process that serves every model itself:
+// world w's features, a ranker for every model file models/<domain>/<version>.json,
+// and the auction, all in process, with a routing table of those rankers.
+// It returns the domain/version pairs served.
+func Local(w world.Config, models string, log *slog.Logger) (*downstream.Local, *routing.Table, []string, error) {
+	wd, err := world.New(w)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	local := downstream.NewLocal(wd, log)
+	served, err := local.LoadModels(models)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	table := routing.NewTable(log, nil)
+	table.SetRankers(local.Instances())
+	return local, table, served, nil
+}
+
+// Domains are the domains of served domain/version pairs.
+func Domains(served []string) map[string]bool {
+	out := map[string]bool{}
+	for _, dv := range served {
+		out[filepath.Dir(dv)] = true
+	}
+	return out
+}

@@ -1,0 +1,143 @@
+package app
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/service"
+	"github.com/adrank/adrank/routersvc/internal/core"
+	"github.com/adrank/adrank/routersvc/internal/downstream"
+	"github.com/adrank/adrank/routersvc/internal/lab"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+	"github.com/adrank/adrank/routersvc/internal/store"
+)
+
+// Config is routersvc's command line.
+type Config struct {
+	service.Flags
+	Limits    core.Limits
+	StateFile string
+	RedisAddr string
+	// FlushEvery, Window, ShadowQueue and ShadowTimeout go to the lab.
+	FlushEvery    time.Duration
+	Window        time.Duration
+	ShadowQueue   int
+	ShadowTimeout time.Duration
+	// MLService serves features, every model under Models and the auction
+	// in process (World's data) instead of calling the services.
+	MLService bool
+	Models    string
+	World     world.Config
+}
+
+// RegisterFlags defines routersvc's flags on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.World = world.DefaultConfig()
+	c.Register(fs, "127.0.0.1:9090")
+	fs.DurationVar(&c.Limits.Budget, "budget", 250*time.Millisecond, "default time budget of one Rank call (a sooner caller deadline wins)")
+	fs.DurationVar(&c.Limits.FeaturesTimeout, "features-timeout", 100*time.Millisecond, "features call timeout; past it Rank answers from default features, flagged degraded")
+	fs.IntVar(&c.Limits.MaxInflight, "max-inflight", 512, "concurrent Rank calls before the excess is refused with RESOURCE_EXHAUSTED (0: no bound)")
+	fs.DurationVar(&c.Limits.HedgeAfter, "hedge-after", 25*time.Millisecond, "send a second ranker call when the first has not answered in this time (0: no hedging)")
+	fs.StringVar(&c.StateFile, "state-file", ".data/router.db", "experiment state file (bbolt), when --redis-addr is empty")
+	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis host:port for experiment state shared by several router replicas")
+	fs.DurationVar(&c.FlushEvery, "flush-every", 100*time.Millisecond, "how often served impressions and counters are written to the state store, as one transaction")
+	fs.DurationVar(&c.Window, "attribution-window", 24*time.Hour, "how long an impression can be joined to click and conversion events")
+	fs.IntVar(&c.ShadowQueue, "shadow-queue", 1024, "shadow calls waiting for a worker; past it they are dropped and counted, never waited for")
+	fs.DurationVar(&c.ShadowTimeout, "shadow-timeout", time.Second, "time limit of one shadow call")
+	fs.BoolVar(&c.MLService, "ml-service", false, "ML as one service: serve features, every model and the auction in this process instead of calling featuresvc, rankers and auctionsvc")
+	fs.StringVar(&c.Models, "models", "models", "with --ml-service: serve every model file <dir>/<domain>/<version>.json")
+	c.World.RegisterFlags(fs) // with --ml-service
+}
+
+func (c *Config) openStore(ctx context.Context) (store.Store, error) {
+	if c.RedisAddr != "" {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return store.OpenRedis(cctx, c.RedisAddr, "adrank:")
+	}
+	if err := os.MkdirAll(filepath.Dir(c.StateFile), 0o755); err != nil {
+		return nil, err
+	}
+	return store.OpenBolt(c.StateFile)
+}
+
+// Run serves RouterService until ctx ends, then drains: the server stops
+// first, then the lab writes the impressions of the last requests.
+func Run(ctx context.Context, c Config) error {
+	if c.Limits.Budget <= 0 || c.Window <= 0 || c.ShadowQueue <= 0 || c.ShadowTimeout <= 0 {
+		return fmt.Errorf("--budget %v, --attribution-window %v, --shadow-queue %d and --shadow-timeout %v: want > 0",
+			c.Limits.Budget, c.Window, c.ShadowQueue, c.ShadowTimeout)
+	}
+	log := c.Setup("routersvc")
+	client, err := consulx.NewClient(c.ConsulAddr)
+	if err != nil {
+		return err
+	}
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	p := Parts{Store: st, Log: log, Limits: c.Limits, Lab: lab.Options{
+		Window: c.Window, FlushEvery: c.FlushEvery, ShadowQueue: c.ShadowQueue, ShadowTimeout: c.ShadowTimeout,
+		SetExperiment: downstream.PutExperiment(client),
+	}}
+	var watch func(context.Context) error
+	if c.MLService {
+		local, table, served, err := Local(c.World, c.Models, log)
+		if err != nil {
+			return err
+		}
+		log.Info("ML as one service: serving every model in-process", "models", served)
+		p.Clients, p.Table = local, table
+		watch = func(ctx context.Context) error {
+			return downstream.WatchConfigs(ctx, client, log, table, local.SetAuctionConfigs)
+		}
+	} else {
+		disc := downstream.NewConsul(client, log)
+		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
+	}
+	r := New(p)
+	srv, err := service.New(c.Options(consulx.RouterService, log))
+	if err != nil {
+		return err
+	}
+	routerv1.RegisterRouterServiceServer(srv.GRPC(), r.GRPC)
+	return serve(ctx, r, p.Table, srv, watch)
+}
+
+// serve runs the watch, the lab and the server. The lab outlives the
+// server's drain, so that the impressions of the last requests are written.
+func serve(ctx context.Context, r *Router, table *routing.Table, srv *service.Server, watch func(context.Context) error) error {
+	labCtx, stopLab := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLab()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return watch(gctx) })
+	labDone := make(chan error, 1)
+	go func() { labDone <- r.Run(labCtx) }()
+	g.Go(func() error {
+		defer stopLab()
+		// Ready only once the catalog and the domain configs have been read.
+		select {
+		case <-table.Synced():
+		case <-gctx.Done():
+			return nil
+		}
+		return srv.Run(gctx)
+	})
+	err := g.Wait()
+	stopLab()
+	if lerr := <-labDone; err == nil {
+		err = lerr
+	}
+	return err
+}

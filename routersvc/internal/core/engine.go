@@ -1,0 +1,401 @@
+// Package core is adrank's ranking core, free of any transport: one Rank
+// from plain Go types (assignment to an experiment's arm, features or
+// defaults, scoring by the versions the assignment needs, hedged, the
+// auction, interleaving, recording and shadowing), and the experiment
+// calls around it (events, reports, canary promotion and rollback). It
+// talks to features, rankers and the auction through small interfaces
+// (Downstream) and returns typed errors (*Error); each front (the gRPC
+// router, the library, streaming, batch) maps them once.
+package core
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/adrank/adrank/platform/logging"
+	"github.com/adrank/adrank/routersvc/internal/lab"
+	"github.com/adrank/adrank/routersvc/internal/routing"
+)
+
+// Limits bound the core's work.
+type Limits struct {
+	// Budget is a Rank call's default deadline (a sooner caller deadline wins).
+	Budget time.Duration
+	// FeaturesTimeout bounds the features call within the budget; past it,
+	// Rank answers from default features, flagged as degraded.
+	FeaturesTimeout time.Duration
+	// MaxInflight bounds concurrent Rank calls; the excess is refused at once
+	// with KindOverloaded. 0 means no bound.
+	MaxInflight int
+	// HedgeAfter sends a second, identical ranker call when the first has
+	// not answered in this time; the first answer wins. 0 disables hedging.
+	HedgeAfter time.Duration
+}
+
+// Engine ranks: it is the router's logic, whatever the front.
+type Engine struct {
+	table    *routing.Table
+	down     Downstream
+	lab      *lab.Lab
+	limits   Limits
+	inflight chan struct{}
+	log      *slog.Logger
+	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
+	lastDegradedLog atomic.Int64
+}
+
+// New returns an engine within limits that serves the domains of table,
+// calls down, and runs experiments with lb.
+func New(table *routing.Table, down Downstream, lb *lab.Lab, limits Limits, log *slog.Logger) *Engine {
+	e := &Engine{table: table, down: down, lab: lb, limits: limits, log: log}
+	if limits.MaxInflight > 0 {
+		e.inflight = make(chan struct{}, limits.MaxInflight)
+	}
+	return e
+}
+
+// LabDomains lists the table's domains as the lab sees them (lab.Options.Experiments).
+func LabDomains(t *routing.Table) func() map[string]lab.Domain {
+	return func() map[string]lab.Domain {
+		out := map[string]lab.Domain{}
+		for name, d := range t.Snapshot().Domains {
+			out[name] = labDomain(d)
+		}
+		return out
+	}
+}
+
+// labDomain is what the lab needs of a routing domain.
+func labDomain(d *routing.Domain) lab.Domain {
+	return lab.Domain{Production: d.ProductionVersion(), Exp: d.Experiment, ExpRaw: d.ExperimentRaw, Healthy: d.Healthy}
+}
+
+// scored is one version's ranking of the candidates, priced by the auction.
+type scored struct {
+	version string
+	pctrs   []float64
+	auction Auction
+}
+
+// rankCall is the state of one Rank call.
+type rankCall struct {
+	e      *Engine
+	ctx    context.Context
+	req    *Request
+	id     string
+	domain string
+	feats  FeatureSet
+	calls  []lab.Call
+	timing Timing
+}
+
+// Rank ranks and prices req's candidates.
+func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
+	start := time.Now()
+	if err := Validate(req); err != nil {
+		return nil, err
+	}
+	if e.inflight != nil {
+		select {
+		case e.inflight <- struct{}{}:
+			defer func() { <-e.inflight }()
+		default:
+			return nil, Errorf(KindOverloaded, "router overloaded: %d requests in flight; retry with backoff", cap(e.inflight))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.limits.Budget)
+	defer cancel()
+	// One ID for the whole request: the request's own, else the one the
+	// first edge minted (in the context), else a new one (a call in process
+	// that brought none).
+	reqID := req.RequestID
+	if reqID == "" {
+		reqID = logging.RequestID(ctx)
+	}
+	if reqID == "" {
+		reqID = logging.NewRequestID()
+	}
+	ctx = logging.WithRequestID(ctx, reqID)
+
+	d, ok := e.table.Snapshot().Domains[req.Domain]
+	if !ok {
+		return nil, Errorf(KindNotFound, "domain %q is not known", req.Domain)
+	}
+	prod := d.ProductionVersion()
+	if prod == "" {
+		return nil, Errorf(KindUnavailable, "domain %q has no production version: set %s%s", d.Name, routing.ConfigPrefix, d.Name)
+	}
+	if !d.Healthy(prod) {
+		return nil, Errorf(KindUnavailable, "domain %q: no healthy instance of production version %q", d.Name, prod)
+	}
+	a := e.lab.Assign(d.Name, labDomain(d), req.UserID, reqID)
+
+	rc := &rankCall{e: e, ctx: ctx, req: req, id: reqID, domain: d.Name}
+	t := time.Now()
+	feats, degraded, err := e.featuresOrDefaults(ctx, req)
+	rc.timing.Features = time.Since(t)
+	if err != nil {
+		return nil, err
+	}
+	rc.feats = feats
+
+	main, results, err := rc.serve(&a, prod)
+	if err != nil {
+		return nil, err
+	}
+	resp := &Response{
+		RequestID: reqID, Domain: d.Name, ModelVersion: a.Version, AuctionType: main.auction.Type, Results: results,
+		Assignment: a, Degraded: degraded != "", DegradedReason: degraded,
+	}
+	served := lab.Served{Domain: d.Name, UserID: req.UserID, RequestID: reqID, A: a, Calls: rc.calls}
+	for _, r := range results {
+		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.ImpressionID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
+	}
+	e.lab.Record(served)
+	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
+		rankers, domain := e.down.Rankers, d.Name
+		e.lab.Shadow(domain, a.Shadow, func(ctx context.Context, version string) ([]float64, error) {
+			return rankers.Score(ctx, domain, version, feats)
+		}, main.pctrs, req.Slots)
+	}
+	rc.timing.Total = time.Since(start)
+	resp.Timing = rc.timing
+	return resp, nil
+}
+
+// serve ranks with the assigned version(s) and prices the result. A failed
+// experiment version falls back to production for this request, and a says
+// so.
+func (rc *rankCall) serve(a *lab.Assignment, prod string) (scored, []Result, error) {
+	fallback := func(err error) (scored, error) {
+		rc.calls[len(rc.calls)-1].Fallback = true
+		a.Fallback = fmt.Sprintf("version %q failed: %s", rc.calls[len(rc.calls)-1].Version, Message(err))
+		a.Strategy, a.Version, a.Other, a.Group = lab.Production, prod, "", "fallback"
+		return rc.rank(prod)
+	}
+	var main scored
+	var err error
+	if a.Strategy == lab.Interleaved {
+		var ra, rb scored
+		if ra, err = rc.rank(a.Version); err == nil {
+			rb, err = rc.rank(a.Other)
+		}
+		if err == nil {
+			return ra, rc.interleave(ra, rb), nil
+		}
+		main, err = fallback(err)
+	} else {
+		main, err = rc.rank(a.Version)
+		if err != nil && a.Version != prod && rc.ctx.Err() == nil {
+			main, err = fallback(err)
+		}
+	}
+	if err != nil {
+		return scored{}, nil, err
+	}
+	return main, rc.priced(main), nil
+}
+
+// rank scores the candidates with one version and runs the auction.
+func (rc *rankCall) rank(version string) (scored, error) {
+	start := time.Now()
+	pctrs, err := rc.e.score(rc.ctx, rc.domain, version, rc.feats, len(rc.req.Candidates))
+	took := time.Since(start)
+	rc.timing.Ranker += took
+	rc.calls = append(rc.calls, lab.Call{Version: version, Latency: took, Failed: err != nil})
+	if err != nil {
+		return scored{}, err
+	}
+	start = time.Now()
+	auction, err := rc.e.auction(rc.ctx, rc.req, pctrs)
+	rc.timing.Auction += time.Since(start)
+	return scored{version: version, pctrs: pctrs, auction: auction}, err
+}
+
+// priced turns one version's auction into results.
+func (rc *rankCall) priced(sc scored) []Result {
+	pctrOf := make(map[string]float64, len(sc.pctrs))
+	for i, c := range rc.req.Candidates {
+		pctrOf[c.AdID] = sc.pctrs[i]
+	}
+	out := make([]Result, len(sc.auction.Allocations))
+	for i, a := range sc.auction.Allocations {
+		out[i] = result(rc.id, a, a.Slot, pctrOf[a.AdID], sc.version)
+	}
+	return out
+}
+
+func result(reqID string, a Allocation, slot int, pctr float64, version string) Result {
+	return Result{
+		AdID: a.AdID, Slot: slot, Pctr: pctr, PriceMicros: a.PriceMicros,
+		ImpressionID: ImpressionID(reqID, a.AdID, slot),
+		Ecpm:         a.Ecpm, RunnerUpEcpm: a.RunnerUpEcpm, ReserveMicros: a.ReserveMicros, Version: version,
+	}
+}
+
+// interleave merges A's and B's priced rankings by team draft; each ad keeps
+// its team's pCTR and price. The coin of each round hashes the request ID.
+func (rc *rankCall) interleave(a, b scored) []Result {
+	list := func(sc scored) []lab.Ranked {
+		out := make([]lab.Ranked, len(sc.auction.Allocations))
+		for i, al := range sc.auction.Allocations {
+			out[i] = lab.Ranked{AdID: al.AdID, Item: al}
+		}
+		return out
+	}
+	pctr := func(sc scored, id string) float64 {
+		for i, c := range rc.req.Candidates {
+			if c.AdID == id {
+				return sc.pctrs[i]
+			}
+		}
+		return 0
+	}
+	picks := lab.TeamDraft(list(a), list(b), rc.req.Slots, func(round int) bool {
+		h := sha256.Sum256([]byte(rc.id + "/coin/" + strconv.Itoa(round)))
+		return h[0]&1 == 1
+	})
+	out := make([]Result, len(picks))
+	for i, p := range picks {
+		team := a
+		if p.Team == 1 {
+			team = b
+		}
+		out[i] = result(rc.id, p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
+	}
+	return out
+}
+
+// ImpressionID identifies one shown ad; it is a pure function of the request
+// ID, the ad and the slot, so identical requests get identical answers.
+func ImpressionID(requestID, adID string, slot int) string {
+	h := sha256.New()
+	h.Write([]byte(requestID))
+	h.Write([]byte{0})
+	h.Write([]byte(adID))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.Itoa(slot)))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// featuresOrDefaults asks for features within FeaturesTimeout. When the
+// features are down or too slow, the candidates are ranked from default
+// features (every feature missing: the models' own defaults) and the reason
+// is returned.
+func (e *Engine) featuresOrDefaults(ctx context.Context, req *Request) (FeatureSet, string, error) {
+	fctx := ctx
+	if t := e.limits.FeaturesTimeout; t > 0 {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	feats, err := e.features(fctx, req)
+	if err == nil {
+		return feats, "", nil
+	}
+	if ctx.Err() != nil {
+		return FeatureSet{}, "", err
+	}
+	switch KindOf(err) {
+	case KindUnavailable, KindDeadline, KindOverloaded:
+	default:
+		return FeatureSet{}, "", err
+	}
+	// Once a second at most: an outage must not flood the log.
+	if now := time.Now().UnixNano(); now-e.lastDegradedLog.Load() > int64(time.Second) {
+		e.lastDegradedLog.Store(now)
+		e.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", Message(err))
+	}
+	return FeatureSet{Candidates: Table{Rows: len(req.Candidates)}}, "features unavailable (" + Message(err) + "): ranked from default features", nil
+}
+
+func (e *Engine) features(ctx context.Context, req *Request) (FeatureSet, error) {
+	ids := make([]string, len(req.Candidates))
+	for i, c := range req.Candidates {
+		ids[i] = c.AdID
+	}
+	f, err := e.down.Features.Features(ctx, FeatureQuery{UserID: req.UserID, AdIDs: ids, Context: req.Context})
+	if err != nil {
+		return FeatureSet{}, downstreamError(ctx, "features", err)
+	}
+	if f.Candidates.Rows != len(ids) {
+		return FeatureSet{}, Errorf(KindInternal, "features returned %d rows for %d ads", f.Candidates.Rows, len(ids))
+	}
+	return f, nil
+}
+
+func (e *Engine) score(ctx context.Context, domain, version string, f FeatureSet, n int) ([]float64, error) {
+	scores, err := e.hedged(ctx, domain, version, f)
+	what := "ranker " + domain + "/" + version
+	if err != nil {
+		return nil, downstreamError(ctx, what, err)
+	}
+	if len(scores) != n {
+		return nil, Errorf(KindInternal, "%s returned %d scores for %d candidates", what, len(scores), n)
+	}
+	return scores, nil
+}
+
+// hedged scores, and once more if the first call has not answered within
+// HedgeAfter: a slow instance then costs HedgeAfter, not its delay. When the
+// rankers are a Hedger, the two calls go to different instances. The first
+// success wins; the other call is cancelled. Scoring has no side effects, so
+// a duplicate call is safe.
+func (e *Engine) hedged(ctx context.Context, domain, version string, f FeatureSet) ([]float64, error) {
+	r := e.down.Rankers
+	if e.limits.HedgeAfter <= 0 {
+		return r.Score(ctx, domain, version, f)
+	}
+	if h, ok := r.(Hedger); ok {
+		ctx = h.Hedge(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the loser
+	type answer struct {
+		scores []float64
+		err    error
+	}
+	answers := make(chan answer, 2) // both senders can finish without a reader
+	call := func() {
+		s, err := r.Score(ctx, domain, version, f)
+		answers <- answer{s, err}
+	}
+	go call()
+	timer := time.NewTimer(e.limits.HedgeAfter)
+	defer timer.Stop()
+	pending := 1
+	var last error
+	for {
+		select {
+		case a := <-answers:
+			if a.err == nil {
+				return a.scores, nil
+			}
+			last = a.err
+			if pending--; pending == 0 {
+				return nil, last
+			}
+		case <-timer.C:
+			pending++
+			go call()
+		}
+	}
+}
+
+func (e *Engine) auction(ctx context.Context, req *Request, pctrs []float64) (Auction, error) {
+	ar := AuctionRequest{Domain: req.Domain, Slots: req.Slots, ReserveMicros: req.ReserveMicros, Bids: make([]Bid, len(pctrs))}
+	for i, c := range req.Candidates {
+		ar.Bids[i] = Bid{AdID: c.AdID, AdvertiserID: c.AdvertiserID, BidMicros: c.BidMicros, Pctr: pctrs[i], Quality: c.Quality}
+	}
+	a, err := e.down.Auction.Auction(ctx, ar)
+	if err != nil {
+		return Auction{}, downstreamError(ctx, "auction", err)
+	}
+	return a, nil
+}

@@ -1,0 +1,127 @@
+// Package downstream gives the core its features, rankers and auction:
+// through gRPC clients found in Consul (Consul), or the same services'
+// code called in process (Local). Both speak the services' protos; Adapt
+// turns either into the core's interfaces.
+package downstream
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/routersvc/internal/core"
+)
+
+// Clients gives the clients of the services the core calls.
+type Clients interface {
+	Features() (featuresv1.FeatureServiceClient, error)
+	Auction() (auctionv1.AuctionServiceClient, error)
+	Ranker(domain, version string) (rankerv1.RankerServiceClient, error)
+}
+
+// Adapt turns c into the core's downstream.
+func Adapt(c Clients) core.Downstream {
+	a := adapter{c}
+	return core.Downstream{Features: a, Rankers: a, Auction: a}
+}
+
+type adapter struct{ c Clients }
+
+// fromStatus maps a service's status error to the core's kinds: a service
+// that is down, overloaded or too slow keeps that meaning; anything else is
+// ours to fix, KindInternal (its code kept in the message).
+func fromStatus(err error) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable:
+		return core.Errorf(core.KindUnavailable, "%s", st.Message())
+	case codes.ResourceExhausted:
+		return core.Errorf(core.KindOverloaded, "%s", st.Message())
+	case codes.DeadlineExceeded:
+		return core.Errorf(core.KindDeadline, "%s", st.Message())
+	}
+	return core.Errorf(core.KindInternal, "%s: %s", st.Code(), st.Message())
+}
+
+func unavailable(err error) error { return core.Errorf(core.KindUnavailable, "%v", err) }
+
+// Features implements core.Features.
+func (a adapter) Features(ctx context.Context, q core.FeatureQuery) (core.FeatureSet, error) {
+	c, err := a.c.Features()
+	if err != nil {
+		return core.FeatureSet{}, unavailable(err)
+	}
+	pc := &featuresv1.RequestContext{Device: q.Context.Device.String(), Country: q.Context.Country, Query: q.Context.Query}
+	if !q.Context.Timestamp.IsZero() {
+		pc.Timestamp = timestamppb.New(q.Context.Timestamp)
+	}
+	resp, err := c.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: q.UserID, AdIds: q.AdIDs, Context: pc})
+	if err != nil {
+		return core.FeatureSet{}, fromStatus(err)
+	}
+	if n := len(q.AdIDs); len(resp.GetAds()) != n || int(resp.GetAdFeatures().GetRows()) != n {
+		return core.FeatureSet{}, core.Errorf(core.KindInternal, "returned %d ads and %d rows for %d", len(resp.GetAds()), resp.GetAdFeatures().GetRows(), n)
+	}
+	return core.FeatureSet{Shared: table(resp.GetShared()), Candidates: table(resp.GetAdFeatures())}, nil
+}
+
+// table shares t's slices: no copy.
+func table(t *featuresv1.FeatureTable) core.Table {
+	return core.Table{Names: t.GetNames(), Values: t.GetValues(), Rows: int(t.GetRows())}
+}
+
+func protoTable(t core.Table) *featuresv1.FeatureTable {
+	return &featuresv1.FeatureTable{Names: t.Names, Values: t.Values, Rows: int32(t.Rows)}
+}
+
+// Score implements core.Rankers. The feature tables go to the ranker as
+// they came from featuresvc: no copy, no re-encoding by name; the ranker
+// checks their shape.
+func (a adapter) Score(ctx context.Context, domain, version string, f core.FeatureSet) ([]float64, error) {
+	c, err := a.c.Ranker(domain, version)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	resp, err := c.Score(ctx, &rankerv1.ScoreRequest{Shared: protoTable(f.Shared), Candidates: protoTable(f.Candidates)})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return resp.GetScores(), nil
+}
+
+// Hedge implements core.Hedger: calls made with the context share one
+// grpcx.Attempts, so the balancer sends a hedge to another instance than
+// the first call's.
+func (a adapter) Hedge(ctx context.Context) context.Context {
+	return grpcx.WithAttempts(ctx, &grpcx.Attempts{})
+}
+
+// Auction implements core.Auctioneer.
+func (a adapter) Auction(ctx context.Context, r core.AuctionRequest) (core.Auction, error) {
+	c, err := a.c.Auction()
+	if err != nil {
+		return core.Auction{}, unavailable(err)
+	}
+	ar := &auctionv1.RunAuctionRequest{Domain: r.Domain, Slots: int32(r.Slots), ReserveMicros: r.ReserveMicros, Bids: make([]*auctionv1.Bid, len(r.Bids))}
+	for i, b := range r.Bids {
+		ar.Bids[i] = &auctionv1.Bid{AdId: b.AdID, AdvertiserId: b.AdvertiserID, BidMicros: b.BidMicros, Pctr: b.Pctr, Quality: b.Quality}
+	}
+	resp, err := c.RunAuction(ctx, ar)
+	if err != nil {
+		return core.Auction{}, fromStatus(err)
+	}
+	out := core.Auction{Type: resp.GetAuctionType(), Allocations: make([]core.Allocation, len(resp.GetAllocations()))}
+	for i, al := range resp.GetAllocations() {
+		out.Allocations[i] = core.Allocation{
+			AdID: al.GetAdId(), Slot: int(al.GetSlot()), PriceMicros: al.GetPriceMicros(),
+			Ecpm: al.GetEcpm(), RunnerUpEcpm: al.GetRunnerUpEcpm(), ReserveMicros: al.GetReserveMicros(),
+		}
+	}
+	return out, nil
+}
