@@ -22,8 +22,9 @@ import (
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/redistest"
-	"github.com/adrank/adrank/routersvc/sim"
+	"github.com/adrank/adrank/sim"
 )
 
 // adrankctl runs bin/adrankctl against the cluster's Consul and router.
@@ -279,18 +280,36 @@ func TestExperiments(t *testing.T) {
 }
 
 // Two router replicas share a real Redis: a bandit experiment driven through
-// both counts every impression and click of both, once.
+// both counts every impression and click of both, once. Both are registered
+// in Consul as adrank-router, so a client balances over them. So it is for
+// the microservices' routers, and for ML as one service (each replica
+// serves every model itself).
 func TestRouterReplicasShareRedis(t *testing.T) {
-	c := startCluster(t, demoRankers...)
+	for _, arch := range []struct {
+		name    string
+		rankers [][2]string
+		args    []string
+	}{
+		{"microservices", demoRankers, nil},
+		{"ML as one service", nil, []string{"--ml-service"}},
+	} {
+		t.Run(arch.name, func(t *testing.T) { replicasShareRedis(t, arch.rankers, arch.args) })
+	}
+}
+
+func replicasShareRedis(t *testing.T, rankers [][2]string, args []string) {
+	c := startCluster(t, rankers...)
 	rs := redistest.Start(t)
 	ports, err := consultest.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var clients []routerv1.RouterServiceClient
+	var addrs []string
 	for _, p := range ports {
 		addr := fmt.Sprintf("127.0.0.1:%d", p)
-		c.start("routersvc", append([]string{"--listen", addr, "--redis-addr", rs.Addr}, routerLimits...)...)
+		addrs = append(addrs, addr)
+		c.start("routersvc", append(append([]string{"--listen", addr, "--redis-addr", rs.Addr}, args...), routerLimits...)...)
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -298,6 +317,22 @@ func TestRouterReplicasShareRedis(t *testing.T) {
 		t.Cleanup(func() { cc.Close() })
 		clients = append(clients, routerv1.NewRouterServiceClient(cc))
 	}
+	eventually(t, settle, func() error {
+		entries, _, err := c.consul.Client.Health().Service(consulx.RouterService, "", true, nil)
+		if err != nil {
+			return err
+		}
+		passing := map[string]bool{}
+		for _, e := range entries {
+			passing[fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)] = true
+		}
+		for _, addr := range addrs {
+			if !passing[addr] {
+				return fmt.Errorf("replica %s is not a passing %s instance in Consul (passing: %v)", addr, consulx.RouterService, passing)
+			}
+		}
+		return nil
+	})
 	c.putKV("adrank/experiments/feed", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"]}}`)
 	for _, client := range clients {
 		eventually(t, settle, func() error {
