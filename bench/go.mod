@@ -5,13 +5,19 @@ go 1.26.8
 require (
 	github.com/adrank/adrank/gen v0.0.0
 	github.com/adrank/adrank/platform v0.0.0
+	github.com/adrank/adrank/routersvc v0.0.0-00010101000000-000000000000
 	github.com/hashicorp/consul/api v1.34.5
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
 
 require (
+	github.com/adrank/adrank/auctionsvc v0.0.0 // indirect
+	github.com/adrank/adrank/featuresvc v0.0.0 // indirect
+	github.com/adrank/adrank/ml v0.0.0 // indirect
+	github.com/adrank/adrank/rankersvc v0.0.0 // indirect
 	github.com/armon/go-metrics v0.4.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fatih/color v1.19.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0 // indirect
@@ -27,10 +33,15 @@ require (
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
+	github.com/redis/go-redis/v9 v9.23.0 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/exp v0.0.0-20261014143641-f0251eb4aa3e // indirect
 	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	gonum.org/v1/gonum v0.17.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261026165753-2ffab32bce7e // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261019180522-ce908d29299b // indirect
 )
@@ -38,3 +49,15 @@ require (
 replace github.com/adrank/adrank/gen => ../gen
 
 replace github.com/adrank/adrank/platform => ../platform
+
+replace github.com/adrank/adrank/routersvc => ../routersvc
+
+replace github.com/adrank/adrank/ml => ../ml
+
+replace github.com/adrank/adrank/featuresvc => ../featuresvc
+
+replace github.com/adrank/adrank/rankersvc => ../rankersvc
+
+replace github.com/adrank/adrank/auctionsvc => ../auctionsvc
+
+replace github.com/adrank/adrank/sim => ../sim

@@ -55,7 +55,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-7) and write nothing")
+	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-8) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -89,6 +89,7 @@ type proc struct {
 
 type suite struct {
 	o      options
+	tmp    string // state files
 	procs  []*proc
 	consul *api.Client
 	addr   map[string]string
@@ -132,25 +133,41 @@ func (s *suite) stop() {
 	}
 }
 
+// self is the label of this process: the load generator, and the library
+// when the monolith is measured.
+const self = "self"
+
 // cpuByLabel returns the user+system CPU seconds of each process with one
 // of these labels.
 func (s *suite) cpuByLabel(labels []string) map[string]float64 {
 	out := map[string]float64{}
+	if slices.Contains(labels, self) {
+		if sec, ok := cpuSeconds(os.Getpid()); ok {
+			out[self] = sec
+		}
+	}
 	for _, p := range s.procs {
 		if !slices.Contains(labels, p.label) || p.cmd.Process == nil {
 			continue
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-		if err != nil {
-			continue
+		if sec, ok := cpuSeconds(p.cmd.Process.Pid); ok {
+			out[p.label] += sec
 		}
-		// Fields after the ")" that ends the command name; utime, stime are 14, 15.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		out[p.label] += (ut + st) / 100 // USER_HZ
 	}
 	return out
+}
+
+// cpuSeconds is a process's user+system CPU time, from /proc.
+func cpuSeconds(pid int) (float64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the ")" that ends the command name; utime, stime are 14, 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100, true // USER_HZ
 }
 
 func wait(ctx context.Context, what string, d time.Duration, ok func() error) error {
@@ -209,6 +226,7 @@ func (s *suite) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.tmp = tmp
 	// The smoke proves that the suite works, not how fast this machine is:
 	// its time limits are far above any answer's time, so that a slow or
 	// busy machine cannot turn answers into timeouts.

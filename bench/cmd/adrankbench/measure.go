@@ -23,7 +23,11 @@ import (
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/routersvc/adrank"
 )
+
+// libraryConfig is the monolith's configuration.
+const libraryConfig = "monolith: the adrank library in the caller's process"
 
 // config is one benchmarked configuration.
 type config struct {
@@ -135,11 +139,29 @@ func (s *suite) configs() ([]config, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	closeAll := func() { router.Close(); ml.Close(); rk.Close() }
+	// The monolith: adrank as a library in this process, the way a
+	// backend embeds it; its CPU is this process's ("self").
+	lib, err := adrank.Open(adrank.Config{
+		Models: filepath.Join(s.o.root, "models"), StateFile: filepath.Join(s.tmp, "library.db"),
+		Production: map[string]string{"feed": "v2"}, Budget: s.callTimeout(),
+	})
+	if err != nil {
+		router.Close()
+		ml.Close()
+		rk.Close()
+		return nil, nil, fmt.Errorf("the library: %w", err)
+	}
+	closeAll := func() { router.Close(); ml.Close(); rk.Close(); _ = lib.Close() }
 	reqs, err := newPool(1, 4096)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
+	}
+	library := func(ctx context.Context, _ *rand.Rand, _ int) error {
+		ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+		defer cancel()
+		_, err := lib.Rank(ctx, reqs.rank())
+		return err
 	}
 	rank := func(cc *grpc.ClientConn) call {
 		client := routerv1.NewRouterServiceClient(cc)
@@ -208,6 +230,7 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`,
 			func(a *routerv1.Assignment) bool { return a.GetStrategy() == routerv1.Strategy_STRATEGY_AB }), call: rank(router), cpu: micro},
 		{name: "ML as one service (one process)", setup: none, call: rank(ml), cpu: []string{"routersvc-ml"}},
+		{name: libraryConfig, setup: none, call: library, cpu: []string{self}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
 	}, closeAll, nil

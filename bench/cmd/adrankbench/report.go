@@ -209,6 +209,21 @@ func (s *suite) markdown(rs []result, down overheadRun) string {
 	}
 	ref := refRate(s.o.rates)
 	grpcR, rest, shadow, ml := rs[0], rs[1], rs[2], rs[4]
+	if lib := indexOf(rs, libraryConfig); lib >= 0 {
+		fmt.Fprintf(&b, "\nThe seed's three architectures, the same requests (rows 1, 5 and %d; p99 at %d req/s; CPU of every process that serves, the load generator's own included for the monolith):\n\n", lib+1, ref)
+		b.WriteString("| architecture | processes serving | saturation (req/s) | CPU ms per request | p99 ms | throughput / monolith's |\n|---|---|---|---|---|---|\n")
+		for _, a := range []struct {
+			name  string
+			procs string
+			r     result
+		}{
+			{"microservices", "router, features, 2 rankers, auction (+ Consul)", grpcR},
+			{"ML as one service", "one (+ Consul)", ml},
+			{"monolith (library)", "none: the caller's own", rs[lib]},
+		} {
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.3f | %.2f | %.2f |\n", a.name, a.procs, a.r.saturation, a.r.cpuPer1000, a.r.p99[ref], a.r.saturation/rs[lib].saturation)
+		}
+	}
 	fmt.Fprintf(&b, "\nRatios and targets (p99 at %d req/s):\n\n", ref)
 	fmt.Fprintf(&b, "| measure | value | target | |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| gRPC p99 at %d req/s | %.2f ms | ≤ 2 ms at 1,000 req/s | %s |\n", ref, grpcR.p99[ref], verdict(ref == 1000 && grpcR.p99[ref] <= 2))
