@@ -38,10 +38,6 @@ require (
 
 replace github.com/adrank/adrank/ml => ../ml
 
-
 replace github.com/adrank/adrank/platform => ../platform
 
 replace github.com/adrank/adrank/gen => ../gen
-
-
-
