@@ -17,8 +17,8 @@ GRPCURL_VERSION      := v1.9.4
 ADRANK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/adrank
 CONSUL_VERSION := v1.13.9
 TOOLS   := $(ADRANK_CACHE)/tools
-MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc sim gateway adrankctl bench e2e examples/backend
-BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl
+MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc sim gateway adrankctl bench e2e examples/backend devbroker
+BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl devbroker
 # A consul on PATH wins; otherwise the cached build of tools/consul (v1.13.9,
 # MPL-2.0), linked as bin/consul.
 CONSUL  := $(or $(shell command -v consul 2>/dev/null),$(CURDIR)/bin/consul)
@@ -33,7 +33,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul redis tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
+test: build consul redis kcat tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
@@ -164,6 +164,12 @@ redis: ## Make redis-server available (Debian's package) for the state store tes
 	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version | cut -d' ' -f1-3
+
+.PHONY: kcat
+kcat: ## Make kcat available (Debian's package): the streaming e2e test's outside Kafka client
+	@command -v kcat >/dev/null || { echo "installing kcat (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+	@kcat -V | head -1
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps the cached tools and Consul)

@@ -871,13 +871,13 @@ func TestRankerRefusesABadModel(t *testing.T) {
 // behind on SIGTERM. It runs on free ports, never the defaults.
 func TestRunScript(t *testing.T) {
 	r := root(t)
-	ports, err := consultest.FreePorts(7)
+	ports, err := consultest.FreePorts(8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
 		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}

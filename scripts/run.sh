@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 CONSUL_ADDR=${CONSUL_ADDR:-127.0.0.1:8500}
 ROUTER_ADDR=${ROUTER_ADDR:-127.0.0.1:9090}
 GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
+KAFKA_PORT=${KAFKA_PORT:-9092}
 LOG_DIR=${LOG_DIR:-.run}
 STATE_FILE=${STATE_FILE:-.data/router.db}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
@@ -55,12 +56,14 @@ kv adrank/domains/stories '{"production": "v1"}'
 kv adrank/auction/feed '{"type": "gsp", "reserve_micros": 10000, "position_factors": [1, 0.7, 0.5]}'
 kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_factors": [1, 0.6, 0.35]}'
 
+# The development Kafka broker (kfake, in memory; not production storage).
+start devbroker bin/devbroker --port "$KAFKA_PORT" --partitions 4
 start featuresvc bin/featuresvc
 start auctionsvc bin/auctionsvc
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
 start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
-start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE"
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT"
 start gateway bin/gateway --listen "$GATEWAY_ADDR"
 
 healthy=
@@ -75,6 +78,7 @@ adrank is running (logs in $LOG_DIR/):
   Consul UI/API  http://$CONSUL_ADDR
   router (gRPC)  $ROUTER_ADDR       grpcurl -plaintext $ROUTER_ADDR list
   gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
+  Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
 
 Try:
   curl -s http://$GATEWAY_ADDR/v1/domains
@@ -83,6 +87,11 @@ Try:
     "candidates":[{"ad_id":"ad1","advertiser_id":"adv1","bid_micros":900000},
                   {"ad_id":"ad2","advertiser_id":"adv2","bid_micros":1200000},
                   {"ad_id":"ad3","advertiser_id":"adv3","bid_micros":700000}]}'
+
+Stream a request through Kafka (kcat: apt-get install kcat):
+  echo 'u42|{"request_id":"s1","user_id":"u42","domain":"feed","slots":2,"candidates":[{"ad_id":"ad1","bid_micros":900000},{"ad_id":"ad2","bid_micros":1200000}]}' |
+    kcat -b 127.0.0.1:$KAFKA_PORT -P -t adrank.rank.requests -K '|' -H content-type=application/json
+  kcat -b 127.0.0.1:$KAFKA_PORT -C -t adrank.rank.results -o beginning -e -X isolation.level=read_committed -f '%k %s\n'
 
 Ctrl-C stops everything.
 MSG

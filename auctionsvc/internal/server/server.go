@@ -78,3 +78,24 @@ func (s *Server) RunAuction(_ context.Context, req *auctionv1.RunAuctionRequest)
 	}
 	return resp, nil
 }
+
+// MaxBatch is the largest BatchRunAuction request.
+const MaxBatch = 256
+
+// BatchRunAuction implements AuctionService: RunAuction for each request, in
+// order. An invalid request fails the batch, naming it.
+func (s *Server) BatchRunAuction(ctx context.Context, req *auctionv1.BatchRunAuctionRequest) (*auctionv1.BatchRunAuctionResponse, error) {
+	if n := len(req.GetRequests()); n > MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "requests: %d requests, at most %d", n, MaxBatch)
+	}
+	resp := &auctionv1.BatchRunAuctionResponse{Responses: make([]*auctionv1.RunAuctionResponse, len(req.GetRequests()))}
+	for i, r := range req.GetRequests() {
+		one, err := s.RunAuction(ctx, r)
+		if err != nil {
+			st := status.Convert(err)
+			return nil, status.Errorf(st.Code(), "requests[%d].%s", i, st.Message())
+		}
+		resp.Responses[i] = one
+	}
+	return resp, nil
+}

@@ -49,6 +49,26 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	return resp, nil
 }
 
+// MaxBatch is the largest BatchGetFeatures request.
+const MaxBatch = 256
+
+// BatchGetFeatures implements FeatureService: GetFeatures for each request,
+// in order. An invalid request fails the batch, naming it.
+func (s *Server) BatchGetFeatures(ctx context.Context, req *featuresv1.BatchGetFeaturesRequest) (*featuresv1.BatchGetFeaturesResponse, error) {
+	if n := len(req.GetRequests()); n > MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "requests: %d requests, at most %d", n, MaxBatch)
+	}
+	resp := &featuresv1.BatchGetFeaturesResponse{Responses: make([]*featuresv1.GetFeaturesResponse, len(req.GetRequests()))}
+	for i, r := range req.GetRequests() {
+		one, err := s.GetFeatures(ctx, r)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "requests[%d].%s", i, status.Convert(err).Message())
+		}
+		resp.Responses[i] = one
+	}
+	return resp, nil
+}
+
 // Context converts the request context.
 func Context(pc *featuresv1.RequestContext) (world.Context, error) {
 	var c world.Context

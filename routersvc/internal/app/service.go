@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +20,7 @@ import (
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
 	"github.com/adrank/adrank/routersvc/internal/store"
+	"github.com/adrank/adrank/routersvc/internal/stream"
 )
 
 // Config is routersvc's command line.
@@ -37,6 +39,14 @@ type Config struct {
 	MLService bool
 	Models    string
 	World     world.Config
+	// Stream: with KafkaBrokers, the router also runs the stream worker.
+	KafkaBrokers   string
+	StreamGroup    string
+	StreamID       string
+	StreamBatch    int
+	StreamLinger   time.Duration
+	ResultTTL      time.Duration
+	UsePrecomputed bool
 }
 
 // RegisterFlags defines routersvc's flags on fs.
@@ -56,6 +66,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.MLService, "ml-service", false, "ML as one service: serve features, every model and the auction in this process instead of calling featuresvc, rankers and auctionsvc")
 	fs.StringVar(&c.Models, "models", "models", "with --ml-service: serve every model file <dir>/<domain>/<version>.json")
 	c.World.RegisterFlags(fs) // with --ml-service
+	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "", "Kafka seed brokers host:port,...: also run the stream worker (rank requests and events from Kafka, answers to Kafka, exactly once)")
+	fs.StringVar(&c.StreamGroup, "stream-group", "adrank-stream", "the stream workers' consumer group")
+	fs.StringVar(&c.StreamID, "stream-id", "", "this worker's Kafka transactional ID, unique among running workers and kept across restarts (default: adrank-stream-<listen address>)")
+	fs.IntVar(&c.StreamBatch, "stream-batch", 64, "records per poll: one transaction, one micro-batch")
+	fs.DurationVar(&c.StreamLinger, "stream-linger", 10*time.Millisecond, "how long the broker may wait to fill a poll (at least 10ms)")
+	fs.DurationVar(&c.ResultTTL, "result-ttl", 10*time.Minute, "how long a streamed answer is kept for Rank to return (precomputed)")
+	fs.BoolVar(&c.UsePrecomputed, "use-precomputed", false, "Rank returns a fresh streamed answer to the same request (on with --kafka-brokers; use it on routers sharing the workers' Redis)")
 }
 
 func (c *Config) openStore(ctx context.Context) (store.Store, error) {
@@ -73,6 +90,9 @@ func (c *Config) openStore(ctx context.Context) (store.Store, error) {
 // Run serves RouterService until ctx ends, then drains: the server stops
 // first, then the lab writes the impressions of the last requests.
 func Run(ctx context.Context, c Config) error {
+	if c.KafkaBrokers != "" && (c.StreamBatch <= 0 || c.StreamLinger < 10*time.Millisecond || c.ResultTTL <= 0) {
+		return fmt.Errorf("--stream-batch %d, --stream-linger %v, --result-ttl %v: want > 0, >= 10ms, > 0", c.StreamBatch, c.StreamLinger, c.ResultTTL)
+	}
 	if c.Limits.Budget <= 0 || c.Window <= 0 || c.ShadowQueue <= 0 || c.ShadowTimeout <= 0 {
 		return fmt.Errorf("--budget %v, --attribution-window %v, --shadow-queue %d and --shadow-timeout %v: want > 0",
 			c.Limits.Budget, c.Window, c.ShadowQueue, c.ShadowTimeout)
@@ -112,6 +132,41 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	routerv1.RegisterRouterServiceServer(srv.GRPC(), r.GRPC)
+	if c.KafkaBrokers != "" || c.UsePrecomputed {
+		r.Core.UsePrecomputed(st)
+	}
+	if c.KafkaBrokers != "" {
+		id := c.StreamID
+		if id == "" {
+			id = "adrank-stream-" + srv.Addr()
+		}
+		w := stream.New(r.Core, stream.Options{
+			Brokers: strings.Split(c.KafkaBrokers, ","), Group: c.StreamGroup, TransactionalID: id, Topics: stream.DefaultTopics(),
+			Batch: c.StreamBatch, Linger: c.StreamLinger, Record: r.Lab.RecordOnce, ResultTTL: c.ResultTTL, Log: log,
+		})
+		r.GRPC.SetStreamLag(func() []*routerv1.StreamLag {
+			var out []*routerv1.StreamLag
+			for _, l := range w.Lag() {
+				out = append(out, &routerv1.StreamLag{Topic: l.Topic, Group: c.StreamGroup, Lag: l.Lag})
+			}
+			return out
+		})
+		inner := watch
+		watch = func(ctx context.Context) error {
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return inner(ctx) })
+			g.Go(func() error {
+				// Consume once the catalog and configs are read, as the server serves.
+				select {
+				case <-p.Table.Synced():
+				case <-ctx.Done():
+					return nil
+				}
+				return w.Run(ctx)
+			})
+			return g.Wait()
+		}
+	}
 	return serve(ctx, r, p.Table, srv, watch)
 }
 

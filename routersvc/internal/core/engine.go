@@ -45,6 +45,7 @@ type Engine struct {
 	lab      *lab.Lab
 	limits   Limits
 	inflight chan struct{}
+	results  Results // precomputed answers; nil: none
 	log      *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
 	lastDegradedLog atomic.Int64
@@ -85,14 +86,22 @@ type scored struct {
 
 // rankCall is the state of one Rank call.
 type rankCall struct {
-	e      *Engine
-	ctx    context.Context
-	req    *Request
-	id     string
-	domain string
-	feats  FeatureSet
-	calls  []lab.Call
-	timing Timing
+	e        *Engine
+	ctx      context.Context
+	req      *Request
+	id       string
+	domain   string
+	prod     string
+	a        lab.Assignment
+	feats    FeatureSet
+	degraded string
+	// scores are pCTRs already computed for a version, and auctions the
+	// auctions already run on them (a micro-batch's).
+	scores   map[string][]float64
+	auctions map[string]Auction
+	calls    []lab.Call
+	timing   Timing
+	start    time.Time
 }
 
 // Rank ranks and prices req's candidates.
@@ -111,6 +120,24 @@ func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.limits.Budget)
 	defer cancel()
+	if resp, ok := e.precomputed(ctx, req); ok {
+		return resp, nil
+	}
+	rc, err := e.begin(ctx, req, start)
+	if err != nil {
+		return nil, err
+	}
+	t := time.Now()
+	rc.feats, rc.degraded, err = e.featuresOrDefaults(rc.ctx, req)
+	rc.timing.Features = time.Since(t)
+	if err != nil {
+		return nil, err
+	}
+	return rc.finish(nil)
+}
+
+// begin gives the request its ID, finds its domain and assigns it a version.
+func (e *Engine) begin(ctx context.Context, req *Request, start time.Time) (*rankCall, error) {
 	// One ID for the whole request: the request's own, else the one the
 	// first edge minted (in the context), else a new one (a call in process
 	// that brought none).
@@ -135,36 +162,37 @@ func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
 		return nil, Errorf(KindUnavailable, "domain %q: no healthy instance of production version %q", d.Name, prod)
 	}
 	a := e.lab.Assign(d.Name, labDomain(d), req.UserID, reqID)
+	return &rankCall{e: e, ctx: ctx, req: req, id: reqID, domain: d.Name, prod: prod, a: a, start: start}, nil
+}
 
-	rc := &rankCall{e: e, ctx: ctx, req: req, id: reqID, domain: d.Name}
-	t := time.Now()
-	feats, degraded, err := e.featuresOrDefaults(ctx, req)
-	rc.timing.Features = time.Since(t)
-	if err != nil {
-		return nil, err
-	}
-	rc.feats = feats
-
-	main, results, err := rc.serve(&a, prod)
+// finish scores (unless scored already), runs the auction, records what was
+// served (with record, when not nil) and queues the shadows.
+func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
+	a := &rc.a
+	main, results, err := rc.serve(a, rc.prod)
 	if err != nil {
 		return nil, err
 	}
 	resp := &Response{
-		RequestID: reqID, Domain: d.Name, ModelVersion: a.Version, AuctionType: main.auction.Type, Results: results,
-		Assignment: a, Degraded: degraded != "", DegradedReason: degraded,
+		RequestID: rc.id, Domain: rc.domain, ModelVersion: a.Version, AuctionType: main.auction.Type, Results: results,
+		Assignment: *a, Degraded: rc.degraded != "", DegradedReason: rc.degraded, Source: SourceRealtime,
 	}
-	served := lab.Served{Domain: d.Name, UserID: req.UserID, RequestID: reqID, A: a, Calls: rc.calls}
+	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls}
 	for _, r := range results {
 		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.ImpressionID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
 	}
-	e.lab.Record(served)
-	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
-		rankers, domain := e.down.Rankers, d.Name
-		e.lab.Shadow(domain, a.Shadow, func(ctx context.Context, version string) ([]float64, error) {
-			return rankers.Score(ctx, domain, version, feats)
-		}, main.pctrs, req.Slots)
+	if record == nil {
+		rc.e.lab.Record(served)
+	} else if err := record(served); err != nil {
+		return nil, Errorf(KindUnavailable, "experiment state store: %v", err)
 	}
-	rc.timing.Total = time.Since(start)
+	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
+		rankers, domain, feats := rc.e.down.Rankers, rc.domain, rc.feats
+		rc.e.lab.Shadow(domain, a.Shadow, func(ctx context.Context, version string) ([]float64, error) {
+			return rankers.Score(ctx, domain, version, feats)
+		}, main.pctrs, rc.req.Slots)
+	}
+	rc.timing.Total = time.Since(rc.start)
 	resp.Timing = rc.timing
 	return resp, nil
 }
@@ -204,15 +232,25 @@ func (rc *rankCall) serve(a *lab.Assignment, prod string) (scored, []Result, err
 
 // rank scores the candidates with one version and runs the auction.
 func (rc *rankCall) rank(version string) (scored, error) {
-	start := time.Now()
-	pctrs, err := rc.e.score(rc.ctx, rc.domain, version, rc.feats, len(rc.req.Candidates))
-	took := time.Since(start)
-	rc.timing.Ranker += took
-	rc.calls = append(rc.calls, lab.Call{Version: version, Latency: took, Failed: err != nil})
-	if err != nil {
-		return scored{}, err
+	pctrs, ok := rc.scores[version]
+	if ok {
+		delete(rc.scores, version) // a second call (after a fallback) scores afresh
+		if a, ok := rc.auctions[version]; ok {
+			delete(rc.auctions, version)
+			return scored{version: version, pctrs: pctrs, auction: a}, nil
+		}
+	} else {
+		start := time.Now()
+		var err error
+		pctrs, err = rc.e.score(rc.ctx, rc.domain, version, rc.feats, len(rc.req.Candidates))
+		took := time.Since(start)
+		rc.timing.Ranker += took
+		rc.calls = append(rc.calls, lab.Call{Version: version, Latency: took, Failed: err != nil})
+		if err != nil {
+			return scored{}, err
+		}
 	}
-	start = time.Now()
+	start := time.Now()
 	auction, err := rc.e.auction(rc.ctx, rc.req, pctrs)
 	rc.timing.Auction += time.Since(start)
 	return scored{version: version, pctrs: pctrs, auction: auction}, err
@@ -388,12 +426,16 @@ func (e *Engine) hedged(ctx context.Context, domain, version string, f FeatureSe
 	}
 }
 
-func (e *Engine) auction(ctx context.Context, req *Request, pctrs []float64) (Auction, error) {
+func auctionRequest(req *Request, pctrs []float64) AuctionRequest {
 	ar := AuctionRequest{Domain: req.Domain, Slots: req.Slots, ReserveMicros: req.ReserveMicros, Bids: make([]Bid, len(pctrs))}
 	for i, c := range req.Candidates {
 		ar.Bids[i] = Bid{AdID: c.AdID, AdvertiserID: c.AdvertiserID, BidMicros: c.BidMicros, Pctr: pctrs[i], Quality: c.Quality}
 	}
-	a, err := e.down.Auction.Auction(ctx, ar)
+	return ar
+}
+
+func (e *Engine) auction(ctx context.Context, req *Request, pctrs []float64) (Auction, error) {
+	a, err := e.down.Auction.Auction(ctx, auctionRequest(req, pctrs))
 	if err != nil {
 		return Auction{}, downstreamError(ctx, "auction", err)
 	}

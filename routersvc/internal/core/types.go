@@ -71,7 +71,11 @@ type Response struct {
 	// Degraded is set when the candidates were ranked from default features.
 	Degraded       bool
 	DegradedReason string
-	Timing         Timing
+	// Source says whether the answer was ranked for this call or ahead of
+	// time (then Age is how long ago).
+	Source Source
+	Age    time.Duration
+	Timing Timing
 }
 
 // Result is one shown ad.

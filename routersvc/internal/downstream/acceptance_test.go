@@ -229,6 +229,17 @@ func testFeatures(t *testing.T, f *fixture) {
 					t.Errorf("query %d differs from featuresvc's own answer (-want +got):\n%s", i, diff)
 				}
 			}
+			// The batch call answers each query as its own call does.
+			qs := queries(f.w)
+			sets, err := im.down.Features.(core.BatchFeatures).FeaturesBatch(call(t), qs)
+			if err != nil || len(sets) != len(qs) {
+				t.Fatalf("batch: %d sets for %d queries (%v)", len(sets), len(qs), err)
+			}
+			for i, q := range qs {
+				if diff := cmp.Diff(directFeatures(t, direct, q), sets[i], nanEqual); diff != "" {
+					t.Errorf("batch, query %d (-want +got):\n%s", i, diff)
+				}
+			}
 		})
 	}
 }
@@ -333,7 +344,16 @@ func testAuction(t *testing.T, f *fixture) {
 					t.Errorf("request %d: %d allocations for %d slots", i, len(got.Allocations), r.Slots)
 				}
 			}
-			_, err := im.down.Auction.Auction(call(t), core.AuctionRequest{Domain: "feed", Slots: 0, Bids: []core.Bid{{AdID: "a", BidMicros: 1, Pctr: 0.1}}})
+			batch, err := im.down.Auction.(core.BatchAuctioneer).AuctionBatch(call(t), reqs)
+			if err != nil || len(batch) != len(reqs) {
+				t.Fatalf("batch: %d auctions for %d requests (%v)", len(batch), len(reqs), err)
+			}
+			for i, r := range reqs {
+				if diff := cmp.Diff(directAuction(t, direct, r), batch[i]); diff != "" {
+					t.Errorf("batch, request %d (-want +got):\n%s", i, diff)
+				}
+			}
+			_, err = im.down.Auction.Auction(call(t), core.AuctionRequest{Domain: "feed", Slots: 0, Bids: []core.Bid{{AdID: "a", BidMicros: 1, Pctr: 0.1}}})
 			if core.KindOf(err) != core.KindInternal || !strings.Contains(err.Error(), "InvalidArgument") {
 				t.Errorf("0 slots: %v (kind %d), want KindInternal keeping the auction's InvalidArgument", err, core.KindOf(err))
 			}

@@ -57,11 +57,7 @@ func (a adapter) Features(ctx context.Context, q core.FeatureQuery) (core.Featur
 	if err != nil {
 		return core.FeatureSet{}, unavailable(err)
 	}
-	pc := &featuresv1.RequestContext{Device: q.Context.Device.String(), Country: q.Context.Country, Query: q.Context.Query}
-	if !q.Context.Timestamp.IsZero() {
-		pc.Timestamp = timestamppb.New(q.Context.Timestamp)
-	}
-	resp, err := c.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: q.UserID, AdIds: q.AdIDs, Context: pc})
+	resp, err := c.GetFeatures(ctx, featuresRequest(q))
 	if err != nil {
 		return core.FeatureSet{}, fromStatus(err)
 	}
@@ -69,6 +65,41 @@ func (a adapter) Features(ctx context.Context, q core.FeatureQuery) (core.Featur
 		return core.FeatureSet{}, core.Errorf(core.KindInternal, "returned %d ads and %d rows for %d", len(resp.GetAds()), resp.GetAdFeatures().GetRows(), n)
 	}
 	return core.FeatureSet{Shared: table(resp.GetShared()), Candidates: table(resp.GetAdFeatures())}, nil
+}
+
+// FeaturesBatch implements core.BatchFeatures: one BatchGetFeatures call.
+func (a adapter) FeaturesBatch(ctx context.Context, qs []core.FeatureQuery) ([]core.FeatureSet, error) {
+	c, err := a.c.Features()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	req := &featuresv1.BatchGetFeaturesRequest{Requests: make([]*featuresv1.GetFeaturesRequest, len(qs))}
+	for i, q := range qs {
+		req.Requests[i] = featuresRequest(q)
+	}
+	resp, err := c.BatchGetFeatures(ctx, req)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	if len(resp.GetResponses()) != len(qs) {
+		return nil, core.Errorf(core.KindInternal, "returned %d responses for %d requests", len(resp.GetResponses()), len(qs))
+	}
+	out := make([]core.FeatureSet, len(qs))
+	for i, r := range resp.GetResponses() {
+		if n := len(qs[i].AdIDs); len(r.GetAds()) != n || int(r.GetAdFeatures().GetRows()) != n {
+			return nil, core.Errorf(core.KindInternal, "responses[%d]: %d ads and %d rows for %d", i, len(r.GetAds()), r.GetAdFeatures().GetRows(), n)
+		}
+		out[i] = core.FeatureSet{Shared: table(r.GetShared()), Candidates: table(r.GetAdFeatures())}
+	}
+	return out, nil
+}
+
+func featuresRequest(q core.FeatureQuery) *featuresv1.GetFeaturesRequest {
+	pc := &featuresv1.RequestContext{Device: q.Context.Device.String(), Country: q.Context.Country, Query: q.Context.Query}
+	if !q.Context.Timestamp.IsZero() {
+		pc.Timestamp = timestamppb.New(q.Context.Timestamp)
+	}
+	return &featuresv1.GetFeaturesRequest{UserId: q.UserID, AdIds: q.AdIDs, Context: pc}
 }
 
 // table shares t's slices: no copy.
@@ -108,14 +139,46 @@ func (a adapter) Auction(ctx context.Context, r core.AuctionRequest) (core.Aucti
 	if err != nil {
 		return core.Auction{}, unavailable(err)
 	}
+	resp, err := c.RunAuction(ctx, auctionRequest(r))
+	if err != nil {
+		return core.Auction{}, fromStatus(err)
+	}
+	return auction(resp), nil
+}
+
+// AuctionBatch implements core.BatchAuctioneer: one BatchRunAuction call.
+func (a adapter) AuctionBatch(ctx context.Context, rs []core.AuctionRequest) ([]core.Auction, error) {
+	c, err := a.c.Auction()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	req := &auctionv1.BatchRunAuctionRequest{Requests: make([]*auctionv1.RunAuctionRequest, len(rs))}
+	for i, r := range rs {
+		req.Requests[i] = auctionRequest(r)
+	}
+	resp, err := c.BatchRunAuction(ctx, req)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	if len(resp.GetResponses()) != len(rs) {
+		return nil, core.Errorf(core.KindInternal, "returned %d auctions for %d requests", len(resp.GetResponses()), len(rs))
+	}
+	out := make([]core.Auction, len(rs))
+	for i, r := range resp.GetResponses() {
+		out[i] = auction(r)
+	}
+	return out, nil
+}
+
+func auctionRequest(r core.AuctionRequest) *auctionv1.RunAuctionRequest {
 	ar := &auctionv1.RunAuctionRequest{Domain: r.Domain, Slots: int32(r.Slots), ReserveMicros: r.ReserveMicros, Bids: make([]*auctionv1.Bid, len(r.Bids))}
 	for i, b := range r.Bids {
 		ar.Bids[i] = &auctionv1.Bid{AdId: b.AdID, AdvertiserId: b.AdvertiserID, BidMicros: b.BidMicros, Pctr: b.Pctr, Quality: b.Quality}
 	}
-	resp, err := c.RunAuction(ctx, ar)
-	if err != nil {
-		return core.Auction{}, fromStatus(err)
-	}
+	return ar
+}
+
+func auction(resp *auctionv1.RunAuctionResponse) core.Auction {
 	out := core.Auction{Type: resp.GetAuctionType(), Allocations: make([]core.Allocation, len(resp.GetAllocations()))}
 	for i, al := range resp.GetAllocations() {
 		out.Allocations[i] = core.Allocation{
@@ -123,5 +186,5 @@ func (a adapter) Auction(ctx context.Context, r core.AuctionRequest) (core.Aucti
 			Ecpm: al.GetEcpm(), RunnerUpEcpm: al.GetRunnerUpEcpm(), ReserveMicros: al.GetReserveMicros(),
 		}
 	}
-	return out, nil
+	return out
 }

@@ -98,12 +98,20 @@ type featuresClient struct {
 	s featuresv1.FeatureServiceServer
 }
 
+func (c featuresClient) BatchGetFeatures(ctx context.Context, in *featuresv1.BatchGetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.BatchGetFeaturesResponse, error) {
+	return c.s.BatchGetFeatures(ctx, in)
+}
+
 func (c featuresClient) GetFeatures(ctx context.Context, in *featuresv1.GetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.GetFeaturesResponse, error) {
 	return c.s.GetFeatures(ctx, in)
 }
 
 type auctionClient struct {
 	s auctionv1.AuctionServiceServer
+}
+
+func (c auctionClient) BatchRunAuction(ctx context.Context, in *auctionv1.BatchRunAuctionRequest, _ ...grpc.CallOption) (*auctionv1.BatchRunAuctionResponse, error) {
+	return c.s.BatchRunAuction(ctx, in)
 }
 
 func (c auctionClient) RunAuction(ctx context.Context, in *auctionv1.RunAuctionRequest, _ ...grpc.CallOption) (*auctionv1.RunAuctionResponse, error) {

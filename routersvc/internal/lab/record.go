@@ -154,7 +154,30 @@ type Call struct {
 }
 
 // Record queues a served request's impressions and counters.
-func (l *Lab) Record(s Served) {
+func (l *Lab) Record(s Served) { l.rec.add(l.servedOp(s)) }
+
+// RecordOnce writes served requests' impressions and counters now, in one
+// store transaction, once per domain and request ID: a request served
+// again (the stream worker's replay of an aborted transaction) changes
+// nothing. results, precomputed answers kept for ttl, go in the same
+// transaction.
+func (l *Lab) RecordOnce(ctx context.Context, served []Served, results map[string][]byte, ttl time.Duration) error {
+	ops := make([]store.Op, len(served), len(served)+1)
+	for i, s := range served {
+		op := l.servedOp(s)
+		op.Once, op.OnceTTL = "served|"+s.Domain+"|"+s.RequestID, l.impressionTTL()
+		op.Counters = mergeCounters(op.Counters)
+		op.ImpressionTTL = l.impressionTTL()
+		ops[i] = op
+	}
+	if len(results) > 0 {
+		ops = append(ops, store.Op{Results: results, ResultTTL: ttl})
+	}
+	_, err := l.o.Store.ApplyAll(ctx, ops)
+	return err
+}
+
+func (l *Lab) servedOp(s Served) store.Op {
 	now := l.o.Now()
 	a := s.A
 	op := store.Op{}
@@ -197,5 +220,5 @@ func (l *Lab) Record(s Served) {
 			}
 		}
 	}
-	l.rec.add(op)
+	return op
 }

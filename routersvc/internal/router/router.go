@@ -32,7 +32,11 @@ const (
 type Server struct {
 	routerv1.UnimplementedRouterServiceServer
 	core *core.Engine
+	lag  func() []*routerv1.StreamLag
 }
+
+// SetStreamLag makes ListDomains report a stream worker's consumer lag.
+func (s *Server) SetStreamLag(lag func() []*routerv1.StreamLag) { s.lag = lag }
 
 // NewServer serves c.
 func NewServer(c *core.Engine) *Server { return &Server{core: c} }
@@ -106,6 +110,11 @@ var strategies = map[lab.Strategy]routerv1.Strategy{
 	lab.Interleaved: routerv1.Strategy_STRATEGY_INTERLEAVED,
 }
 
+var sources = map[core.Source]routerv1.Source{
+	core.SourceRealtime:    routerv1.Source_SOURCE_REALTIME,
+	core.SourcePrecomputed: routerv1.Source_SOURCE_PRECOMPUTED,
+}
+
 // Response is the core's answer as a RankResponse.
 func Response(r *core.Response) *routerv1.RankResponse {
 	a := r.Assignment
@@ -117,6 +126,7 @@ func Response(r *core.Response) *routerv1.RankResponse {
 			FallbackReason: a.Fallback, Experiment: a.Experiment, Shadowed: len(a.Shadow) > 0,
 		},
 		Degraded: r.Degraded, DegradedReason: r.DegradedReason,
+		Source: sources[r.Source], AgeMs: r.Age.Milliseconds(),
 	}
 	for i, x := range r.Results {
 		out.Results[i] = &routerv1.Result{
@@ -174,6 +184,9 @@ func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*ro
 			})
 		}
 		resp.Domains = append(resp.Domains, di)
+	}
+	if s.lag != nil {
+		resp.StreamLag = s.lag()
 	}
 	return resp, nil
 }

@@ -57,6 +57,18 @@ func (f *fakeDown) Ranker(string, string) (rankerv1.RankerServiceClient, error) 
 
 type fakeFeatures struct{ f *fakeDown }
 
+func (x fakeFeatures) BatchGetFeatures(ctx context.Context, in *featuresv1.BatchGetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.BatchGetFeaturesResponse, error) {
+	out := &featuresv1.BatchGetFeaturesResponse{}
+	for _, r := range in.GetRequests() {
+		one, err := x.GetFeatures(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		out.Responses = append(out.Responses, one)
+	}
+	return out, nil
+}
+
 func (x fakeFeatures) GetFeatures(_ context.Context, in *featuresv1.GetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.GetFeaturesResponse, error) {
 	if x.f.featuresErr != nil {
 		return nil, x.f.featuresErr
@@ -90,6 +102,18 @@ func (fakeRanker) GetModelInfo(context.Context, *rankerv1.GetModelInfoRequest, .
 }
 
 type fakeAuction struct{ f *fakeDown }
+
+func (x fakeAuction) BatchRunAuction(ctx context.Context, in *auctionv1.BatchRunAuctionRequest, _ ...grpc.CallOption) (*auctionv1.BatchRunAuctionResponse, error) {
+	out := &auctionv1.BatchRunAuctionResponse{}
+	for _, r := range in.GetRequests() {
+		one, err := x.RunAuction(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		out.Responses = append(out.Responses, one)
+	}
+	return out, nil
+}
 
 func (x fakeAuction) RunAuction(_ context.Context, in *auctionv1.RunAuctionRequest, _ ...grpc.CallOption) (*auctionv1.RunAuctionResponse, error) {
 	if x.f.auctionErr != nil {
@@ -174,7 +198,8 @@ func TestRank(t *testing.T) {
 	}
 	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
 		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: ImpressionID("r1", "ad2", 1), Version: "v1"},
-	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1}}
+	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1},
+		Source: routerv1.Source_SOURCE_REALTIME}
 	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -265,11 +290,19 @@ func TestRankHonoursTheBudget(t *testing.T) {
 // the call began.
 type slowDown struct {
 	fakeDown
+	noBatch
 	mu         sync.Mutex
 	began, saw time.Time
 }
 
 func (s *slowDown) Features() (featuresv1.FeatureServiceClient, error) { return s, nil }
+
+// noBatch is a features client without BatchGetFeatures (Rank never calls it).
+type noBatch struct{}
+
+func (noBatch) BatchGetFeatures(context.Context, *featuresv1.BatchGetFeaturesRequest, ...grpc.CallOption) (*featuresv1.BatchGetFeaturesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "not in this test")
+}
 
 func (s *slowDown) deadline() (began, deadline time.Time) {
 	s.mu.Lock()
@@ -321,6 +354,7 @@ func TestRankDegradesWithoutFeatures(t *testing.T) {
 // blockedDown's features calls signal that they have started, then wait
 // until released.
 type blockedDown struct {
+	noBatch
 	fakeDown
 	entered chan struct{}
 	release chan struct{}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ var (
 	bDuels    = []byte("duels")    // key \x00 unit -> expiry, a, b
 	bImps     = []byte("imps")     // id -> expiry + JSON
 	bKV       = []byte("kv")       // key -> value
+	bResults  = []byte("results")  // key -> expiry, put at (unix nanos), value
 )
 
 // Bolt is the embedded, durable Store: one bbolt file. Every Apply is a
@@ -41,7 +43,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV} {
+		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV, bResults} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -69,7 +71,7 @@ func (s *Bolt) sweep() {
 		case <-t.C:
 			_ = s.db.Update(func(tx *bolt.Tx) error {
 				now := s.now().UnixNano()
-				for _, name := range [][]byte{bOnce, bDuels, bImps} {
+				for _, name := range [][]byte{bOnce, bDuels, bImps, bResults} {
 					c := tx.Bucket(name).Cursor()
 					for k, v := c.First(); k != nil; k, v = c.Next() {
 						if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) < now {
@@ -111,45 +113,84 @@ func (s *Bolt) Apply(ctx context.Context, op Op) (bool, error) {
 	}
 	var applied bool
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		applied = false
+		var err error
+		applied, err = applyTx(tx, op, s.now())
+		return err
+	})
+	return applied, err
+}
+
+// ApplyAll implements Store: one transaction, written at once (no wait for
+// other callers to share it).
+func (s *Bolt) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	applied := make([]bool, len(ops))
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		now := s.now()
-		if op.Once != "" {
-			b := tx.Bucket(bOnce)
-			if live(b.Get([]byte(op.Once)), now) {
-				return nil
-			}
-			if err := b.Put([]byte(op.Once), expiry(now, op.OnceTTL)); err != nil {
+		for i, op := range ops {
+			var err error
+			if applied[i], err = applyTx(tx, op, now); err != nil {
 				return err
 			}
 		}
-		for _, u := range op.Units {
-			if err := applyUnit(tx, u); err != nil {
-				return err
-			}
-		}
-		for _, c := range op.Counters {
-			if err := addCounter(tx, c.Key, c.Field, c.Delta); err != nil {
-				return err
-			}
-		}
-		for _, d := range op.Duels {
-			if err := applyDuel(tx, d, now, op.DuelTTL); err != nil {
-				return err
-			}
-		}
-		for _, im := range op.Impressions {
-			js, err := json.Marshal(im)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bImps).Put([]byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
-				return err
-			}
-		}
-		applied = true
 		return nil
 	})
 	return applied, err
+}
+
+// applyTx applies op in tx; false when its Once was seen.
+func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
+	if op.Once != "" {
+		b := tx.Bucket(bOnce)
+		if live(b.Get([]byte(op.Once)), now) {
+			return false, nil
+		}
+		if err := b.Put([]byte(op.Once), expiry(now, op.OnceTTL)); err != nil {
+			return false, err
+		}
+	}
+	for _, u := range op.Units {
+		if err := applyUnit(tx, u); err != nil {
+			return false, err
+		}
+	}
+	for _, c := range op.Counters {
+		if err := addCounter(tx, c.Key, c.Field, c.Delta); err != nil {
+			return false, err
+		}
+	}
+	for _, d := range op.Duels {
+		if err := applyDuel(tx, d, now, op.DuelTTL); err != nil {
+			return false, err
+		}
+	}
+	for _, im := range op.Impressions {
+		js, err := json.Marshal(im)
+		if err != nil {
+			return false, err
+		}
+		if err := tx.Bucket(bImps).Put([]byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
+			return false, err
+		}
+	}
+	if err := putResults(tx, op.Results, now, op.ResultTTL); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func putResults(tx *bolt.Tx, results map[string][]byte, now time.Time, ttl time.Duration) error {
+	b := tx.Bucket(bResults)
+	at := make([]byte, 8)
+	binary.BigEndian.PutUint64(at, uint64(now.UnixNano()))
+	for k, v := range results {
+		if err := b.Put([]byte(k), slices.Concat(expiry(now, ttl), at, v)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func applyUnit(tx *bolt.Tx, u UnitIncr) error {
@@ -293,4 +334,28 @@ func (s *Bolt) CompareAndSwap(_ context.Context, key string, old, new []byte) (b
 		return b.Put([]byte(key), new)
 	})
 	return swapped, err
+}
+
+// PutResults implements Store: one transaction.
+func (s *Bolt) PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return putResults(tx, results, s.now(), ttl) })
+}
+
+// Result implements Store.
+func (s *Bolt) Result(_ context.Context, key string) ([]byte, time.Time, error) {
+	var out []byte
+	var at time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bResults).Get([]byte(key))
+		if len(v) < 16 || !live(v, s.now()) {
+			return ErrNotFound
+		}
+		at = time.Unix(0, i64(v, 8))
+		out = bytes.Clone(v[16:])
+		return nil
+	})
+	return out, at, err
 }

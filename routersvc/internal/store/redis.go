@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -101,8 +104,30 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// Apply implements Store.
+// ApplyAll implements Store: each op one script, in order.
+func (s *Redis) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
+	applied := make([]bool, len(ops))
+	for i, op := range ops {
+		var err error
+		if applied[i], err = s.Apply(ctx, op); err != nil {
+			return nil, err
+		}
+	}
+	return applied, nil
+}
+
+// Apply implements Store. An op's Results are written apart (a cache: they
+// need no atomicity with the rest).
 func (s *Redis) Apply(ctx context.Context, op Op) (bool, error) {
+	if len(op.Results) > 0 {
+		if err := s.PutResults(ctx, op.Results, op.ResultTTL); err != nil {
+			return false, err
+		}
+		op.Results = nil
+		if op.Once == "" && len(op.Units)+len(op.Counters)+len(op.Duels)+len(op.Impressions) == 0 {
+			return true, nil
+		}
+	}
 	ro := redisOp{
 		Once: op.Once, OnceTTL: max(op.OnceTTL.Milliseconds(), 1),
 		Units: nonNil(op.Units), Counters: nonNil(op.Counters), Duels: nonNil(op.Duels),
@@ -202,4 +227,29 @@ func (s *Redis) CompareAndSwap(ctx context.Context, key string, old, new []byte)
 	}
 	n, err := casScript.Run(ctx, s.c, []string{s.prefix + "kv:" + key}, absent, old, new).Int()
 	return n == 1, err
+}
+
+// PutResults implements Store: one pipeline of SETs with a TTL.
+func (s *Redis) PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error {
+	at := make([]byte, 8)
+	binary.BigEndian.PutUint64(at, uint64(time.Now().UnixNano()))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, v := range results {
+			p.Set(ctx, s.prefix+"result:"+k, slices.Concat(at, v), ttl)
+		}
+		return nil
+	})
+	return err
+}
+
+// Result implements Store.
+func (s *Redis) Result(ctx context.Context, key string) ([]byte, time.Time, error) {
+	v, err := s.c.Get(ctx, s.prefix+"result:"+key).Bytes()
+	if errors.Is(err, redis.Nil) || (err == nil && len(v) < 8) {
+		return nil, time.Time{}, ErrNotFound
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return v[8:], time.Unix(0, int64(binary.BigEndian.Uint64(v))), nil
 }

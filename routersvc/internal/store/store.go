@@ -71,6 +71,11 @@ type Op struct {
 
 	Impressions   []Impression
 	ImpressionTTL time.Duration
+
+	// Results are precomputed answers to keep for ResultTTL (as PutResults
+	// does).
+	Results   map[string][]byte
+	ResultTTL time.Duration
 }
 
 // Store is experiment state.
@@ -78,6 +83,10 @@ type Store interface {
 	// Apply applies op atomically and reports whether it applied (false:
 	// Once was already seen).
 	Apply(ctx context.Context, op Op) (bool, error)
+	// ApplyAll applies each op as Apply does, in order (an op whose Once
+	// an earlier one in the same call set is not applied), and reports
+	// which applied.
+	ApplyAll(ctx context.Context, ops []Op) ([]bool, error)
 	// Impression returns a stored impression; ErrNotFound once it expired.
 	Impression(ctx context.Context, id string) (Impression, error)
 	// Counters returns a counter hash (empty when absent).
@@ -88,6 +97,12 @@ type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	// CompareAndSwap sets key to new if its value is old (nil old: absent).
 	CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error)
+	// PutResults keeps precomputed answers (the stream worker's) for ttl,
+	// each stamped with the time it was put.
+	PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error
+	// Result returns a precomputed answer and when it was put; ErrNotFound
+	// when absent or expired.
+	Result(ctx context.Context, key string) ([]byte, time.Time, error)
 	Close() error
 }
 

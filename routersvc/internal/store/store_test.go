@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +46,54 @@ func TestRedis(t *testing.T) {
 
 func acceptance(t *testing.T, open func(t *testing.T) Store) {
 	ctx := context.Background()
+	t.Run("apply all: each op once, in order", func(t *testing.T) {
+		s := open(t)
+		inc := func(once string) Op {
+			return Op{Once: once, OnceTTL: time.Hour, Counters: []CounterIncr{{Key: "k", Field: "n", Delta: 1}}}
+		}
+		got, err := s.ApplyAll(ctx, []Op{inc("a"), inc("b"), inc("a"), inc("")})
+		if err != nil || !slices.Equal(got, []bool{true, true, false, true}) {
+			t.Fatalf("applied %v (%v), want [true true false true]", got, err)
+		}
+		if got, _ := s.ApplyAll(ctx, []Op{inc("b"), inc("c")}); !slices.Equal(got, []bool{false, true}) {
+			t.Fatalf("second call applied %v, want [false true]", got)
+		}
+		if c, err := s.Counters(ctx, "k"); err != nil || c["n"] != 4 {
+			t.Fatalf("counter %v (%v), want 4", c["n"], err)
+		}
+	})
+	t.Run("precomputed results are kept until their TTL", func(t *testing.T) {
+		s := open(t)
+		if _, _, err := s.Result(ctx, "absent"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("absent result: %v, want ErrNotFound", err)
+		}
+		before := time.Now()
+		if err := s.PutResults(ctx, map[string][]byte{"a": []byte("answer a"), "b": {}}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutResults(ctx, map[string][]byte{"short": []byte("x")}, 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		v, at, err := s.Result(ctx, "a")
+		if err != nil || string(v) != "answer a" || at.Before(before.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
+			t.Fatalf("result a: %q put at %v (%v); want %q put about now", v, at, err, "answer a")
+		}
+		if v, _, err := s.Result(ctx, "b"); err != nil || len(v) != 0 {
+			t.Fatalf("empty result b: %q %v", v, err)
+		}
+		// Expiry is the store's own clock (Redis PX, bbolt's expiry stamp).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, _, err := s.Result(ctx, "short")
+			if errors.Is(err, ErrNotFound) {
+				break
+			}
+			if err != nil || time.Now().After(deadline) {
+				t.Fatalf("result with a 50 ms TTL still there after 10 s (%v)", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	t.Run("once makes an op idempotent", func(t *testing.T) {
 		s := open(t)
 		op := Op{Once: "event-1", OnceTTL: time.Hour, Counters: []CounterIncr{{Key: "k", Field: "clicks", Delta: 1}}}

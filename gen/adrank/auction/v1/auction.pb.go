@@ -327,6 +327,95 @@ func (x *RunAuctionResponse) GetAuctionType() string {
 	return ""
 }
 
+type BatchRunAuctionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 256.
+	Requests      []*RunAuctionRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRunAuctionRequest) Reset() {
+	*x = BatchRunAuctionRequest{}
+	mi := &file_adrank_auction_v1_auction_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRunAuctionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRunAuctionRequest) ProtoMessage() {}
+
+func (x *BatchRunAuctionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_auction_v1_auction_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRunAuctionRequest.ProtoReflect.Descriptor instead.
+func (*BatchRunAuctionRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_auction_v1_auction_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BatchRunAuctionRequest) GetRequests() []*RunAuctionRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type BatchRunAuctionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Responses     []*RunAuctionResponse  `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRunAuctionResponse) Reset() {
+	*x = BatchRunAuctionResponse{}
+	mi := &file_adrank_auction_v1_auction_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRunAuctionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRunAuctionResponse) ProtoMessage() {}
+
+func (x *BatchRunAuctionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_auction_v1_auction_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRunAuctionResponse.ProtoReflect.Descriptor instead.
+func (*BatchRunAuctionResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_auction_v1_auction_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BatchRunAuctionResponse) GetResponses() []*RunAuctionResponse {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
 var File_adrank_auction_v1_auction_proto protoreflect.FileDescriptor
 
 const file_adrank_auction_v1_auction_proto_rawDesc = "" +
@@ -355,10 +444,15 @@ const file_adrank_auction_v1_auction_proto_rawDesc = "" +
 	"\x0fposition_factor\x18\a \x01(\x01R\x0epositionFactor\"x\n" +
 	"\x12RunAuctionResponse\x12?\n" +
 	"\vallocations\x18\x01 \x03(\v2\x1d.adrank.auction.v1.AllocationR\vallocations\x12!\n" +
-	"\fauction_type\x18\x02 \x01(\tR\vauctionType2k\n" +
+	"\fauction_type\x18\x02 \x01(\tR\vauctionType\"Z\n" +
+	"\x16BatchRunAuctionRequest\x12@\n" +
+	"\brequests\x18\x01 \x03(\v2$.adrank.auction.v1.RunAuctionRequestR\brequests\"^\n" +
+	"\x17BatchRunAuctionResponse\x12C\n" +
+	"\tresponses\x18\x01 \x03(\v2%.adrank.auction.v1.RunAuctionResponseR\tresponses2\xd5\x01\n" +
 	"\x0eAuctionService\x12Y\n" +
 	"\n" +
-	"RunAuction\x12$.adrank.auction.v1.RunAuctionRequest\x1a%.adrank.auction.v1.RunAuctionResponseB\xc5\x01\n" +
+	"RunAuction\x12$.adrank.auction.v1.RunAuctionRequest\x1a%.adrank.auction.v1.RunAuctionResponse\x12h\n" +
+	"\x0fBatchRunAuction\x12).adrank.auction.v1.BatchRunAuctionRequest\x1a*.adrank.auction.v1.BatchRunAuctionResponseB\xc5\x01\n" +
 	"\x15com.adrank.auction.v1B\fAuctionProtoP\x01Z8github.com/adrank/adrank/gen/adrank/auction/v1;auctionv1\xa2\x02\x03AAX\xaa\x02\x11Adrank.Auction.V1\xca\x02\x11Adrank\\Auction\\V1\xe2\x02\x1dAdrank\\Auction\\V1\\GPBMetadata\xea\x02\x13Adrank::Auction::V1b\x06proto3"
 
 var (
@@ -373,23 +467,29 @@ func file_adrank_auction_v1_auction_proto_rawDescGZIP() []byte {
 	return file_adrank_auction_v1_auction_proto_rawDescData
 }
 
-var file_adrank_auction_v1_auction_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_adrank_auction_v1_auction_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_adrank_auction_v1_auction_proto_goTypes = []any{
-	(*Bid)(nil),                // 0: adrank.auction.v1.Bid
-	(*RunAuctionRequest)(nil),  // 1: adrank.auction.v1.RunAuctionRequest
-	(*Allocation)(nil),         // 2: adrank.auction.v1.Allocation
-	(*RunAuctionResponse)(nil), // 3: adrank.auction.v1.RunAuctionResponse
+	(*Bid)(nil),                     // 0: adrank.auction.v1.Bid
+	(*RunAuctionRequest)(nil),       // 1: adrank.auction.v1.RunAuctionRequest
+	(*Allocation)(nil),              // 2: adrank.auction.v1.Allocation
+	(*RunAuctionResponse)(nil),      // 3: adrank.auction.v1.RunAuctionResponse
+	(*BatchRunAuctionRequest)(nil),  // 4: adrank.auction.v1.BatchRunAuctionRequest
+	(*BatchRunAuctionResponse)(nil), // 5: adrank.auction.v1.BatchRunAuctionResponse
 }
 var file_adrank_auction_v1_auction_proto_depIdxs = []int32{
 	0, // 0: adrank.auction.v1.RunAuctionRequest.bids:type_name -> adrank.auction.v1.Bid
 	2, // 1: adrank.auction.v1.RunAuctionResponse.allocations:type_name -> adrank.auction.v1.Allocation
-	1, // 2: adrank.auction.v1.AuctionService.RunAuction:input_type -> adrank.auction.v1.RunAuctionRequest
-	3, // 3: adrank.auction.v1.AuctionService.RunAuction:output_type -> adrank.auction.v1.RunAuctionResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1, // 2: adrank.auction.v1.BatchRunAuctionRequest.requests:type_name -> adrank.auction.v1.RunAuctionRequest
+	3, // 3: adrank.auction.v1.BatchRunAuctionResponse.responses:type_name -> adrank.auction.v1.RunAuctionResponse
+	1, // 4: adrank.auction.v1.AuctionService.RunAuction:input_type -> adrank.auction.v1.RunAuctionRequest
+	4, // 5: adrank.auction.v1.AuctionService.BatchRunAuction:input_type -> adrank.auction.v1.BatchRunAuctionRequest
+	3, // 6: adrank.auction.v1.AuctionService.RunAuction:output_type -> adrank.auction.v1.RunAuctionResponse
+	5, // 7: adrank.auction.v1.AuctionService.BatchRunAuction:output_type -> adrank.auction.v1.BatchRunAuctionResponse
+	6, // [6:8] is the sub-list for method output_type
+	4, // [4:6] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_adrank_auction_v1_auction_proto_init() }
@@ -403,7 +503,7 @@ func file_adrank_auction_v1_auction_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_auction_v1_auction_proto_rawDesc), len(file_adrank_auction_v1_auction_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,7 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuctionService_RunAuction_FullMethodName = "/adrank.auction.v1.AuctionService/RunAuction"
+	AuctionService_RunAuction_FullMethodName      = "/adrank.auction.v1.AuctionService/RunAuction"
+	AuctionService_BatchRunAuction_FullMethodName = "/adrank.auction.v1.AuctionService/BatchRunAuction"
 )
 
 // AuctionServiceClient is the client API for AuctionService service.
@@ -34,6 +35,9 @@ type AuctionServiceClient interface {
 	// each click with the domain's auction type from Consul KV
 	// adrank/auction/<domain> (generalized second price by default).
 	RunAuction(ctx context.Context, in *RunAuctionRequest, opts ...grpc.CallOption) (*RunAuctionResponse, error)
+	// BatchRunAuction runs several independent auctions in one call (the
+	// stream worker's micro-batches): responses in request order.
+	BatchRunAuction(ctx context.Context, in *BatchRunAuctionRequest, opts ...grpc.CallOption) (*BatchRunAuctionResponse, error)
 }
 
 type auctionServiceClient struct {
@@ -54,6 +58,16 @@ func (c *auctionServiceClient) RunAuction(ctx context.Context, in *RunAuctionReq
 	return out, nil
 }
 
+func (c *auctionServiceClient) BatchRunAuction(ctx context.Context, in *BatchRunAuctionRequest, opts ...grpc.CallOption) (*BatchRunAuctionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchRunAuctionResponse)
+	err := c.cc.Invoke(ctx, AuctionService_BatchRunAuction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuctionServiceServer is the server API for AuctionService service.
 // All implementations must embed UnimplementedAuctionServiceServer
 // for forward compatibility.
@@ -64,6 +78,9 @@ type AuctionServiceServer interface {
 	// each click with the domain's auction type from Consul KV
 	// adrank/auction/<domain> (generalized second price by default).
 	RunAuction(context.Context, *RunAuctionRequest) (*RunAuctionResponse, error)
+	// BatchRunAuction runs several independent auctions in one call (the
+	// stream worker's micro-batches): responses in request order.
+	BatchRunAuction(context.Context, *BatchRunAuctionRequest) (*BatchRunAuctionResponse, error)
 	mustEmbedUnimplementedAuctionServiceServer()
 }
 
@@ -76,6 +93,9 @@ type UnimplementedAuctionServiceServer struct{}
 
 func (UnimplementedAuctionServiceServer) RunAuction(context.Context, *RunAuctionRequest) (*RunAuctionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RunAuction not implemented")
+}
+func (UnimplementedAuctionServiceServer) BatchRunAuction(context.Context, *BatchRunAuctionRequest) (*BatchRunAuctionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchRunAuction not implemented")
 }
 func (UnimplementedAuctionServiceServer) mustEmbedUnimplementedAuctionServiceServer() {}
 func (UnimplementedAuctionServiceServer) testEmbeddedByValue()                        {}
@@ -116,6 +136,24 @@ func _AuctionService_RunAuction_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuctionService_BatchRunAuction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchRunAuctionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuctionServiceServer).BatchRunAuction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuctionService_BatchRunAuction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuctionServiceServer).BatchRunAuction(ctx, req.(*BatchRunAuctionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuctionService_ServiceDesc is the grpc.ServiceDesc for AuctionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +164,10 @@ var AuctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunAuction",
 			Handler:    _AuctionService_RunAuction_Handler,
+		},
+		{
+			MethodName: "BatchRunAuction",
+			Handler:    _AuctionService_BatchRunAuction_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

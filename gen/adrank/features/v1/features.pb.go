@@ -24,6 +24,95 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BatchGetFeaturesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 256.
+	Requests      []*GetFeaturesRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetFeaturesRequest) Reset() {
+	*x = BatchGetFeaturesRequest{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetFeaturesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetFeaturesRequest) ProtoMessage() {}
+
+func (x *BatchGetFeaturesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetFeaturesRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetFeaturesRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BatchGetFeaturesRequest) GetRequests() []*GetFeaturesRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type BatchGetFeaturesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Responses     []*GetFeaturesResponse `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetFeaturesResponse) Reset() {
+	*x = BatchGetFeaturesResponse{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetFeaturesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetFeaturesResponse) ProtoMessage() {}
+
+func (x *BatchGetFeaturesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetFeaturesResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetFeaturesResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BatchGetFeaturesResponse) GetResponses() []*GetFeaturesResponse {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
 // RequestContext is what the features derive context features from.
 type RequestContext struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +127,7 @@ type RequestContext struct {
 
 func (x *RequestContext) Reset() {
 	*x = RequestContext{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +139,7 @@ func (x *RequestContext) String() string {
 func (*RequestContext) ProtoMessage() {}
 
 func (x *RequestContext) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +152,7 @@ func (x *RequestContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
 func (*RequestContext) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RequestContext) GetTimestamp() *timestamppb.Timestamp {
@@ -105,7 +194,7 @@ type GetFeaturesRequest struct {
 
 func (x *GetFeaturesRequest) Reset() {
 	*x = GetFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -117,7 +206,7 @@ func (x *GetFeaturesRequest) String() string {
 func (*GetFeaturesRequest) ProtoMessage() {}
 
 func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -130,7 +219,7 @@ func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*GetFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetFeaturesRequest) GetUserId() string {
@@ -172,7 +261,7 @@ type FeatureTable struct {
 
 func (x *FeatureTable) Reset() {
 	*x = FeatureTable{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +273,7 @@ func (x *FeatureTable) String() string {
 func (*FeatureTable) ProtoMessage() {}
 
 func (x *FeatureTable) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +286,7 @@ func (x *FeatureTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureTable.ProtoReflect.Descriptor instead.
 func (*FeatureTable) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FeatureTable) GetNames() []string {
@@ -234,7 +323,7 @@ type AdFeatures struct {
 
 func (x *AdFeatures) Reset() {
 	*x = AdFeatures{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +335,7 @@ func (x *AdFeatures) String() string {
 func (*AdFeatures) ProtoMessage() {}
 
 func (x *AdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +348,7 @@ func (x *AdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdFeatures.ProtoReflect.Descriptor instead.
 func (*AdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AdFeatures) GetAdId() string {
@@ -293,7 +382,7 @@ type GetFeaturesResponse struct {
 
 func (x *GetFeaturesResponse) Reset() {
 	*x = GetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +394,7 @@ func (x *GetFeaturesResponse) String() string {
 func (*GetFeaturesResponse) ProtoMessage() {}
 
 func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +407,7 @@ func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetFeaturesResponse) GetUserKnown() bool {
@@ -353,7 +442,11 @@ var File_adrank_features_v1_features_proto protoreflect.FileDescriptor
 
 const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\n" +
-	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
+	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n" +
+	"\x17BatchGetFeaturesRequest\x12B\n" +
+	"\brequests\x18\x01 \x03(\v2&.adrank.features.v1.GetFeaturesRequestR\brequests\"a\n" +
+	"\x18BatchGetFeaturesResponse\x12E\n" +
+	"\tresponses\x18\x01 \x03(\v2'.adrank.features.v1.GetFeaturesResponseR\tresponses\"\x92\x01\n" +
 	"\x0eRequestContext\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12\x18\n" +
@@ -377,9 +470,10 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x03ads\x18\x03 \x03(\v2\x1e.adrank.features.v1.AdFeaturesR\x03ads\x128\n" +
 	"\x06shared\x18\x04 \x01(\v2 .adrank.features.v1.FeatureTableR\x06shared\x12A\n" +
 	"\vad_features\x18\x05 \x01(\v2 .adrank.features.v1.FeatureTableR\n" +
-	"adFeaturesJ\x04\b\x02\x10\x032p\n" +
+	"adFeaturesJ\x04\b\x02\x10\x032\xdf\x01\n" +
 	"\x0eFeatureService\x12^\n" +
-	"\vGetFeatures\x12&.adrank.features.v1.GetFeaturesRequest\x1a'.adrank.features.v1.GetFeaturesResponseB\xcd\x01\n" +
+	"\vGetFeatures\x12&.adrank.features.v1.GetFeaturesRequest\x1a'.adrank.features.v1.GetFeaturesResponse\x12m\n" +
+	"\x10BatchGetFeatures\x12+.adrank.features.v1.BatchGetFeaturesRequest\x1a,.adrank.features.v1.BatchGetFeaturesResponseB\xcd\x01\n" +
 	"\x16com.adrank.features.v1B\rFeaturesProtoP\x01Z:github.com/adrank/adrank/gen/adrank/features/v1;featuresv1\xa2\x02\x03AFX\xaa\x02\x12Adrank.Features.V1\xca\x02\x12Adrank\\Features\\V1\xe2\x02\x1eAdrank\\Features\\V1\\GPBMetadata\xea\x02\x14Adrank::Features::V1b\x06proto3"
 
 var (
@@ -394,28 +488,34 @@ func file_adrank_features_v1_features_proto_rawDescGZIP() []byte {
 	return file_adrank_features_v1_features_proto_rawDescData
 }
 
-var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_adrank_features_v1_features_proto_goTypes = []any{
-	(*RequestContext)(nil),        // 0: adrank.features.v1.RequestContext
-	(*GetFeaturesRequest)(nil),    // 1: adrank.features.v1.GetFeaturesRequest
-	(*FeatureTable)(nil),          // 2: adrank.features.v1.FeatureTable
-	(*AdFeatures)(nil),            // 3: adrank.features.v1.AdFeatures
-	(*GetFeaturesResponse)(nil),   // 4: adrank.features.v1.GetFeaturesResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*BatchGetFeaturesRequest)(nil),  // 0: adrank.features.v1.BatchGetFeaturesRequest
+	(*BatchGetFeaturesResponse)(nil), // 1: adrank.features.v1.BatchGetFeaturesResponse
+	(*RequestContext)(nil),           // 2: adrank.features.v1.RequestContext
+	(*GetFeaturesRequest)(nil),       // 3: adrank.features.v1.GetFeaturesRequest
+	(*FeatureTable)(nil),             // 4: adrank.features.v1.FeatureTable
+	(*AdFeatures)(nil),               // 5: adrank.features.v1.AdFeatures
+	(*GetFeaturesResponse)(nil),      // 6: adrank.features.v1.GetFeaturesResponse
+	(*timestamppb.Timestamp)(nil),    // 7: google.protobuf.Timestamp
 }
 var file_adrank_features_v1_features_proto_depIdxs = []int32{
-	5, // 0: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
-	0, // 1: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
-	3, // 2: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
-	2, // 3: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
-	2, // 4: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
-	1, // 5: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
-	4, // 6: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3, // 0: adrank.features.v1.BatchGetFeaturesRequest.requests:type_name -> adrank.features.v1.GetFeaturesRequest
+	6, // 1: adrank.features.v1.BatchGetFeaturesResponse.responses:type_name -> adrank.features.v1.GetFeaturesResponse
+	7, // 2: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	2, // 3: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
+	5, // 4: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
+	4, // 5: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
+	4, // 6: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
+	3, // 7: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
+	0, // 8: adrank.features.v1.FeatureService.BatchGetFeatures:input_type -> adrank.features.v1.BatchGetFeaturesRequest
+	6, // 9: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
+	1, // 10: adrank.features.v1.FeatureService.BatchGetFeatures:output_type -> adrank.features.v1.BatchGetFeaturesResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_adrank_features_v1_features_proto_init() }
@@ -429,7 +529,7 @@ func file_adrank_features_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_features_v1_features_proto_rawDesc), len(file_adrank_features_v1_features_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

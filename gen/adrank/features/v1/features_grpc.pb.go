@@ -21,7 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FeatureService_GetFeatures_FullMethodName = "/adrank.features.v1.FeatureService/GetFeatures"
+	FeatureService_GetFeatures_FullMethodName      = "/adrank.features.v1.FeatureService/GetFeatures"
+	FeatureService_BatchGetFeatures_FullMethodName = "/adrank.features.v1.FeatureService/BatchGetFeatures"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -35,6 +36,9 @@ type FeatureServiceClient interface {
 	// user x ad crosses) and the features derived from the request context.
 	// Unknown users and ads are not errors: their features are simply absent.
 	GetFeatures(ctx context.Context, in *GetFeaturesRequest, opts ...grpc.CallOption) (*GetFeaturesResponse, error)
+	// BatchGetFeatures answers several GetFeatures requests in one call (the
+	// stream worker's micro-batches): responses in request order.
+	BatchGetFeatures(ctx context.Context, in *BatchGetFeaturesRequest, opts ...grpc.CallOption) (*BatchGetFeaturesResponse, error)
 }
 
 type featureServiceClient struct {
@@ -55,6 +59,16 @@ func (c *featureServiceClient) GetFeatures(ctx context.Context, in *GetFeaturesR
 	return out, nil
 }
 
+func (c *featureServiceClient) BatchGetFeatures(ctx context.Context, in *BatchGetFeaturesRequest, opts ...grpc.CallOption) (*BatchGetFeaturesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetFeaturesResponse)
+	err := c.cc.Invoke(ctx, FeatureService_BatchGetFeatures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -66,6 +80,9 @@ type FeatureServiceServer interface {
 	// user x ad crosses) and the features derived from the request context.
 	// Unknown users and ads are not errors: their features are simply absent.
 	GetFeatures(context.Context, *GetFeaturesRequest) (*GetFeaturesResponse, error)
+	// BatchGetFeatures answers several GetFeatures requests in one call (the
+	// stream worker's micro-batches): responses in request order.
+	BatchGetFeatures(context.Context, *BatchGetFeaturesRequest) (*BatchGetFeaturesResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -78,6 +95,9 @@ type UnimplementedFeatureServiceServer struct{}
 
 func (UnimplementedFeatureServiceServer) GetFeatures(context.Context, *GetFeaturesRequest) (*GetFeaturesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetFeatures not implemented")
+}
+func (UnimplementedFeatureServiceServer) BatchGetFeatures(context.Context, *BatchGetFeaturesRequest) (*BatchGetFeaturesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetFeatures not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -118,6 +138,24 @@ func _FeatureService_GetFeatures_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FeatureService_BatchGetFeatures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetFeaturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).BatchGetFeatures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_BatchGetFeatures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).BatchGetFeatures(ctx, req.(*BatchGetFeaturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -128,6 +166,10 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetFeatures",
 			Handler:    _FeatureService_GetFeatures_Handler,
+		},
+		{
+			MethodName: "BatchGetFeatures",
+			Handler:    _FeatureService_BatchGetFeatures_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -137,6 +137,58 @@ func (Strategy) EnumDescriptor() ([]byte, []int) {
 	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
 }
 
+// Source says where a RankResponse comes from.
+type Source int32
+
+const (
+	Source_SOURCE_UNSPECIFIED Source = 0
+	// Ranked for this call.
+	Source_SOURCE_REALTIME Source = 1
+	// Ranked ahead of time from the rank request stream (Kafka).
+	Source_SOURCE_PRECOMPUTED Source = 2
+)
+
+// Enum value maps for Source.
+var (
+	Source_name = map[int32]string{
+		0: "SOURCE_UNSPECIFIED",
+		1: "SOURCE_REALTIME",
+		2: "SOURCE_PRECOMPUTED",
+	}
+	Source_value = map[string]int32{
+		"SOURCE_UNSPECIFIED": 0,
+		"SOURCE_REALTIME":    1,
+		"SOURCE_PRECOMPUTED": 2,
+	}
+)
+
+func (x Source) Enum() *Source {
+	p := new(Source)
+	*p = x
+	return p
+}
+
+func (x Source) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Source) Descriptor() protoreflect.EnumDescriptor {
+	return file_adrank_router_v1_router_proto_enumTypes[2].Descriptor()
+}
+
+func (Source) Type() protoreflect.EnumType {
+	return &file_adrank_router_v1_router_proto_enumTypes[2]
+}
+
+func (x Source) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Source.Descriptor instead.
+func (Source) EnumDescriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
 // EventType is the kind of feedback.
 type EventType int32
 
@@ -171,11 +223,11 @@ func (x EventType) String() string {
 }
 
 func (EventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_adrank_router_v1_router_proto_enumTypes[2].Descriptor()
+	return file_adrank_router_v1_router_proto_enumTypes[3].Descriptor()
 }
 
 func (EventType) Type() protoreflect.EnumType {
-	return &file_adrank_router_v1_router_proto_enumTypes[2]
+	return &file_adrank_router_v1_router_proto_enumTypes[3]
 }
 
 func (x EventType) Number() protoreflect.EnumNumber {
@@ -184,7 +236,7 @@ func (x EventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventType.Descriptor instead.
 func (EventType) EnumDescriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
 }
 
 // EventResult is the fate of one event.
@@ -230,11 +282,11 @@ func (x EventResult) String() string {
 }
 
 func (EventResult) Descriptor() protoreflect.EnumDescriptor {
-	return file_adrank_router_v1_router_proto_enumTypes[3].Descriptor()
+	return file_adrank_router_v1_router_proto_enumTypes[4].Descriptor()
 }
 
 func (EventResult) Type() protoreflect.EnumType {
-	return &file_adrank_router_v1_router_proto_enumTypes[3]
+	return &file_adrank_router_v1_router_proto_enumTypes[4]
 }
 
 func (x EventResult) Number() protoreflect.EnumNumber {
@@ -243,7 +295,7 @@ func (x EventResult) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventResult.Descriptor instead.
 func (EventResult) EnumDescriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
 // RequestContext describes the page view the ads are for.
@@ -732,8 +784,14 @@ type RankResponse struct {
 	// which.
 	Degraded       bool   `protobuf:"varint,7,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	DegradedReason string `protobuf:"bytes,8,opt,name=degraded_reason,json=degradedReason,proto3" json:"degraded_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where the answer comes from: ranked for this call, or precomputed by the
+	// stream worker for the same user, domain and candidates (then age_ms says
+	// how old it is, and request_id and the impression IDs are the streamed
+	// request's).
+	Source        Source `protobuf:"varint,9,opt,name=source,proto3,enum=adrank.router.v1.Source" json:"source,omitempty"`
+	AgeMs         int64  `protobuf:"varint,10,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -820,6 +878,20 @@ func (x *RankResponse) GetDegradedReason() string {
 		return x.DegradedReason
 	}
 	return ""
+}
+
+func (x *RankResponse) GetSource() Source {
+	if x != nil {
+		return x.Source
+	}
+	return Source_SOURCE_UNSPECIFIED
+}
+
+func (x *RankResponse) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
 }
 
 type ListDomainsRequest struct {
@@ -1009,8 +1081,11 @@ func (x *DomainInfo) GetConfigLoadedAt() *timestamppb.Timestamp {
 }
 
 type ListDomainsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Domains       []*DomainInfo          `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Domains []*DomainInfo          `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	// The stream worker's consumer lag (records not yet processed), when this
+	// router runs one.
+	StreamLag     []*StreamLag `protobuf:"bytes,2,rep,name=stream_lag,json=streamLag,proto3" json:"stream_lag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1052,6 +1127,75 @@ func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
 	return nil
 }
 
+func (x *ListDomainsResponse) GetStreamLag() []*StreamLag {
+	if x != nil {
+		return x.StreamLag
+	}
+	return nil
+}
+
+// StreamLag is a consumer group's lag on one topic.
+type StreamLag struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// Records behind the end of the topic, summed over partitions.
+	Lag           int64 `protobuf:"varint,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamLag) Reset() {
+	*x = StreamLag{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamLag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamLag) ProtoMessage() {}
+
+func (x *StreamLag) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamLag.ProtoReflect.Descriptor instead.
+func (*StreamLag) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StreamLag) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *StreamLag) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *StreamLag) GetLag() int64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
 // Event is feedback on one impression.
 type Event struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1069,7 +1213,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1225,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1238,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetImpressionId() string {
@@ -1135,7 +1279,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1291,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1304,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1183,7 +1327,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1339,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1352,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportEventsResponse) GetResults() []EventResult {
@@ -1248,7 +1392,7 @@ type GetExperimentReportRequest struct {
 
 func (x *GetExperimentReportRequest) Reset() {
 	*x = GetExperimentReportRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1404,7 @@ func (x *GetExperimentReportRequest) String() string {
 func (*GetExperimentReportRequest) ProtoMessage() {}
 
 func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1417,7 @@ func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportRequest.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetExperimentReportRequest) GetDomain() string {
@@ -1302,7 +1446,7 @@ type GroupStats struct {
 
 func (x *GroupStats) Reset() {
 	*x = GroupStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1458,7 @@ func (x *GroupStats) String() string {
 func (*GroupStats) ProtoMessage() {}
 
 func (x *GroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1471,7 @@ func (x *GroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStats.ProtoReflect.Descriptor instead.
 func (*GroupStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupStats) GetGroup() string {
@@ -1408,7 +1552,7 @@ type VersionHealth struct {
 
 func (x *VersionHealth) Reset() {
 	*x = VersionHealth{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1564,7 @@ func (x *VersionHealth) String() string {
 func (*VersionHealth) ProtoMessage() {}
 
 func (x *VersionHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1577,7 @@ func (x *VersionHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionHealth.ProtoReflect.Descriptor instead.
 func (*VersionHealth) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VersionHealth) GetVersion() string {
@@ -1502,7 +1646,7 @@ type ShadowStats struct {
 
 func (x *ShadowStats) Reset() {
 	*x = ShadowStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1658,7 @@ func (x *ShadowStats) String() string {
 func (*ShadowStats) ProtoMessage() {}
 
 func (x *ShadowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1671,7 @@ func (x *ShadowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStats.ProtoReflect.Descriptor instead.
 func (*ShadowStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ShadowStats) GetVersion() string {
@@ -1625,7 +1769,7 @@ type Test struct {
 
 func (x *Test) Reset() {
 	*x = Test{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1781,7 @@ func (x *Test) String() string {
 func (*Test) ProtoMessage() {}
 
 func (x *Test) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1794,7 @@ func (x *Test) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Test.ProtoReflect.Descriptor instead.
 func (*Test) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Test) GetControl() string {
@@ -1749,7 +1893,7 @@ type ABReport struct {
 
 func (x *ABReport) Reset() {
 	*x = ABReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1905,7 @@ func (x *ABReport) String() string {
 func (*ABReport) ProtoMessage() {}
 
 func (x *ABReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1918,7 @@ func (x *ABReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABReport.ProtoReflect.Descriptor instead.
 func (*ABReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ABReport) GetSalt() string {
@@ -1858,7 +2002,7 @@ type CanaryReport struct {
 
 func (x *CanaryReport) Reset() {
 	*x = CanaryReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2014,7 @@ func (x *CanaryReport) String() string {
 func (*CanaryReport) ProtoMessage() {}
 
 func (x *CanaryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2027,7 @@ func (x *CanaryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryReport.ProtoReflect.Descriptor instead.
 func (*CanaryReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CanaryReport) GetVersion() string {
@@ -1963,7 +2107,7 @@ type BanditArm struct {
 
 func (x *BanditArm) Reset() {
 	*x = BanditArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2119,7 @@ func (x *BanditArm) String() string {
 func (*BanditArm) ProtoMessage() {}
 
 func (x *BanditArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2132,7 @@ func (x *BanditArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditArm.ProtoReflect.Descriptor instead.
 func (*BanditArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BanditArm) GetVersion() string {
@@ -2036,7 +2180,7 @@ type BanditReport struct {
 
 func (x *BanditReport) Reset() {
 	*x = BanditReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2192,7 @@ func (x *BanditReport) String() string {
 func (*BanditReport) ProtoMessage() {}
 
 func (x *BanditReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2205,7 @@ func (x *BanditReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditReport.ProtoReflect.Descriptor instead.
 func (*BanditReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BanditReport) GetPolicy() string {
@@ -2096,7 +2240,7 @@ type InterleaveReport struct {
 
 func (x *InterleaveReport) Reset() {
 	*x = InterleaveReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2252,7 @@ func (x *InterleaveReport) String() string {
 func (*InterleaveReport) ProtoMessage() {}
 
 func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2265,7 @@ func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterleaveReport.ProtoReflect.Descriptor instead.
 func (*InterleaveReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InterleaveReport) GetA() string {
@@ -2204,7 +2348,7 @@ type GetExperimentReportResponse struct {
 
 func (x *GetExperimentReportResponse) Reset() {
 	*x = GetExperimentReportResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2360,7 @@ func (x *GetExperimentReportResponse) String() string {
 func (*GetExperimentReportResponse) ProtoMessage() {}
 
 func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2373,7 @@ func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportResponse.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetExperimentReportResponse) GetDomain() string {
@@ -2339,7 +2483,7 @@ type PromoteCanaryRequest struct {
 
 func (x *PromoteCanaryRequest) Reset() {
 	*x = PromoteCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2495,7 @@ func (x *PromoteCanaryRequest) String() string {
 func (*PromoteCanaryRequest) ProtoMessage() {}
 
 func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2508,7 @@ func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryRequest.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PromoteCanaryRequest) GetDomain() string {
@@ -2383,7 +2527,7 @@ type PromoteCanaryResponse struct {
 
 func (x *PromoteCanaryResponse) Reset() {
 	*x = PromoteCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2539,7 @@ func (x *PromoteCanaryResponse) String() string {
 func (*PromoteCanaryResponse) ProtoMessage() {}
 
 func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2552,7 @@ func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryResponse.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PromoteCanaryResponse) GetProductionVersion() string {
@@ -2428,7 +2572,7 @@ type RollbackCanaryRequest struct {
 
 func (x *RollbackCanaryRequest) Reset() {
 	*x = RollbackCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2584,7 @@ func (x *RollbackCanaryRequest) String() string {
 func (*RollbackCanaryRequest) ProtoMessage() {}
 
 func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2597,7 @@ func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryRequest.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RollbackCanaryRequest) GetDomain() string {
@@ -2478,7 +2622,7 @@ type RollbackCanaryResponse struct {
 
 func (x *RollbackCanaryResponse) Reset() {
 	*x = RollbackCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2634,7 @@ func (x *RollbackCanaryResponse) String() string {
 func (*RollbackCanaryResponse) ProtoMessage() {}
 
 func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2647,7 @@ func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryResponse.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
 }
 
 var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
@@ -2556,7 +2700,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
 	"experiment\x18\a \x01(\tR\n" +
 	"experiment\x12\x1a\n" +
-	"\bshadowed\x18\b \x01(\bR\bshadowed\"\xc4\x02\n" +
+	"\bshadowed\x18\b \x01(\bR\bshadowed\"\x8d\x03\n" +
 	"\fRankResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2568,7 +2712,10 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"assignment\x18\x06 \x01(\v2\x1c.adrank.router.v1.AssignmentR\n" +
 	"assignment\x12\x1a\n" +
 	"\bdegraded\x18\a \x01(\bR\bdegraded\x12'\n" +
-	"\x0fdegraded_reason\x18\b \x01(\tR\x0edegradedReason\"\x14\n" +
+	"\x0fdegraded_reason\x18\b \x01(\tR\x0edegradedReason\x120\n" +
+	"\x06source\x18\t \x01(\x0e2\x18.adrank.router.v1.SourceR\x06source\x12\x15\n" +
+	"\x06age_ms\x18\n" +
+	" \x01(\x03R\x05ageMs\"\x14\n" +
 	"\x12ListDomainsRequest\"\xa0\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
@@ -2581,9 +2728,15 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x129\n" +
 	"\bversions\x18\x03 \x03(\v2\x1d.adrank.router.v1.VersionInfoR\bversions\x12!\n" +
 	"\fconfig_error\x18\x04 \x01(\tR\vconfigError\x12D\n" +
-	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\"M\n" +
+	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\"\x89\x01\n" +
 	"\x13ListDomainsResponse\x126\n" +
-	"\adomains\x18\x01 \x03(\v2\x1c.adrank.router.v1.DomainInfoR\adomains\"\x8e\x01\n" +
+	"\adomains\x18\x01 \x03(\v2\x1c.adrank.router.v1.DomainInfoR\adomains\x12:\n" +
+	"\n" +
+	"stream_lag\x18\x02 \x03(\v2\x1b.adrank.router.v1.StreamLagR\tstreamLag\"I\n" +
+	"\tStreamLag\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x10\n" +
+	"\x03lag\x18\x03 \x01(\x03R\x03lag\"\x8e\x01\n" +
 	"\x05Event\x12#\n" +
 	"\rimpression_id\x18\x01 \x01(\tR\fimpressionId\x12/\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1b.adrank.router.v1.EventTypeR\x04type\x12\x14\n" +
@@ -2724,7 +2877,11 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x0fSTRATEGY_CANARY\x10\x02\x12\x0f\n" +
 	"\vSTRATEGY_AB\x10\x03\x12\x13\n" +
 	"\x0fSTRATEGY_BANDIT\x10\x04\x12\x18\n" +
-	"\x14STRATEGY_INTERLEAVED\x10\x05*X\n" +
+	"\x14STRATEGY_INTERLEAVED\x10\x05*M\n" +
+	"\x06Source\x12\x16\n" +
+	"\x12SOURCE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fSOURCE_REALTIME\x10\x01\x12\x16\n" +
+	"\x12SOURCE_PRECOMPUTED\x10\x02*X\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_CLICK\x10\x01\x12\x19\n" +
@@ -2756,87 +2913,91 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_adrank_router_v1_router_proto_rawDescData
 }
 
-var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_adrank_router_v1_router_proto_goTypes = []any{
 	(Device)(0),                         // 0: adrank.router.v1.Device
 	(Strategy)(0),                       // 1: adrank.router.v1.Strategy
-	(EventType)(0),                      // 2: adrank.router.v1.EventType
-	(EventResult)(0),                    // 3: adrank.router.v1.EventResult
-	(*RequestContext)(nil),              // 4: adrank.router.v1.RequestContext
-	(*Candidate)(nil),                   // 5: adrank.router.v1.Candidate
-	(*RankRequest)(nil),                 // 6: adrank.router.v1.RankRequest
-	(*Result)(nil),                      // 7: adrank.router.v1.Result
-	(*Assignment)(nil),                  // 8: adrank.router.v1.Assignment
-	(*RankResponse)(nil),                // 9: adrank.router.v1.RankResponse
-	(*ListDomainsRequest)(nil),          // 10: adrank.router.v1.ListDomainsRequest
-	(*VersionInfo)(nil),                 // 11: adrank.router.v1.VersionInfo
-	(*DomainInfo)(nil),                  // 12: adrank.router.v1.DomainInfo
-	(*ListDomainsResponse)(nil),         // 13: adrank.router.v1.ListDomainsResponse
-	(*Event)(nil),                       // 14: adrank.router.v1.Event
-	(*ReportEventsRequest)(nil),         // 15: adrank.router.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),        // 16: adrank.router.v1.ReportEventsResponse
-	(*GetExperimentReportRequest)(nil),  // 17: adrank.router.v1.GetExperimentReportRequest
-	(*GroupStats)(nil),                  // 18: adrank.router.v1.GroupStats
-	(*VersionHealth)(nil),               // 19: adrank.router.v1.VersionHealth
-	(*ShadowStats)(nil),                 // 20: adrank.router.v1.ShadowStats
-	(*Test)(nil),                        // 21: adrank.router.v1.Test
-	(*ABReport)(nil),                    // 22: adrank.router.v1.ABReport
-	(*CanaryReport)(nil),                // 23: adrank.router.v1.CanaryReport
-	(*BanditArm)(nil),                   // 24: adrank.router.v1.BanditArm
-	(*BanditReport)(nil),                // 25: adrank.router.v1.BanditReport
-	(*InterleaveReport)(nil),            // 26: adrank.router.v1.InterleaveReport
-	(*GetExperimentReportResponse)(nil), // 27: adrank.router.v1.GetExperimentReportResponse
-	(*PromoteCanaryRequest)(nil),        // 28: adrank.router.v1.PromoteCanaryRequest
-	(*PromoteCanaryResponse)(nil),       // 29: adrank.router.v1.PromoteCanaryResponse
-	(*RollbackCanaryRequest)(nil),       // 30: adrank.router.v1.RollbackCanaryRequest
-	(*RollbackCanaryResponse)(nil),      // 31: adrank.router.v1.RollbackCanaryResponse
-	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
+	(Source)(0),                         // 2: adrank.router.v1.Source
+	(EventType)(0),                      // 3: adrank.router.v1.EventType
+	(EventResult)(0),                    // 4: adrank.router.v1.EventResult
+	(*RequestContext)(nil),              // 5: adrank.router.v1.RequestContext
+	(*Candidate)(nil),                   // 6: adrank.router.v1.Candidate
+	(*RankRequest)(nil),                 // 7: adrank.router.v1.RankRequest
+	(*Result)(nil),                      // 8: adrank.router.v1.Result
+	(*Assignment)(nil),                  // 9: adrank.router.v1.Assignment
+	(*RankResponse)(nil),                // 10: adrank.router.v1.RankResponse
+	(*ListDomainsRequest)(nil),          // 11: adrank.router.v1.ListDomainsRequest
+	(*VersionInfo)(nil),                 // 12: adrank.router.v1.VersionInfo
+	(*DomainInfo)(nil),                  // 13: adrank.router.v1.DomainInfo
+	(*ListDomainsResponse)(nil),         // 14: adrank.router.v1.ListDomainsResponse
+	(*StreamLag)(nil),                   // 15: adrank.router.v1.StreamLag
+	(*Event)(nil),                       // 16: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),         // 17: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),        // 18: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),  // 19: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                  // 20: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),               // 21: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                 // 22: adrank.router.v1.ShadowStats
+	(*Test)(nil),                        // 23: adrank.router.v1.Test
+	(*ABReport)(nil),                    // 24: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                // 25: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                   // 26: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                // 27: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),            // 28: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil), // 29: adrank.router.v1.GetExperimentReportResponse
+	(*PromoteCanaryRequest)(nil),        // 30: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),       // 31: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),       // 32: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),      // 33: adrank.router.v1.RollbackCanaryResponse
+	(*timestamppb.Timestamp)(nil),       // 34: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	32, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	34, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
-	4,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
-	5,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
+	5,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
+	6,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
 	1,  // 4: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
-	7,  // 5: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
-	8,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
-	11, // 7: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	32, // 8: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
-	12, // 9: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
-	2,  // 10: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
-	14, // 11: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
-	3,  // 12: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
-	18, // 13: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
-	21, // 14: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	32, // 15: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
-	18, // 16: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
-	18, // 17: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
-	24, // 18: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	32, // 19: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	19, // 20: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	20, // 21: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	23, // 22: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	22, // 23: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	25, // 24: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	26, // 25: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	6,  // 26: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	10, // 27: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	15, // 28: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	17, // 29: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	28, // 30: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	30, // 31: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	9,  // 32: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	13, // 33: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	16, // 34: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	27, // 35: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	29, // 36: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	31, // 37: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	8,  // 5: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
+	9,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
+	2,  // 7: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
+	12, // 8: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
+	34, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	13, // 10: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
+	15, // 11: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
+	3,  // 12: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
+	16, // 13: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
+	4,  // 14: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
+	20, // 15: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
+	23, // 16: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
+	34, // 17: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	20, // 18: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
+	20, // 19: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
+	26, // 20: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	34, // 21: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	21, // 22: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	22, // 23: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	25, // 24: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	24, // 25: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	27, // 26: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	28, // 27: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	7,  // 28: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	11, // 29: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	17, // 30: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	19, // 31: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	30, // 32: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	32, // 33: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	10, // 34: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	14, // 35: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	18, // 36: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	29, // 37: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	31, // 38: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	33, // 39: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	34, // [34:40] is the sub-list for method output_type
+	28, // [28:34] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -2849,8 +3010,8 @@ func file_adrank_router_v1_router_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   28,
+			NumEnums:      5,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,98 @@
+package core
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// Source says where a Response comes from.
+type Source int
+
+// Sources.
+const (
+	// SourceRealtime: ranked for this call.
+	SourceRealtime Source = iota + 1
+	// SourcePrecomputed: ranked ahead of time by the stream worker, for the
+	// same user, domain, page and candidates.
+	SourcePrecomputed
+)
+
+// Results keeps precomputed answers (store.Store does).
+type Results interface {
+	PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error
+	Result(ctx context.Context, key string) ([]byte, time.Time, error)
+}
+
+// UsePrecomputed makes Rank answer from r when it holds an answer for the
+// same request, put there by the stream worker within its TTL.
+func (e *Engine) UsePrecomputed(r Results) { e.results = r }
+
+// PrecomputedKey identifies the answers a request can share: the same
+// domain, user, slots, reserve, page (device, country, query; not the
+// timestamp) and candidates in the same order, with the same bids. The
+// request ID is not part of it.
+func PrecomputedKey(req *Request) string {
+	h := sha256.New()
+	str := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	num := func(v uint64) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], v)
+		h.Write(n[:])
+	}
+	str(req.Domain)
+	str(req.UserID)
+	num(uint64(req.Slots))
+	num(uint64(req.ReserveMicros))
+	num(uint64(req.Context.Device))
+	str(req.Context.Country)
+	str(req.Context.Query)
+	num(uint64(len(req.Candidates)))
+	for _, c := range req.Candidates {
+		str(c.AdID)
+		str(c.AdvertiserID)
+		num(uint64(c.BidMicros))
+		num(math.Float64bits(c.Quality))
+	}
+	return req.Domain + "|" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// precomputed returns the stored answer for req, if there is one.
+func (e *Engine) precomputed(ctx context.Context, req *Request) (*Response, bool) {
+	if e.results == nil {
+		return nil, false
+	}
+	v, at, err := e.results.Result(ctx, PrecomputedKey(req))
+	if err != nil {
+		return nil, false // absent, expired, or the store is down: rank now
+	}
+	var resp Response
+	if err := json.Unmarshal(v, &resp); err != nil {
+		return nil, false
+	}
+	resp.Source, resp.Age = SourcePrecomputed, time.Since(at)
+	return &resp, true
+}
+
+// Precomputed encodes answers for a Results store, keyed for Rank to find
+// them for the same requests.
+func Precomputed(answers map[*Request]*Response) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(answers))
+	for req, resp := range answers {
+		v, err := json.Marshal(resp)
+		if err != nil {
+			return nil, err
+		}
+		out[PrecomputedKey(req)] = v
+	}
+	return out, nil
+}
