@@ -55,7 +55,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-8) and write nothing")
+	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-8; 9: the streaming measurement) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -90,6 +90,7 @@ type proc struct {
 type suite struct {
 	o      options
 	tmp    string // state files
+	pool   *pool  // the requests, built up front
 	procs  []*proc
 	consul *api.Client
 	addr   map[string]string
@@ -98,7 +99,7 @@ type suite struct {
 func (s *suite) start(label string, env []string, args ...string) (*proc, error) {
 	name, _, _ := strings.Cut(label, "-")
 	p := &proc{label: label}
-	if s.o.profile != "" {
+	if s.o.profile != "" && name != "devbroker" {
 		ports, err := consultest.FreePorts(1)
 		if err != nil {
 			return nil, err
@@ -185,12 +186,13 @@ func wait(ctx context.Context, what string, d time.Duration, ok func() error) er
 }
 
 func (s *suite) setup(ctx context.Context) error {
-	ports, err := consultest.FreePorts(9)
+	ports, err := consultest.FreePorts(11)
 	if err != nil {
 		return err
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
-	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "ml": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8)}
+	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "ml": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8),
+		"kafka": "127.0.0.1:" + p(9), "stream": "127.0.0.1:" + p(10)}
 	bin, err := consulBinary(s.o.root)
 	if err != nil {
 		return err
@@ -245,6 +247,14 @@ func (s *suite) setup(ctx context.Context) error {
 		// service registers as a router too.
 		append([]string{"gateway", "--listen", s.addr["gateway"], "--router-addr", s.addr["router"]}, gatewayLimits...),
 		append([]string{"routersvc-ml", "--ml-service", "--listen", s.addr["ml"], "--state-file", filepath.Join(tmp, "ml.db")}, routerLimits...),
+		// The streaming deployment: the development broker and a router
+		// running the stream worker (which also serves Rank, answering
+		// streamed requests from its precomputed answers).
+		append([]string{"routersvc-stream", "--listen", s.addr["stream"], "--state-file", filepath.Join(tmp, "stream.db"),
+			"--kafka-brokers", s.addr["kafka"], "--stream-id", "bench"}, routerLimits...),
+	}
+	if _, err := s.start("devbroker", env, "--port", p(9), "--partitions", "4"); err != nil {
+		return err
 	}
 	for _, a := range starts {
 		if _, err := s.start(a[0], env, append(a[1:], "--log-level", "WARN")...); err != nil {

@@ -157,6 +157,7 @@ func (s *suite) configs() ([]config, func(), error) {
 		closeAll()
 		return nil, nil, err
 	}
+	s.pool = reqs
 	library := func(ctx context.Context, _ *rand.Rand, _ int) error {
 		ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 		defer cancel()
@@ -199,6 +200,15 @@ func (s *suite) configs() ([]config, func(), error) {
 	// router shows it: inForce judges the request's assignment.
 	// Both the router and ML as one service follow the experiments in KV.
 	routers := []routerv1.RouterServiceClient{routerv1.NewRouterServiceClient(router), routerv1.NewRouterServiceClient(ml)}
+	// The stream router too: the experiment in force applies to it.
+	stream, err := dial(s.addr["stream"])
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	prevClose := closeAll
+	closeAll = func() { prevClose(); stream.Close() }
+	routers = append(routers, routerv1.NewRouterServiceClient(stream))
 	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
 			if err := s.kv("adrank/experiments/feed", doc); err != nil {

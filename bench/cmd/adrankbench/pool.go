@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -20,6 +22,31 @@ type pool struct {
 	// json[i] is reqs[i] as REST JSON, split around its request ID.
 	json [][2][]byte
 	next atomic.Uint64
+
+	mu       sync.Mutex
+	streamed map[int]bool // the requests sent through the stream
+}
+
+// mark notes that request i went through the stream.
+func (p *pool) mark(i int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.streamed == nil {
+		p.streamed = map[int]bool{}
+	}
+	p.streamed[i] = true
+}
+
+// taken lists the requests that went through the stream.
+func (p *pool) taken() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, 0, len(p.streamed))
+	for i := range p.streamed {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out
 }
 
 const idMark = "@ID@"

@@ -39,9 +39,18 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer closeAll()
+	if o.only == len(configs)+1 { // the streaming measurement alone
+		sr, err := s.measureStream(ctx, s.pool)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("stream through Kafka: %.0f req/s, %.2f CPU s/1000 (+%.2f broker) %v, p50 %v p99 %v, precomputed hit p99 %.2f ms, miss p99 %.2f ms, errors %d\n",
+			sr.throughput, sr.cpuPer1000, sr.brokerPer1000, cpuByText(sr.cpuBy), sr.p50, sr.p99, sr.hit[1], sr.miss[1], sr.errors)
+		return nil
+	}
 	if o.only > 0 {
 		if o.only > len(configs) {
-			return fmt.Errorf("-only %d: there are %d configurations", o.only, len(configs))
+			return fmt.Errorf("-only %d: there are %d configurations, and %d is the streaming measurement", o.only, len(configs), len(configs)+1)
 		}
 		configs = configs[o.only-1 : o.only]
 	}
@@ -61,7 +70,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	md := s.markdown(results, down)
+	sr, err := s.measureStream(ctx, s.pool)
+	if err != nil {
+		return fmt.Errorf("streaming: %w", err)
+	}
+	fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000 (+%.2f broker)  p99 %v  hit/miss p99 %.2f/%.2f ms  errors %d\n",
+		"stream through Kafka", sr.throughput, sr.cpuPer1000, sr.brokerPer1000, sr.p99, sr.hit[1], sr.miss[1], sr.errors)
+	md := s.markdown(results, down) + s.streamMarkdown(sr, results[0])
 	if o.smoke {
 		fmt.Println(md)
 		// The smoke proves the suite works; it gates nothing on speed. With
@@ -70,6 +85,9 @@ func run(ctx context.Context, o options) error {
 			if r.saturation <= 0 || r.errors != 0 {
 				return fmt.Errorf("smoke: %s: %.0f req/s, %d errors", r.name, r.saturation, r.errors)
 			}
+		}
+		if sr.throughput <= 0 || sr.errors != 0 {
+			return fmt.Errorf("smoke: streaming: %.0f req/s, %d errors", sr.throughput, sr.errors)
 		}
 		return nil
 	}
@@ -321,4 +339,25 @@ func writeSVG(path string, rs []result, rates []int) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// streamMarkdown is the streaming deployment's section, against gRPC
+// real-time (configuration 1) of the same run.
+func (s *suite) streamMarkdown(sr streamResult, grpcR result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nStreaming through Kafka (the development broker, `bin/devbroker`; a router running the stream worker, polls of up to 64 requests, each poll one transaction and one micro-batch). Throughput: a backlog of requests drained, produce to the last committed answer. CPU: the worker, features, rankers and auction; the broker's own apart.\n\n")
+	b.WriteString("| measure | value | target | |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| ranked requests per second through the stream | %.0f | | |\n", sr.throughput)
+	ratio := sr.cpuPer1000 / grpcR.cpuPer1000
+	fmt.Fprintf(&b, "| CPU ms per ranked request: stream / gRPC real-time | %.3f / %.3f = %.2f | ≤ 0.6 | %s |\n", sr.cpuPer1000, grpcR.cpuPer1000, ratio, verdict(ratio <= 0.6))
+	fmt.Fprintf(&b, "| the same with the broker's CPU counted | %.3f / %.3f = %.2f | | |\n", sr.cpuPer1000+sr.brokerPer1000, grpcR.cpuPer1000, (sr.cpuPer1000+sr.brokerPer1000)/grpcR.cpuPer1000)
+	fmt.Fprintf(&b, "| CPU per streamed request, by process | %s | | |\n", cpuByText(sr.cpuBy))
+	for _, rate := range s.o.rates {
+		if p99, ok := sr.p99[rate]; ok {
+			fmt.Fprintf(&b, "| produce to committed answer at %d req/s, p50 / p99 | %.2f / %.2f ms | | |\n", rate, sr.p50[rate], p99)
+		}
+	}
+	fmt.Fprintf(&b, "| `Rank` at %d req/s answered from a precomputed answer, p50 / p99 | %.2f / %.2f ms | | |\n", sr.hitRate, sr.hit[0], sr.hit[1])
+	fmt.Fprintf(&b, "| `Rank` at %d req/s ranked in full by the same router, p50 / p99 | %.2f / %.2f ms | | |\n", sr.hitRate, sr.miss[0], sr.miss[1])
+	return b.String()
 }
