@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,8 +91,8 @@ func (c *Config) openStore(ctx context.Context) (store.Store, error) {
 // Run serves RouterService until ctx ends, then drains: the server stops
 // first, then the lab writes the impressions of the last requests.
 func Run(ctx context.Context, c Config) error {
-	if c.KafkaBrokers != "" && (c.StreamBatch <= 0 || c.StreamLinger < 10*time.Millisecond || c.ResultTTL <= 0) {
-		return fmt.Errorf("--stream-batch %d, --stream-linger %v, --result-ttl %v: want > 0, >= 10ms, > 0", c.StreamBatch, c.StreamLinger, c.ResultTTL)
+	if c.KafkaBrokers != "" && (c.StreamBatch <= 0 || c.StreamBatch > core.MaxEvents || c.StreamLinger < 10*time.Millisecond || c.ResultTTL <= 0) {
+		return fmt.Errorf("--stream-batch %d, --stream-linger %v, --result-ttl %v: want 1 to %d, >= 10ms, > 0", c.StreamBatch, c.StreamLinger, c.ResultTTL, core.MaxEvents)
 	}
 	if c.Limits.Budget <= 0 || c.Window <= 0 || c.ShadowQueue <= 0 || c.ShadowTimeout <= 0 {
 		return fmt.Errorf("--budget %v, --attribution-window %v, --shadow-queue %d and --shadow-timeout %v: want > 0",
@@ -138,7 +139,10 @@ func Run(ctx context.Context, c Config) error {
 	if c.KafkaBrokers != "" {
 		id := c.StreamID
 		if id == "" {
-			id = "adrank-stream-" + srv.Addr()
+			// Unique per host and port, and the same after a restart there.
+			host, _ := os.Hostname()
+			_, port, _ := net.SplitHostPort(srv.Addr())
+			id = "adrank-stream-" + host + "-" + port
 		}
 		w := stream.New(r.Core, stream.Options{
 			Brokers: strings.Split(c.KafkaBrokers, ","), Group: c.StreamGroup, TransactionalID: id, Topics: stream.DefaultTopics(),

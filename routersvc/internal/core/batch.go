@@ -82,6 +82,10 @@ func (e *Engine) RankBatch(ctx context.Context, reqs []*Request, durable bool) [
 			if durable {
 				record = func(s lab.Served) error { served = s; return nil }
 			}
+			if rc.err != nil {
+				out[idx[j]] = BatchResult{Err: rc.err}
+				return
+			}
 			resp, err := rc.finish(record)
 			out[idx[j]] = BatchResult{Response: resp, Err: err, Served: served}
 		}()
@@ -100,7 +104,7 @@ func (e *Engine) batchAuctions(ctx context.Context, rcs []*rankCall) {
 	}
 	var ready []*rankCall
 	for _, rc := range rcs {
-		if _, ok := rc.scores[rc.a.Version]; ok {
+		if _, ok := rc.scores[rc.a.Version]; ok && rc.err == nil {
 			ready = append(ready, rc)
 		}
 	}
@@ -131,22 +135,18 @@ func (e *Engine) batchFeatures(ctx context.Context, rcs []*rankCall) error {
 	bf, ok := e.down.Features.(BatchFeatures)
 	if !ok {
 		var wg sync.WaitGroup
-		errs := make([]error, len(rcs))
-		for i, rc := range rcs {
+		sem := make(chan struct{}, 16)
+		for _, rc := range rcs {
 			wg.Add(1)
+			sem <- struct{}{}
 			go func() {
-				defer wg.Done()
+				defer func() { <-sem; wg.Done() }()
 				t := time.Now()
-				rc.feats, rc.degraded, errs[i] = e.featuresOrDefaults(rc.ctx, rc.req)
+				rc.feats, rc.degraded, rc.err = e.featuresOrDefaults(rc.ctx, rc.req)
 				rc.timing.Features = time.Since(t)
 			}()
 		}
 		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return err
-			}
-		}
 		return nil
 	}
 	for lo := 0; lo < len(rcs); lo += MaxBatchQueries {
@@ -163,12 +163,14 @@ func (e *Engine) batchFeatures(ctx context.Context, rcs []*rankCall) error {
 		}
 		for i, rc := range chunk {
 			rc.timing.Features = took
-			if err == nil && sets[i].Candidates.Rows != len(rc.req.Candidates) {
-				return Errorf(KindInternal, "features returned %d rows for %d ads", sets[i].Candidates.Rows, len(rc.req.Candidates))
+			if err != nil {
+				continue
 			}
-			if err == nil {
-				rc.feats = sets[i]
+			if !wellFormed(sets[i]) || sets[i].Candidates.Rows != len(rc.req.Candidates) {
+				rc.err = Errorf(KindInternal, "features returned a malformed table (%d rows for %d ads)", sets[i].Candidates.Rows, len(rc.req.Candidates))
+				continue
 			}
+			rc.feats = sets[i]
 		}
 		if err != nil {
 			err = downstreamError(ctx, "features", err)
@@ -182,7 +184,15 @@ func (e *Engine) batchFeatures(ctx context.Context, rcs []*rankCall) error {
 					rc.degraded = "features unavailable (" + Message(err) + "): ranked from default features"
 				}
 			default:
-				return err
+				// One query the service refuses must not fail the others:
+				// ask for each on its own; the one at fault fails alone.
+				for _, rc := range chunk {
+					var ferr error
+					rc.feats, rc.degraded, ferr = e.featuresOrDefaults(rc.ctx, rc.req)
+					if ferr != nil {
+						rc.err = ferr
+					}
+				}
 			}
 		}
 	}
@@ -206,8 +216,8 @@ func (e *Engine) batchScores(ctx context.Context, rcs []*rankCall) {
 	groups := map[key][]*rankCall{}
 	var order []key
 	for _, rc := range rcs {
-		if rc.a.Strategy == lab.Interleaved || len(rc.req.Candidates) > MaxBatchRows {
-			continue
+		if rc.err != nil || rc.a.Strategy == lab.Interleaved || len(rc.req.Candidates) > MaxBatchRows || !wellFormed(rc.feats) {
+			continue // scored on its own (a malformed table is the ranker's to refuse)
 		}
 		k := key{rc.domain, rc.a.Version}
 		if groups[k] == nil {
@@ -254,6 +264,14 @@ func (e *Engine) scoreChunk(ctx context.Context, domain, version string, chunk [
 		rc.timing.Ranker = took
 		rc.calls = append(rc.calls, lab.Call{Version: version, Latency: took})
 	}
+}
+
+// wellFormed reports whether a feature set's tables hold rows x names
+// values (and the shared table at most one row).
+func wellFormed(f FeatureSet) bool {
+	return f.Shared.Rows <= 1 && f.Shared.Rows >= 0 && f.Candidates.Rows >= 0 &&
+		len(f.Shared.Values) == f.Shared.Rows*len(f.Shared.Names) &&
+		len(f.Candidates.Values) == f.Candidates.Rows*len(f.Candidates.Names)
 }
 
 // Merge puts several feature sets' candidates in one table, each row

@@ -102,6 +102,9 @@ type rankCall struct {
 	calls    []lab.Call
 	timing   Timing
 	start    time.Time
+	// err fails the call before it is scored (a micro-batch's features
+	// refused for it alone).
+	err error
 }
 
 // Rank ranks and prices req's candidates.

@@ -66,14 +66,36 @@ func PrecomputedKey(req *Request) string {
 	return req.Domain + "|" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// answerKey is where a streamed answer is kept: by its domain and request
+// ID. PrecomputedKey's entry points to it.
+func answerKey(domain, requestID string) string { return "answer|" + domain + "|" + requestID }
+
 // precomputed returns the stored answer for req, if there is one.
 func (e *Engine) precomputed(ctx context.Context, req *Request) (*Response, bool) {
 	if e.results == nil {
 		return nil, false
 	}
-	v, at, err := e.results.Result(ctx, PrecomputedKey(req))
+	ptr, _, err := e.results.Result(ctx, PrecomputedKey(req))
 	if err != nil {
 		return nil, false // absent, expired, or the store is down: rank now
+	}
+	return e.answer(ctx, string(ptr))
+}
+
+// Answered returns the answer already given to a streamed request (a
+// message read again, after an aborted transaction or a duplicate send), so
+// that it is answered the same way twice.
+func (e *Engine) Answered(ctx context.Context, domain, requestID string) (*Response, bool) {
+	if e.results == nil {
+		return nil, false
+	}
+	return e.answer(ctx, answerKey(domain, requestID))
+}
+
+func (e *Engine) answer(ctx context.Context, key string) (*Response, bool) {
+	v, at, err := e.results.Result(ctx, key)
+	if err != nil {
+		return nil, false
 	}
 	var resp Response
 	if err := json.Unmarshal(v, &resp); err != nil {
@@ -83,16 +105,14 @@ func (e *Engine) precomputed(ctx context.Context, req *Request) (*Response, bool
 	return &resp, true
 }
 
-// Precomputed encodes answers for a Results store, keyed for Rank to find
-// them for the same requests.
-func Precomputed(answers map[*Request]*Response) (map[string][]byte, error) {
-	out := make(map[string][]byte, len(answers))
-	for req, resp := range answers {
-		v, err := json.Marshal(resp)
-		if err != nil {
-			return nil, err
-		}
-		out[PrecomputedKey(req)] = v
+// Precomputed encodes an answer for a Results store: the answer under its
+// domain and request ID (for Answered), and a pointer to it under the
+// request's PrecomputedKey (for Rank to find it for the same request).
+func Precomputed(req *Request, resp *Response) (answer, pointer map[string][]byte, err error) {
+	v, err := json.Marshal(resp)
+	if err != nil {
+		return nil, nil, err
 	}
-	return out, nil
+	k := answerKey(resp.Domain, resp.RequestID)
+	return map[string][]byte{k: v}, map[string][]byte{PrecomputedKey(req): []byte(k)}, nil
 }

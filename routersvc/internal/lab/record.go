@@ -159,22 +159,29 @@ func (l *Lab) Record(s Served) { l.rec.add(l.servedOp(s)) }
 // RecordOnce writes served requests' impressions and counters now, in one
 // store transaction, once per domain and request ID: a request served
 // again (the stream worker's replay of an aborted transaction) changes
-// nothing. results, precomputed answers kept for ttl, go in the same
-// transaction.
-func (l *Lab) RecordOnce(ctx context.Context, served []Served, results map[string][]byte, ttl time.Duration) error {
+// nothing. answers[i], when not nil, is kept with served[i] (written only
+// if it is), and shared with all of it; both for ttl. It reports which
+// requests were recorded now (false: recorded before).
+func (l *Lab) RecordOnce(ctx context.Context, served []Served, answers []map[string][]byte, shared map[string][]byte, ttl time.Duration) ([]bool, error) {
 	ops := make([]store.Op, len(served), len(served)+1)
 	for i, s := range served {
 		op := l.servedOp(s)
 		op.Once, op.OnceTTL = "served|"+s.Domain+"|"+s.RequestID, l.impressionTTL()
 		op.Counters = mergeCounters(op.Counters)
 		op.ImpressionTTL = l.impressionTTL()
+		if i < len(answers) {
+			op.Results, op.ResultTTL = answers[i], ttl
+		}
 		ops[i] = op
 	}
-	if len(results) > 0 {
-		ops = append(ops, store.Op{Results: results, ResultTTL: ttl})
+	if len(shared) > 0 {
+		ops = append(ops, store.Op{Results: shared, ResultTTL: ttl})
 	}
-	_, err := l.o.Store.ApplyAll(ctx, ops)
-	return err
+	applied, err := l.o.Store.ApplyAll(ctx, ops)
+	if err != nil {
+		return nil, err
+	}
+	return applied[:len(served)], nil
 }
 
 func (l *Lab) servedOp(s Served) store.Op {

@@ -2,11 +2,9 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -77,6 +75,9 @@ end
 for _, im in ipairs(op.imps) do
   redis.call('SET', p .. 'imp:' .. im.id, im.js, 'PX', op.imp_ttl)
 end
+for _, r in ipairs(op.results) do
+  redis.call('SET', p .. 'result:' .. r.k, r.v, 'PX', op.result_ttl)
+end
 return 1
 `)
 
@@ -89,6 +90,19 @@ type redisOp struct {
 	DuelTTL  int64         `json:"duel_ttl"`
 	Imps     []redisImp    `json:"imps"`
 	ImpTTL   int64         `json:"imp_ttl"`
+	Results  []redisResult `json:"results"`
+	ResTTL   int64         `json:"result_ttl"`
+}
+
+// redisResult is a precomputed answer: its value is the time it was put
+// (16 hex digits of Unix nanoseconds), then the answer (text).
+type redisResult struct {
+	K string `json:"k"`
+	V string `json:"v"`
+}
+
+func stamped(at time.Time, v []byte) string {
+	return fmt.Sprintf("%016x", uint64(at.UnixNano())) + string(v)
 }
 
 type redisImp struct {
@@ -116,23 +130,19 @@ func (s *Redis) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
 	return applied, nil
 }
 
-// Apply implements Store. An op's Results are written apart (a cache: they
-// need no atomicity with the rest).
+// Apply implements Store: one script, so all of it or, when Once was seen,
+// none of it (its Results too).
 func (s *Redis) Apply(ctx context.Context, op Op) (bool, error) {
-	if len(op.Results) > 0 {
-		if err := s.PutResults(ctx, op.Results, op.ResultTTL); err != nil {
-			return false, err
-		}
-		op.Results = nil
-		if op.Once == "" && len(op.Units)+len(op.Counters)+len(op.Duels)+len(op.Impressions) == 0 {
-			return true, nil
-		}
-	}
 	ro := redisOp{
 		Once: op.Once, OnceTTL: max(op.OnceTTL.Milliseconds(), 1),
 		Units: nonNil(op.Units), Counters: nonNil(op.Counters), Duels: nonNil(op.Duels),
 		DuelTTL: max(op.DuelTTL.Milliseconds(), 1), ImpTTL: max(op.ImpressionTTL.Milliseconds(), 1),
-		Imps: make([]redisImp, 0, len(op.Impressions)),
+		Imps:    make([]redisImp, 0, len(op.Impressions)),
+		Results: make([]redisResult, 0, len(op.Results)), ResTTL: max(op.ResultTTL.Milliseconds(), 1),
+	}
+	now := time.Now()
+	for k, v := range op.Results {
+		ro.Results = append(ro.Results, redisResult{K: k, V: stamped(now, v)})
 	}
 	for _, im := range op.Impressions {
 		js, err := json.Marshal(im)
@@ -231,11 +241,10 @@ func (s *Redis) CompareAndSwap(ctx context.Context, key string, old, new []byte)
 
 // PutResults implements Store: one pipeline of SETs with a TTL.
 func (s *Redis) PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error {
-	at := make([]byte, 8)
-	binary.BigEndian.PutUint64(at, uint64(time.Now().UnixNano()))
+	now := time.Now()
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, v := range results {
-			p.Set(ctx, s.prefix+"result:"+k, slices.Concat(at, v), ttl)
+			p.Set(ctx, s.prefix+"result:"+k, stamped(now, v), ttl)
 		}
 		return nil
 	})
@@ -245,11 +254,15 @@ func (s *Redis) PutResults(ctx context.Context, results map[string][]byte, ttl t
 // Result implements Store.
 func (s *Redis) Result(ctx context.Context, key string) ([]byte, time.Time, error) {
 	v, err := s.c.Get(ctx, s.prefix+"result:"+key).Bytes()
-	if errors.Is(err, redis.Nil) || (err == nil && len(v) < 8) {
+	if errors.Is(err, redis.Nil) {
 		return nil, time.Time{}, ErrNotFound
 	}
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	return v[8:], time.Unix(0, int64(binary.BigEndian.Uint64(v))), nil
+	at, perr := strconv.ParseUint(string(v[:min(16, len(v))]), 16, 64)
+	if len(v) < 16 || perr != nil {
+		return nil, time.Time{}, ErrNotFound
+	}
+	return v[16:], time.Unix(0, int64(at)), nil
 }

@@ -72,8 +72,8 @@ type Op struct {
 	Impressions   []Impression
 	ImpressionTTL time.Duration
 
-	// Results are precomputed answers to keep for ResultTTL (as PutResults
-	// does).
+	// Results are precomputed answers (text) to keep for ResultTTL, as
+	// PutResults does; like the rest, not written when Once was seen.
 	Results   map[string][]byte
 	ResultTTL time.Duration
 }

@@ -61,6 +61,16 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 		if c, err := s.Counters(ctx, "k"); err != nil || c["n"] != 4 {
 			t.Fatalf("counter %v (%v), want 4", c["n"], err)
 		}
+		// An op's results are written with it, or not at all.
+		res := func(once, v string) Op {
+			return Op{Once: once, OnceTTL: time.Hour, Results: map[string][]byte{"answer": []byte(v)}, ResultTTL: time.Hour}
+		}
+		if got, _ := s.ApplyAll(ctx, []Op{res("r", "first"), res("r", "second")}); !slices.Equal(got, []bool{true, false}) {
+			t.Fatalf("results ops applied %v, want [true false]", got)
+		}
+		if v, _, err := s.Result(ctx, "answer"); err != nil || string(v) != "first" {
+			t.Fatalf("result %q (%v), want the first op's", v, err)
+		}
 	})
 	t.Run("precomputed results are kept until their TTL", func(t *testing.T) {
 		s := open(t)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -70,6 +71,7 @@ const (
 // Engine is what the worker needs of the core.
 type Engine interface {
 	RankBatch(ctx context.Context, reqs []*core.Request, durable bool) []core.BatchResult
+	Answered(ctx context.Context, domain, requestID string) (*core.Response, bool)
 	ReportEvents(ctx context.Context, events []core.Event) ([]lab.EventResult, error)
 }
 
@@ -93,9 +95,10 @@ type Options struct {
 	MaxBytes int
 	// Timeout bounds the work of one poll (default 10s).
 	Timeout time.Duration
-	// Record records served requests idempotently, and keeps precomputed
-	// answers for ResultTTL, in one transaction (lab.RecordOnce).
-	Record    func(ctx context.Context, served []lab.Served, results map[string][]byte, ttl time.Duration) error
+	// Record records served requests idempotently with their answers, and
+	// keeps the shared pointers to them, for ResultTTL, in one transaction,
+	// and reports which were recorded now (lab.RecordOnce).
+	Record    func(ctx context.Context, served []lab.Served, answers []map[string][]byte, shared map[string][]byte, ttl time.Duration) ([]bool, error)
 	ResultTTL time.Duration
 	Log       *slog.Logger
 }
@@ -111,8 +114,9 @@ type Worker struct {
 	o   Options
 	eng Engine
 
-	mu  sync.Mutex
-	lag []Lag
+	mu       sync.Mutex
+	lag      []Lag
+	attempts map[string]int // topic/partition/offset -> polls failed in a row
 }
 
 // New returns a worker; call Run.
@@ -129,7 +133,7 @@ func New(eng Engine, o Options) *Worker {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	return &Worker{o: o, eng: eng}
+	return &Worker{o: o, eng: eng, attempts: map[string]int{}}
 }
 
 // Lag returns the group's lag, as last measured (every few seconds).
@@ -231,6 +235,9 @@ func (w *Worker) session(ctx context.Context) error {
 		switch {
 		case committed:
 			pause = 0
+			w.mu.Lock()
+			clear(w.attempts)
+			w.mu.Unlock()
 		case commit:
 			w.o.Log.Info("stream transaction aborted (partitions moved); its records are read again", "records", len(recs))
 		default:
@@ -256,8 +263,9 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 	var reqs []*core.Request
 	var reqRecs []*kgo.Record
 	var events []core.Event
-	var eventRecs []*kgo.Record
-	for _, r := range recs {
+	first := map[string]int{} // domain|request ID -> index in reqs
+	var dups [][2]int         // (index in recs, index in reqs of its first copy)
+	for k, r := range recs {
 		if len(r.Value) > w.o.MaxBytes {
 			out = append(out, w.dead(r, fmt.Sprintf("oversized: %d bytes, at most %d", len(r.Value), w.o.MaxBytes)))
 			continue
@@ -269,6 +277,22 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 				out = append(out, w.dead(r, err.Error()))
 				continue
 			}
+			// Read again (an aborted poll, a duplicate send): answer as
+			// before, and record nothing twice.
+			if resp, ok := w.eng.Answered(ctx, req.Domain, req.RequestID); ok {
+				rec, err := w.answerRecord(resp, r)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rec)
+				continue
+			}
+			id := req.Domain + "|" + req.RequestID
+			if j, ok := first[id]; ok { // twice in this poll: one answer
+				dups = append(dups, [2]int{k, j})
+				continue
+			}
+			first[id] = len(reqs)
 			reqs, reqRecs = append(reqs, req), append(reqRecs, r)
 		case w.o.Topics.Events:
 			ev, err := decodeEvent(r)
@@ -279,7 +303,7 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 				out = append(out, w.dead(r, "invalid: "+err.Error()))
 				continue
 			}
-			events, eventRecs = append(events, ev), append(eventRecs, r)
+			events = append(events, ev)
 		}
 	}
 	if len(events) > 0 {
@@ -292,41 +316,106 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 		return out, nil
 	}
 	results := w.eng.RankBatch(ctx, reqs, true)
-	answers := map[*core.Request]*core.Response{}
 	var served []lab.Served
+	var answers []map[string][]byte
+	var ranked []int // indexes in reqs of served
+	shared := map[string][]byte{}
 	for i, res := range results {
-		r := reqRecs[i]
 		if res.Err != nil {
-			switch core.KindOf(res.Err) {
-			case core.KindInvalid, core.KindNotFound, core.KindInternal, core.KindFailedPrecondition:
-				// The message's fault (or ours, for good): retrying cannot help.
-				out = append(out, w.dead(r, kindName(core.KindOf(res.Err))+": "+core.Message(res.Err)))
-				continue
-			default:
-				return nil, res.Err
+			if err := w.failed(reqRecs[i], res.Err, &out); err != nil {
+				return nil, err
 			}
+			continue
 		}
-		v, err := encode(router.Response(res.Response), r)
+		answer, pointer, err := core.Precomputed(reqs[i], res.Response)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &kgo.Record{Topic: w.o.Topics.Results, Key: []byte(res.Response.RequestID), Value: v,
-			Headers: []kgo.RecordHeader{
-				{Key: HeaderContentType, Value: []byte(contentType(r))},
-				{Key: HeaderRequestID, Value: []byte(res.Response.RequestID)},
-			}})
-		answers[reqs[i]] = res.Response
-		served = append(served, res.Served)
+		maps.Copy(shared, pointer)
+		served, answers, ranked = append(served, res.Served), append(answers, answer), append(ranked, i)
 	}
-	pre, err := core.Precomputed(answers)
+	// Before the commit, in one store transaction: a poll read again
+	// records nothing twice.
+	recorded, err := w.o.Record(ctx, served, answers, shared, w.o.ResultTTL)
+	if err != nil {
+		return nil, core.Errorf(core.KindUnavailable, "experiment state store: %v", err)
+	}
+	final := map[int]*core.Response{}
+	for j, i := range ranked {
+		resp := results[i].Response
+		if !recorded[j] {
+			// Served before (by a poll that was then aborted, here or on
+			// another worker): the answer to publish is the one recorded.
+			if prev, ok := w.eng.Answered(ctx, reqs[i].Domain, reqs[i].RequestID); ok {
+				resp = prev
+			} else {
+				w.o.Log.Warn("stream: a request served before has no kept answer (past --result-ttl); publishing a new one", "request_id", reqs[i].RequestID)
+			}
+		}
+		final[i] = resp
+		rec, err := w.answerRecord(resp, reqRecs[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	for _, d := range dups {
+		if resp, ok := final[d[1]]; ok {
+			rec, err := w.answerRecord(resp, recs[d[0]])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		} else if err := w.failed(recs[d[0]], results[d[1]].Err, &out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// failed handles a request the core could not answer: the message's fault
+// (or, for good, ours) goes to the dead letters; a transient failure
+// aborts the poll to retry it, until the message has failed maxAttempts
+// polls in a row, and then it goes to the dead letters too, so that one
+// message (a domain that stays down) cannot hold its partition forever.
+func (w *Worker) failed(r *kgo.Record, err error, out *[]*kgo.Record) error {
+	k := core.KindOf(err)
+	switch k {
+	case core.KindUnavailable, core.KindOverloaded, core.KindDeadline, core.KindCanceled:
+		pos := fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)
+		w.mu.Lock()
+		w.attempts[pos]++
+		n := w.attempts[pos]
+		w.mu.Unlock()
+		if n < maxAttempts {
+			return err
+		}
+		*out = append(*out, w.dead(r, fmt.Sprintf("unavailable after %d attempts: %s", n, core.Message(err))))
+		return nil
+	}
+	*out = append(*out, w.dead(r, kindName(k)+": "+core.Message(err)))
+	return nil
+}
+
+// maxAttempts is how many polls in a row a message may fail for a
+// transient reason before it is dead-lettered.
+const maxAttempts = 8
+
+// answerRecord is resp as the answer to request record r. A streamed
+// answer says it was ranked for the stream (source realtime), also when it
+// is given again.
+func (w *Worker) answerRecord(resp *core.Response, r *kgo.Record) (*kgo.Record, error) {
+	a := *resp
+	a.Source, a.Age = core.SourceRealtime, 0
+	v, err := encode(router.Response(&a), r)
 	if err != nil {
 		return nil, err
 	}
-	// Before the commit: a poll read again records nothing twice.
-	if err := w.o.Record(ctx, served, pre, w.o.ResultTTL); err != nil {
-		return nil, core.Errorf(core.KindUnavailable, "experiment state store: %v", err)
-	}
-	return out, nil
+	return &kgo.Record{Topic: w.o.Topics.Results, Key: []byte(resp.RequestID), Value: v,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderContentType, Value: []byte(contentType(r))},
+			{Key: HeaderRequestID, Value: []byte(resp.RequestID)},
+		}}, nil
 }
 
 func kindName(k core.Kind) string {

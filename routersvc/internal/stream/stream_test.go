@@ -84,6 +84,7 @@ func (r *rig) router() *app.Router {
 func (r *rig) worker(rt *app.Router, id string, o stream.Options) (stop func()) {
 	o.Brokers, o.Group, o.TransactionalID, o.Topics, o.Log = r.brokers, "test-group", id, topics, loud
 	o.Record, o.ResultTTL = rt.Lab.RecordOnce, time.Hour
+	rt.Core.UsePrecomputed(r.st)
 	w := stream.New(rt.Core, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -343,6 +344,46 @@ func TestRebalanceAnswersEachOnce(t *testing.T) {
 	}
 }
 
+// A request read again (here: sent twice, as a producer that retries
+// without idempotence would) is answered the same way twice, from the first
+// answer, and recorded once: so it is too when an aborted poll is read
+// again, even if an experiment would now assign it another arm.
+func TestReadAgainAnswersTheSame(t *testing.T) {
+	r := newRig(t)
+	rt := r.router()
+	req := request("twice", 3)
+	r.produce(protoRecord(t, req, req.GetUserId()))
+	r.worker(rt, "w1", stream.Options{})
+	first := r.consume(topics.Results, 1)
+	r.produce(protoRecord(t, req, req.GetUserId()))
+	both := r.consume(topics.Results, 2)
+	if len(first) != 1 || len(both) != 2 {
+		t.Fatalf("%d then %d answers, want 1 then 2", len(first), len(both))
+	}
+	var a, b routerv1.RankResponse
+	if err := proto.Unmarshal(both[0].Value, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(both[1].Value, &b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&a, &b, protocmp.Transform()); diff != "" {
+		t.Errorf("the second answer differs (-first +second):\n%s", diff)
+	}
+	if err := rt.Core.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rt.Core.Report(context.Background(), "feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Versions {
+		if v.Version == "v2" && v.Requests != 1 {
+			t.Errorf("recorded %v times, want once", v.Requests)
+		}
+	}
+}
+
 // A streamed answer is waiting for the same request on the real-time path:
 // Rank returns it, marked precomputed with its age, until its TTL ends.
 func TestPrecomputed(t *testing.T) {
@@ -368,5 +409,86 @@ func TestPrecomputed(t *testing.T) {
 	resp, err = rt.GRPC.Rank(context.Background(), other)
 	if err != nil || resp.GetSource() != routerv1.Source_SOURCE_REALTIME {
 		t.Fatalf("another candidate set: source %v (%v), want realtime", resp.GetSource(), err)
+	}
+}
+
+// stuckEngine fails one request ID as a downstream outage would, for good.
+type stuckEngine struct {
+	*core.Engine
+	stuck string
+}
+
+func (e stuckEngine) RankBatch(ctx context.Context, reqs []*core.Request, durable bool) []core.BatchResult {
+	var pass []*core.Request
+	for _, r := range reqs {
+		if r.RequestID != e.stuck {
+			pass = append(pass, r)
+		}
+	}
+	got := e.Engine.RankBatch(ctx, pass, durable)
+	out := make([]core.BatchResult, 0, len(reqs))
+	for _, r := range reqs {
+		if r.RequestID == e.stuck {
+			out = append(out, core.BatchResult{Err: core.Errorf(core.KindUnavailable, "injected outage")})
+			continue
+		}
+		out, got = append(out, got[0]), got[1:]
+	}
+	return out
+}
+
+// A request that fails for a transient reason every time (its domain stays
+// down) is retried, then dead-lettered, so that it does not hold its
+// partition: the requests after it are answered, each once.
+func TestStuckRequestIsDeadLetteredAfterRetries(t *testing.T) {
+	r := newRig(t)
+	rt := r.router()
+	var recs []*kgo.Record
+	for i := range 5 {
+		recs = append(recs, protoRecord(t, request(fmt.Sprintf("s-%d", i), 1), "same-key"))
+	}
+	r.produce(recs...)
+	o := stream.Options{Brokers: r.brokers, Group: "test-group", TransactionalID: "w1", Topics: topics, Log: quiet, Record: rt.Lab.RecordOnce, ResultTTL: time.Hour}
+	rt.Core.UsePrecomputed(r.st)
+	w := stream.New(stuckEngine{rt.Core, "s-2"}, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	dead := r.consume(topics.DeadLetter, 1)
+	if len(dead) != 1 || !strings.HasPrefix(header(dead[0], stream.HeaderError), "unavailable after 8 attempts: ") {
+		t.Fatalf("dead letters %d, first error %q; want one, after 8 attempts", len(dead), header(dead[0], stream.HeaderError))
+	}
+	ids := map[string]int{}
+	for _, rec := range r.consume(topics.Results, 4) {
+		ids[header(rec, stream.HeaderRequestID)]++
+	}
+	if len(ids) != 4 || ids["s-2"] != 0 || ids["s-0"] != 1 || ids["s-4"] != 1 {
+		t.Errorf("answers %v, want s-0, s-1, s-3, s-4 once each", ids)
+	}
+}
+
+// The same request twice in one poll gets one answer twice, recorded once.
+func TestTwiceInOnePoll(t *testing.T) {
+	r := newRig(t)
+	rt := r.router()
+	req := request("dup", 4)
+	r.produce(protoRecord(t, req, "k"), protoRecord(t, req, "k"))
+	r.worker(rt, "w1", stream.Options{})
+	got := r.consume(topics.Results, 2)
+	if len(got) != 2 || string(got[0].Value) != string(got[1].Value) {
+		t.Fatalf("%d answers, equal: %v", len(got), len(got) == 2 && string(got[0].Value) == string(got[1].Value))
+	}
+	if err := rt.Core.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rt.Core.Report(context.Background(), "feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Versions {
+		if v.Version == "v2" && v.Requests != 1 {
+			t.Errorf("recorded %v times, want once", v.Requests)
+		}
 	}
 }
