@@ -199,6 +199,21 @@ func TestStreamExactlyOnce(t *testing.T) {
 	}
 	defer cc.Close()
 	client := routerv1.NewRouterServiceClient(cc)
+	// The consumer lag is in ListDomains: drained, once the worker is done.
+	eventually(t, settle, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d, err := client.ListDomains(ctx, &routerv1.ListDomainsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, l := range d.GetStreamLag() {
+			if l.GetTopic() == "adrank.rank.requests" && l.GetGroup() == "adrank-stream" && l.GetLag() == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("stream lag %v, want adrank.rank.requests drained", d.GetStreamLag())
+	})
 	awaitCounts(t, "A/B arms: every streamed impression and each click once", []int{impressions, len(clicks)}, func() ([]int, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
