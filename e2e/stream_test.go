@@ -92,13 +92,7 @@ func consumeCommitted(t *testing.T, broker, topic string) []string {
 // read_committed reader, and the A/B test counts each impression and each
 // click once. A bad message goes to the dead-letter topic.
 func TestStreamExactlyOnce(t *testing.T) {
-	c := startCluster(t, [2]string{"stories/v1", "models/stories/v1.json"})
-	// feed's rankers answer 30 ms late (toxiproxy), so that draining the
-	// requests takes seconds and the kill lands in the middle.
-	for _, dv := range []string{"feed/v1", "feed/v2"} {
-		_, proxy := c.startRankerBehindProxy(dv, "models/"+dv+".json")
-		addLatency(t, proxy, 30*time.Millisecond)
-	}
+	c := startCluster(t, demoRankers...)
 	broker := c.startBroker()
 	c.putKV("adrank/experiments/feed", `{"ab": {"salt": "stream", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`)
 	ports, err := consultest.FreePorts(1)
@@ -107,8 +101,9 @@ func TestStreamExactlyOnce(t *testing.T) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	state := t.TempDir() + "/worker.db"
-	// Small polls: many transactions.
-	args := append([]string{"--listen", addr, "--state-file", state, "--kafka-brokers", broker, "--stream-id", "e2e-worker", "--stream-batch", "4"}, routerLimits...)
+	// One request per poll: 300 transactions for the first half, each with
+	// its store write, so that the kill lands in the middle (checked below).
+	args := append([]string{"--listen", addr, "--state-file", state, "--kafka-brokers", broker, "--stream-id", "e2e-worker", "--stream-batch", "1"}, routerLimits...)
 
 	const n = 600
 	line := func(i int) string {

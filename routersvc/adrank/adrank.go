@@ -100,7 +100,8 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	local.SetAuctionConfigs(pairs)
 	configs := map[string][]byte{}
-	for d := range app.Domains(served) {
+	for _, dv := range served {
+		d := filepath.Dir(dv)
 		if _, ok := cfg.Production[d]; !ok {
 			configs[d] = []byte(`{"production": "v1"}`)
 		}

@@ -7,7 +7,6 @@ package app
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/routersvc/internal/core"
@@ -32,9 +31,8 @@ type Parts struct {
 
 // Router is an assembled router.
 type Router struct {
-	Core  *core.Engine
-	Lab   *lab.Lab
-	Table *routing.Table
+	Core *core.Engine
+	Lab  *lab.Lab
 	// GRPC is RouterService over the core.
 	GRPC *router.Server
 }
@@ -45,7 +43,7 @@ func New(p Parts) *Router {
 	o.Store, o.Log, o.Experiments = p.Store, p.Log, core.LabDomains(p.Table)
 	lb := lab.New(o)
 	c := core.New(p.Table, downstream.Adapt(p.Clients), lb, p.Limits, p.Log)
-	return &Router{Core: c, Lab: lb, Table: p.Table, GRPC: router.NewServer(c)}
+	return &Router{Core: c, Lab: lb, GRPC: router.NewServer(c)}
 }
 
 // Run runs the experiment lab until ctx ends, then writes what it recorded.
@@ -68,13 +66,4 @@ func Local(w world.Config, models string, log *slog.Logger) (*downstream.Local, 
 	table := routing.NewTable(log, nil)
 	table.SetRankers(local.Instances())
 	return local, table, served, nil
-}
-
-// Domains are the domains of served domain/version pairs.
-func Domains(served []string) map[string]bool {
-	out := map[string]bool{}
-	for _, dv := range served {
-		out[filepath.Dir(dv)] = true
-	}
-	return out
 }

@@ -31,7 +31,7 @@ const (
 type BatchResult struct {
 	Response *Response
 	Err      error
-	// Served is what to record, when the batch was ranked durable.
+	// Served is what to record.
 	Served lab.Served
 }
 
@@ -40,10 +40,10 @@ type BatchResult struct {
 // candidates of every request assigned the same domain and version scored
 // in one ranker call (at most MaxBatchRows rows), and the auctions in one
 // call (when the auction allows it). Fewer calls for the same work is where
-// a micro-batch saves. ctx bounds the whole batch. When durable, nothing is
-// recorded: each answer's Served is for the caller to record (the stream
-// worker records idempotently, in one transaction, before it commits).
-func (e *Engine) RankBatch(ctx context.Context, reqs []*Request, durable bool) []BatchResult {
+// a micro-batch saves. ctx bounds the whole batch. Nothing is recorded:
+// each answer's Served is for the caller to record (the stream worker
+// records idempotently, in one transaction, before it commits).
+func (e *Engine) RankBatch(ctx context.Context, reqs []*Request) []BatchResult {
 	out := make([]BatchResult, len(reqs))
 	var rcs []*rankCall
 	var idx []int // rcs[i] answers reqs[idx[i]]
@@ -77,11 +77,8 @@ func (e *Engine) RankBatch(ctx context.Context, reqs []*Request, durable bool) [
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			var record func(lab.Served) error
 			var served lab.Served
-			if durable {
-				record = func(s lab.Served) error { served = s; return nil }
-			}
+			record := func(s lab.Served) error { served = s; return nil }
 			if rc.err != nil {
 				out[idx[j]] = BatchResult{Err: rc.err}
 				return
@@ -180,8 +177,7 @@ func (e *Engine) batchFeatures(ctx context.Context, rcs []*rankCall) error {
 					return err
 				}
 				for _, rc := range chunk {
-					rc.feats = FeatureSet{Candidates: Table{Rows: len(rc.req.Candidates)}}
-					rc.degraded = "features unavailable (" + Message(err) + "): ranked from default features"
+					rc.feats, rc.degraded = e.defaults(rc.ctx, rc.req, err)
 				}
 			default:
 				// One query the service refuses must not fail the others:

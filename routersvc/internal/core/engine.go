@@ -5,7 +5,7 @@
 // calls around it (events, reports, canary promotion and rollback). It
 // talks to features, rankers and the auction through small interfaces
 // (Downstream) and returns typed errors (*Error); each front (the gRPC
-// router, the library, streaming, batch) maps them once.
+// router, and the library through it; the stream worker) maps them once.
 package core
 
 import (
@@ -348,25 +348,28 @@ func (e *Engine) featuresOrDefaults(ctx context.Context, req *Request) (FeatureS
 	default:
 		return FeatureSet{}, "", err
 	}
+	feats, reason := e.defaults(ctx, req, err)
+	return feats, reason, nil
+}
+
+// defaults are req's default features (every feature missing: the models'
+// own defaults) when the features failed with err, and the reason to give.
+func (e *Engine) defaults(ctx context.Context, req *Request, err error) (FeatureSet, string) {
 	// Once a second at most: an outage must not flood the log.
 	if now := time.Now().UnixNano(); now-e.lastDegradedLog.Load() > int64(time.Second) {
 		e.lastDegradedLog.Store(now)
 		e.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", Message(err))
 	}
-	return FeatureSet{Candidates: Table{Rows: len(req.Candidates)}}, "features unavailable (" + Message(err) + "): ranked from default features", nil
+	return FeatureSet{Candidates: Table{Rows: len(req.Candidates)}}, "features unavailable (" + Message(err) + "): ranked from default features"
 }
 
 func (e *Engine) features(ctx context.Context, req *Request) (FeatureSet, error) {
-	ids := make([]string, len(req.Candidates))
-	for i, c := range req.Candidates {
-		ids[i] = c.AdID
-	}
-	f, err := e.down.Features.Features(ctx, FeatureQuery{UserID: req.UserID, AdIDs: ids, Context: req.Context})
+	f, err := e.down.Features.Features(ctx, query(req))
 	if err != nil {
 		return FeatureSet{}, downstreamError(ctx, "features", err)
 	}
-	if f.Candidates.Rows != len(ids) {
-		return FeatureSet{}, Errorf(KindInternal, "features returned %d rows for %d ads", f.Candidates.Rows, len(ids))
+	if f.Candidates.Rows != len(req.Candidates) {
+		return FeatureSet{}, Errorf(KindInternal, "features returned %d rows for %d ads", f.Candidates.Rows, len(req.Candidates))
 	}
 	return f, nil
 }

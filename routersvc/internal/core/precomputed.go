@@ -22,9 +22,9 @@ const (
 	SourcePrecomputed
 )
 
-// Results keeps precomputed answers (store.Store does).
+// Results holds precomputed answers (store.Store does; the stream worker
+// writes them with its record).
 type Results interface {
-	PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error
 	Result(ctx context.Context, key string) ([]byte, time.Time, error)
 }
 
@@ -75,9 +75,12 @@ func (e *Engine) precomputed(ctx context.Context, req *Request) (*Response, bool
 	if e.results == nil {
 		return nil, false
 	}
+	// A slow store must not eat the budget: past a fifth of it, rank now.
+	ctx, cancel := context.WithTimeout(ctx, e.limits.Budget/5)
+	defer cancel()
 	ptr, _, err := e.results.Result(ctx, PrecomputedKey(req))
 	if err != nil {
-		return nil, false // absent, expired, or the store is down: rank now
+		return nil, false // absent, expired, or the store is down or slow: rank now
 	}
 	return e.answer(ctx, string(ptr))
 }
@@ -101,7 +104,7 @@ func (e *Engine) answer(ctx context.Context, key string) (*Response, bool) {
 	if err := json.Unmarshal(v, &resp); err != nil {
 		return nil, false
 	}
-	resp.Source, resp.Age = SourcePrecomputed, time.Since(at)
+	resp.Source, resp.Age, resp.Timing = SourcePrecomputed, time.Since(at), Timing{}
 	return &resp, true
 }
 

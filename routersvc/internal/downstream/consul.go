@@ -123,11 +123,6 @@ func (c *Consul) Ranker(domain, version string) (rankerv1.RankerServiceClient, e
 	return rankerv1.NewRankerServiceClient(cc), nil
 }
 
-// SetExperiment writes a domain's experiment document to Consul KV.
-func (c *Consul) SetExperiment(ctx context.Context, domain string, doc []byte) error {
-	return PutExperiment(c.client)(ctx, domain, doc)
-}
-
 // PutExperiment returns a writer of domains' experiment documents to Consul
 // KV (lab.Options.SetExperiment: canary promotion).
 func PutExperiment(client *api.Client) func(ctx context.Context, domain string, doc []byte) error {

@@ -41,7 +41,7 @@ func (s *Server) SetStreamLag(lag func() []*routerv1.StreamLag) { s.lag = lag }
 // NewServer serves c.
 func NewServer(c *core.Engine) *Server { return &Server{core: c} }
 
-// codes maps the core's kinds to status codes: the README's error table.
+// kindCodes maps the core's kinds to status codes: the README's error table.
 var kindCodes = map[core.Kind]codes.Code{
 	core.KindInternal:           codes.Internal,
 	core.KindInvalid:            codes.InvalidArgument,
@@ -155,19 +155,13 @@ func (s *Server) Rank(ctx context.Context, req *routerv1.RankRequest) (*routerv1
 
 // ServerTimingHeader is the response metadata in which Rank says where its
 // time went, in the form of HTTP's Server-Timing (ms): the downstream calls
-// as the router saw them (hop included), and the total from the start of
-// the handler. total - features - ranker - auction is the router's own
+// as the core saw them (hop included), and the core's total. total - features - ranker - auction is the router's own
 // overhead. The gateway passes it on as the Server-Timing HTTP header.
 const ServerTimingHeader = "server-timing"
 
 func serverTiming(t core.Timing) string {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
 	return "features;dur=" + ms(t.Features) + ", ranker;dur=" + ms(t.Ranker) + ", auction;dur=" + ms(t.Auction) + ", total;dur=" + ms(t.Total)
-}
-
-// ImpressionID identifies one shown ad (core.ImpressionID).
-func ImpressionID(requestID, adID string, slot int32) string {
-	return core.ImpressionID(requestID, adID, int(slot))
 }
 
 // ListDomains implements RouterService.

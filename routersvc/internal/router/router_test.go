@@ -197,13 +197,13 @@ func TestRank(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
-		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: ImpressionID("r1", "ad2", 1), Version: "v1"},
+		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: core.ImpressionID("r1", "ad2", 1), Version: "v1"},
 	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1},
 		Source: routerv1.Source_SOURCE_REALTIME}
 	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if ImpressionID("r1", "ad2", 1) == ImpressionID("r2", "ad2", 1) || ImpressionID("r1", "ad2", 1) == ImpressionID("r1", "ad2", 2) {
+	if core.ImpressionID("r1", "ad2", 1) == core.ImpressionID("r2", "ad2", 1) || core.ImpressionID("r1", "ad2", 1) == core.ImpressionID("r1", "ad2", 2) {
 		t.Error("impression ids collide")
 	}
 }

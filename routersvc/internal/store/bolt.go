@@ -336,14 +336,6 @@ func (s *Bolt) CompareAndSwap(_ context.Context, key string, old, new []byte) (b
 	return swapped, err
 }
 
-// PutResults implements Store: one transaction.
-func (s *Bolt) PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return putResults(tx, results, s.now(), ttl) })
-}
-
 // Result implements Store.
 func (s *Bolt) Result(_ context.Context, key string) ([]byte, time.Time, error) {
 	var out []byte

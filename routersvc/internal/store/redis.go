@@ -239,18 +239,6 @@ func (s *Redis) CompareAndSwap(ctx context.Context, key string, old, new []byte)
 	return n == 1, err
 }
 
-// PutResults implements Store: one pipeline of SETs with a TTL.
-func (s *Redis) PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error {
-	now := time.Now()
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for k, v := range results {
-			p.Set(ctx, s.prefix+"result:"+k, stamped(now, v), ttl)
-		}
-		return nil
-	})
-	return err
-}
-
 // Result implements Store.
 func (s *Redis) Result(ctx context.Context, key string) ([]byte, time.Time, error) {
 	v, err := s.c.Get(ctx, s.prefix+"result:"+key).Bytes()

@@ -72,8 +72,9 @@ type Op struct {
 	Impressions   []Impression
 	ImpressionTTL time.Duration
 
-	// Results are precomputed answers (text) to keep for ResultTTL, as
-	// PutResults does; like the rest, not written when Once was seen.
+	// Results are precomputed answers (text) to keep for ResultTTL, each
+	// stamped with the time it was put; like the rest, not written when
+	// Once was seen.
 	Results   map[string][]byte
 	ResultTTL time.Duration
 }
@@ -97,9 +98,6 @@ type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	// CompareAndSwap sets key to new if its value is old (nil old: absent).
 	CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error)
-	// PutResults keeps precomputed answers (the stream worker's) for ttl,
-	// each stamped with the time it was put.
-	PutResults(ctx context.Context, results map[string][]byte, ttl time.Duration) error
 	// Result returns a precomputed answer and when it was put; ErrNotFound
 	// when absent or expired.
 	Result(ctx context.Context, key string) ([]byte, time.Time, error)

@@ -78,10 +78,10 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 			t.Fatalf("absent result: %v, want ErrNotFound", err)
 		}
 		before := time.Now()
-		if err := s.PutResults(ctx, map[string][]byte{"a": []byte("answer a"), "b": {}}, time.Hour); err != nil {
+		if _, err := s.Apply(ctx, Op{Results: map[string][]byte{"a": []byte("answer a"), "b": {}}, ResultTTL: time.Hour}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PutResults(ctx, map[string][]byte{"short": []byte("x")}, 50*time.Millisecond); err != nil {
+		if _, err := s.Apply(ctx, Op{Results: map[string][]byte{"short": []byte("x")}, ResultTTL: 50 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
 		v, at, err := s.Result(ctx, "a")

@@ -70,7 +70,7 @@ const (
 
 // Engine is what the worker needs of the core.
 type Engine interface {
-	RankBatch(ctx context.Context, reqs []*core.Request, durable bool) []core.BatchResult
+	RankBatch(ctx context.Context, reqs []*core.Request) []core.BatchResult
 	Answered(ctx context.Context, domain, requestID string) (*core.Response, bool)
 	ReportEvents(ctx context.Context, events []core.Event) ([]lab.EventResult, error)
 }
@@ -277,16 +277,8 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 				out = append(out, w.dead(r, err.Error()))
 				continue
 			}
-			// Read again (an aborted poll, a duplicate send): answer as
-			// before, and record nothing twice.
-			if resp, ok := w.eng.Answered(ctx, req.Domain, req.RequestID); ok {
-				rec, err := w.answerRecord(resp, r)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, rec)
-				continue
-			}
+			// A request read again (an aborted poll, a duplicate send) is
+			// found out when it is recorded, below.
 			id := req.Domain + "|" + req.RequestID
 			if j, ok := first[id]; ok { // twice in this poll: one answer
 				dups = append(dups, [2]int{k, j})
@@ -315,7 +307,7 @@ func (w *Worker) process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 	if len(reqs) == 0 {
 		return out, nil
 	}
-	results := w.eng.RankBatch(ctx, reqs, true)
+	results := w.eng.RankBatch(ctx, reqs)
 	var served []lab.Served
 	var answers []map[string][]byte
 	var ranked []int // indexes in reqs of served
@@ -487,7 +479,7 @@ func decodeEvent(r *kgo.Record) (core.Event, error) {
 	if err := decode(r, &m); err != nil {
 		return core.Event{}, fmt.Errorf("malformed: %v", err)
 	}
-	return core.Event{ImpressionID: m.GetImpressionId(), Type: core.EventType(m.GetType()), Value: m.GetValue(), EventID: m.GetEventId()}, nil
+	return router.Events(&routerv1.ReportEventsRequest{Events: []*routerv1.Event{&m}})[0], nil
 }
 
 // watchLag measures the group's lag every 2 s and logs it when it changes.

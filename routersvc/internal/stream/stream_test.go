@@ -345,9 +345,9 @@ func TestRebalanceAnswersEachOnce(t *testing.T) {
 }
 
 // A request read again (here: sent twice, as a producer that retries
-// without idempotence would) is answered the same way twice, from the first
-// answer, and recorded once: so it is too when an aborted poll is read
-// again, even if an experiment would now assign it another arm.
+// without idempotence would) is recorded once and answered the same way
+// twice. (Ranking is deterministic here, so the equal answers alone would
+// not show which one was published; the record count does.)
 func TestReadAgainAnswersTheSame(t *testing.T) {
 	r := newRig(t)
 	rt := r.router()
@@ -389,7 +389,6 @@ func TestReadAgainAnswersTheSame(t *testing.T) {
 func TestPrecomputed(t *testing.T) {
 	r := newRig(t)
 	rt := r.router()
-	rt.Core.UsePrecomputed(r.st)
 	req := request("pre-1", 7)
 	r.produce(protoRecord(t, req, req.GetUserId()))
 	r.worker(rt, "w1", stream.Options{})
@@ -401,7 +400,7 @@ func TestPrecomputed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetSource() != routerv1.Source_SOURCE_PRECOMPUTED || resp.GetRequestId() != "pre-1" || resp.GetAgeMs() < 0 || len(resp.GetResults()) == 0 {
+	if resp.GetSource() != routerv1.Source_SOURCE_PRECOMPUTED || resp.GetRequestId() != "pre-1" || len(resp.GetResults()) == 0 {
 		t.Fatalf("source %v, request %q, age %d ms, %d results; want the precomputed answer to pre-1", resp.GetSource(), resp.GetRequestId(), resp.GetAgeMs(), len(resp.GetResults()))
 	}
 	other := request("", 7)
@@ -418,14 +417,14 @@ type stuckEngine struct {
 	stuck string
 }
 
-func (e stuckEngine) RankBatch(ctx context.Context, reqs []*core.Request, durable bool) []core.BatchResult {
+func (e stuckEngine) RankBatch(ctx context.Context, reqs []*core.Request) []core.BatchResult {
 	var pass []*core.Request
 	for _, r := range reqs {
 		if r.RequestID != e.stuck {
 			pass = append(pass, r)
 		}
 	}
-	got := e.Engine.RankBatch(ctx, pass, durable)
+	got := e.Engine.RankBatch(ctx, pass)
 	out := make([]core.BatchResult, 0, len(reqs))
 	for _, r := range reqs {
 		if r.RequestID == e.stuck {
@@ -456,8 +455,11 @@ func TestStuckRequestIsDeadLetteredAfterRetries(t *testing.T) {
 	go func() { _ = w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	dead := r.consume(topics.DeadLetter, 1)
-	if len(dead) != 1 || !strings.HasPrefix(header(dead[0], stream.HeaderError), "unavailable after 8 attempts: ") {
-		t.Fatalf("dead letters %d, first error %q; want one, after 8 attempts", len(dead), header(dead[0], stream.HeaderError))
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want one", len(dead))
+	}
+	if e := header(dead[0], stream.HeaderError); !strings.HasPrefix(e, "unavailable after 8 attempts: ") {
+		t.Fatalf("dead letter error %q, want unavailable after 8 attempts", e)
 	}
 	ids := map[string]int{}
 	for _, rec := range r.consume(topics.Results, 4) {
