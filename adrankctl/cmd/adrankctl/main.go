@@ -16,6 +16,13 @@
 //	adrankctl canary promote|rollback DOMAIN [--reason TEXT] --router ADDR
 //
 // promotes or rolls back the domain's canary through the router's API.
+//
+//	adrankctl batch run --domain D --version V [--shard i/N] [--input FILE] [--every 24h]
+//
+// is the batch deployment's job: it scores every (user, eligible ad) pair of
+// the domain with the model version, keeps each user's top K and writes them
+// as a snapshot generation that routers serve in batch mode and fall back
+// to. See adrankctl batch run -h.
 package main
 
 import (
@@ -41,6 +48,7 @@ commands:
   experiment set DOMAIN [FILE]                     validate, then write the document to Consul KV
   canary promote|rollback DOMAIN [--reason TEXT]   through the router (--router, default 127.0.0.1:9090)
 
+  batch run --domain D --version V [flags]         score every (user, ad) pair; write each user's top K as a snapshot
 flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)
 `
 
@@ -67,6 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runExperiment(ctx, args[1:], stdin, stdout, stderr)
 	case "canary":
 		return runCanary(ctx, args[1:], stdout, stderr)
+	case "batch":
+		return runBatch(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
