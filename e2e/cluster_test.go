@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -82,6 +83,8 @@ type cluster struct {
 	procs      []*proc
 	routerProc *proc
 	routerArgs []string
+	// snapshots is the router's batch snapshot store (a directory).
+	snapshots string
 }
 
 // startCluster starts Consul, writes the domain configs, and starts
@@ -116,6 +119,7 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 	for _, r := range rankers {
 		c.startRanker(r[0], r[1])
 	}
+	c.snapshots = filepath.Join(t.TempDir(), "snapshots")
 	c.routerArgs = append([]string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}, routerLimits...)
 	c.routerProc = c.start("routersvc", c.routerArgs...)
 	c.start("gateway", "--listen", gatewayAddr)
@@ -145,6 +149,10 @@ func (c *cluster) bin(name string) string { return filepath.Join(c.root, "bin", 
 func (c *cluster) start(name string, args ...string) *proc {
 	c.t.Helper()
 	args = append([]string{"--consul-addr", c.consul.Addr, "--grace", "3s"}, args...)
+	if name == "routersvc" && !slices.Contains(args, "--snapshots") {
+		// The test's own store, never the repository's .data.
+		args = append([]string{"--snapshots", c.snapshots}, args...)
+	}
 	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Dir = c.root
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,10 +18,12 @@ import (
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
+	"github.com/adrank/adrank/platform/snapshot"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
+	"github.com/adrank/adrank/routersvc/internal/snapshots"
 	"github.com/adrank/adrank/routersvc/internal/store"
 	"github.com/adrank/adrank/routersvc/internal/stream"
 )
@@ -48,6 +52,10 @@ type Config struct {
 	StreamLinger   time.Duration
 	ResultTTL      time.Duration
 	UsePrecomputed bool
+	// Snapshots is the batch snapshot store (a directory or redis://...);
+	// empty: no batch mode and no snapshot fallback.
+	Snapshots       string
+	StalenessSample float64
 }
 
 // RegisterFlags defines routersvc's flags on fs.
@@ -73,6 +81,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamBatch, "stream-batch", 64, "records per poll: one transaction, one micro-batch")
 	fs.DurationVar(&c.StreamLinger, "stream-linger", 10*time.Millisecond, "how long the broker may wait to fill a poll (at least 10ms)")
 	fs.DurationVar(&c.ResultTTL, "result-ttl", 10*time.Minute, "how long a streamed answer is kept for Rank to return (precomputed)")
+	fs.StringVar(&c.Snapshots, "snapshots", ".data/snapshots", "batch snapshot store (adrankctl batch run --store): a directory or redis://HOST:PORT[/DB]; serves batch-mode domains and the fallback of a failed ranker (empty: none)")
+	fs.Float64Var(&c.StalenessSample, "staleness-sample", 0.1, "share of real-time requests whose pCTRs are compared with the batch snapshot's (the report's staleness)")
 	fs.BoolVar(&c.UsePrecomputed, "use-precomputed", false, "Rank returns a fresh streamed answer to the same request (on with --kafka-brokers; use it on routers sharing the workers' Redis)")
 }
 
@@ -136,6 +146,17 @@ func Run(ctx context.Context, c Config) error {
 	if c.KafkaBrokers != "" || c.UsePrecomputed {
 		r.Core.UsePrecomputed(st)
 	}
+	if c.Snapshots != "" {
+		snaps, err := snapshot.Open(ctx, c.Snapshots)
+		if err != nil {
+			return err
+		}
+		defer snaps.Close()
+		sv := snapshots.New(snaps, func() []string { return slices.Collect(maps.Keys(p.Table.Snapshot().Domains)) },
+			snapshots.Options{Sample: c.StalenessSample}, log)
+		r.Core.UseSnapshots(sv)
+		watch = alongside(watch, sv.Run)
+	}
 	if c.KafkaBrokers != "" {
 		id := c.StreamID
 		if id == "" {
@@ -155,23 +176,27 @@ func Run(ctx context.Context, c Config) error {
 			}
 			return out
 		})
-		inner := watch
-		watch = func(ctx context.Context) error {
-			g, ctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return inner(ctx) })
-			g.Go(func() error {
-				// Consume once the catalog and configs are read, as the server serves.
-				select {
-				case <-p.Table.Synced():
-				case <-ctx.Done():
-					return nil
-				}
-				return w.Run(ctx)
-			})
-			return g.Wait()
-		}
+		watch = alongside(watch, func(ctx context.Context) error {
+			// Consume once the catalog and configs are read, as the server serves.
+			select {
+			case <-p.Table.Synced():
+			case <-ctx.Done():
+				return nil
+			}
+			return w.Run(ctx)
+		})
 	}
 	return serve(ctx, r, p.Table, srv, watch)
+}
+
+// alongside runs b with a, until both end (one's error ends the other).
+func alongside(a, b func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return a(ctx) })
+		g.Go(func() error { return b(ctx) })
+		return g.Wait()
+	}
 }
 
 // serve runs the watch, the lab and the server. The lab outlives the

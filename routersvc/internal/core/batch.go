@@ -62,11 +62,20 @@ func (e *Engine) RankBatch(ctx context.Context, reqs []*Request) []BatchResult {
 	if len(rcs) == 0 {
 		return out
 	}
-	if err := e.batchFeatures(ctx, rcs); err != nil {
+	var live []*rankCall // the calls not served from a snapshot already
+	for _, rc := range rcs {
+		if rc.source == SourceRealtime {
+			live = append(live, rc)
+		}
+	}
+	if err := e.batchFeatures(ctx, live); err != nil {
 		for _, i := range idx {
 			out[i].Err = err
 		}
 		return out
+	}
+	for _, rc := range live {
+		rc.snapshotOverDefaults()
 	}
 	e.batchScores(ctx, rcs)
 	e.batchAuctions(ctx, rcs)
@@ -212,7 +221,7 @@ func (e *Engine) batchScores(ctx context.Context, rcs []*rankCall) {
 	groups := map[key][]*rankCall{}
 	var order []key
 	for _, rc := range rcs {
-		if rc.err != nil || rc.a.Strategy == lab.Interleaved || len(rc.req.Candidates) > MaxBatchRows || !wellFormed(rc.feats) {
+		if rc.err != nil || rc.source != SourceRealtime || rc.a.Strategy == lab.Interleaved || len(rc.req.Candidates) > MaxBatchRows || !wellFormed(rc.feats) {
 			continue // scored on its own (a malformed table is the ranker's to refuse)
 		}
 		k := key{rc.domain, rc.a.Version}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +47,9 @@ type Engine struct {
 	limits   Limits
 	inflight chan struct{}
 	results  Results // precomputed answers; nil: none
-	log      *slog.Logger
+	// snapshots serve batch-mode domains and real-time fallbacks; nil: none.
+	snapshots Snapshots
+	log       *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
 	lastDegradedLog atomic.Int64
 }
@@ -105,6 +108,14 @@ type rankCall struct {
 	// err fails the call before it is scored (a micro-batch's features
 	// refused for it alone).
 	err error
+	// source is where the pCTRs come from (a snapshot: age is its age).
+	source Source
+	age    time.Duration
+	// rankerFailed: the last error was the ranker's (not the auction's).
+	rankerFailed bool
+	// note degrades the answer whatever else happens (a batch-mode domain
+	// without a snapshot).
+	note string
 }
 
 // Rank ranks and prices req's candidates.
@@ -130,13 +141,26 @@ func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rc.source == SourceSnapshot {
+		return rc.finish(nil)
+	}
 	t := time.Now()
 	rc.feats, rc.degraded, err = e.featuresOrDefaults(rc.ctx, req)
 	rc.timing.Features = time.Since(t)
 	if err != nil {
 		return nil, err
 	}
+	rc.snapshotOverDefaults()
 	return rc.finish(nil)
+}
+
+// snapshotOverDefaults serves from the snapshot, when there is one, a call
+// whose features failed: the snapshot's pCTRs were computed from the real
+// features, default features know nothing of the user.
+func (rc *rankCall) snapshotOverDefaults() {
+	if rc.degraded != "" && rc.source == SourceRealtime {
+		rc.useSnapshot("features unavailable")
+	}
 }
 
 // begin gives the request its ID, finds its domain and assigns it a version.
@@ -161,11 +185,23 @@ func (e *Engine) begin(ctx context.Context, req *Request, start time.Time) (*ran
 	if prod == "" {
 		return nil, Errorf(KindUnavailable, "domain %q has no production version: set %s%s", d.Name, routing.ConfigPrefix, d.Name)
 	}
+	rc := &rankCall{e: e, ctx: ctx, req: req, id: reqID, domain: d.Name, prod: prod, start: start, source: SourceRealtime}
+	if d.Batch() {
+		// Batch mode: the snapshot's pCTRs, no experiment. Without a
+		// snapshot, the domain is ranked in real time, and says so.
+		if rc.useSnapshot("") {
+			return rc, nil
+		}
+		rc.note = "batch mode, but domain " + d.Name + " has no batch snapshot: ranked in real time"
+	}
 	if !d.Healthy(prod) {
+		if rc.useSnapshot(fmt.Sprintf("no healthy instance of production version %q", prod)) {
+			return rc, nil
+		}
 		return nil, Errorf(KindUnavailable, "domain %q: no healthy instance of production version %q", d.Name, prod)
 	}
-	a := e.lab.Assign(d.Name, labDomain(d), req.UserID, reqID)
-	return &rankCall{e: e, ctx: ctx, req: req, id: reqID, domain: d.Name, prod: prod, a: a, start: start}, nil
+	rc.a = e.lab.Assign(d.Name, labDomain(d), req.UserID, reqID)
+	return rc, nil
 }
 
 // finish scores (unless scored already), runs the auction, records what was
@@ -173,12 +209,18 @@ func (e *Engine) begin(ctx context.Context, req *Request, start time.Time) (*ran
 func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 	a := &rc.a
 	main, results, err := rc.serve(a, rc.prod)
+	if err != nil && rc.rankerFailed && rc.source == SourceRealtime && rc.useSnapshot("ranker "+rc.domain+"/"+rc.prod+" failed ("+Message(err)+")") {
+		main, results, err = rc.serve(a, rc.prod)
+	}
 	if err != nil {
 		return nil, err
 	}
+	if rc.note != "" {
+		rc.degraded = strings.TrimSuffix(rc.note+"; "+rc.degraded, "; ")
+	}
 	resp := &Response{
 		RequestID: rc.id, Domain: rc.domain, ModelVersion: a.Version, AuctionType: main.auction.Type, Results: results,
-		Assignment: *a, Degraded: rc.degraded != "", DegradedReason: rc.degraded, Source: SourceRealtime,
+		Assignment: *a, Degraded: rc.degraded != "", DegradedReason: rc.degraded, Source: rc.source, Age: rc.age,
 	}
 	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls}
 	for _, r := range results {
@@ -189,7 +231,14 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 	} else if err := record(served); err != nil {
 		return nil, Errorf(KindUnavailable, "experiment state store: %v", err)
 	}
-	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved {
+	if rc.source == SourceRealtime && rc.e.snapshots != nil && a.Strategy != lab.Interleaved && rc.degraded == "" {
+		ids := make([]string, len(rc.req.Candidates))
+		for i, c := range rc.req.Candidates {
+			ids[i] = c.AdID
+		}
+		rc.e.snapshots.Observe(rc.domain, rc.req.UserID, ids, main.pctrs, rc.req.Slots)
+	}
+	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved && rc.source == SourceRealtime {
 		rankers, domain, feats := rc.e.down.Rankers, rc.domain, rc.feats
 		rc.e.lab.Shadow(domain, a.Shadow, func(ctx context.Context, version string) ([]float64, error) {
 			return rankers.Score(ctx, domain, version, feats)
@@ -249,6 +298,7 @@ func (rc *rankCall) rank(version string) (scored, error) {
 		took := time.Since(start)
 		rc.timing.Ranker += took
 		rc.calls = append(rc.calls, lab.Call{Version: version, Latency: took, Failed: err != nil})
+		rc.rankerFailed = err != nil
 		if err != nil {
 			return scored{}, err
 		}

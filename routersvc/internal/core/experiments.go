@@ -61,6 +61,8 @@ type Report struct {
 	// last one written was refused, if it was.
 	Experiment, ConfigError string
 	ConfigLoadedAt          time.Time // zero: never loaded
+	// Staleness is the batch snapshot against live pCTRs, by snapshot age.
+	Staleness []Staleness
 }
 
 // Report returns a domain's experiment report.
@@ -73,7 +75,11 @@ func (e *Engine) Report(ctx context.Context, domain string) (*Report, error) {
 	if err != nil {
 		return nil, Errorf(KindUnavailable, "experiment state store: %v", err)
 	}
-	return &Report{Report: *r, Experiment: string(d.ExperimentRaw), ConfigError: d.ExperimentError, ConfigLoadedAt: d.ExperimentLoadedAt}, nil
+	out := &Report{Report: *r, Experiment: string(d.ExperimentRaw), ConfigError: d.ExperimentError, ConfigLoadedAt: d.ExperimentLoadedAt}
+	if e.snapshots != nil {
+		out.Staleness = e.snapshots.Staleness(d.Name)
+	}
+	return out, nil
 }
 
 // PromoteCanary makes a domain's canary version production and returns it.
@@ -113,6 +119,10 @@ type DomainInfo struct {
 	Name, ProductionVersion, ConfigError string
 	ConfigLoadedAt                       time.Time // zero: no config
 	Versions                             []VersionInfo
+	// Mode is routing.ModeRealtime or routing.ModeBatch ("": no config).
+	Mode string
+	// Snapshot is the latest batch snapshot, if any.
+	Snapshot *SnapshotInfo
 }
 
 // VersionInfo is one model version's instances.
@@ -126,7 +136,12 @@ type VersionInfo struct {
 func (e *Engine) Domains() []DomainInfo {
 	var out []DomainInfo
 	for _, d := range e.table.Snapshot().Sorted() {
-		di := DomainInfo{Name: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion()}
+		di := DomainInfo{Name: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion(), Mode: d.Mode()}
+		if e.snapshots != nil {
+			if si, ok := e.snapshots.Info(d.Name); ok {
+				di.Snapshot = &si
+			}
+		}
 		if d.Config != nil {
 			di.ConfigLoadedAt = d.LoadedAt
 		}

@@ -20,6 +20,9 @@ const (
 	// SourcePrecomputed: ranked ahead of time by the stream worker, for the
 	// same user, domain, page and candidates.
 	SourcePrecomputed
+	// SourceSnapshot: pCTRs from a batch snapshot (batch mode, or the
+	// fallback of a failed ranker or features).
+	SourceSnapshot
 )
 
 // Results holds precomputed answers (store.Store does; the stream worker

@@ -82,6 +82,12 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 	if !r.ConfigLoadedAt.IsZero() {
 		out.ConfigLoadedAt = timestamppb.New(r.ConfigLoadedAt)
 	}
+	for _, s := range r.Staleness {
+		out.Staleness = append(out.Staleness, &routerv1.Staleness{
+			Age: s.Age, Requests: s.Requests, Pairs: s.Pairs, MeanAbsDiff: s.MeanAbsDiff,
+			TopkOverlap: s.TopKOverlap, RankCorrelation: s.RankCorrelation,
+		})
+	}
 	for _, v := range r.Versions {
 		out.Versions = append(out.Versions, &routerv1.VersionHealth{
 			Version: v.Version, Requests: v.Requests, Errors: v.Errors, Fallbacks: v.Fallbacks,

@@ -113,6 +113,7 @@ var strategies = map[lab.Strategy]routerv1.Strategy{
 var sources = map[core.Source]routerv1.Source{
 	core.SourceRealtime:    routerv1.Source_SOURCE_REALTIME,
 	core.SourcePrecomputed: routerv1.Source_SOURCE_PRECOMPUTED,
+	core.SourceSnapshot:    routerv1.Source_SOURCE_SNAPSHOT,
 }
 
 // Response is the core's answer as a RankResponse.
@@ -168,7 +169,17 @@ func serverTiming(t core.Timing) string {
 func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*routerv1.ListDomainsResponse, error) {
 	resp := &routerv1.ListDomainsResponse{}
 	for _, d := range s.core.Domains() {
-		di := &routerv1.DomainInfo{Domain: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion}
+		di := &routerv1.DomainInfo{Domain: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion, Mode: d.Mode}
+		if si := d.Snapshot; si != nil {
+			di.Snapshot = &routerv1.SnapshotInfo{
+				Generation: si.Generation, Version: si.Version, CreatedAt: timestamppb.New(si.Created),
+				AgeMs: si.Age.Milliseconds(), Users: si.Users, Pairs: si.Pairs, K: int32(si.K), Shards: int32(si.Shards),
+				Generations: int32(si.Generations), Error: si.Err,
+			}
+			if !si.Completed.IsZero() {
+				di.Snapshot.CompletedAt = timestamppb.New(si.Completed)
+			}
+		}
 		if !d.ConfigLoadedAt.IsZero() {
 			di.ConfigLoadedAt = timestamppb.New(d.ConfigLoadedAt)
 		}

@@ -136,7 +136,7 @@ func serve(t *testing.T, down downstream.Clients, rankers []discovery.Instance, 
 	return serveWith(t, down, rankers, configs, core.Limits{Budget: time.Second, FeaturesTimeout: 200 * time.Millisecond, MaxInflight: 2})
 }
 
-func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instance, configs map[string]string, limits core.Limits) routerv1.RouterServiceClient {
+func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instance, configs map[string]string, limits core.Limits, opts ...func(*core.Engine)) routerv1.RouterServiceClient {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	table := routing.NewTable(log, nil)
@@ -150,7 +150,11 @@ func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instan
 	lis := bufconn.Listen(1 << 20)
 	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
-	routerv1.RegisterRouterServiceServer(srv, NewServer(core.New(table, downstream.Adapt(down), lb, limits, log)))
+	e := core.New(table, downstream.Adapt(down), lb, limits, log)
+	for _, o := range opts {
+		o(e)
+	}
+	routerv1.RegisterRouterServiceServer(srv, NewServer(e))
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -457,7 +461,7 @@ func TestListDomains(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &routerv1.ListDomainsResponse{Domains: []*routerv1.DomainInfo{
-		{Domain: "feed", ProductionVersion: "v1", Versions: []*routerv1.VersionInfo{
+		{Domain: "feed", ProductionVersion: "v1", Mode: "realtime", Versions: []*routerv1.VersionInfo{
 			{Version: "v1", HealthyInstances: 1, TotalInstances: 2}, {Version: "v2", HealthyInstances: 1, TotalInstances: 1},
 		}},
 		{Domain: "stories", ConfigError: `production: version "v1" is not registered for domain "stories"`},

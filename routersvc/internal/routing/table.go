@@ -30,10 +30,33 @@ var Name = names.Pattern
 
 // Config is a domain's JSON document at ConfigPrefix + domain:
 //
-//	{"production": "v1"}
+//	{"production": "v1", "mode": "batch"}
 type Config struct {
 	// Production is the version that serves the domain's traffic.
 	Production string `json:"production"`
+	// Mode is how: ModeRealtime (rankers score each request; the default)
+	// or ModeBatch (pCTRs from the domain's latest batch snapshot).
+	Mode string `json:"mode,omitempty"`
+}
+
+// Modes.
+const (
+	ModeRealtime = "realtime"
+	ModeBatch    = "batch"
+)
+
+// Batch reports whether the domain serves from its batch snapshot.
+func (d *Domain) Batch() bool { return d.Config != nil && d.Config.Mode == ModeBatch }
+
+// Mode is the domain's mode ("" without a config).
+func (d *Domain) Mode() string {
+	switch {
+	case d.Config == nil:
+		return ""
+	case d.Config.Mode == "":
+		return ModeRealtime
+	}
+	return d.Config.Mode
 }
 
 // ParseConfig decodes and checks a config document on its own; whether the
@@ -45,6 +68,11 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	if !Name.MatchString(c.Production) {
 		return c, fmt.Errorf("production: %q is not a version name", c.Production)
+	}
+	switch c.Mode {
+	case "", ModeRealtime, ModeBatch:
+	default:
+		return c, fmt.Errorf("mode: %q is neither %q nor %q", c.Mode, ModeRealtime, ModeBatch)
 	}
 	return c, nil
 }

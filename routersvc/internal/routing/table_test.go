@@ -34,6 +34,9 @@ func TestParseConfig(t *testing.T) {
 		{`{"production": "v1", "canary": 1}`, Config{}, "unknown field"},
 		{`{"production": ""}`, Config{}, "production"},
 		{`{"production": "V 1"}`, Config{}, "not a version name"},
+		{`{"production": "v1", "mode": "batch"}`, Config{Production: "v1", Mode: "batch"}, ""},
+		{`{"production": "v1", "mode": "realtime"}`, Config{Production: "v1", Mode: "realtime"}, ""},
+		{`{"production": "v1", "mode": "nightly"}`, Config{}, `mode: "nightly"`},
 	}
 	for _, tt := range tests {
 		got, err := ParseConfig([]byte(tt.in))

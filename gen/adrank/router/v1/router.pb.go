@@ -146,6 +146,10 @@ const (
 	Source_SOURCE_REALTIME Source = 1
 	// Ranked ahead of time from the rank request stream (Kafka).
 	Source_SOURCE_PRECOMPUTED Source = 2
+	// pCTRs from a batch snapshot (adrankctl batch run); age_ms is the
+	// snapshot's age. Either the domain is in batch mode, or the ranker or the
+	// features failed (then degraded is set and says which).
+	Source_SOURCE_SNAPSHOT Source = 3
 )
 
 // Enum value maps for Source.
@@ -154,11 +158,13 @@ var (
 		0: "SOURCE_UNSPECIFIED",
 		1: "SOURCE_REALTIME",
 		2: "SOURCE_PRECOMPUTED",
+		3: "SOURCE_SNAPSHOT",
 	}
 	Source_value = map[string]int32{
 		"SOURCE_UNSPECIFIED": 0,
 		"SOURCE_REALTIME":    1,
 		"SOURCE_PRECOMPUTED": 2,
+		"SOURCE_SNAPSHOT":    3,
 	}
 )
 
@@ -1011,8 +1017,13 @@ type DomainInfo struct {
 	ConfigError string `protobuf:"bytes,4,opt,name=config_error,json=configError,proto3" json:"config_error,omitempty"`
 	// When the config in force was loaded.
 	ConfigLoadedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=config_loaded_at,json=configLoadedAt,proto3" json:"config_loaded_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// "realtime" (rankers score each request) or "batch" (pCTRs from the
+	// latest snapshot), from the domain's config.
+	Mode string `protobuf:"bytes,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	// The domain's latest complete batch snapshot, if it has one.
+	Snapshot      *SnapshotInfo `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DomainInfo) Reset() {
@@ -1080,6 +1091,151 @@ func (x *DomainInfo) GetConfigLoadedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *DomainInfo) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *DomainInfo) GetSnapshot() *SnapshotInfo {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// SnapshotInfo describes a batch snapshot generation.
+type SnapshotInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation string                 `protobuf:"bytes,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The model version that scored it.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// When scoring began (predictions are as of then) and finished.
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	// Age of its predictions now, in milliseconds.
+	AgeMs int64 `protobuf:"varint,5,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	// Users with a top K, pairs scored, and ads kept per user.
+	Users  int64 `protobuf:"varint,6,opt,name=users,proto3" json:"users,omitempty"`
+	Pairs  int64 `protobuf:"varint,7,opt,name=pairs,proto3" json:"pairs,omitempty"`
+	K      int32 `protobuf:"varint,8,opt,name=k,proto3" json:"k,omitempty"`
+	Shards int32 `protobuf:"varint,9,opt,name=shards,proto3" json:"shards,omitempty"`
+	// Complete generations kept in the store.
+	Generations int32 `protobuf:"varint,10,opt,name=generations,proto3" json:"generations,omitempty"`
+	// Why the snapshot store could not be read, if it could not.
+	Error         string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SnapshotInfo) GetGeneration() string {
+	if x != nil {
+		return x.Generation
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *SnapshotInfo) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
+func (x *SnapshotInfo) GetAgeMs() int64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetUsers() int64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetPairs() int64 {
+	if x != nil {
+		return x.Pairs
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetK() int32 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetShards() int32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetGenerations() int32 {
+	if x != nil {
+		return x.Generations
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type ListDomainsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Domains []*DomainInfo          `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
@@ -1092,7 +1248,7 @@ type ListDomainsResponse struct {
 
 func (x *ListDomainsResponse) Reset() {
 	*x = ListDomainsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1260,7 @@ func (x *ListDomainsResponse) String() string {
 func (*ListDomainsResponse) ProtoMessage() {}
 
 func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1273,7 @@ func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsResponse.ProtoReflect.Descriptor instead.
 func (*ListDomainsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
@@ -1147,7 +1303,7 @@ type StreamLag struct {
 
 func (x *StreamLag) Reset() {
 	*x = StreamLag{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1315,7 @@ func (x *StreamLag) String() string {
 func (*StreamLag) ProtoMessage() {}
 
 func (x *StreamLag) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1328,7 @@ func (x *StreamLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLag.ProtoReflect.Descriptor instead.
 func (*StreamLag) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamLag) GetTopic() string {
@@ -1213,7 +1369,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1381,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1394,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Event) GetImpressionId() string {
@@ -1279,7 +1435,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1447,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1460,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1327,7 +1483,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1495,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1508,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReportEventsResponse) GetResults() []EventResult {
@@ -1392,7 +1548,7 @@ type GetExperimentReportRequest struct {
 
 func (x *GetExperimentReportRequest) Reset() {
 	*x = GetExperimentReportRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1560,7 @@ func (x *GetExperimentReportRequest) String() string {
 func (*GetExperimentReportRequest) ProtoMessage() {}
 
 func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1573,7 @@ func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportRequest.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetExperimentReportRequest) GetDomain() string {
@@ -1446,7 +1602,7 @@ type GroupStats struct {
 
 func (x *GroupStats) Reset() {
 	*x = GroupStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1614,7 @@ func (x *GroupStats) String() string {
 func (*GroupStats) ProtoMessage() {}
 
 func (x *GroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1627,7 @@ func (x *GroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStats.ProtoReflect.Descriptor instead.
 func (*GroupStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupStats) GetGroup() string {
@@ -1552,7 +1708,7 @@ type VersionHealth struct {
 
 func (x *VersionHealth) Reset() {
 	*x = VersionHealth{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1720,7 @@ func (x *VersionHealth) String() string {
 func (*VersionHealth) ProtoMessage() {}
 
 func (x *VersionHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1733,7 @@ func (x *VersionHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionHealth.ProtoReflect.Descriptor instead.
 func (*VersionHealth) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VersionHealth) GetVersion() string {
@@ -1646,7 +1802,7 @@ type ShadowStats struct {
 
 func (x *ShadowStats) Reset() {
 	*x = ShadowStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1814,7 @@ func (x *ShadowStats) String() string {
 func (*ShadowStats) ProtoMessage() {}
 
 func (x *ShadowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1827,7 @@ func (x *ShadowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStats.ProtoReflect.Descriptor instead.
 func (*ShadowStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShadowStats) GetVersion() string {
@@ -1769,7 +1925,7 @@ type Test struct {
 
 func (x *Test) Reset() {
 	*x = Test{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1937,7 @@ func (x *Test) String() string {
 func (*Test) ProtoMessage() {}
 
 func (x *Test) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1950,7 @@ func (x *Test) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Test.ProtoReflect.Descriptor instead.
 func (*Test) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Test) GetControl() string {
@@ -1893,7 +2049,7 @@ type ABReport struct {
 
 func (x *ABReport) Reset() {
 	*x = ABReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2061,7 @@ func (x *ABReport) String() string {
 func (*ABReport) ProtoMessage() {}
 
 func (x *ABReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2074,7 @@ func (x *ABReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABReport.ProtoReflect.Descriptor instead.
 func (*ABReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ABReport) GetSalt() string {
@@ -2002,7 +2158,7 @@ type CanaryReport struct {
 
 func (x *CanaryReport) Reset() {
 	*x = CanaryReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2170,7 @@ func (x *CanaryReport) String() string {
 func (*CanaryReport) ProtoMessage() {}
 
 func (x *CanaryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2183,7 @@ func (x *CanaryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryReport.ProtoReflect.Descriptor instead.
 func (*CanaryReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CanaryReport) GetVersion() string {
@@ -2107,7 +2263,7 @@ type BanditArm struct {
 
 func (x *BanditArm) Reset() {
 	*x = BanditArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2275,7 @@ func (x *BanditArm) String() string {
 func (*BanditArm) ProtoMessage() {}
 
 func (x *BanditArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2288,7 @@ func (x *BanditArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditArm.ProtoReflect.Descriptor instead.
 func (*BanditArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BanditArm) GetVersion() string {
@@ -2180,7 +2336,7 @@ type BanditReport struct {
 
 func (x *BanditReport) Reset() {
 	*x = BanditReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2348,7 @@ func (x *BanditReport) String() string {
 func (*BanditReport) ProtoMessage() {}
 
 func (x *BanditReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2361,7 @@ func (x *BanditReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditReport.ProtoReflect.Descriptor instead.
 func (*BanditReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BanditReport) GetPolicy() string {
@@ -2240,7 +2396,7 @@ type InterleaveReport struct {
 
 func (x *InterleaveReport) Reset() {
 	*x = InterleaveReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2408,7 @@ func (x *InterleaveReport) String() string {
 func (*InterleaveReport) ProtoMessage() {}
 
 func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2421,7 @@ func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterleaveReport.ProtoReflect.Descriptor instead.
 func (*InterleaveReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InterleaveReport) GetA() string {
@@ -2342,13 +2498,17 @@ type GetExperimentReportResponse struct {
 	// Events for unknown or expired impressions, and duplicates, for all domains.
 	EventsRejected  float64 `protobuf:"fixed64,13,opt,name=events_rejected,json=eventsRejected,proto3" json:"events_rejected,omitempty"`
 	EventsDuplicate float64 `protobuf:"fixed64,14,opt,name=events_duplicate,json=eventsDuplicate,proto3" json:"events_duplicate,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The cost of staleness: the batch snapshot's pCTRs against the live ones
+	// on the same (user, ad) pairs of sampled real-time requests, by the
+	// snapshot's age.
+	Staleness     []*Staleness `protobuf:"bytes,15,rep,name=staleness,proto3" json:"staleness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetExperimentReportResponse) Reset() {
 	*x = GetExperimentReportResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2520,7 @@ func (x *GetExperimentReportResponse) String() string {
 func (*GetExperimentReportResponse) ProtoMessage() {}
 
 func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2533,7 @@ func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportResponse.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetExperimentReportResponse) GetDomain() string {
@@ -2474,6 +2634,106 @@ func (x *GetExperimentReportResponse) GetEventsDuplicate() float64 {
 	return 0
 }
 
+func (x *GetExperimentReportResponse) GetStaleness() []*Staleness {
+	if x != nil {
+		return x.Staleness
+	}
+	return nil
+}
+
+// Staleness compares a snapshot's pCTRs with live ones for requests served
+// while the snapshot was of one age range.
+type Staleness struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The age range, e.g. "1h-6h".
+	Age string `protobuf:"bytes,1,opt,name=age,proto3" json:"age,omitempty"`
+	// Requests compared, and (user, ad) pairs found in both.
+	Requests int64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Pairs    int64 `protobuf:"varint,3,opt,name=pairs,proto3" json:"pairs,omitempty"`
+	// Mean absolute difference of pCTR over those pairs.
+	MeanAbsDiff float64 `protobuf:"fixed64,4,opt,name=mean_abs_diff,json=meanAbsDiff,proto3" json:"mean_abs_diff,omitempty"`
+	// Mean over requests of the share of the live top k (k = slots) that
+	// the snapshot's pCTRs would also have put in the top k.
+	TopkOverlap float64 `protobuf:"fixed64,5,opt,name=topk_overlap,json=topkOverlap,proto3" json:"topk_overlap,omitempty"`
+	// Mean over requests of Spearman's rank correlation between snapshot and
+	// live pCTRs over the pairs in both (requests with at least 3 such pairs).
+	RankCorrelation float64 `protobuf:"fixed64,6,opt,name=rank_correlation,json=rankCorrelation,proto3" json:"rank_correlation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Staleness) Reset() {
+	*x = Staleness{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Staleness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Staleness) ProtoMessage() {}
+
+func (x *Staleness) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Staleness.ProtoReflect.Descriptor instead.
+func (*Staleness) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Staleness) GetAge() string {
+	if x != nil {
+		return x.Age
+	}
+	return ""
+}
+
+func (x *Staleness) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *Staleness) GetPairs() int64 {
+	if x != nil {
+		return x.Pairs
+	}
+	return 0
+}
+
+func (x *Staleness) GetMeanAbsDiff() float64 {
+	if x != nil {
+		return x.MeanAbsDiff
+	}
+	return 0
+}
+
+func (x *Staleness) GetTopkOverlap() float64 {
+	if x != nil {
+		return x.TopkOverlap
+	}
+	return 0
+}
+
+func (x *Staleness) GetRankCorrelation() float64 {
+	if x != nil {
+		return x.RankCorrelation
+	}
+	return 0
+}
+
 type PromoteCanaryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
@@ -2483,7 +2743,7 @@ type PromoteCanaryRequest struct {
 
 func (x *PromoteCanaryRequest) Reset() {
 	*x = PromoteCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2755,7 @@ func (x *PromoteCanaryRequest) String() string {
 func (*PromoteCanaryRequest) ProtoMessage() {}
 
 func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2768,7 @@ func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryRequest.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PromoteCanaryRequest) GetDomain() string {
@@ -2527,7 +2787,7 @@ type PromoteCanaryResponse struct {
 
 func (x *PromoteCanaryResponse) Reset() {
 	*x = PromoteCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2799,7 @@ func (x *PromoteCanaryResponse) String() string {
 func (*PromoteCanaryResponse) ProtoMessage() {}
 
 func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2812,7 @@ func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryResponse.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PromoteCanaryResponse) GetProductionVersion() string {
@@ -2572,7 +2832,7 @@ type RollbackCanaryRequest struct {
 
 func (x *RollbackCanaryRequest) Reset() {
 	*x = RollbackCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2844,7 @@ func (x *RollbackCanaryRequest) String() string {
 func (*RollbackCanaryRequest) ProtoMessage() {}
 
 func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2857,7 @@ func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryRequest.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RollbackCanaryRequest) GetDomain() string {
@@ -2622,7 +2882,7 @@ type RollbackCanaryResponse struct {
 
 func (x *RollbackCanaryResponse) Reset() {
 	*x = RollbackCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2894,7 @@ func (x *RollbackCanaryResponse) String() string {
 func (*RollbackCanaryResponse) ProtoMessage() {}
 
 func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2907,7 @@ func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryResponse.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
 }
 
 var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
@@ -2721,14 +2981,32 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
 	"\x11healthy_instances\x18\x02 \x01(\x05R\x10healthyInstances\x12'\n" +
 	"\x0ftotal_instances\x18\x03 \x01(\x05R\x0etotalInstances\x12!\n" +
-	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\"\xf7\x01\n" +
+	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\"\xc7\x02\n" +
 	"\n" +
 	"DomainInfo\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x129\n" +
 	"\bversions\x18\x03 \x03(\v2\x1d.adrank.router.v1.VersionInfoR\bversions\x12!\n" +
 	"\fconfig_error\x18\x04 \x01(\tR\vconfigError\x12D\n" +
-	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\"\x89\x01\n" +
+	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\x12\x12\n" +
+	"\x04mode\x18\x06 \x01(\tR\x04mode\x12:\n" +
+	"\bsnapshot\x18\a \x01(\v2\x1e.adrank.router.v1.SnapshotInfoR\bsnapshot\"\xe3\x02\n" +
+	"\fSnapshotInfo\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\tR\n" +
+	"generation\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
+	"\fcompleted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x15\n" +
+	"\x06age_ms\x18\x05 \x01(\x03R\x05ageMs\x12\x14\n" +
+	"\x05users\x18\x06 \x01(\x03R\x05users\x12\x14\n" +
+	"\x05pairs\x18\a \x01(\x03R\x05pairs\x12\f\n" +
+	"\x01k\x18\b \x01(\x05R\x01k\x12\x16\n" +
+	"\x06shards\x18\t \x01(\x05R\x06shards\x12 \n" +
+	"\vgenerations\x18\n" +
+	" \x01(\x05R\vgenerations\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\"\x89\x01\n" +
 	"\x13ListDomainsResponse\x126\n" +
 	"\adomains\x18\x01 \x03(\v2\x1c.adrank.router.v1.DomainInfoR\adomains\x12:\n" +
 	"\n" +
@@ -2837,7 +3115,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
 	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
 	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
-	"\averdict\x18\b \x01(\tR\averdict\"\xba\x05\n" +
+	"\averdict\x18\b \x01(\tR\averdict\"\xf5\x05\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
@@ -2857,7 +3135,15 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"interleave\x18\f \x01(\v2\".adrank.router.v1.InterleaveReportR\n" +
 	"interleave\x12'\n" +
 	"\x0fevents_rejected\x18\r \x01(\x01R\x0eeventsRejected\x12)\n" +
-	"\x10events_duplicate\x18\x0e \x01(\x01R\x0feventsDuplicate\".\n" +
+	"\x10events_duplicate\x18\x0e \x01(\x01R\x0feventsDuplicate\x129\n" +
+	"\tstaleness\x18\x0f \x03(\v2\x1b.adrank.router.v1.StalenessR\tstaleness\"\xc1\x01\n" +
+	"\tStaleness\x12\x10\n" +
+	"\x03age\x18\x01 \x01(\tR\x03age\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x14\n" +
+	"\x05pairs\x18\x03 \x01(\x03R\x05pairs\x12\"\n" +
+	"\rmean_abs_diff\x18\x04 \x01(\x01R\vmeanAbsDiff\x12!\n" +
+	"\ftopk_overlap\x18\x05 \x01(\x01R\vtopkOverlap\x12)\n" +
+	"\x10rank_correlation\x18\x06 \x01(\x01R\x0frankCorrelation\".\n" +
 	"\x14PromoteCanaryRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\"F\n" +
 	"\x15PromoteCanaryResponse\x12-\n" +
@@ -2877,11 +3163,12 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x0fSTRATEGY_CANARY\x10\x02\x12\x0f\n" +
 	"\vSTRATEGY_AB\x10\x03\x12\x13\n" +
 	"\x0fSTRATEGY_BANDIT\x10\x04\x12\x18\n" +
-	"\x14STRATEGY_INTERLEAVED\x10\x05*M\n" +
+	"\x14STRATEGY_INTERLEAVED\x10\x05*b\n" +
 	"\x06Source\x12\x16\n" +
 	"\x12SOURCE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSOURCE_REALTIME\x10\x01\x12\x16\n" +
-	"\x12SOURCE_PRECOMPUTED\x10\x02*X\n" +
+	"\x12SOURCE_PRECOMPUTED\x10\x02\x12\x13\n" +
+	"\x0fSOURCE_SNAPSHOT\x10\x03*X\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_CLICK\x10\x01\x12\x19\n" +
@@ -2914,7 +3201,7 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_adrank_router_v1_router_proto_goTypes = []any{
 	(Device)(0),                         // 0: adrank.router.v1.Device
 	(Strategy)(0),                       // 1: adrank.router.v1.Strategy
@@ -2930,30 +3217,32 @@ var file_adrank_router_v1_router_proto_goTypes = []any{
 	(*ListDomainsRequest)(nil),          // 11: adrank.router.v1.ListDomainsRequest
 	(*VersionInfo)(nil),                 // 12: adrank.router.v1.VersionInfo
 	(*DomainInfo)(nil),                  // 13: adrank.router.v1.DomainInfo
-	(*ListDomainsResponse)(nil),         // 14: adrank.router.v1.ListDomainsResponse
-	(*StreamLag)(nil),                   // 15: adrank.router.v1.StreamLag
-	(*Event)(nil),                       // 16: adrank.router.v1.Event
-	(*ReportEventsRequest)(nil),         // 17: adrank.router.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),        // 18: adrank.router.v1.ReportEventsResponse
-	(*GetExperimentReportRequest)(nil),  // 19: adrank.router.v1.GetExperimentReportRequest
-	(*GroupStats)(nil),                  // 20: adrank.router.v1.GroupStats
-	(*VersionHealth)(nil),               // 21: adrank.router.v1.VersionHealth
-	(*ShadowStats)(nil),                 // 22: adrank.router.v1.ShadowStats
-	(*Test)(nil),                        // 23: adrank.router.v1.Test
-	(*ABReport)(nil),                    // 24: adrank.router.v1.ABReport
-	(*CanaryReport)(nil),                // 25: adrank.router.v1.CanaryReport
-	(*BanditArm)(nil),                   // 26: adrank.router.v1.BanditArm
-	(*BanditReport)(nil),                // 27: adrank.router.v1.BanditReport
-	(*InterleaveReport)(nil),            // 28: adrank.router.v1.InterleaveReport
-	(*GetExperimentReportResponse)(nil), // 29: adrank.router.v1.GetExperimentReportResponse
-	(*PromoteCanaryRequest)(nil),        // 30: adrank.router.v1.PromoteCanaryRequest
-	(*PromoteCanaryResponse)(nil),       // 31: adrank.router.v1.PromoteCanaryResponse
-	(*RollbackCanaryRequest)(nil),       // 32: adrank.router.v1.RollbackCanaryRequest
-	(*RollbackCanaryResponse)(nil),      // 33: adrank.router.v1.RollbackCanaryResponse
-	(*timestamppb.Timestamp)(nil),       // 34: google.protobuf.Timestamp
+	(*SnapshotInfo)(nil),                // 14: adrank.router.v1.SnapshotInfo
+	(*ListDomainsResponse)(nil),         // 15: adrank.router.v1.ListDomainsResponse
+	(*StreamLag)(nil),                   // 16: adrank.router.v1.StreamLag
+	(*Event)(nil),                       // 17: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),         // 18: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),        // 19: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),  // 20: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                  // 21: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),               // 22: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                 // 23: adrank.router.v1.ShadowStats
+	(*Test)(nil),                        // 24: adrank.router.v1.Test
+	(*ABReport)(nil),                    // 25: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                // 26: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                   // 27: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                // 28: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),            // 29: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil), // 30: adrank.router.v1.GetExperimentReportResponse
+	(*Staleness)(nil),                   // 31: adrank.router.v1.Staleness
+	(*PromoteCanaryRequest)(nil),        // 32: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),       // 33: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),       // 34: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),      // 35: adrank.router.v1.RollbackCanaryResponse
+	(*timestamppb.Timestamp)(nil),       // 36: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	34, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	36, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
 	5,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
 	6,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
@@ -2962,42 +3251,46 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	9,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
 	2,  // 7: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
 	12, // 8: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	34, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
-	13, // 10: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
-	15, // 11: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
-	3,  // 12: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
-	16, // 13: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
-	4,  // 14: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
-	20, // 15: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
-	23, // 16: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	34, // 17: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
-	20, // 18: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
-	20, // 19: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
-	26, // 20: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	34, // 21: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	21, // 22: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	22, // 23: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	25, // 24: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	24, // 25: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	27, // 26: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	28, // 27: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	7,  // 28: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	11, // 29: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	17, // 30: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	19, // 31: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	30, // 32: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	32, // 33: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	10, // 34: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	14, // 35: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	18, // 36: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	29, // 37: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	31, // 38: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	33, // 39: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	36, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	14, // 10: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
+	36, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	36, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
+	13, // 13: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
+	16, // 14: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
+	3,  // 15: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
+	17, // 16: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
+	4,  // 17: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
+	21, // 18: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
+	24, // 19: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
+	36, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	21, // 21: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
+	21, // 22: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
+	27, // 23: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	36, // 24: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	22, // 25: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	23, // 26: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	26, // 27: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	25, // 28: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	28, // 29: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	29, // 30: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	31, // 31: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
+	7,  // 32: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	11, // 33: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	18, // 34: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	20, // 35: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	32, // 36: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	34, // 37: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	10, // 38: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	15, // 39: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	19, // 40: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	30, // 41: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	33, // 42: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	35, // 43: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	38, // [38:44] is the sub-list for method output_type
+	32, // [32:38] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -3011,7 +3304,7 @@ func file_adrank_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
