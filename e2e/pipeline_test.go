@@ -878,7 +878,7 @@ func TestRunScript(t *testing.T) {
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -911,6 +911,16 @@ func TestRunScript(t *testing.T) {
 			t.Errorf("banner lacks %q", want)
 		}
 	}
+	// The batch job the script runs as a service scores feed, and the
+	// router lists its snapshot.
+	took := eventually(t, 2*time.Minute, func() error {
+		code, b, err := gw.tryDo(http.MethodGet, "/v1/domains", nil)
+		if err != nil || code != http.StatusOK || !strings.Contains(string(b), `"pairs":"5000000"`) {
+			return fmt.Errorf("domains: %d %s %v", code, b, err)
+		}
+		return nil
+	})
+	t.Logf("feed's batch snapshot listed %v after the gateway answered", took)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ GATEWAY_ADDR=${GATEWAY_ADDR:-127.0.0.1:8080}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 LOG_DIR=${LOG_DIR:-.run}
 STATE_FILE=${STATE_FILE:-.data/router.db}
+SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -63,7 +64,10 @@ start auctionsvc bin/auctionsvc
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
 start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
-start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT"
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS"
+# The batch job as a service: feed's production model scores every user and
+# ad once a day (today's generation at once, if it is not there yet).
+start batch-feed bin/adrankctl batch run --domain feed --version v1 --store "$SNAPSHOTS" --every 24h --progress log
 start gateway bin/gateway --listen "$GATEWAY_ADDR"
 
 healthy=
@@ -79,6 +83,7 @@ adrank is running (logs in $LOG_DIR/):
   router (gRPC)  $ROUTER_ADDR       grpcurl -plaintext $ROUTER_ADDR list
   gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
   Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
+  batch snapshots $SNAPSHOTS   feed scored daily by adrankctl batch run ($LOG_DIR/batch-feed.log)
 
 Try:
   curl -s http://$GATEWAY_ADDR/v1/domains
@@ -92,6 +97,10 @@ Stream a request through Kafka (kcat: apt-get install kcat):
   echo 'u42|{"request_id":"s1","user_id":"u42","domain":"feed","slots":2,"candidates":[{"ad_id":"ad1","bid_micros":900000},{"ad_id":"ad2","bid_micros":1200000}]}' |
     kcat -b 127.0.0.1:$KAFKA_PORT -P -t adrank.rank.requests -K '|' -H content-type=application/json
   kcat -b 127.0.0.1:$KAFKA_PORT -C -t adrank.rank.results -o beginning -e -X isolation.level=read_committed -f '%k %s\n'
+
+Serve feed from its batch snapshot (pCTRs computed ahead, auction online), then back:
+  curl -s -X PUT http://$CONSUL_ADDR/v1/kv/adrank/domains/feed -d '{"production": "v1", "mode": "batch"}'
+  curl -s -X PUT http://$CONSUL_ADDR/v1/kv/adrank/domains/feed -d '{"production": "v1"}'
 
 Ctrl-C stops everything.
 MSG

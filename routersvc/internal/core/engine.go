@@ -236,7 +236,7 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 		for i, c := range rc.req.Candidates {
 			ids[i] = c.AdID
 		}
-		rc.e.snapshots.Observe(rc.domain, rc.req.UserID, ids, main.pctrs, rc.req.Slots)
+		rc.e.snapshots.Observe(rc.domain, main.version, rc.req.UserID, ids, main.pctrs, rc.req.Slots)
 	}
 	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved && rc.source == SourceRealtime {
 		rankers, domain, feats := rc.e.down.Rankers, rc.domain, rc.feats

@@ -15,9 +15,10 @@ type Snapshots interface {
 	// snapshot: the user's snapshot pCTR for an ad in their top K, else the
 	// cold-start pCTR. ok is false when the domain has no snapshot.
 	Scores(ctx context.Context, domain, user string, adIDs []string) (s SnapshotScores, ok bool, err error)
-	// Observe offers a real-time answer for comparison with the snapshot
-	// (the cost of staleness). It must not block.
-	Observe(domain, user string, adIDs []string, live []float64, slots int)
+	// Observe offers a real-time answer by version for comparison with the
+	// snapshot (the cost of staleness: compared only when the snapshot is
+	// of the same version). It must not block.
+	Observe(domain, version, user string, adIDs []string, live []float64, slots int)
 	// Info describes the domain's latest snapshot; false: it has none.
 	Info(domain string) (SnapshotInfo, bool)
 	// Staleness is the comparison so far, by snapshot age.

@@ -253,10 +253,15 @@ type observation struct {
 	slots        int
 }
 
-// Observe implements core.Snapshots: a sampled share of the calls is
-// queued for comparison; a full queue drops it.
-func (s *Server) Observe(domain, user string, adIDs []string, live []float64, slots int) {
-	if s.o.Sample <= 0 || rand.Float64() >= s.o.Sample || s.generation(domain) == nil {
+// Observe implements core.Snapshots: a sampled share of the calls ranked
+// by the snapshot's version is queued for comparison; a full queue drops
+// it. (Another version's pCTRs would measure the models' difference, not
+// staleness.)
+func (s *Server) Observe(domain, version, user string, adIDs []string, live []float64, slots int) {
+	if s.o.Sample <= 0 || rand.Float64() >= s.o.Sample {
+		return
+	}
+	if g := s.generation(domain); g == nil || g.g.Version != version {
 		return
 	}
 	select {
