@@ -74,6 +74,10 @@ BENCH_FLAGS ?= --duration 3s --runs 3 --rates 250,500,1000,2000
 bench: build consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
 	go run ./bench/cmd/adrankbench $(BENCH_FLAGS)
 
+.PHONY: bench-batch
+bench-batch: ## Batch job against XGBoost's two-thread scoring on the demo universe (needs python3-xgboost); prints a table for BENCHMARKS.md
+	scripts/bench-batch.sh
+
 .PHONY: bench-smoke
 bench-smoke: build consul ## A short run of the pipeline benchmark that proves it works (part of make test)
 	go run ./bench/cmd/adrankbench --smoke

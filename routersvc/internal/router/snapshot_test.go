@@ -144,4 +144,3 @@ func TestListDomainsShowsTheSnapshot(t *testing.T) {
 		t.Fatalf("domain %v", d)
 	}
 }
-
