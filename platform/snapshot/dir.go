@@ -169,7 +169,7 @@ func (d *Dir) Generations(ctx context.Context, domain string) ([]Generation, err
 	for _, e := range ents {
 		var g Generation
 		err := readJSON(filepath.Join(d.root, domain, e.Name(), "COMPLETE"), &g)
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
@@ -178,6 +178,7 @@ func (d *Dir) Generations(ctx context.Context, domain string) ([]Generation, err
 		out = append(out, g)
 	}
 	slices.SortFunc(out, newer)
+	d.closeStale(domain, out)
 	return out, nil
 }
 
@@ -187,7 +188,6 @@ func (d *Dir) Latest(ctx context.Context, domain string) (Generation, bool, erro
 	if err != nil || len(gs) == 0 {
 		return Generation{}, false, err
 	}
-	d.closeStale(domain, gs)
 	return gs[0], true, nil
 }
 

@@ -2656,7 +2656,8 @@ type Staleness struct {
 	// the snapshot's pCTRs would also have put in the top k.
 	TopkOverlap float64 `protobuf:"fixed64,5,opt,name=topk_overlap,json=topkOverlap,proto3" json:"topk_overlap,omitempty"`
 	// Mean over requests of Spearman's rank correlation between snapshot and
-	// live pCTRs over the pairs in both (requests with at least 3 such pairs).
+	// live pCTRs over the pairs in both, over the requests with at least 3
+	// such pairs (0 when none had).
 	RankCorrelation float64 `protobuf:"fixed64,6,opt,name=rank_correlation,json=rankCorrelation,proto3" json:"rank_correlation,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
