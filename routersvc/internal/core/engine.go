@@ -11,7 +11,6 @@ package core
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/logging"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
@@ -363,16 +363,10 @@ func (rc *rankCall) interleave(a, b scored) []Result {
 	return out
 }
 
-// ImpressionID identifies one shown ad; it is a pure function of the request
-// ID, the ad and the slot, so identical requests get identical answers.
+// ImpressionID identifies one shown ad: see assign.ImpressionID (the edge
+// client names its impressions with the same function).
 func ImpressionID(requestID, adID string, slot int) string {
-	h := sha256.New()
-	h.Write([]byte(requestID))
-	h.Write([]byte{0})
-	h.Write([]byte(adID))
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.Itoa(slot)))
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	return assign.ImpressionID(requestID, adID, slot)
 }
 
 // featuresOrDefaults asks for features within FeaturesTimeout. When the

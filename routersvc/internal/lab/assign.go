@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/experiment"
 )
 
@@ -57,7 +58,7 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 		if f == 0 {
 			f = 1
 		}
-		if hash01(domain, "shadow", requestID) < f {
+		if assign.Hash01(domain, "shadow", requestID) < f {
 			a.Shadow = s.Versions
 		}
 	}
@@ -71,27 +72,23 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 			a.Group = "control"
 		case slices.Contains(c.InternalUsers, userID):
 			a.Strategy, a.Version, a.Group = Canary, c.Version, "canary"
-		case hash01(domain, "canary", c.Version, userID) < share/100:
+		case assign.InCanary(domain, c.Version, share, nil, userID):
 			a.Strategy, a.Version, a.Group, a.Propensity = Canary, c.Version, "canary", share/100
 		default:
 			a.Group, a.Propensity = "control", 1-share/100
 		}
 	case e.AB != nil:
 		var total float64
-		for _, arm := range e.AB.Arms {
-			total += arm.Weight
-		}
-		u := hash01(domain, "ab", e.AB.Salt, userID) * total
+		arms := make([]assign.Arm, len(e.AB.Arms))
 		for i, arm := range e.AB.Arms {
-			if u < arm.Weight || i == len(e.AB.Arms)-1 {
-				a.Strategy, a.Version, a.Group, a.Propensity = AB, arm.Version, arm.Version, arm.Weight/total
-				break
-			}
-			u -= arm.Weight
+			total += arm.Weight
+			arms[i] = assign.Arm{Version: arm.Version, Weight: arm.Weight}
 		}
+		arm := arms[assign.AB(domain, e.AB.Salt, arms, userID)]
+		a.Strategy, a.Version, a.Group, a.Propensity = AB, arm.Version, arm.Version, arm.Weight/total
 	case e.Bandit != nil:
 		probs := l.banditAllocation(domain, e)
-		u := hash01(domain, "bandit", requestID)
+		u := assign.Hash01(domain, "bandit", requestID)
 		for i, v := range e.Bandit.Versions {
 			if u < probs[i] || i == len(e.Bandit.Versions)-1 {
 				a.Strategy, a.Version, a.Group, a.Propensity = Bandit, v, v, probs[i]
@@ -101,7 +98,7 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 		}
 	case e.Interleave != nil:
 		in := e.Interleave
-		if hash01(domain, "interleave", requestID) < in.Fraction {
+		if assign.Hash01(domain, "interleave", requestID) < in.Fraction {
 			a.Strategy, a.Version, a.Other, a.Group, a.Propensity = Interleaved, in.A, in.B, "interleaved", in.Fraction
 		} else {
 			a.Propensity = 1 - in.Fraction

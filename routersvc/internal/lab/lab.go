@@ -7,7 +7,6 @@ package lab
 
 import (
 	"context"
-	"hash/fnv"
 	"log/slog"
 	"math"
 	"sync"
@@ -142,20 +141,6 @@ func (l *Lab) Refresh(ctx context.Context) {
 	}
 }
 
-// hash01 maps its parts to a uniform number in [0, 1).
-func hash01(parts ...string) float64 {
-	h := fnv.New64a()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	// FNV's low bits mix poorly; fold the high half in.
-	v := h.Sum64()
-	v ^= v >> 33
-	v *= 0xff51afd7ed558ccd
-	v ^= v >> 33
-	return float64(v>>11) / (1 << 53)
-}
 
 // Latency histogram bucket upper edges, in ms.
 var latencyEdges = []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.Inf(1)}
