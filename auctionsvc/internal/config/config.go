@@ -13,7 +13,7 @@ package config
 import (
 	"fmt"
 
-	"github.com/adrank/adrank/auctionsvc/internal/auction"
+	"github.com/adrank/adrank/auctionsvc/auction"
 	"github.com/adrank/adrank/platform/kvconfig"
 )
 

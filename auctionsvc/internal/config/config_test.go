@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/adrank/adrank/auctionsvc/internal/auction"
+	"github.com/adrank/adrank/auctionsvc/auction"
 )
 
 func TestParse(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/adrank/adrank/auctionsvc/internal/auction"
+	"github.com/adrank/adrank/auctionsvc/auction"
 	"github.com/adrank/adrank/auctionsvc/internal/config"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
 	"github.com/adrank/adrank/platform/kvconfig"
