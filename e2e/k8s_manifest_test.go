@@ -1,11 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,93 +13,17 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
 )
 
 // batchCronJobManifest is the Kubernetes manifest that runs `adrankctl batch
 // run` as a daily Indexed Job (see deploy/k8s/README.md).
 var batchCronJobManifest = filepath.Join("..", "deploy", "k8s", "batch-cronjob.yaml")
-
-// The structs below decode only the fields that the checks read. yaml.v3 maps
-// an untagged field to its lowercased name, so every camelCase field is tagged.
-
-type k8sCronJob struct {
-	APIVersion string `yaml:"apiVersion"`
-	Kind       string `yaml:"kind"`
-	Metadata   struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Spec struct {
-		Schedule                   string `yaml:"schedule"`
-		ConcurrencyPolicy          string `yaml:"concurrencyPolicy"`
-		StartingDeadlineSeconds    *int64 `yaml:"startingDeadlineSeconds"`
-		SuccessfulJobsHistoryLimit *int32 `yaml:"successfulJobsHistoryLimit"`
-		FailedJobsHistoryLimit     *int32 `yaml:"failedJobsHistoryLimit"`
-		JobTemplate                struct {
-			Spec k8sJobSpec `yaml:"spec"`
-		} `yaml:"jobTemplate"`
-	} `yaml:"spec"`
-}
-
-type k8sJobSpec struct {
-	CompletionMode       string `yaml:"completionMode"`
-	Completions          *int32 `yaml:"completions"`
-	Parallelism          *int32 `yaml:"parallelism"`
-	BackoffLimit         *int32 `yaml:"backoffLimit"`
-	BackoffLimitPerIndex *int32 `yaml:"backoffLimitPerIndex"`
-	MaxFailedIndexes     *int32 `yaml:"maxFailedIndexes"`
-	Template             struct {
-		Spec k8sPodSpec `yaml:"spec"`
-	} `yaml:"template"`
-}
-
-type k8sPodSpec struct {
-	RestartPolicy                 string `yaml:"restartPolicy"`
-	TerminationGracePeriodSeconds *int64 `yaml:"terminationGracePeriodSeconds"`
-	SecurityContext               struct {
-		RunAsNonRoot *bool `yaml:"runAsNonRoot"`
-	} `yaml:"securityContext"`
-	Containers []k8sContainer `yaml:"containers"`
-	Volumes    []struct {
-		Name                  string `yaml:"name"`
-		PersistentVolumeClaim *struct {
-			ClaimName string `yaml:"claimName"`
-		} `yaml:"persistentVolumeClaim"`
-		ConfigMap *struct {
-			Name string `yaml:"name"`
-		} `yaml:"configMap"`
-	} `yaml:"volumes"`
-}
-
-type k8sContainer struct {
-	Name    string   `yaml:"name"`
-	Image   string   `yaml:"image"`
-	Command []string `yaml:"command"`
-	// Args are nodes, not strings, so that an unquoted number (which yaml.v3
-	// would quietly decode into a string, and the API server rejects) shows.
-	Args []yaml.Node `yaml:"args"`
-	Env  []struct {
-		Name      string `yaml:"name"`
-		Value     string `yaml:"value"`
-		ValueFrom *struct {
-			FieldRef *struct {
-				FieldPath string `yaml:"fieldPath"`
-			} `yaml:"fieldRef"`
-		} `yaml:"valueFrom"`
-	} `yaml:"env"`
-	Resources struct {
-		Requests map[string]string `yaml:"requests"`
-		Limits   map[string]string `yaml:"limits"`
-	} `yaml:"resources"`
-	SecurityContext struct {
-		RunAsNonRoot           *bool `yaml:"runAsNonRoot"`
-		ReadOnlyRootFilesystem *bool `yaml:"readOnlyRootFilesystem"`
-	} `yaml:"securityContext"`
-	VolumeMounts []struct {
-		Name      string `yaml:"name"`
-		MountPath string `yaml:"mountPath"`
-	} `yaml:"volumeMounts"`
-}
 
 const (
 	jobNameFieldPath         = "metadata.labels['batch.kubernetes.io/job-name']"
@@ -112,37 +36,64 @@ var (
 	// varRef is a $(VAR) reference that Kubernetes expands in args; $$(VAR) is
 	// an escaped literal.
 	varRef = regexp.MustCompile(`(\$*)\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-	// quantity is a Kubernetes resource quantity without an exponent.
-	quantity = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$`)
+	// maxBatchMemory is the most memory the batch container may be given.
+	maxBatchMemory = resource.MustParse("1Gi")
 )
 
-var quantitySuffix = map[string]*big.Rat{
-	"":   big.NewRat(1, 1),
-	"m":  big.NewRat(1, 1000),
-	"k":  new(big.Rat).SetInt64(1e3),
-	"M":  new(big.Rat).SetInt64(1e6),
-	"G":  new(big.Rat).SetInt64(1e9),
-	"T":  new(big.Rat).SetInt64(1e12),
-	"P":  new(big.Rat).SetInt64(1e15),
-	"E":  new(big.Rat).SetInt64(1e18),
-	"Ki": new(big.Rat).SetInt64(1 << 10),
-	"Mi": new(big.Rat).SetInt64(1 << 20),
-	"Gi": new(big.Rat).SetInt64(1 << 30),
-	"Ti": new(big.Rat).SetInt64(1 << 40),
-	"Pi": new(big.Rat).SetInt64(1 << 50),
-	"Ei": new(big.Rat).SetInt64(1 << 60),
-}
+// decodeBatchCronJob strictly decodes the manifest, which must hold exactly one
+// YAML document, into the real Kubernetes type. A misspelled or misplaced
+// field, a duplicate key or a value of the wrong type is an error here, where
+// hand-written structs would silently drop it and the cluster would reject or
+// ignore it.
+func decodeBatchCronJob(manifest []byte) (*batchv1.CronJob, error) {
+	// Split the stream the way kubectl does; a document of only comments (or
+	// nothing) is skipped, as kubectl skips it.
+	var docs [][]byte
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifest)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("invalid YAML: %w", err)
+		}
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("invalid YAML: %w", err)
+		}
+		if string(bytes.TrimSpace(j)) != "null" {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) != 1 {
+		return nil, fmt.Errorf("got %d YAML documents, want exactly 1 (the CronJob)", len(docs))
+	}
 
-func parseQuantity(s string) (*big.Rat, error) {
-	m := quantity.FindStringSubmatch(s)
-	if m == nil {
-		return nil, fmt.Errorf("cannot parse quantity %q", s)
+	// Unknown fields, duplicate keys, values of the wrong type.
+	var cj batchv1.CronJob
+	if err := yaml.UnmarshalStrict(docs[0], &cj); err != nil {
+		return nil, fmt.Errorf("decoding the CronJob: %w", err)
 	}
-	n, ok := new(big.Rat).SetString(m[1])
-	if !ok {
-		return nil, fmt.Errorf("cannot parse quantity %q", s)
+
+	// sigs.k8s.io/yaml converts each YAML value to the type of the field it
+	// goes into (an unquoted 100 or yes in args becomes the string "100" or
+	// "true"), and encoding/json matches field names case-insensitively
+	// (CompletionMode: is taken for completionMode:). kubectl converts the YAML
+	// to JSON without such type hints, and the API server decodes that JSON
+	// case-sensitively, so it would reject both: decode that JSON the same way.
+	j, err := yaml.YAMLToJSON(docs[0])
+	if err != nil {
+		return nil, fmt.Errorf("decoding the CronJob: %w", err)
 	}
-	return n.Mul(n, quantitySuffix[m[2]]), nil
+	strictErrs, err := sigsjson.UnmarshalStrict(j, &batchv1.CronJob{})
+	if err == nil {
+		err = errors.Join(strictErrs...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding the CronJob as the API server does: %w", err)
+	}
+	return &cj, nil
 }
 
 // checkBatchCronJob returns every way the manifest breaks the contract between
@@ -151,39 +102,23 @@ func checkBatchCronJob(manifest []byte) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	var docs []*yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(manifest))
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return append(problems, fmt.Sprintf("invalid YAML: %v", err))
-		}
-		docs = append(docs, &doc)
-	}
-	if len(docs) != 1 {
-		return append(problems, fmt.Sprintf("got %d YAML documents, want exactly 1 (the CronJob)", len(docs)))
-	}
-	var cj k8sCronJob
-	if err := docs[0].Decode(&cj); err != nil {
-		return append(problems, fmt.Sprintf("decoding the CronJob: %v", err))
+	cj, err := decodeBatchCronJob(manifest)
+	if err != nil {
+		return []string{err.Error()}
 	}
 
 	// The CronJob.
 	if cj.APIVersion != "batch/v1" || cj.Kind != "CronJob" {
 		bad("apiVersion/kind = %s/%s, want batch/v1/CronJob", cj.APIVersion, cj.Kind)
 	}
-	if cj.Metadata.Name != "adrank-batch-feed" {
-		bad("metadata.name = %q, want adrank-batch-feed (README and runbooks use it)", cj.Metadata.Name)
+	if cj.Name != "adrank-batch-feed" {
+		bad("metadata.name = %q, want adrank-batch-feed (README and runbooks use it)", cj.Name)
 	}
 	if cj.Spec.Schedule == "" {
 		bad("spec.schedule is empty")
 	}
 	// Two runs at once would write two generations of the same domain.
-	if cj.Spec.ConcurrencyPolicy != "Forbid" {
+	if cj.Spec.ConcurrencyPolicy != batchv1.ForbidConcurrent {
 		bad("spec.concurrencyPolicy = %q, want Forbid", cj.Spec.ConcurrencyPolicy)
 	}
 	for _, f := range []struct {
@@ -201,8 +136,8 @@ func checkBatchCronJob(manifest []byte) []string {
 
 	// The Job: N indexes, each retried on its own.
 	job := cj.Spec.JobTemplate.Spec
-	if job.CompletionMode != "Indexed" {
-		bad("jobTemplate.spec.completionMode = %q, want Indexed", job.CompletionMode)
+	if job.CompletionMode == nil || *job.CompletionMode != batchv1.IndexedCompletion {
+		bad("jobTemplate.spec.completionMode = %s, want Indexed", ptrString(job.CompletionMode))
 	}
 	if job.BackoffLimitPerIndex == nil && job.BackoffLimit == nil {
 		bad("jobTemplate.spec sets neither backoffLimitPerIndex nor backoffLimit")
@@ -215,7 +150,7 @@ func checkBatchCronJob(manifest []byte) []string {
 
 	pod := job.Template.Spec
 	// Required by backoffLimitPerIndex, and a retry must be a new pod.
-	if pod.RestartPolicy != "Never" {
+	if pod.RestartPolicy != corev1.RestartPolicyNever {
 		bad("pod restartPolicy = %q, want Never", pod.RestartPolicy)
 	}
 	if g := pod.TerminationGracePeriodSeconds; g == nil || *g <= 0 {
@@ -230,32 +165,30 @@ func checkBatchCronJob(manifest []byte) []string {
 	if len(c.Command) != 0 && !(len(c.Command) == 1 && c.Command[0] == "/adrankctl") {
 		bad("container command = %q, want unset (the image's entrypoint /adrankctl)", c.Command)
 	}
-	if (c.SecurityContext.RunAsNonRoot == nil || !*c.SecurityContext.RunAsNonRoot) &&
-		(pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot) {
+	podNonRoot := pod.SecurityContext != nil && pod.SecurityContext.RunAsNonRoot != nil && *pod.SecurityContext.RunAsNonRoot
+	var containerNonRoot, readOnlyRoot bool
+	if sc := c.SecurityContext; sc != nil {
+		containerNonRoot = sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
+		readOnlyRoot = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
+	}
+	if !podNonRoot && !containerNonRoot {
 		bad("runAsNonRoot is not true")
 	}
-	if r := c.SecurityContext.ReadOnlyRootFilesystem; r == nil || !*r {
+	if !readOnlyRoot {
 		bad("container readOnlyRootFilesystem is not true")
 	}
-	if mem, ok := c.Resources.Limits["memory"]; !ok {
+	if mem, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
 		bad("container has no memory limit")
-	} else if q, err := parseQuantity(mem); err != nil {
-		bad("memory limit: %v", err)
-	} else if maxMem := new(big.Rat).SetInt64(1 << 30); q.Sign() <= 0 || q.Cmp(maxMem) > 0 {
-		bad("memory limit = %s, want > 0 and <= 1Gi", mem)
+	} else if mem.Sign() <= 0 || mem.Cmp(maxBatchMemory) > 0 {
+		bad("memory limit = %s, want > 0 and <= %s", mem.String(), maxBatchMemory.String())
 	}
-	if _, ok := c.Resources.Limits["cpu"]; !ok {
+	if _, ok := c.Resources.Limits[corev1.ResourceCPU]; !ok {
 		bad("container has no cpu limit")
 	}
 
-	// Args: all strings, `batch run`, each flag once.
-	args := make([]string, len(c.Args))
-	for i, n := range c.Args {
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-			bad("args[%d] (line %d) is %s %q, want a string: quote it", i, n.Line, n.ShortTag(), n.Value)
-		}
-		args[i] = n.Value
-	}
+	// Args: `batch run`, then each flag once. (That they are all strings is
+	// checked by decodeBatchCronJob.)
+	args := c.Args
 	if len(args) < 2 || args[0] != "batch" || args[1] != "run" {
 		bad("args = %q, want them to start with batch run", args)
 	}
@@ -361,11 +294,12 @@ func checkBatchCronJob(manifest []byte) []string {
 	return problems
 }
 
-func ptrString(p *int32) string {
+// ptrString formats an optional field of the manifest.
+func ptrString[T any](p *T) string {
 	if p == nil {
 		return "unset"
 	}
-	return strconv.Itoa(int(*p))
+	return fmt.Sprint(*p)
 }
 
 func TestK8sBatchCronJobManifest(t *testing.T) {
@@ -402,11 +336,22 @@ func TestK8sBatchCronJobManifestRejectsBrokenEdits(t *testing.T) {
 		{"restart in place", "restartPolicy: Never", "restartPolicy: OnFailure", "restartPolicy"},
 		{"concurrent runs", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", "concurrencyPolicy"},
 		{"memory limit too high", "limits:\n                  cpu: \"2\"\n                  memory: 1Gi", "limits:\n                  cpu: \"2\"\n                  memory: 2Gi", "memory limit"},
-		{"unquoted number arg", `- "100"`, `- 100`, "want a string"},
+		{"memory limit over 1Gi in decimal units", "limits:\n                  cpu: \"2\"\n                  memory: 1Gi", "limits:\n                  cpu: \"2\"\n                  memory: 1100M", "memory limit"},
+		{"memory limit not a quantity", "limits:\n                  cpu: \"2\"\n                  memory: 1Gi", "limits:\n                  cpu: \"2\"\n                  memory: 1 Gi", "decoding the CronJob"},
+		{"no cpu limit", "limits:\n                  cpu: \"2\"\n", "limits:\n", "no cpu limit"},
+		// kubectl sends 100 as a number, which the API server will not take for a string.
+		{"unquoted number arg", `- "100"`, `- 100`, "cannot unmarshal number"},
 		{"store flag dropped", "- \"--store\"\n                - \"redis://adrank-redis:6379/0\"\n", "", "--store"},
 		{"writable root", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
 		{"model outside the mount", `"/models/feed/v2.json"`, `"/data/feed/v2.json"`, "--model"},
 		{"second document", "", "---\napiVersion: batch/v1\nkind: Job\n", "documents"},
+		// Fields that hand-written structs would silently drop, and the API
+		// server would reject (kubectl validates fields strictly by default).
+		{"misspelled field", "completionMode: Indexed", "completionMod: Indexed", `unknown field "completionMod"`},
+		{"misspelled retry limit", "backoffLimitPerIndex: 3", "backofLimitPerIndex: 3", `unknown field "backofLimitPerIndex"`},
+		{"field name in the wrong case", "completionMode: Indexed", "CompletionMode: Indexed", `unknown field "spec.jobTemplate.spec.CompletionMode"`},
+		{"unknown field in the container", "image: adrank/adrankctl:latest\n", "image: adrank/adrankctl:latest\n              readOnlyRootFilesystem: true\n", `unknown field "readOnlyRootFilesystem"`},
+		{"duplicate key", "concurrencyPolicy: Forbid\n", "concurrencyPolicy: Forbid\n  concurrencyPolicy: Allow\n", `"concurrencyPolicy" already set`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			broken := string(manifest) + tc.new
@@ -424,34 +369,5 @@ func TestK8sBatchCronJobManifestRejectsBrokenEdits(t *testing.T) {
 			}
 			t.Errorf("no problem mentions %q; got %q", tc.want, problems)
 		})
-	}
-}
-
-func TestK8sParseQuantity(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64 // bytes; -1 for a parse error
-	}{
-		{"1Gi", 1 << 30},
-		{"1024Mi", 1 << 30},
-		{"512Mi", 512 << 20},
-		{"1.5Gi", 3 << 29},
-		{"1G", 1e9},
-		{"900M", 9e8},
-		{"1073741824", 1 << 30},
-		{"1000m", 1},
-		{"1e9", -1},
-		{"1 Gi", -1},
-		{"", -1},
-	} {
-		q, err := parseQuantity(tc.in)
-		switch {
-		case tc.want < 0 && err == nil:
-			t.Errorf("parseQuantity(%q) = %v, want an error", tc.in, q)
-		case tc.want >= 0 && err != nil:
-			t.Errorf("parseQuantity(%q): %v", tc.in, err)
-		case tc.want >= 0 && q.Cmp(new(big.Rat).SetInt64(tc.want)) != 0:
-			t.Errorf("parseQuantity(%q) = %v, want %d", tc.in, q, tc.want)
-		}
 	}
 }
