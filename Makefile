@@ -17,7 +17,7 @@ GRPCURL_VERSION      := v1.9.4
 ADRANK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/adrank
 CONSUL_VERSION := v1.13.9
 TOOLS   := $(ADRANK_CACHE)/tools
-MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc sim gateway adrankctl bench e2e examples/backend devbroker
+MODULES := gen platform ml featuresvc rankersvc auctionsvc routersvc sim gateway adrankctl bench e2e examples/backend devbroker edge
 BINARIES := featuresvc rankersvc auctionsvc routersvc gateway adrankctl devbroker
 # A consul on PATH wins; otherwise the cached build of tools/consul (v1.13.9,
 # MPL-2.0), linked as bin/consul.

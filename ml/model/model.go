@@ -63,6 +63,10 @@ func Load(path string) (*File, error) {
 // Parse detects the format of data and parses it.
 func Parse(data []byte) (Model, error) { return parse(data, nil) }
 
+// ParseWithSpec parses data with the feature names of its spec file (see
+// Load), for a model read from somewhere other than a file.
+func ParseWithSpec(data []byte, names []string) (Model, error) { return parse(data, names) }
+
 func parse(data []byte, names []string) (Model, error) {
 	if isXGBoost(data) {
 		return ParseXGBoost(data, names)

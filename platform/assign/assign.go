@@ -68,3 +68,65 @@ func ImpressionID(requestID, adID string, slot int) string {
 	h.Write([]byte(strconv.Itoa(slot)))
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// Plan is what a client needs to assign its user as the router would: the
+// production version and the experiment in force, for the strategies that
+// assign by user (A/B tests and canaries). Bandits and interleaving draw per
+// request from the router's live state; a Plan for them is production only.
+type Plan struct {
+	Domain     string      `json:"domain"`
+	Production string      `json:"production"`
+	Experiment string      `json:"experiment,omitempty"`
+	AB         *ABPlan     `json:"ab,omitempty"`
+	Canary     *CanaryPlan `json:"canary,omitempty"`
+}
+
+// ABPlan is an A/B test's assignment.
+type ABPlan struct {
+	Salt string `json:"salt"`
+	Arms []Arm  `json:"arms"`
+}
+
+// CanaryPlan is a canary's assignment now.
+type CanaryPlan struct {
+	Version       string   `json:"version"`
+	SharePercent  float64  `json:"share_percent"`
+	InternalUsers []string `json:"internal_users,omitempty"`
+	RolledBack    bool     `json:"rolled_back,omitempty"`
+}
+
+// Assignment is a user's version.
+type Assignment struct {
+	Strategy   string  `json:"strategy"` // production, ab or canary
+	Version    string  `json:"version"`
+	Group      string  `json:"group"`
+	Propensity float64 `json:"propensity"`
+	Experiment string  `json:"experiment,omitempty"`
+}
+
+// Assign assigns user as the router's lab does.
+func (p Plan) Assign(user string) Assignment {
+	a := Assignment{Strategy: "production", Version: p.Production, Group: "production", Propensity: 1, Experiment: p.Experiment}
+	switch {
+	case p.Canary != nil:
+		c := p.Canary
+		switch {
+		case c.RolledBack:
+			a.Group = "control"
+		case slices.Contains(c.InternalUsers, user):
+			a.Strategy, a.Version, a.Group = "canary", c.Version, "canary"
+		case InCanary(p.Domain, c.Version, c.SharePercent, nil, user):
+			a.Strategy, a.Version, a.Group, a.Propensity = "canary", c.Version, "canary", c.SharePercent/100
+		default:
+			a.Group, a.Propensity = "control", 1-c.SharePercent/100
+		}
+	case p.AB != nil && len(p.AB.Arms) > 0:
+		var total float64
+		for _, arm := range p.AB.Arms {
+			total += arm.Weight
+		}
+		arm := p.AB.Arms[AB(p.Domain, p.AB.Salt, p.AB.Arms, user)]
+		a.Strategy, a.Version, a.Group, a.Propensity = "ab", arm.Version, arm.Version, arm.Weight/total
+	}
+	return a
+}
