@@ -141,7 +141,6 @@ func (l *Lab) Refresh(ctx context.Context) {
 	}
 }
 
-
 // Latency histogram bucket upper edges, in ms.
 var latencyEdges = []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.Inf(1)}
 
