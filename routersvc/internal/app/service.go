@@ -146,6 +146,7 @@ func Run(ctx context.Context, c Config) error {
 	if c.KafkaBrokers != "" || c.UsePrecomputed {
 		r.Core.UsePrecomputed(st)
 	}
+	r.Core.UseAuctionConfigs(downstream.AuctionConfigs(client))
 	if c.Snapshots != "" {
 		snaps, err := snapshot.Open(ctx, c.Snapshots)
 		if err != nil {

@@ -49,7 +49,10 @@ type Engine struct {
 	results  Results // precomputed answers; nil: none
 	// snapshots serve batch-mode domains and real-time fallbacks; nil: none.
 	snapshots Snapshots
-	log       *slog.Logger
+	// auctionConfigs read auction configs for edge plans; nil: none.
+	auctionConfigs AuctionConfigs
+	edge           edgeCounts
+	log            *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
 	lastDegradedLog atomic.Int64
 }

@@ -63,6 +63,8 @@ type Report struct {
 	ConfigLoadedAt          time.Time // zero: never loaded
 	// Staleness is the batch snapshot against live pCTRs, by snapshot age.
 	Staleness []Staleness
+	// EdgeRejected counts the edge impressions this router rejected.
+	EdgeRejected float64
 }
 
 // Report returns a domain's experiment report.
@@ -79,6 +81,7 @@ func (e *Engine) Report(ctx context.Context, domain string) (*Report, error) {
 	if e.snapshots != nil {
 		out.Staleness = e.snapshots.Staleness(d.Name)
 	}
+	out.EdgeRejected = e.EdgeRejected(d.Name)
 	return out, nil
 }
 

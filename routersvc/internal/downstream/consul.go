@@ -3,6 +3,7 @@ package downstream
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
@@ -129,5 +130,19 @@ func PutExperiment(client *api.Client) func(ctx context.Context, domain string, 
 	return func(ctx context.Context, domain string, doc []byte) error {
 		_, err := client.KV().Put(&api.KVPair{Key: experiment.Prefix + domain, Value: doc}, (&api.WriteOptions{}).WithContext(ctx))
 		return err
+	}
+}
+
+// AuctionConfigs reads a domain's auction config document from Consul KV
+// (adrank/auction/<domain>; nil when there is none), for edge plans.
+func AuctionConfigs(client *api.Client) func(ctx context.Context, domain string) ([]byte, error) {
+	return func(ctx context.Context, domain string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		kv, _, err := client.KV().Get("adrank/auction/"+domain, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil || kv == nil {
+			return nil, err
+		}
+		return kv.Value, nil
 	}
 }

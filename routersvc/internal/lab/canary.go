@@ -261,3 +261,10 @@ func (l *Lab) PromoteCanary(ctx context.Context, domain string, d Domain) (strin
 
 // ErrNoCanary is returned when the domain has no canary.
 var ErrNoCanary = errors.New("the domain's experiment has no canary")
+
+// CanaryShare is the percent of domain's users canary c has now, and
+// whether it was rolled back (the edge plan carries it to devices).
+func (l *Lab) CanaryShare(domain string, c *experiment.Canary) (float64, bool) {
+	st := l.canaryState(domain, c)
+	return st.share(c), st.State == CanaryRolledBack
+}

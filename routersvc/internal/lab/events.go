@@ -25,6 +25,8 @@ const (
 	Duplicate
 	UnknownImpression
 	Expired
+	// Rejected: refused as invalid (an edge impression's model, ID or arm).
+	Rejected
 )
 
 // Event applies one event: idempotently, atomically, joined to its

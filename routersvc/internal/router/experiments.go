@@ -15,6 +15,7 @@ var eventResults = map[lab.EventResult]routerv1.EventResult{
 	lab.Duplicate:         routerv1.EventResult_EVENT_RESULT_DUPLICATE,
 	lab.UnknownImpression: routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION,
 	lab.Expired:           routerv1.EventResult_EVENT_RESULT_EXPIRED,
+	lab.Rejected:          routerv1.EventResult_EVENT_RESULT_REJECTED,
 }
 
 // ReportEvents implements RouterService.
@@ -78,6 +79,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 	out := &routerv1.GetExperimentReportResponse{
 		Domain: r.Domain, ProductionVersion: r.ProductionVersion, Experiment: r.Experiment, ExperimentId: r.ExperimentID,
 		ConfigError: r.ConfigError, EventsRejected: r.EventsRejected, EventsDuplicate: r.EventsDuplicate,
+		EdgeImpressionsRejected: r.EdgeRejected,
 	}
 	if !r.ConfigLoadedAt.IsZero() {
 		out.ConfigLoadedAt = timestamppb.New(r.ConfigLoadedAt)

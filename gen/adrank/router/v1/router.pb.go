@@ -257,6 +257,9 @@ const (
 	EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION EventResult = 3
 	// The impression is older than the attribution window.
 	EventResult_EVENT_RESULT_EXPIRED EventResult = 4
+	// Refused (edge impressions): an unknown model, a forged impression ID,
+	// or another arm than the user's; the reason says which.
+	EventResult_EVENT_RESULT_REJECTED EventResult = 5
 )
 
 // Enum value maps for EventResult.
@@ -267,6 +270,7 @@ var (
 		2: "EVENT_RESULT_DUPLICATE",
 		3: "EVENT_RESULT_UNKNOWN_IMPRESSION",
 		4: "EVENT_RESULT_EXPIRED",
+		5: "EVENT_RESULT_REJECTED",
 	}
 	EventResult_value = map[string]int32{
 		"EVENT_RESULT_UNSPECIFIED":        0,
@@ -274,6 +278,7 @@ var (
 		"EVENT_RESULT_DUPLICATE":          2,
 		"EVENT_RESULT_UNKNOWN_IMPRESSION": 3,
 		"EVENT_RESULT_EXPIRED":            4,
+		"EVENT_RESULT_REJECTED":           5,
 	}
 )
 
@@ -2501,9 +2506,12 @@ type GetExperimentReportResponse struct {
 	// The cost of staleness: the batch snapshot's pCTRs against the live ones
 	// on the same (user, ad) pairs of sampled real-time requests, by the
 	// snapshot's age.
-	Staleness     []*Staleness `protobuf:"bytes,15,rep,name=staleness,proto3" json:"staleness,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Staleness []*Staleness `protobuf:"bytes,15,rep,name=staleness,proto3" json:"staleness,omitempty"`
+	// Impressions served on devices that this router rejected (an unknown
+	// model, a forged ID, another arm than the user's).
+	EdgeImpressionsRejected float64 `protobuf:"fixed64,16,opt,name=edge_impressions_rejected,json=edgeImpressionsRejected,proto3" json:"edge_impressions_rejected,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *GetExperimentReportResponse) Reset() {
@@ -2639,6 +2647,13 @@ func (x *GetExperimentReportResponse) GetStaleness() []*Staleness {
 		return x.Staleness
 	}
 	return nil
+}
+
+func (x *GetExperimentReportResponse) GetEdgeImpressionsRejected() float64 {
+	if x != nil {
+		return x.EdgeImpressionsRejected
+	}
+	return 0
 }
 
 // Staleness compares a snapshot's pCTRs with live ones for requests served
@@ -2911,6 +2926,808 @@ func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
 	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
 }
 
+type GetEdgePlanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEdgePlanRequest) Reset() {
+	*x = GetEdgePlanRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEdgePlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEdgePlanRequest) ProtoMessage() {}
+
+func (x *GetEdgePlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEdgePlanRequest.ProtoReflect.Descriptor instead.
+func (*GetEdgePlanRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetEdgePlanRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type GetEdgePlanResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Domain            string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	ProductionVersion string                 `protobuf:"bytes,2,opt,name=production_version,json=productionVersion,proto3" json:"production_version,omitempty"`
+	// The experiment in force, when it assigns by user (A/B, canary); bandits
+	// and interleaving draw per request on the router, so the edge serves
+	// production for them.
+	ExperimentId string      `protobuf:"bytes,3,opt,name=experiment_id,json=experimentId,proto3" json:"experiment_id,omitempty"`
+	Ab           *EdgeAB     `protobuf:"bytes,4,opt,name=ab,proto3" json:"ab,omitempty"`
+	Canary       *EdgeCanary `protobuf:"bytes,5,opt,name=canary,proto3" json:"canary,omitempty"`
+	// The domain's auction config document (adrank/auction/<domain>), as
+	// JSON; empty when the domain has none (GSP, no reserve, default factors).
+	AuctionConfig string `protobuf:"bytes,6,opt,name=auction_config,json=auctionConfig,proto3" json:"auction_config,omitempty"`
+	// Each version the plan can assign, with its model's sha256.
+	ModelSha256   map[string]string `protobuf:"bytes,7,rep,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEdgePlanResponse) Reset() {
+	*x = GetEdgePlanResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEdgePlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEdgePlanResponse) ProtoMessage() {}
+
+func (x *GetEdgePlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEdgePlanResponse.ProtoReflect.Descriptor instead.
+func (*GetEdgePlanResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetEdgePlanResponse) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *GetEdgePlanResponse) GetProductionVersion() string {
+	if x != nil {
+		return x.ProductionVersion
+	}
+	return ""
+}
+
+func (x *GetEdgePlanResponse) GetExperimentId() string {
+	if x != nil {
+		return x.ExperimentId
+	}
+	return ""
+}
+
+func (x *GetEdgePlanResponse) GetAb() *EdgeAB {
+	if x != nil {
+		return x.Ab
+	}
+	return nil
+}
+
+func (x *GetEdgePlanResponse) GetCanary() *EdgeCanary {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *GetEdgePlanResponse) GetAuctionConfig() string {
+	if x != nil {
+		return x.AuctionConfig
+	}
+	return ""
+}
+
+func (x *GetEdgePlanResponse) GetModelSha256() map[string]string {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return nil
+}
+
+type EdgeAB struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Salt          string                 `protobuf:"bytes,1,opt,name=salt,proto3" json:"salt,omitempty"`
+	Arms          []*EdgeArm             `protobuf:"bytes,2,rep,name=arms,proto3" json:"arms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeAB) Reset() {
+	*x = EdgeAB{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeAB) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeAB) ProtoMessage() {}
+
+func (x *EdgeAB) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeAB.ProtoReflect.Descriptor instead.
+func (*EdgeAB) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *EdgeAB) GetSalt() string {
+	if x != nil {
+		return x.Salt
+	}
+	return ""
+}
+
+func (x *EdgeAB) GetArms() []*EdgeArm {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
+type EdgeArm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Weight        float64                `protobuf:"fixed64,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeArm) Reset() {
+	*x = EdgeArm{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeArm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeArm) ProtoMessage() {}
+
+func (x *EdgeArm) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeArm.ProtoReflect.Descriptor instead.
+func (*EdgeArm) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *EdgeArm) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EdgeArm) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type EdgeCanary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	SharePercent  float64                `protobuf:"fixed64,2,opt,name=share_percent,json=sharePercent,proto3" json:"share_percent,omitempty"`
+	InternalUsers []string               `protobuf:"bytes,3,rep,name=internal_users,json=internalUsers,proto3" json:"internal_users,omitempty"`
+	RolledBack    bool                   `protobuf:"varint,4,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeCanary) Reset() {
+	*x = EdgeCanary{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeCanary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeCanary) ProtoMessage() {}
+
+func (x *EdgeCanary) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeCanary.ProtoReflect.Descriptor instead.
+func (*EdgeCanary) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *EdgeCanary) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EdgeCanary) GetSharePercent() float64 {
+	if x != nil {
+		return x.SharePercent
+	}
+	return 0
+}
+
+func (x *EdgeCanary) GetInternalUsers() []string {
+	if x != nil {
+		return x.InternalUsers
+	}
+	return nil
+}
+
+func (x *EdgeCanary) GetRolledBack() bool {
+	if x != nil {
+		return x.RolledBack
+	}
+	return false
+}
+
+type GetEdgeFeaturesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	UserId string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// 1 to 1000 ads.
+	AdIds         []string `protobuf:"bytes,3,rep,name=ad_ids,json=adIds,proto3" json:"ad_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEdgeFeaturesRequest) Reset() {
+	*x = GetEdgeFeaturesRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEdgeFeaturesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEdgeFeaturesRequest) ProtoMessage() {}
+
+func (x *GetEdgeFeaturesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEdgeFeaturesRequest.ProtoReflect.Descriptor instead.
+func (*GetEdgeFeaturesRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetEdgeFeaturesRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *GetEdgeFeaturesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GetEdgeFeaturesRequest) GetAdIds() []string {
+	if x != nil {
+		return x.AdIds
+	}
+	return nil
+}
+
+type GetEdgeFeaturesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's features; a missing one is absent.
+	User map[string]float64 `protobuf:"bytes,1,rep,name=user,proto3" json:"user,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Each ad's own features and its crosses with the user, in request order.
+	Ads           []*EdgeAdFeatures `protobuf:"bytes,2,rep,name=ads,proto3" json:"ads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEdgeFeaturesResponse) Reset() {
+	*x = GetEdgeFeaturesResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEdgeFeaturesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEdgeFeaturesResponse) ProtoMessage() {}
+
+func (x *GetEdgeFeaturesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEdgeFeaturesResponse.ProtoReflect.Descriptor instead.
+func (*GetEdgeFeaturesResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetEdgeFeaturesResponse) GetUser() map[string]float64 {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *GetEdgeFeaturesResponse) GetAds() []*EdgeAdFeatures {
+	if x != nil {
+		return x.Ads
+	}
+	return nil
+}
+
+type EdgeAdFeatures struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AdId          string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	Features      map[string]float64     `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeAdFeatures) Reset() {
+	*x = EdgeAdFeatures{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeAdFeatures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeAdFeatures) ProtoMessage() {}
+
+func (x *EdgeAdFeatures) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeAdFeatures.ProtoReflect.Descriptor instead.
+func (*EdgeAdFeatures) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *EdgeAdFeatures) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *EdgeAdFeatures) GetFeatures() map[string]float64 {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+type ReportEdgeImpressionsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// 1 to 1000 served requests.
+	Served        []*EdgeServed `protobuf:"bytes,2,rep,name=served,proto3" json:"served,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportEdgeImpressionsRequest) Reset() {
+	*x = ReportEdgeImpressionsRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportEdgeImpressionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportEdgeImpressionsRequest) ProtoMessage() {}
+
+func (x *ReportEdgeImpressionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportEdgeImpressionsRequest.ProtoReflect.Descriptor instead.
+func (*ReportEdgeImpressionsRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReportEdgeImpressionsRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ReportEdgeImpressionsRequest) GetServed() []*EdgeServed {
+	if x != nil {
+		return x.Served
+	}
+	return nil
+}
+
+// EdgeServed is one ranking shown on a device.
+type EdgeServed struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The version that ranked, and its model's sha256 (from the bundle).
+	Version       string        `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	ModelSha256   string        `protobuf:"bytes,4,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	Results       []*EdgeResult `protobuf:"bytes,5,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeServed) Reset() {
+	*x = EdgeServed{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeServed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeServed) ProtoMessage() {}
+
+func (x *EdgeServed) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeServed.ProtoReflect.Descriptor instead.
+func (*EdgeServed) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *EdgeServed) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *EdgeServed) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *EdgeServed) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EdgeServed) GetModelSha256() string {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return ""
+}
+
+func (x *EdgeServed) GetResults() []*EdgeResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type EdgeResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AdId          string                 `protobuf:"bytes,1,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	Slot          int32                  `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	PriceMicros   int64                  `protobuf:"varint,3,opt,name=price_micros,json=priceMicros,proto3" json:"price_micros,omitempty"`
+	ImpressionId  string                 `protobuf:"bytes,4,opt,name=impression_id,json=impressionId,proto3" json:"impression_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeResult) Reset() {
+	*x = EdgeResult{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeResult) ProtoMessage() {}
+
+func (x *EdgeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeResult.ProtoReflect.Descriptor instead.
+func (*EdgeResult) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *EdgeResult) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *EdgeResult) GetSlot() int32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *EdgeResult) GetPriceMicros() int64 {
+	if x != nil {
+		return x.PriceMicros
+	}
+	return 0
+}
+
+func (x *EdgeResult) GetImpressionId() string {
+	if x != nil {
+		return x.ImpressionId
+	}
+	return ""
+}
+
+type ReportEdgeImpressionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per served request, in request order.
+	Results       []*EdgeServedResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Accepted      int32               `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates    int32               `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Rejected      int32               `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportEdgeImpressionsResponse) Reset() {
+	*x = ReportEdgeImpressionsResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportEdgeImpressionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportEdgeImpressionsResponse) ProtoMessage() {}
+
+func (x *ReportEdgeImpressionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportEdgeImpressionsResponse.ProtoReflect.Descriptor instead.
+func (*ReportEdgeImpressionsResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ReportEdgeImpressionsResponse) GetResults() []*EdgeServedResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ReportEdgeImpressionsResponse) GetAccepted() int32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *ReportEdgeImpressionsResponse) GetDuplicates() int32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ReportEdgeImpressionsResponse) GetRejected() int32 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+type EdgeServedResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result EventResult            `protobuf:"varint,1,opt,name=result,proto3,enum=adrank.router.v1.EventResult" json:"result,omitempty"`
+	// Why it was rejected.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeServedResult) Reset() {
+	*x = EdgeServedResult{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeServedResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeServedResult) ProtoMessage() {}
+
+func (x *EdgeServedResult) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeServedResult.ProtoReflect.Descriptor instead.
+func (*EdgeServedResult) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *EdgeServedResult) GetResult() EventResult {
+	if x != nil {
+		return x.Result
+	}
+	return EventResult_EVENT_RESULT_UNSPECIFIED
+}
+
+func (x *EdgeServedResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_adrank_router_v1_router_proto_rawDesc = "" +
@@ -3116,7 +3933,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
 	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
 	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
-	"\averdict\x18\b \x01(\tR\averdict\"\xf5\x05\n" +
+	"\averdict\x18\b \x01(\tR\averdict\"\xb1\x06\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
@@ -3137,7 +3954,8 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"interleave\x12'\n" +
 	"\x0fevents_rejected\x18\r \x01(\x01R\x0eeventsRejected\x12)\n" +
 	"\x10events_duplicate\x18\x0e \x01(\x01R\x0feventsDuplicate\x129\n" +
-	"\tstaleness\x18\x0f \x03(\v2\x1b.adrank.router.v1.StalenessR\tstaleness\"\xc1\x01\n" +
+	"\tstaleness\x18\x0f \x03(\v2\x1b.adrank.router.v1.StalenessR\tstaleness\x12:\n" +
+	"\x19edge_impressions_rejected\x18\x10 \x01(\x01R\x17edgeImpressionsRejected\"\xc1\x01\n" +
 	"\tStaleness\x12\x10\n" +
 	"\x03age\x18\x01 \x01(\tR\x03age\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x14\n" +
@@ -3152,7 +3970,76 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x15RollbackCanaryRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
-	"\x16RollbackCanaryResponse*Z\n" +
+	"\x16RollbackCanaryResponse\",\n" +
+	"\x12GetEdgePlanRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\xa3\x03\n" +
+	"\x13GetEdgePlanResponse\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
+	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12#\n" +
+	"\rexperiment_id\x18\x03 \x01(\tR\fexperimentId\x12(\n" +
+	"\x02ab\x18\x04 \x01(\v2\x18.adrank.router.v1.EdgeABR\x02ab\x124\n" +
+	"\x06canary\x18\x05 \x01(\v2\x1c.adrank.router.v1.EdgeCanaryR\x06canary\x12%\n" +
+	"\x0eauction_config\x18\x06 \x01(\tR\rauctionConfig\x12Y\n" +
+	"\fmodel_sha256\x18\a \x03(\v26.adrank.router.v1.GetEdgePlanResponse.ModelSha256EntryR\vmodelSha256\x1a>\n" +
+	"\x10ModelSha256Entry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x06EdgeAB\x12\x12\n" +
+	"\x04salt\x18\x01 \x01(\tR\x04salt\x12-\n" +
+	"\x04arms\x18\x02 \x03(\v2\x19.adrank.router.v1.EdgeArmR\x04arms\";\n" +
+	"\aEdgeArm\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x01R\x06weight\"\x93\x01\n" +
+	"\n" +
+	"EdgeCanary\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12#\n" +
+	"\rshare_percent\x18\x02 \x01(\x01R\fsharePercent\x12%\n" +
+	"\x0einternal_users\x18\x03 \x03(\tR\rinternalUsers\x12\x1f\n" +
+	"\vrolled_back\x18\x04 \x01(\bR\n" +
+	"rolledBack\"`\n" +
+	"\x16GetEdgeFeaturesRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x15\n" +
+	"\x06ad_ids\x18\x03 \x03(\tR\x05adIds\"\xcf\x01\n" +
+	"\x17GetEdgeFeaturesResponse\x12G\n" +
+	"\x04user\x18\x01 \x03(\v23.adrank.router.v1.GetEdgeFeaturesResponse.UserEntryR\x04user\x122\n" +
+	"\x03ads\x18\x02 \x03(\v2 .adrank.router.v1.EdgeAdFeaturesR\x03ads\x1a7\n" +
+	"\tUserEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xae\x01\n" +
+	"\x0eEdgeAdFeatures\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12J\n" +
+	"\bfeatures\x18\x02 \x03(\v2..adrank.router.v1.EdgeAdFeatures.FeaturesEntryR\bfeatures\x1a;\n" +
+	"\rFeaturesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"l\n" +
+	"\x1cReportEdgeImpressionsRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x124\n" +
+	"\x06served\x18\x02 \x03(\v2\x1c.adrank.router.v1.EdgeServedR\x06served\"\xb9\x01\n" +
+	"\n" +
+	"EdgeServed\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12!\n" +
+	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\x126\n" +
+	"\aresults\x18\x05 \x03(\v2\x1c.adrank.router.v1.EdgeResultR\aresults\"}\n" +
+	"\n" +
+	"EdgeResult\x12\x13\n" +
+	"\x05ad_id\x18\x01 \x01(\tR\x04adId\x12\x12\n" +
+	"\x04slot\x18\x02 \x01(\x05R\x04slot\x12!\n" +
+	"\fprice_micros\x18\x03 \x01(\x03R\vpriceMicros\x12#\n" +
+	"\rimpression_id\x18\x04 \x01(\tR\fimpressionId\"\xb5\x01\n" +
+	"\x1dReportEdgeImpressionsResponse\x12<\n" +
+	"\aresults\x18\x01 \x03(\v2\".adrank.router.v1.EdgeServedResultR\aresults\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\x05R\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\x05R\n" +
+	"duplicates\x12\x1a\n" +
+	"\brejected\x18\x04 \x01(\x05R\brejected\"a\n" +
+	"\x10EdgeServedResult\x125\n" +
+	"\x06result\x18\x01 \x01(\x0e2\x1d.adrank.router.v1.EventResultR\x06result\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*Z\n" +
 	"\x06Device\x12\x16\n" +
 	"\x12DEVICE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDEVICE_MOBILE\x10\x01\x12\x12\n" +
@@ -3173,20 +4060,24 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_CLICK\x10\x01\x12\x19\n" +
-	"\x15EVENT_TYPE_CONVERSION\x10\x02*\xa1\x01\n" +
+	"\x15EVENT_TYPE_CONVERSION\x10\x02*\xbc\x01\n" +
 	"\vEventResult\x12\x1c\n" +
 	"\x18EVENT_RESULT_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_RESULT_ACCEPTED\x10\x01\x12\x1a\n" +
 	"\x16EVENT_RESULT_DUPLICATE\x10\x02\x12#\n" +
 	"\x1fEVENT_RESULT_UNKNOWN_IMPRESSION\x10\x03\x12\x18\n" +
-	"\x14EVENT_RESULT_EXPIRED\x10\x042\xcc\x04\n" +
+	"\x14EVENT_RESULT_EXPIRED\x10\x04\x12\x19\n" +
+	"\x15EVENT_RESULT_REJECTED\x10\x052\x8a\a\n" +
 	"\rRouterService\x12E\n" +
 	"\x04Rank\x12\x1d.adrank.router.v1.RankRequest\x1a\x1e.adrank.router.v1.RankResponse\x12Z\n" +
 	"\vListDomains\x12$.adrank.router.v1.ListDomainsRequest\x1a%.adrank.router.v1.ListDomainsResponse\x12]\n" +
 	"\fReportEvents\x12%.adrank.router.v1.ReportEventsRequest\x1a&.adrank.router.v1.ReportEventsResponse\x12r\n" +
 	"\x13GetExperimentReport\x12,.adrank.router.v1.GetExperimentReportRequest\x1a-.adrank.router.v1.GetExperimentReportResponse\x12`\n" +
 	"\rPromoteCanary\x12&.adrank.router.v1.PromoteCanaryRequest\x1a'.adrank.router.v1.PromoteCanaryResponse\x12c\n" +
-	"\x0eRollbackCanary\x12'.adrank.router.v1.RollbackCanaryRequest\x1a(.adrank.router.v1.RollbackCanaryResponseB\xbd\x01\n" +
+	"\x0eRollbackCanary\x12'.adrank.router.v1.RollbackCanaryRequest\x1a(.adrank.router.v1.RollbackCanaryResponse\x12Z\n" +
+	"\vGetEdgePlan\x12$.adrank.router.v1.GetEdgePlanRequest\x1a%.adrank.router.v1.GetEdgePlanResponse\x12f\n" +
+	"\x0fGetEdgeFeatures\x12(.adrank.router.v1.GetEdgeFeaturesRequest\x1a).adrank.router.v1.GetEdgeFeaturesResponse\x12x\n" +
+	"\x15ReportEdgeImpressions\x12..adrank.router.v1.ReportEdgeImpressionsRequest\x1a/.adrank.router.v1.ReportEdgeImpressionsResponseB\xbd\x01\n" +
 	"\x14com.adrank.router.v1B\vRouterProtoP\x01Z6github.com/adrank/adrank/gen/adrank/router/v1;routerv1\xa2\x02\x03ARX\xaa\x02\x10Adrank.Router.V1\xca\x02\x10Adrank\\Router\\V1\xe2\x02\x1cAdrank\\Router\\V1\\GPBMetadata\xea\x02\x12Adrank::Router::V1b\x06proto3"
 
 var (
@@ -3202,48 +4093,64 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_adrank_router_v1_router_proto_goTypes = []any{
-	(Device)(0),                         // 0: adrank.router.v1.Device
-	(Strategy)(0),                       // 1: adrank.router.v1.Strategy
-	(Source)(0),                         // 2: adrank.router.v1.Source
-	(EventType)(0),                      // 3: adrank.router.v1.EventType
-	(EventResult)(0),                    // 4: adrank.router.v1.EventResult
-	(*RequestContext)(nil),              // 5: adrank.router.v1.RequestContext
-	(*Candidate)(nil),                   // 6: adrank.router.v1.Candidate
-	(*RankRequest)(nil),                 // 7: adrank.router.v1.RankRequest
-	(*Result)(nil),                      // 8: adrank.router.v1.Result
-	(*Assignment)(nil),                  // 9: adrank.router.v1.Assignment
-	(*RankResponse)(nil),                // 10: adrank.router.v1.RankResponse
-	(*ListDomainsRequest)(nil),          // 11: adrank.router.v1.ListDomainsRequest
-	(*VersionInfo)(nil),                 // 12: adrank.router.v1.VersionInfo
-	(*DomainInfo)(nil),                  // 13: adrank.router.v1.DomainInfo
-	(*SnapshotInfo)(nil),                // 14: adrank.router.v1.SnapshotInfo
-	(*ListDomainsResponse)(nil),         // 15: adrank.router.v1.ListDomainsResponse
-	(*StreamLag)(nil),                   // 16: adrank.router.v1.StreamLag
-	(*Event)(nil),                       // 17: adrank.router.v1.Event
-	(*ReportEventsRequest)(nil),         // 18: adrank.router.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),        // 19: adrank.router.v1.ReportEventsResponse
-	(*GetExperimentReportRequest)(nil),  // 20: adrank.router.v1.GetExperimentReportRequest
-	(*GroupStats)(nil),                  // 21: adrank.router.v1.GroupStats
-	(*VersionHealth)(nil),               // 22: adrank.router.v1.VersionHealth
-	(*ShadowStats)(nil),                 // 23: adrank.router.v1.ShadowStats
-	(*Test)(nil),                        // 24: adrank.router.v1.Test
-	(*ABReport)(nil),                    // 25: adrank.router.v1.ABReport
-	(*CanaryReport)(nil),                // 26: adrank.router.v1.CanaryReport
-	(*BanditArm)(nil),                   // 27: adrank.router.v1.BanditArm
-	(*BanditReport)(nil),                // 28: adrank.router.v1.BanditReport
-	(*InterleaveReport)(nil),            // 29: adrank.router.v1.InterleaveReport
-	(*GetExperimentReportResponse)(nil), // 30: adrank.router.v1.GetExperimentReportResponse
-	(*Staleness)(nil),                   // 31: adrank.router.v1.Staleness
-	(*PromoteCanaryRequest)(nil),        // 32: adrank.router.v1.PromoteCanaryRequest
-	(*PromoteCanaryResponse)(nil),       // 33: adrank.router.v1.PromoteCanaryResponse
-	(*RollbackCanaryRequest)(nil),       // 34: adrank.router.v1.RollbackCanaryRequest
-	(*RollbackCanaryResponse)(nil),      // 35: adrank.router.v1.RollbackCanaryResponse
-	(*timestamppb.Timestamp)(nil),       // 36: google.protobuf.Timestamp
+	(Device)(0),                           // 0: adrank.router.v1.Device
+	(Strategy)(0),                         // 1: adrank.router.v1.Strategy
+	(Source)(0),                           // 2: adrank.router.v1.Source
+	(EventType)(0),                        // 3: adrank.router.v1.EventType
+	(EventResult)(0),                      // 4: adrank.router.v1.EventResult
+	(*RequestContext)(nil),                // 5: adrank.router.v1.RequestContext
+	(*Candidate)(nil),                     // 6: adrank.router.v1.Candidate
+	(*RankRequest)(nil),                   // 7: adrank.router.v1.RankRequest
+	(*Result)(nil),                        // 8: adrank.router.v1.Result
+	(*Assignment)(nil),                    // 9: adrank.router.v1.Assignment
+	(*RankResponse)(nil),                  // 10: adrank.router.v1.RankResponse
+	(*ListDomainsRequest)(nil),            // 11: adrank.router.v1.ListDomainsRequest
+	(*VersionInfo)(nil),                   // 12: adrank.router.v1.VersionInfo
+	(*DomainInfo)(nil),                    // 13: adrank.router.v1.DomainInfo
+	(*SnapshotInfo)(nil),                  // 14: adrank.router.v1.SnapshotInfo
+	(*ListDomainsResponse)(nil),           // 15: adrank.router.v1.ListDomainsResponse
+	(*StreamLag)(nil),                     // 16: adrank.router.v1.StreamLag
+	(*Event)(nil),                         // 17: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),           // 18: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),          // 19: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),    // 20: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                    // 21: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),                 // 22: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                   // 23: adrank.router.v1.ShadowStats
+	(*Test)(nil),                          // 24: adrank.router.v1.Test
+	(*ABReport)(nil),                      // 25: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                  // 26: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                     // 27: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                  // 28: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),              // 29: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil),   // 30: adrank.router.v1.GetExperimentReportResponse
+	(*Staleness)(nil),                     // 31: adrank.router.v1.Staleness
+	(*PromoteCanaryRequest)(nil),          // 32: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),         // 33: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),         // 34: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),        // 35: adrank.router.v1.RollbackCanaryResponse
+	(*GetEdgePlanRequest)(nil),            // 36: adrank.router.v1.GetEdgePlanRequest
+	(*GetEdgePlanResponse)(nil),           // 37: adrank.router.v1.GetEdgePlanResponse
+	(*EdgeAB)(nil),                        // 38: adrank.router.v1.EdgeAB
+	(*EdgeArm)(nil),                       // 39: adrank.router.v1.EdgeArm
+	(*EdgeCanary)(nil),                    // 40: adrank.router.v1.EdgeCanary
+	(*GetEdgeFeaturesRequest)(nil),        // 41: adrank.router.v1.GetEdgeFeaturesRequest
+	(*GetEdgeFeaturesResponse)(nil),       // 42: adrank.router.v1.GetEdgeFeaturesResponse
+	(*EdgeAdFeatures)(nil),                // 43: adrank.router.v1.EdgeAdFeatures
+	(*ReportEdgeImpressionsRequest)(nil),  // 44: adrank.router.v1.ReportEdgeImpressionsRequest
+	(*EdgeServed)(nil),                    // 45: adrank.router.v1.EdgeServed
+	(*EdgeResult)(nil),                    // 46: adrank.router.v1.EdgeResult
+	(*ReportEdgeImpressionsResponse)(nil), // 47: adrank.router.v1.ReportEdgeImpressionsResponse
+	(*EdgeServedResult)(nil),              // 48: adrank.router.v1.EdgeServedResult
+	nil,                                   // 49: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	nil,                                   // 50: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	nil,                                   // 51: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	(*timestamppb.Timestamp)(nil),         // 52: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	36, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	52, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
 	5,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
 	6,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
@@ -3252,10 +4159,10 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	9,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
 	2,  // 7: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
 	12, // 8: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	36, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	52, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
 	14, // 10: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
-	36, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	36, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
+	52, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	52, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
 	13, // 13: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
 	16, // 14: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
 	3,  // 15: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
@@ -3263,11 +4170,11 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	4,  // 17: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
 	21, // 18: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
 	24, // 19: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	36, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	52, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
 	21, // 21: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
 	21, // 22: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
 	27, // 23: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	36, // 24: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	52, // 24: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
 	22, // 25: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
 	23, // 26: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
 	26, // 27: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
@@ -3275,23 +4182,40 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	28, // 29: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
 	29, // 30: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
 	31, // 31: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
-	7,  // 32: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	11, // 33: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	18, // 34: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	20, // 35: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	32, // 36: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	34, // 37: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	10, // 38: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	15, // 39: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	19, // 40: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	30, // 41: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	33, // 42: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	35, // 43: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	38, // [38:44] is the sub-list for method output_type
-	32, // [32:38] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	38, // 32: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
+	40, // 33: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
+	49, // 34: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	39, // 35: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
+	50, // 36: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	43, // 37: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
+	51, // 38: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	45, // 39: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
+	46, // 40: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
+	48, // 41: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
+	4,  // 42: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
+	7,  // 43: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	11, // 44: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	18, // 45: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	20, // 46: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	32, // 47: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	34, // 48: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	36, // 49: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
+	41, // 50: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
+	44, // 51: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
+	10, // 52: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	15, // 53: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	19, // 54: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	30, // 55: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	33, // 56: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	35, // 57: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	37, // 58: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
+	42, // 59: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
+	47, // 60: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
+	52, // [52:61] is the sub-list for method output_type
+	43, // [43:52] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -3305,7 +4229,7 @@ func file_adrank_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   31,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,12 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RouterService_Rank_FullMethodName                = "/adrank.router.v1.RouterService/Rank"
-	RouterService_ListDomains_FullMethodName         = "/adrank.router.v1.RouterService/ListDomains"
-	RouterService_ReportEvents_FullMethodName        = "/adrank.router.v1.RouterService/ReportEvents"
-	RouterService_GetExperimentReport_FullMethodName = "/adrank.router.v1.RouterService/GetExperimentReport"
-	RouterService_PromoteCanary_FullMethodName       = "/adrank.router.v1.RouterService/PromoteCanary"
-	RouterService_RollbackCanary_FullMethodName      = "/adrank.router.v1.RouterService/RollbackCanary"
+	RouterService_Rank_FullMethodName                  = "/adrank.router.v1.RouterService/Rank"
+	RouterService_ListDomains_FullMethodName           = "/adrank.router.v1.RouterService/ListDomains"
+	RouterService_ReportEvents_FullMethodName          = "/adrank.router.v1.RouterService/ReportEvents"
+	RouterService_GetExperimentReport_FullMethodName   = "/adrank.router.v1.RouterService/GetExperimentReport"
+	RouterService_PromoteCanary_FullMethodName         = "/adrank.router.v1.RouterService/PromoteCanary"
+	RouterService_RollbackCanary_FullMethodName        = "/adrank.router.v1.RouterService/RollbackCanary"
+	RouterService_GetEdgePlan_FullMethodName           = "/adrank.router.v1.RouterService/GetEdgePlan"
+	RouterService_GetEdgeFeatures_FullMethodName       = "/adrank.router.v1.RouterService/GetEdgeFeatures"
+	RouterService_ReportEdgeImpressions_FullMethodName = "/adrank.router.v1.RouterService/ReportEdgeImpressions"
 )
 
 // RouterServiceClient is the client API for RouterService service.
@@ -57,6 +60,19 @@ type RouterServiceClient interface {
 	PromoteCanary(ctx context.Context, in *PromoteCanaryRequest, opts ...grpc.CallOption) (*PromoteCanaryResponse, error)
 	// RollbackCanary stops the canary: its share goes to 0.
 	RollbackCanary(ctx context.Context, in *RollbackCanaryRequest, opts ...grpc.CallOption) (*RollbackCanaryResponse, error)
+	// GetEdgePlan is what an edge client needs to assign its user as the
+	// router does, and the domain's auction config (the gateway builds the
+	// edge manifest from it).
+	GetEdgePlan(ctx context.Context, in *GetEdgePlanRequest, opts ...grpc.CallOption) (*GetEdgePlanResponse, error)
+	// GetEdgeFeatures syncs a user's features and those of cached ads to a
+	// device; the device computes the request context itself.
+	GetEdgeFeatures(ctx context.Context, in *GetEdgeFeaturesRequest, opts ...grpc.CallOption) (*GetEdgeFeaturesResponse, error)
+	// ReportEdgeImpressions takes impressions served on devices, so that
+	// their clicks and conversions (ReportEvents) count in the same
+	// experiments. Idempotent per request ID; an impression from a model the
+	// router never served, with a forged ID or another arm than the user's is
+	// rejected and counted.
+	ReportEdgeImpressions(ctx context.Context, in *ReportEdgeImpressionsRequest, opts ...grpc.CallOption) (*ReportEdgeImpressionsResponse, error)
 }
 
 type routerServiceClient struct {
@@ -127,6 +143,36 @@ func (c *routerServiceClient) RollbackCanary(ctx context.Context, in *RollbackCa
 	return out, nil
 }
 
+func (c *routerServiceClient) GetEdgePlan(ctx context.Context, in *GetEdgePlanRequest, opts ...grpc.CallOption) (*GetEdgePlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEdgePlanResponse)
+	err := c.cc.Invoke(ctx, RouterService_GetEdgePlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerServiceClient) GetEdgeFeatures(ctx context.Context, in *GetEdgeFeaturesRequest, opts ...grpc.CallOption) (*GetEdgeFeaturesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEdgeFeaturesResponse)
+	err := c.cc.Invoke(ctx, RouterService_GetEdgeFeatures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerServiceClient) ReportEdgeImpressions(ctx context.Context, in *ReportEdgeImpressionsRequest, opts ...grpc.CallOption) (*ReportEdgeImpressionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportEdgeImpressionsResponse)
+	err := c.cc.Invoke(ctx, RouterService_ReportEdgeImpressions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServiceServer is the server API for RouterService service.
 // All implementations must embed UnimplementedRouterServiceServer
 // for forward compatibility.
@@ -154,6 +200,19 @@ type RouterServiceServer interface {
 	PromoteCanary(context.Context, *PromoteCanaryRequest) (*PromoteCanaryResponse, error)
 	// RollbackCanary stops the canary: its share goes to 0.
 	RollbackCanary(context.Context, *RollbackCanaryRequest) (*RollbackCanaryResponse, error)
+	// GetEdgePlan is what an edge client needs to assign its user as the
+	// router does, and the domain's auction config (the gateway builds the
+	// edge manifest from it).
+	GetEdgePlan(context.Context, *GetEdgePlanRequest) (*GetEdgePlanResponse, error)
+	// GetEdgeFeatures syncs a user's features and those of cached ads to a
+	// device; the device computes the request context itself.
+	GetEdgeFeatures(context.Context, *GetEdgeFeaturesRequest) (*GetEdgeFeaturesResponse, error)
+	// ReportEdgeImpressions takes impressions served on devices, so that
+	// their clicks and conversions (ReportEvents) count in the same
+	// experiments. Idempotent per request ID; an impression from a model the
+	// router never served, with a forged ID or another arm than the user's is
+	// rejected and counted.
+	ReportEdgeImpressions(context.Context, *ReportEdgeImpressionsRequest) (*ReportEdgeImpressionsResponse, error)
 	mustEmbedUnimplementedRouterServiceServer()
 }
 
@@ -181,6 +240,15 @@ func (UnimplementedRouterServiceServer) PromoteCanary(context.Context, *PromoteC
 }
 func (UnimplementedRouterServiceServer) RollbackCanary(context.Context, *RollbackCanaryRequest) (*RollbackCanaryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackCanary not implemented")
+}
+func (UnimplementedRouterServiceServer) GetEdgePlan(context.Context, *GetEdgePlanRequest) (*GetEdgePlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEdgePlan not implemented")
+}
+func (UnimplementedRouterServiceServer) GetEdgeFeatures(context.Context, *GetEdgeFeaturesRequest) (*GetEdgeFeaturesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEdgeFeatures not implemented")
+}
+func (UnimplementedRouterServiceServer) ReportEdgeImpressions(context.Context, *ReportEdgeImpressionsRequest) (*ReportEdgeImpressionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportEdgeImpressions not implemented")
 }
 func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
 func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
@@ -311,6 +379,60 @@ func _RouterService_RollbackCanary_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RouterService_GetEdgePlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEdgePlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).GetEdgePlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_GetEdgePlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).GetEdgePlan(ctx, req.(*GetEdgePlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RouterService_GetEdgeFeatures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEdgeFeaturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).GetEdgeFeatures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_GetEdgeFeatures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).GetEdgeFeatures(ctx, req.(*GetEdgeFeaturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RouterService_ReportEdgeImpressions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportEdgeImpressionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).ReportEdgeImpressions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_ReportEdgeImpressions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).ReportEdgeImpressions(ctx, req.(*ReportEdgeImpressionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -341,6 +463,18 @@ var RouterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RollbackCanary",
 			Handler:    _RouterService_RollbackCanary_Handler,
+		},
+		{
+			MethodName: "GetEdgePlan",
+			Handler:    _RouterService_GetEdgePlan_Handler,
+		},
+		{
+			MethodName: "GetEdgeFeatures",
+			Handler:    _RouterService_GetEdgeFeatures_Handler,
+		},
+		{
+			MethodName: "ReportEdgeImpressions",
+			Handler:    _RouterService_ReportEdgeImpressions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
