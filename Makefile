@@ -36,7 +36,16 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 test: build consul redis kcat tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
 
 .PHONY: build
-build: $(addprefix bin/,$(BINARIES)) ## Build the service binaries and adrankctl into bin/
+build: $(addprefix bin/,$(BINARIES)) edge-scorer ## Build the service binaries, adrankctl and the edge scorer into bin/
+
+# The edge scorer: the browser's module (GOOS=js) with the wasm_exec.js of the
+# Go that built it, and the wasip1 build for other runtimes.
+.PHONY: edge-scorer
+edge-scorer:
+	mkdir -p bin/edge
+	GOOS=js GOARCH=wasm go build -trimpath -ldflags=-s -o bin/edge/scorer.wasm ./edge/cmd/scorer
+	cp "$$(go env GOROOT)/lib/wasm/wasm_exec.js" bin/edge/wasm_exec.js
+	GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags=-s -o bin/edge/scorer-wasip1.wasm ./edge/cmd/scorer-wasi
 
 bin/%: FORCE
 	go build -o $@ ./$*/cmd/$*

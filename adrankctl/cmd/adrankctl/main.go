@@ -49,6 +49,7 @@ commands:
   canary promote|rollback DOMAIN [--reason TEXT]   through the router (--router, default 127.0.0.1:9090)
 
   batch run --domain D --version V [flags]         score every (user, ad) pair; write each user's top K as a snapshot
+  edge build --domain D --version V               write the version's edge bundle (WebAssembly scorer, model, manifest)
 flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)
 `
 
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runCanary(ctx, args[1:], stdout, stderr)
 	case "batch":
 		return runBatch(ctx, args[1:], stdout, stderr)
+	case "edge":
+		return runEdge(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -31,6 +31,7 @@ type options struct {
 	routerAddr string
 	timeout    time.Duration
 	maxBody    int64
+	edgeDir    string
 }
 
 func main() {
@@ -40,6 +41,7 @@ func main() {
 	fs.StringVar(&o.routerAddr, "router-addr", "", "router gRPC address; empty: discover adrank-router in Consul")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each REST call")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest request body in bytes; larger ones get 413")
+	fs.StringVar(&o.edgeDir, "edge-dir", "", "folder of edge bundles (adrankctl edge build --out) to serve at /v1/edge/; empty: none")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -79,7 +81,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("dial router: %w", err)
 	}
 	defer cc.Close()
-	h, err := gateway.NewHandler(gctx, cc, gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log})
+	h, err := gateway.NewHandler(gctx, cc, gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log, EdgeDir: o.edgeDir})
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,9 @@ type Options struct {
 	// MaxBody is the largest request body accepted; larger ones get 413.
 	MaxBody int64
 	Log     *slog.Logger
+	// EdgeDir is the folder of edge bundles (adrankctl edge build --out);
+	// empty: no edge manifests.
+	EdgeDir string
 }
 
 // NewHandler serves the REST API over the router connection cc.
@@ -52,8 +55,15 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 			return runtime.DefaultHeaderMatcher(h)
 		}),
 	)
-	if err := routerv1.RegisterRouterServiceHandlerClient(ctx, mux, routerv1.NewRouterServiceClient(cc)); err != nil {
+	router := routerv1.NewRouterServiceClient(cc)
+	if err := routerv1.RegisterRouterServiceHandlerClient(ctx, mux, router); err != nil {
 		return nil, fmt.Errorf("register gateway: %w", err)
+	}
+	handle := func(method, path string, h func(http.ResponseWriter, *http.Request, map[string]string)) error {
+		return mux.HandlePath(method, path, h)
+	}
+	if err := registerEdge(ctx, handle, o.EdgeDir, router); err != nil {
+		return nil, err
 	}
 	if err := mux.HandlePath(http.MethodGet, OpenAPIPath, func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
 		w.Header().Set("Content-Type", "application/json")
