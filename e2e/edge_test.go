@@ -356,4 +356,3 @@ func assignmentsDiffer(t *testing.T, c *cluster, arms []string) string {
 	}
 	return ""
 }
-

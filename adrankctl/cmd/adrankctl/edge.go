@@ -47,4 +47,3 @@ func runEdge(args []string, stdout, stderr io.Writer) error {
 	}
 	return json.NewEncoder(stdout).Encode(m)
 }
-
