@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os/exec"
@@ -280,6 +281,60 @@ func TestEdgeInABrowser(t *testing.T) {
 	if counts := stableCounts(t, c); fmt.Sprint(counts) != fmt.Sprint(after) {
 		t.Fatalf("batches sent again changed the counts: %v -> %v", after, counts)
 	}
+
+	// A malformed batch: 400 naming the field, and nothing counted.
+	bad := `{"served": [{"request_id": "m1", "user_id": "u1", "version": "v2", "model_sha256": "` + strings.Repeat("ab", 32) +
+		`", "results": [{"ad_id": "ad1", "slot": 0, "price_micros": 1, "impression_id": "` + strings.Repeat("0", 32) + `"}]}]}`
+	resp, err := http.Post(gw+"/v1/edge/feed/impressions", "application/json", strings.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "served[0].results[0].slot") {
+		t.Fatalf("malformed batch: %d %s", resp.StatusCode, body)
+	}
+	if counts := stableCounts(t, c); fmt.Sprint(counts) != fmt.Sprint(after) {
+		t.Fatalf("a malformed batch changed the counts: %v -> %v", after, counts)
+	}
+
+	// A mismatched bundle (its files do not make its sha256), then a
+	// corrupt one (a file whose bytes are not the manifest's): the client
+	// refuses each with an error it can show and keeps ranking with the
+	// last good bundle.
+	var refused []struct {
+		Error   string `json:"error"`
+		Bundle  string `json:"bundle"`
+		Results int    `json:"results"`
+	}
+	eval(t, ctx, `const hexOf = async (s) => Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s))), (b) => b.toString(16).padStart(2, "0")).join("");
+		const realFetch = window.fetch, good = pg.bundle.bundle_sha256, out = [];
+		for (const kind of ["mismatched", "corrupt"]) {
+			window.fetch = async (url, opts) => {
+				const r = await realFetch(url, opts);
+				if (!String(url).endsWith("/manifest")) return r;
+				const m = await r.json(), b = m.bundles[pg.bundle.version];
+				b.files["model.json"].sha256 = "0".repeat(64);
+				b.bundle_sha256 = "1".repeat(64); // a new bundle, whose files do not make this sha256
+				if (kind === "corrupt") { // a consistent manifest whose model file's bytes differ
+					const lines = Object.keys(b.files).sort().map((n) => n + " " + b.files[n].sha256 + "\n").join("");
+					b.bundle_sha256 = await hexOf(lines);
+				}
+				return new Response(JSON.stringify(m), {status: 200});
+			};
+			pg.lastError = null;
+			await pg.start();
+			window.fetch = realFetch;
+			const r = pg.rank({request_id: "after-" + kind, slots: 1, record: false, candidates: [{ad_id: "ad1", bid_micros: 900000}]});
+			out.push({error: pg.lastError, bundle: pg.bundle.bundle_sha256 === good ? "last good" : "changed", results: r.results.length});
+		}
+		return out;`, &refused)
+	for i, want := range []string{"bundle_sha256 does not match its files", "model.json has sha256"} {
+		if r := refused[i]; !strings.Contains(r.Error, want) || r.Bundle != "last good" || r.Results != 1 {
+			t.Fatalf("bundle %d: %+v, want refused saying %q, ranking with the last good bundle", i, r, want)
+		}
+	}
+	t.Logf("refused bundles: %q; %q", refused[0].Error, refused[1].Error)
 }
 
 // setOffline switches the page's network off or on.

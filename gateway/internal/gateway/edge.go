@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/status"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
@@ -205,7 +205,8 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 }
 
 // registerEdge adds the edge routes to mux.
-func registerEdge(ctx context.Context, handle func(method, path string, h func(http.ResponseWriter, *http.Request, map[string]string)) error, dir string, router routerv1.RouterServiceClient) error {
+func registerEdge(mux *runtime.ServeMux, dir string, router routerv1.RouterServiceClient) error {
+	handle := func(method, path string, h runtime.HandlerFunc) error { return mux.HandlePath(method, path, h) }
 	static, err := fs.Sub(web, "web")
 	if err != nil {
 		return err

@@ -59,10 +59,7 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 	if err := routerv1.RegisterRouterServiceHandlerClient(ctx, mux, router); err != nil {
 		return nil, fmt.Errorf("register gateway: %w", err)
 	}
-	handle := func(method, path string, h func(http.ResponseWriter, *http.Request, map[string]string)) error {
-		return mux.HandlePath(method, path, h)
-	}
-	if err := registerEdge(ctx, handle, o.EdgeDir, router); err != nil {
+	if err := registerEdge(mux, o.EdgeDir, router); err != nil {
 		return nil, err
 	}
 	if err := mux.HandlePath(http.MethodGet, OpenAPIPath, func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
