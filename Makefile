@@ -87,6 +87,10 @@ bench: build consul ## Pipeline benchmark as separate processes: writes BENCHMAR
 bench-batch: ## Batch job against XGBoost's two-thread scoring on the demo universe (needs python3-xgboost); prints a table for BENCHMARKS.md
 	scripts/bench-batch.sh
 
+.PHONY: bench-edge
+bench-edge: ## Edge budgets in a real browser: bundle size, load to first ranking, per-candidate time against native (needs chromium)
+	scripts/bench-edge.sh
+
 .PHONY: bench-smoke
 bench-smoke: build consul ## A short run of the pipeline benchmark that proves it works (part of make test)
 	go run ./bench/cmd/adrankbench --smoke

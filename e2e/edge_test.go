@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -25,7 +28,7 @@ import (
 )
 
 // browser starts headless Chromium (Debian's) and returns a context for it.
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -44,7 +47,7 @@ func browser(t *testing.T) context.Context {
 
 // eval runs an async JavaScript expression in the page and decodes its
 // JSON-able result into out.
-func eval(t *testing.T, ctx context.Context, js string, out any) {
+func eval(t testing.TB, ctx context.Context, js string, out any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -83,23 +86,10 @@ func (c *cluster) edgeGateway(dir string) string {
 	return url
 }
 
-// edgeResult is what the page's rank returns.
-type edgeResult struct {
-	Pctrs   []float64 `json:"pctrs"`
-	Results []struct {
-		AdID         string  `json:"ad_id"`
-		Slot         int     `json:"slot"`
-		Pctr         float64 `json:"pctr"`
-		PriceMicros  int64   `json:"price_micros"`
-		ImpressionID string  `json:"impression_id"`
-	} `json:"results"`
-	Error string `json:"error"`
-}
-
-// The edge client in a real browser: its scores, prices and order equal
-// the router's, its assignment equals the router's, and offline it still
-// ranks, sending what it showed and what was clicked, once, when online.
-func TestEdgeInABrowser(t *testing.T) {
+// edgeCluster is a cluster with feed/v2 in production (feed/v1 too), the
+// bundles of both, and a gateway serving them; it returns the gateway's URL
+// and the bundles' folder.
+func edgeCluster(t testing.TB) (*cluster, string, string) {
 	c := startCluster(t)
 	c.putKV("adrank/domains/feed", `{"production": "v2"}`)
 	c.putKV("adrank/auction/feed", `{"type": "gsp", "reserve_micros": 10000, "position_factors": [1, 0.7, 0.5]}`)
@@ -121,6 +111,79 @@ func TestEdgeInABrowser(t *testing.T) {
 		}
 		return nil
 	})
+	return c, gw, bundles
+}
+
+// BenchmarkEdgeBrowser measures the edge budgets in a real browser (make
+// bench-edge): the time from navigation to the first ranking (cold cache),
+// and the time per candidate of the page's rank (scoring, auction and the
+// JSON across the JavaScript boundary, in WebAssembly), over 200 users x 50
+// candidates. The bundle's gzipped sizes are reported too.
+func BenchmarkEdgeBrowser(b *testing.B) {
+	_, gw, bundles := edgeCluster(b)
+	for _, f := range []string{"scorer.wasm", "model.json", "wasm_exec.js", "features.json"} {
+		data, err := os.ReadFile(filepath.Join(bundles, "feed", "v2", f))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var gz bytes.Buffer
+		w, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+		w.Write(data)
+		w.Close()
+		b.ReportMetric(float64(len(data)), f+"_bytes")
+		b.ReportMetric(float64(gz.Len()), f+"_gzip_bytes")
+	}
+	for range b.N {
+		ctx := browser(b)
+		if err := chromedp.Do(ctx, chromedp.Navigate(gw+"/edge/demo.html")); err != nil {
+			b.Fatal(err)
+		}
+		var m struct {
+			FirstMs, PerCandidateNs float64
+		}
+		eval(b, ctx, `const e = new AdrankEdge({domain: "feed", userID: "u42", device: "mobile"});
+			await e.start();
+			const ads = Array.from({length: 50}, (_, j) => "ad" + (1 + j * 19));
+			await e.sync(ads);
+			const cands = ads.map((id, j) => ({ad_id: id, advertiser_id: "adv" + (j % 7 + 1), bid_micros: 150000 + 23000 * j}));
+			e.rank({candidates: cands, slots: 3, record: false});
+			const first = performance.now(); // since navigation
+			const mem = {m: new Map(), getItem(k) { return this.m.has(k) ? this.m.get(k) : null; }, setItem(k, v) { this.m.set(k, v); }};
+			const users = [];
+			for (let i = 1; i <= 200; i++) {
+				const u = new AdrankEdge({domain: "feed", userID: "u" + i, device: "mobile", storage: mem});
+				u.manifest = e.manifest; u.bundle = e.bundle; u.assignment = e.assignment;
+				await u.sync(ads);
+				users.push(u);
+			}
+			for (const u of users.slice(0, 20)) u.rank({candidates: cands, slots: 3, record: false}); // warm up
+			const t0 = performance.now();
+			for (let r = 0; r < 5; r++) for (const u of users) u.rank({candidates: cands, slots: 3, record: false});
+			const took = performance.now() - t0;
+			return {FirstMs: first, PerCandidateNs: took * 1e6 / (5 * 200 * 50)};`, &m)
+		b.ReportMetric(m.FirstMs, "first_rank_ms")
+		b.ReportMetric(m.PerCandidateNs, "ns/candidate")
+	}
+}
+
+// edgeResult is what the page's rank returns.
+type edgeResult struct {
+	Pctrs   []float64 `json:"pctrs"`
+	Results []struct {
+		AdID         string  `json:"ad_id"`
+		Slot         int     `json:"slot"`
+		Pctr         float64 `json:"pctr"`
+		PriceMicros  int64   `json:"price_micros"`
+		ImpressionID string  `json:"impression_id"`
+	} `json:"results"`
+	Error string `json:"error"`
+}
+
+// The edge client in a real browser: its scores, prices and order equal
+// the router's, its assignment equals the router's, and offline it still
+// ranks, sending what it showed and what was clicked, once, when online.
+func TestEdgeInABrowser(t *testing.T) {
+	c, gw, _ := edgeCluster(t)
 
 	ctx := browser(t)
 	start := time.Now()

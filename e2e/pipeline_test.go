@@ -878,7 +878,7 @@ func TestRunScript(t *testing.T) {
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -921,6 +921,11 @@ func TestRunScript(t *testing.T) {
 		return nil
 	})
 	t.Logf("feed's batch snapshot listed %v after the gateway answered", took)
+	// The edge bundles the script builds are served.
+	code, b, err := gw.tryDo(http.MethodGet, "/v1/edge/feed/manifest", nil)
+	if err != nil || code != http.StatusOK || !strings.Contains(string(b), `"bundle_sha256"`) {
+		t.Fatalf("edge manifest: %d %s %v", code, b, err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ KAFKA_PORT=${KAFKA_PORT:-9092}
 LOG_DIR=${LOG_DIR:-.run}
 STATE_FILE=${STATE_FILE:-.data/router.db}
 SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
+EDGE_DIR=${EDGE_DIR:-.data/edge}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -68,7 +69,12 @@ start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE"
 # The batch job as a service: feed's production model scores every user and
 # ad once a day (today's generation at once, if it is not there yet).
 start batch-feed bin/adrankctl batch run --domain feed --version v1 --store "$SNAPSHOTS" --every 24h --progress log
-start gateway bin/gateway --listen "$GATEWAY_ADDR"
+# Edge bundles of every demo model, which the gateway serves to devices.
+for m in models/*/*.json; do
+  d=${m#models/}; d=${d%%/*}; v=$(basename "$m" .json)
+  bin/adrankctl edge build --domain "$d" --version "$v" --model "$m" --out "$EDGE_DIR" >/dev/null
+done
+start gateway bin/gateway --listen "$GATEWAY_ADDR" --edge-dir "$EDGE_DIR"
 
 healthy=
 for _ in $(seq 1 600); do
@@ -84,6 +90,7 @@ adrank is running (logs in $LOG_DIR/):
   gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
   Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
   batch snapshots $SNAPSHOTS   feed scored daily by adrankctl batch run ($LOG_DIR/batch-feed.log)
+  edge demo      http://$GATEWAY_ADDR/edge/demo.html?user=u42   (ranks in your browser, works offline)
 
 Try:
   curl -s http://$GATEWAY_ADDR/v1/domains

@@ -205,3 +205,29 @@ func TestWASIBuildUnderWazero(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRankCall is the edge ranking's native time per candidate, by the
+// same path as the browser's (JSON in, score, auction, JSON out), for
+// comparison with BenchmarkEdgeBrowser (make bench-edge).
+func BenchmarkRankCall(b *testing.B) {
+	data, err := os.ReadFile(modelPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := Load("v2", data, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var reqs [][]byte
+	for _, req := range requests(b, 200) {
+		j, _ := json.Marshal(req)
+		reqs = append(reqs, j)
+	}
+	b.ResetTimer()
+	n := 0
+	for i := range b.N {
+		r.Call(reqs[i%len(reqs)])
+		n += 50
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/candidate")
+}
