@@ -62,15 +62,16 @@ func eval(t testing.TB, ctx context.Context, js string, out any) {
 	}
 }
 
-// edgeGateway starts one more gateway, serving the bundles in dir.
-func (c *cluster) edgeGateway(dir string) string {
+// startGateway starts one more gateway, with more flags, and returns its
+// URL once it is healthy.
+func (c *cluster) startGateway(args ...string) string {
 	c.t.Helper()
 	ports, err := consultest.FreePorts(1)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	c.start("gateway", "--listen", addr, "--edge-dir", dir, "--timeout", "10s")
+	c.start("gateway", append([]string{"--listen", addr}, args...)...)
 	url := "http://" + addr
 	eventually(c.t, settle, func() error {
 		resp, err := http.Get(url + "/healthz")
@@ -103,7 +104,7 @@ func edgeCluster(t testing.TB) (*cluster, string, string) {
 			t.Fatalf("edge build %s: %v\n%s", v, err, out)
 		}
 	}
-	gw := c.edgeGateway(bundles)
+	gw := c.startGateway("--edge-dir", bundles, "--timeout", "10s")
 	eventually(t, settle, func() error {
 		d := c.domains()["feed"]
 		if d.GetProductionVersion() != "v2" || versionOf(d, "v1") == nil {

@@ -333,23 +333,7 @@ func (c *cluster) shadowStats(router routerv1.RouterServiceClient, version strin
 func TestOverload(t *testing.T) {
 	c := startCluster(t, demoRankers...)
 	routerAddr, router := c.startRouter("--max-inflight", "32")
-	ports, err := consultest.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gateway := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	c.start("gateway", "--listen", strings.TrimPrefix(gateway, "http://"), "--router-addr", routerAddr, "--timeout", "20s")
-	eventually(t, settle, func() error {
-		resp, err := http.Get(gateway + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("healthz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	gateway := c.startGateway("--router-addr", routerAddr, "--timeout", "20s")
 	body, err := protojson.Marshal(rankRequest("", "feed"))
 	if err != nil {
 		t.Fatal(err)

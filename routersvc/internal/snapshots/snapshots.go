@@ -23,6 +23,7 @@ import (
 
 	"github.com/adrank/adrank/platform/snapshot"
 	"github.com/adrank/adrank/routersvc/internal/core"
+	"github.com/adrank/adrank/routersvc/internal/stats"
 )
 
 // Options tune a Server.
@@ -315,10 +316,9 @@ func (s *Server) compare(ctx context.Context, o observation) {
 			xs, ys = append(xs, snap[i]), append(ys, o.live[i])
 		}
 	}
-	k := min(max(o.slots, 1), len(o.ads))
-	a.overlap = overlap(topIndexes(o.live, k), topIndexes(snap, k))
+	a.overlap = stats.TopKOverlap(o.live, snap, max(o.slots, 1))
 	if len(xs) >= 3 {
-		a.ranked, a.rho = 1, Spearman(xs, ys)
+		a.ranked, a.rho = 1, stats.Spearman(xs, ys)
 	}
 	age := s.o.Now().Sub(g.g.Created)
 	b := 0
@@ -364,84 +364,4 @@ func (s *Server) Staleness(domain string) []core.Staleness {
 		out = append(out, row)
 	}
 	return out
-}
-
-// topIndexes returns the indexes of the k largest values (ties: lower
-// index first).
-func topIndexes(v []float64, k int) []int {
-	idx := make([]int, len(v))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int {
-		switch {
-		case v[a] > v[b]:
-			return -1
-		case v[a] < v[b]:
-			return 1
-		}
-		return 0
-	})
-	return idx[:k]
-}
-
-func overlap(a, b []int) float64 {
-	if len(a) == 0 {
-		return 0
-	}
-	n := 0
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			n++
-		}
-	}
-	return float64(n) / float64(len(a))
-}
-
-// Spearman is the rank correlation of xs and ys (average ranks for ties);
-// 0 when either is constant.
-func Spearman(xs, ys []float64) float64 {
-	rx, ry := ranks(xs), ranks(ys)
-	n := float64(len(xs))
-	mean := (n + 1) / 2
-	var sxy, sxx, syy float64
-	for i := range rx {
-		dx, dy := rx[i]-mean, ry[i]-mean
-		sxy += dx * dy
-		sxx += dx * dx
-		syy += dy * dy
-	}
-	if sxx == 0 || syy == 0 {
-		return 0
-	}
-	return sxy / math.Sqrt(sxx*syy)
-}
-
-func ranks(v []float64) []float64 {
-	idx := make([]int, len(v))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int {
-		switch {
-		case v[a] < v[b]:
-			return -1
-		case v[a] > v[b]:
-			return 1
-		}
-		return 0
-	})
-	r := make([]float64, len(v))
-	for i := 0; i < len(idx); {
-		j := i
-		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
-			j++
-		}
-		avg := float64(i+j)/2 + 1
-		for k := i; k <= j; k++ {
-			r[idx[k]] = avg
-		}
-		i = j + 1
-	}
-	return r
 }

@@ -175,3 +175,23 @@ func TestAlwaysValidPUnderTheNull(t *testing.T) {
 		t.Errorf("a 5-sigma difference has always-valid p %g", p)
 	}
 }
+
+func TestSpearman(t *testing.T) {
+	tests := []struct {
+		x, y []float64
+		want float64
+	}{
+		{[]float64{1, 2, 3, 4}, []float64{10, 20, 30, 40}, 1},
+		{[]float64{1, 2, 3, 4}, []float64{4, 3, 2, 1}, -1},
+		{[]float64{1, 2, 3}, []float64{5, 5, 5}, 0},
+		// ranks (1,2,3,4,5) against (2,1,4,3,5): 1 - 6*4/(5*24) = 0.8
+		{[]float64{1, 2, 3, 4, 5}, []float64{0.2, 0.1, 0.4, 0.3, 0.5}, 0.8},
+		// ties take average ranks: (1.5,1.5,3) against (1,2,3): 0.866
+		{[]float64{1, 1, 2}, []float64{1, 2, 3}, math.Sqrt(3) / 2},
+	}
+	for _, tc := range tests {
+		if got := Spearman(tc.x, tc.y); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("Spearman(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
+		}
+	}
+}
