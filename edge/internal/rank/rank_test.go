@@ -231,3 +231,22 @@ func BenchmarkRankCall(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/candidate")
 }
+
+// The browser's module links no gRPC and no protobuf: they would double
+// its size for nothing a device needs.
+func TestScorerLinksNoGRPC(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "../../cmd/scorer")
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.Contains(pkg, "grpc") || strings.Contains(pkg, "protobuf") {
+			t.Errorf("the scorer links %s", pkg)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/adrank/adrank/auctionsvc/auction") {
+		t.Fatal("go list did not list the scorer's packages")
+	}
+}
