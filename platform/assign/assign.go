@@ -57,10 +57,16 @@ func InCanary(domain, version string, sharePercent float64, internal []string, u
 	return slices.Contains(internal, user) || Hash01(domain, "canary", version, user) < sharePercent/100
 }
 
-// ImpressionID identifies one shown ad; it is a pure function of the request
-// ID, the ad and the slot, so identical requests get identical answers.
-func ImpressionID(requestID, adID string, slot int) string {
+// ImpressionID identifies one shown ad: a pure function of the domain, the
+// user, the request ID, the ad and the slot, so identical requests get
+// identical answers, and one request ID sent for another user or domain
+// names other impressions.
+func ImpressionID(domain, user, requestID, adID string, slot int) string {
 	h := sha256.New()
+	h.Write([]byte(domain))
+	h.Write([]byte{0})
+	h.Write([]byte(user))
+	h.Write([]byte{0})
 	h.Write([]byte(requestID))
 	h.Write([]byte{0})
 	h.Write([]byte(adID))

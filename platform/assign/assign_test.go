@@ -10,8 +10,8 @@ import (
 // the field: a change would reassign users and rename impressions, so their
 // values are pinned.
 func TestPinned(t *testing.T) {
-	const pinnedImpression, pinnedHash = "702e7cea8175880fcbf1087971c47290", 0.0763713469918369
-	if got := ImpressionID("r1", "ad2", 1); got != pinnedImpression {
+	const pinnedImpression, pinnedHash = "256248161ddefbb05c86cc74842dcabf", 0.0763713469918369
+	if got := ImpressionID("feed", "u1", "r1", "ad2", 1); got != pinnedImpression {
 		t.Fatalf("ImpressionID(r1, ad2, 1) = %s, was %s", got, pinnedImpression)
 	}
 	if got := Hash01("feed", "ab", "salt", "u42"); got != pinnedHash {

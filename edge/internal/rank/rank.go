@@ -18,6 +18,7 @@ import (
 
 // Request is one ranking on the device.
 type Request struct {
+	Domain    string `json:"domain"`
 	RequestID string `json:"request_id"`
 	UserID    string `json:"user_id"`
 	// User holds the user's features from the last sync; an absent one is
@@ -131,13 +132,15 @@ func (r *Ranker) Rank(req Request) (Response, error) {
 	out := Response{RequestID: req.RequestID, Version: r.version, Pctrs: pctrs, Results: make([]Result, len(allocs))}
 	for i, a := range allocs {
 		out.Results[i] = Result{AdID: a.AdID, Slot: a.Slot, Pctr: pctrOf[a.AdID], PriceMicros: a.PriceMicros, Ecpm: a.ECPM,
-			ImpressionID: assign.ImpressionID(req.RequestID, a.AdID, a.Slot)}
+			ImpressionID: assign.ImpressionID(req.Domain, req.UserID, req.RequestID, a.AdID, a.Slot)}
 	}
 	return out, nil
 }
 
 func check(req Request) error {
 	switch {
+	case req.Domain == "" || len(req.Domain) > MaxIDLength:
+		return fmt.Errorf("domain: want 1 to %d characters", MaxIDLength)
 	case req.RequestID == "" || len(req.RequestID) > MaxIDLength:
 		return fmt.Errorf("request_id: want 1 to %d characters", MaxIDLength)
 	case req.UserID == "" || len(req.UserID) > MaxIDLength:

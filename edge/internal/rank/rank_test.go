@@ -37,7 +37,7 @@ func requests(t testing.TB, users int) []Request {
 	ads := w.Ads("feed")
 	for i, u := range w.Users()[:users] {
 		req := Request{
-			RequestID: fmt.Sprintf("edge-%d", i), UserID: u.ID, User: world.UserFeatures(u), Slots: 3,
+			Domain: "feed", RequestID: fmt.Sprintf("edge-%d", i), UserID: u.ID, User: world.UserFeatures(u), Slots: 3,
 			Context: Context{TimestampMs: time.Date(2026, 11, 26, 8+i%12, 0, 0, 0, time.UTC).UnixMilli(), Device: world.Devices[i%3]},
 			Auction: Auction{Type: "gsp", ReserveMicros: 10000, PositionFactors: []float64{1, 0.7, 0.5}},
 		}
@@ -98,7 +98,7 @@ func TestRankEqualsTheServersPieces(t *testing.T) {
 		}
 		for i, a := range allocs {
 			got := resp.Results[i]
-			if got.AdID != a.AdID || got.Slot != a.Slot || got.PriceMicros != a.PriceMicros || got.ImpressionID != assign.ImpressionID(req.RequestID, a.AdID, a.Slot) {
+			if got.AdID != a.AdID || got.Slot != a.Slot || got.PriceMicros != a.PriceMicros || got.ImpressionID != assign.ImpressionID("feed", req.UserID, req.RequestID, a.AdID, a.Slot) {
 				t.Fatalf("slot %d: edge %+v, server %+v", i+1, got, a)
 			}
 		}

@@ -81,16 +81,16 @@ func (e *Engine) EdgeFeatures(ctx context.Context, domain, user string, adIDs []
 	if _, err := e.domain(domain); err != nil {
 		return EdgeFeatures{}, err
 	}
-	switch {
-	case user == "" || len(user) > MaxIDLength:
-		return EdgeFeatures{}, invalid("user_id", "want 1 to %d characters", MaxIDLength)
-	case len(adIDs) == 0 || len(adIDs) > MaxBatchRows:
-		return EdgeFeatures{}, invalid("ad_ids", "want 1 to %d ads", MaxBatchRows)
+	var v violations
+	v.checkID("user_id", user, true)
+	if len(adIDs) == 0 || len(adIDs) > MaxBatchRows {
+		v.add("ad_ids", "want 1 to %d ads", MaxBatchRows)
 	}
 	for i, id := range adIDs {
-		if id == "" || len(id) > MaxIDLength {
-			return EdgeFeatures{}, invalid(fmt.Sprintf("ad_ids[%d]", i), "want 1 to %d characters", MaxIDLength)
-		}
+		v.checkID(fmt.Sprintf("ad_ids[%d]", i), id, true)
+	}
+	if err := v.err(); err != nil {
+		return EdgeFeatures{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.limits.Budget)
 	defer cancel()
@@ -199,7 +199,7 @@ func (e *Engine) ReportEdgeImpressions(ctx context.Context, domain string, serve
 		}
 		ls := lab.Served{Domain: d.Name, UserID: s.UserID, RequestID: s.RequestID, A: a}
 		for _, r := range s.Results {
-			if why == "" && r.ImpressionID != assign.ImpressionID(s.RequestID, r.AdID, r.Slot) {
+			if why == "" && r.ImpressionID != assign.ImpressionID(d.Name, s.UserID, s.RequestID, r.AdID, r.Slot) {
 				why = fmt.Sprintf("impression_id %s is not the one of request %s, ad %s, slot %d", r.ImpressionID, s.RequestID, r.AdID, r.Slot)
 			}
 			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: r.ImpressionID, Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
@@ -235,11 +235,13 @@ func validateEdge(served []EdgeServed) error {
 	}
 	for i, s := range served {
 		f := func(name string) string { return fmt.Sprintf("served[%d].%s", i, name) }
+		var v violations
+		v.checkID(f("request_id"), s.RequestID, true)
+		v.checkID(f("user_id"), s.UserID, true)
+		if err := v.err(); err != nil {
+			return err
+		}
 		switch {
-		case s.RequestID == "" || len(s.RequestID) > MaxIDLength:
-			return invalid(f("request_id"), "want 1 to %d characters", MaxIDLength)
-		case s.UserID == "" || len(s.UserID) > MaxIDLength:
-			return invalid(f("user_id"), "want 1 to %d characters", MaxIDLength)
 		case !routing.Name.MatchString(s.Version):
 			return invalid(f("version"), "%q is not a version name", s.Version)
 		case !isHex(s.ModelSHA256, 64):
@@ -250,13 +252,16 @@ func validateEdge(served []EdgeServed) error {
 		seen := map[int]bool{}
 		for j, r := range s.Results {
 			g := func(name string) string { return fmt.Sprintf("served[%d].results[%d].%s", i, j, name) }
+			var v violations
+			v.checkID(g("ad_id"), r.AdID, true)
+			if err := v.err(); err != nil {
+				return err
+			}
 			switch {
-			case r.AdID == "" || len(r.AdID) > MaxIDLength:
-				return invalid(g("ad_id"), "want 1 to %d characters", MaxIDLength)
 			case r.Slot < 1 || r.Slot > MaxEdgeSlots || seen[r.Slot]:
 				return invalid(g("slot"), "want a distinct slot from 1 to %d", MaxEdgeSlots)
-			case r.PriceMicros < 0:
-				return invalid(g("price_micros"), "want >= 0")
+			case r.PriceMicros < 0 || r.PriceMicros > MaxBidMicros:
+				return invalid(g("price_micros"), "want 0 to %d", int64(MaxBidMicros))
 			case !isHex(r.ImpressionID, 32):
 				return invalid(g("impression_id"), "want 32 hex digits")
 			}

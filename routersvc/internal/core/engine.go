@@ -320,15 +320,15 @@ func (rc *rankCall) priced(sc scored) []Result {
 	}
 	out := make([]Result, len(sc.auction.Allocations))
 	for i, a := range sc.auction.Allocations {
-		out[i] = result(rc.id, a, a.Slot, pctrOf[a.AdID], sc.version)
+		out[i] = rc.result(a, a.Slot, pctrOf[a.AdID], sc.version)
 	}
 	return out
 }
 
-func result(reqID string, a Allocation, slot int, pctr float64, version string) Result {
+func (rc *rankCall) result(a Allocation, slot int, pctr float64, version string) Result {
 	return Result{
 		AdID: a.AdID, Slot: slot, Pctr: pctr, PriceMicros: a.PriceMicros,
-		ImpressionID: ImpressionID(reqID, a.AdID, slot),
+		ImpressionID: ImpressionID(rc.domain, rc.req.UserID, rc.id, a.AdID, slot),
 		Ecpm:         a.Ecpm, RunnerUpEcpm: a.RunnerUpEcpm, ReserveMicros: a.ReserveMicros, Version: version,
 	}
 }
@@ -361,15 +361,15 @@ func (rc *rankCall) interleave(a, b scored) []Result {
 		if p.Team == 1 {
 			team = b
 		}
-		out[i] = result(rc.id, p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
+		out[i] = rc.result(p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
 	}
 	return out
 }
 
 // ImpressionID identifies one shown ad: see assign.ImpressionID (the edge
 // client names its impressions with the same function).
-func ImpressionID(requestID, adID string, slot int) string {
-	return assign.ImpressionID(requestID, adID, slot)
+func ImpressionID(domain, user, requestID, adID string, slot int) string {
+	return assign.ImpressionID(domain, user, requestID, adID, slot)
 }
 
 // featuresOrDefaults asks for features within FeaturesTimeout. When the

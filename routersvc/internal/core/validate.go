@@ -2,7 +2,7 @@ package core
 
 import (
 	"fmt"
-	"math"
+	"unicode/utf8"
 )
 
 // Limits on a request.
@@ -13,29 +13,59 @@ const (
 	MaxQueryLength = 1024
 	MaxQuality     = 1e6
 	MaxEvents      = 1000
+	// MaxBidMicros bounds bids and reserves (a million currency units per
+	// click), so that every price and sum stays exact and finite.
+	MaxBidMicros = 1_000_000_000_000
+	// MaxConversionValue bounds one conversion's value, so that no sum of
+	// values can overflow.
+	MaxConversionValue = 1e9
 )
+
+// badText says what is wrong with a caller's string, "" if nothing: it
+// must be UTF-8 without control characters (NUL, C0, DEL, C1) or bidi
+// controls (which could make what is logged or shown read otherwise).
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case r < 0x20, r >= 0x7f && r < 0xa0:
+			return fmt.Sprintf("holds the control character %U", r)
+		case r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
+			return fmt.Sprintf("holds the bidi or invisible control %U", r)
+		}
+	}
+	return ""
+}
+
+// checkID adds a violation for an ID that is too long or holds characters
+// no ID may hold; required: empty is a violation too.
+func (v *violations) checkID(field, s string, required bool) {
+	switch {
+	case s == "" && required:
+		v.add(field, "is required")
+	case len(s) > MaxIDLength:
+		v.add(field, "longer than %d bytes", MaxIDLength)
+	default:
+		if why := badText(s); why != "" {
+			v.add(field, "%s", why)
+		}
+	}
+}
 
 // Validate checks a Rank request's fields; field names are the API's
 // (proto and JSON) names.
 func Validate(req *Request) error {
 	var v violations
-	if len(req.RequestID) > MaxIDLength {
-		v.add("request_id", "longer than %d bytes", MaxIDLength)
-	}
-	switch {
-	case req.UserID == "":
-		v.add("user_id", "is required")
-	case len(req.UserID) > MaxIDLength:
-		v.add("user_id", "longer than %d bytes", MaxIDLength)
-	}
-	if req.Domain == "" {
-		v.add("domain", "is required")
-	}
+	v.checkID("request_id", req.RequestID, false)
+	v.checkID("user_id", req.UserID, true)
+	v.checkID("domain", req.Domain, true)
 	if s := req.Slots; s < 1 || s > MaxSlots {
 		v.add("slots", "is %d, want 1 to %d", s, MaxSlots)
 	}
-	if r := req.ReserveMicros; r < 0 {
-		v.add("reserve_micros", "is %d, want >= 0", r)
+	if r := req.ReserveMicros; r < 0 || r > MaxBidMicros {
+		v.add("reserve_micros", "is %d, want 0 to %d", r, int64(MaxBidMicros))
 	}
 	c := req.Context
 	if t := c.Timestamp; !t.IsZero() && (t.Year() < 1 || t.Year() > 9999) {
@@ -46,6 +76,13 @@ func Validate(req *Request) error {
 	}
 	if len(c.Query) > MaxQueryLength {
 		v.add("context.query", "longer than %d bytes", MaxQueryLength)
+	} else if why := badText(c.Query); why != "" {
+		v.add("context.query", "%s", why)
+	}
+	if len(c.Country) > MaxIDLength {
+		v.add("context.country", "longer than %d bytes", MaxIDLength)
+	} else if why := badText(c.Country); why != "" {
+		v.add("context.country", "%s", why)
 	}
 	switch n := len(req.Candidates); {
 	case n == 0:
@@ -56,19 +93,17 @@ func Validate(req *Request) error {
 		seen := make(map[string]int, n)
 		for i, c := range req.Candidates {
 			f := fmt.Sprintf("candidates[%d]", i)
-			switch id := c.AdID; {
-			case id == "":
-				v.add(f+".ad_id", "is required")
-			case len(id) > MaxIDLength:
-				v.add(f+".ad_id", "longer than %d bytes", MaxIDLength)
-			default:
-				if j, dup := seen[id]; dup {
-					v.add(f+".ad_id", "duplicate ad_id %q (also candidates[%d])", id, j)
+			n := len(v)
+			v.checkID(f+".ad_id", c.AdID, true)
+			if len(v) == n {
+				if j, dup := seen[c.AdID]; dup {
+					v.add(f+".ad_id", "duplicate ad_id %q (also candidates[%d])", c.AdID, j)
 				}
-				seen[id] = i
+				seen[c.AdID] = i
 			}
-			if b := c.BidMicros; b <= 0 {
-				v.add(f+".bid_micros", "is %d, want > 0", b)
+			v.checkID(f+".advertiser_id", c.AdvertiserID, false)
+			if b := c.BidMicros; b <= 0 || b > MaxBidMicros {
+				v.add(f+".bid_micros", "is %d, want 1 to %d", b, int64(MaxBidMicros))
 			}
 			if q := c.Quality; !(q >= 0 && q <= MaxQuality) {
 				v.add(f+".quality", "is %v, want within [0, %g]", q, MaxQuality)
@@ -110,24 +145,20 @@ func ValidateEvents(events []Event) error {
 	}
 	for i, e := range events {
 		f := fmt.Sprintf("events[%d]", i)
-		if e.ImpressionID == "" || len(e.ImpressionID) > MaxIDLength {
-			v.add(f+".impression_id", "is required, at most %d bytes", MaxIDLength)
-		}
+		v.checkID(f+".impression_id", e.ImpressionID, true)
 		switch e.Type {
 		case EventClick:
 			if e.Value != 0 {
 				v.add(f+".value", "a click has no value")
 			}
 		case EventConversion:
-			if val := e.Value; !(val >= 0) || math.IsInf(val, 0) {
-				v.add(f+".value", "is %v, want a finite value >= 0", val)
+			if val := e.Value; !(val >= 0 && val <= MaxConversionValue) {
+				v.add(f+".value", "is %v, want 0 to %g", val, MaxConversionValue)
 			}
 		default:
 			v.add(f+".type", "want EVENT_TYPE_CLICK or EVENT_TYPE_CONVERSION")
 		}
-		if len(e.EventID) > MaxIDLength {
-			v.add(f+".event_id", "longer than %d bytes", MaxIDLength)
-		}
+		v.checkID(f+".event_id", e.EventID, false)
 	}
 	return v.err()
 }

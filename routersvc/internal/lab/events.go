@@ -50,7 +50,10 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 	if ev.Conversion {
 		kind = "conversion"
 	}
-	op := store.Op{Once: fmt.Sprintf("event|%s|%s|%s", im.ID, kind, ev.EventID), OnceTTL: l.impressionTTL(), DuelTTL: l.impressionTTL()}
+	// An impression counts one click and one conversion at most, whatever
+	// their event IDs: a CTR or conversion rate cannot pass 1, and no
+	// caller can repeat one impression's click into a bandit's verdict.
+	op := store.Op{Once: fmt.Sprintf("event|%s|%s", im.ID, kind), OnceTTL: l.impressionTTL(), DuelTTL: l.impressionTTL()}
 	g := groupKey(im.Domain, im.Experiment, im.Group)
 	add := func(key, field string, d float64) {
 		op.Counters = append(op.Counters, store.CounterIncr{Key: key, Field: field, Delta: d})

@@ -13,6 +13,15 @@ import (
 // recorder batches the writes of the serving path: Rank never waits for the
 // store. Impressions not yet written are kept in pending so that events can
 // join them at once.
+//
+// Each queued op keeps its own Once, and a flush writes them all in one
+// transaction (ApplyAll). When that fails, each op is tried on its own: the
+// ops that still fail while others succeed are bad records (too large for
+// the store, say) and are dropped, counted and logged, so that one bad
+// record never blocks the others. When every op fails, the store itself is
+// failing: all of them are queued again, up to maxQueued ops (beyond, the
+// oldest are dropped and counted), and an op that has failed maxTries
+// flushes is dropped too.
 type recorder struct {
 	st    store.Store
 	log   *slog.Logger
@@ -20,25 +29,38 @@ type recorder struct {
 	ttl   time.Duration
 
 	mu      sync.Mutex
-	op      store.Op
+	ops     []queued
 	pending map[string]store.Impression
 	kick    chan struct{}
+	dropped float64
+	lastErr string
 }
+
+type queued struct {
+	op    store.Op
+	tries int
+}
+
+// Bounds of the recorder's queue.
+const (
+	maxQueued = 200_000
+	maxTries  = 20
+)
 
 func newRecorder(st store.Store, log *slog.Logger, every, ttl time.Duration) *recorder {
 	return &recorder{st: st, log: log, every: every, ttl: ttl, pending: map[string]store.Impression{}, kick: make(chan struct{}, 1)}
 }
 
-// add queues op's parts (no Once: serving writes are not deduplicated).
+// add queues op.
 func (r *recorder) add(op store.Op) {
 	r.mu.Lock()
-	r.op.Units = append(r.op.Units, op.Units...)
-	r.op.Counters = append(r.op.Counters, op.Counters...)
-	r.op.Impressions = append(r.op.Impressions, op.Impressions...)
+	op.ImpressionTTL = r.ttl
+	op.Counters = mergeCounters(op.Counters)
+	r.ops = append(r.ops, queued{op: op})
 	for _, im := range op.Impressions {
 		r.pending[im.ID] = im
 	}
-	big := len(r.op.Impressions) > 5000
+	big := len(r.ops) > 2000
 	r.mu.Unlock()
 	if big {
 		select {
@@ -53,6 +75,13 @@ func (r *recorder) impression(id string) (store.Impression, bool) {
 	defer r.mu.Unlock()
 	im, ok := r.pending[id]
 	return im, ok
+}
+
+// health is how many records were dropped, and the last write error.
+func (r *recorder) health() (float64, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped, r.lastErr
 }
 
 func (r *recorder) run(ctx context.Context) error {
@@ -74,28 +103,80 @@ func (r *recorder) run(ctx context.Context) error {
 	}
 }
 
-// flush writes everything queued as one Op (one transaction). On failure
-// the parts are queued again.
+// flush writes what is queued (see recorder).
 func (r *recorder) flush(ctx context.Context) error {
 	r.mu.Lock()
-	op := r.op
-	r.op = store.Op{}
+	qs := r.ops
+	r.ops = nil
 	r.mu.Unlock()
-	if len(op.Units)+len(op.Counters)+len(op.Impressions) == 0 {
+	if len(qs) == 0 {
 		return nil
 	}
-	op.Counters = mergeCounters(op.Counters)
-	op.ImpressionTTL = r.ttl
-	if _, err := r.st.Apply(ctx, op); err != nil {
-		r.add(op)
-		return fmt.Errorf("record: %w", err)
+	ops := make([]store.Op, len(qs))
+	for i, q := range qs {
+		ops[i] = q.op
+	}
+	if _, err := r.st.ApplyAll(ctx, ops); err == nil {
+		r.written(ops)
+		return nil
+	}
+	var ok []store.Op
+	var failed []queued
+	var last error
+	for _, q := range qs {
+		if _, err := r.st.Apply(ctx, q.op); err != nil {
+			q.tries++
+			failed, last = append(failed, q), err
+			continue
+		}
+		ok = append(ok, q.op)
+	}
+	r.written(ok)
+	if len(failed) == 0 {
+		return nil
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastErr = last.Error()
+	var requeue []queued
+	drop := 0
+	for _, q := range failed {
+		if len(ok) > 0 || q.tries >= maxTries {
+			drop++
+			r.forget(q.op)
+			continue
+		}
+		requeue = append(requeue, q)
+	}
+	r.ops = append(requeue, r.ops...)
+	if over := len(r.ops) - maxQueued; over > 0 {
+		for _, q := range r.ops[:over] {
+			r.forget(q.op)
+		}
+		r.ops = r.ops[over:]
+		drop += over
+	}
+	r.dropped += float64(drop)
+	if drop > 0 {
+		r.log.Error("experiment state records dropped: the store refused them", "dropped", drop, "error", last)
+	}
+	return fmt.Errorf("record: %d of %d records failed: %w", len(failed), len(qs), last)
+}
+
+// written forgets the pending impressions of ops that are in the store.
+func (r *recorder) written(ops []store.Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, op := range ops {
+		r.forget(op)
+	}
+}
+
+// forget drops op's impressions from pending; r.mu is held.
+func (r *recorder) forget(op store.Op) {
 	for _, im := range op.Impressions {
 		delete(r.pending, im.ID)
 	}
-	r.mu.Unlock()
-	return nil
 }
 
 // mergeCounters sums increments of the same key and field. (Units need no
@@ -154,7 +235,18 @@ type Call struct {
 }
 
 // Record queues a served request's impressions and counters.
-func (l *Lab) Record(s Served) { l.rec.add(l.servedOp(s)) }
+//
+// A request is recorded once per domain and request ID: the same request
+// sent again (a client's retry) gets the same answer and is not counted
+// again.
+func (l *Lab) Record(s Served) {
+	op := l.servedOp(s)
+	op.Once, op.OnceTTL = servedOnce(s), l.impressionTTL()
+	l.rec.add(op)
+}
+
+// servedOnce is the key that records a served request once.
+func servedOnce(s Served) string { return "served|" + s.Domain + "|" + s.RequestID }
 
 // RecordOnce writes served requests' impressions and counters now, in one
 // store transaction, once per domain and request ID: a request served
@@ -166,7 +258,7 @@ func (l *Lab) RecordOnce(ctx context.Context, served []Served, answers []map[str
 	ops := make([]store.Op, len(served), len(served)+1)
 	for i, s := range served {
 		op := l.servedOp(s)
-		op.Once, op.OnceTTL = "served|"+s.Domain+"|"+s.RequestID, l.impressionTTL()
+		op.Once, op.OnceTTL = servedOnce(s), l.impressionTTL()
 		op.Counters = mergeCounters(op.Counters)
 		op.ImpressionTTL = l.impressionTTL()
 		if i < len(answers) {

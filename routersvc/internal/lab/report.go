@@ -15,7 +15,11 @@ type Report struct {
 	Domain, ProductionVersion, ExperimentID string
 	Versions                                []VersionHealth
 	EventsRejected, EventsDuplicate         float64
-	Shadow                                  []ShadowStats
+	// RecordsDropped counts served requests this router could not write to
+	// the state store (refused records); StateError is the last write error.
+	RecordsDropped float64
+	StateError     string
+	Shadow         []ShadowStats
 	// At most one of these is set: the experiment's strategy.
 	Canary     *CanaryReport
 	AB         *ABReport
@@ -119,6 +123,7 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 		return nil, err
 	}
 	r.EventsRejected, r.EventsDuplicate = ev["unknown"]+ev["expired"], ev["duplicate"]
+	r.RecordsDropped, r.StateError = l.rec.health()
 	e := d.Exp
 	if e == nil {
 		return r, nil

@@ -25,7 +25,7 @@ func edgeRouter(t *testing.T) routerv1.RouterServiceClient {
 
 func edgeServed(req, user string) *routerv1.EdgeServed {
 	return &routerv1.EdgeServed{RequestId: req, UserId: user, Version: "v1", ModelSha256: sha, Results: []*routerv1.EdgeResult{
-		{AdId: "ad1", Slot: 1, PriceMicros: 500, ImpressionId: assign.ImpressionID(req, "ad1", 1)},
+		{AdId: "ad1", Slot: 1, PriceMicros: 500, ImpressionId: assign.ImpressionID("feed", user, req, "ad1", 1)},
 	}}
 }
 
@@ -60,7 +60,7 @@ func TestReportEdgeImpressions(t *testing.T) {
 		t.Fatalf("resent: %v, %v", resp, err)
 	}
 	// A click on an edge impression joins it.
-	ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: assign.ImpressionID("e2", "ad1", 1), Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
+	ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: assign.ImpressionID("feed", "u2", "e2", "ad1", 1), Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
 	if err != nil || ev.GetAccepted() != 1 {
 		t.Fatalf("click on an edge impression: %v, %v", ev, err)
 	}

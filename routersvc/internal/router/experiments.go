@@ -79,7 +79,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 	out := &routerv1.GetExperimentReportResponse{
 		Domain: r.Domain, ProductionVersion: r.ProductionVersion, Experiment: r.Experiment, ExperimentId: r.ExperimentID,
 		ConfigError: r.ConfigError, EventsRejected: r.EventsRejected, EventsDuplicate: r.EventsDuplicate,
-		EdgeImpressionsRejected: r.EdgeRejected,
+		EdgeImpressionsRejected: r.EdgeRejected, RecordsDropped: r.RecordsDropped, StateError: r.StateError,
 	}
 	if !r.ConfigLoadedAt.IsZero() {
 		out.ConfigLoadedAt = timestamppb.New(r.ConfigLoadedAt)

@@ -201,13 +201,15 @@ func TestRank(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
-		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: core.ImpressionID("r1", "ad2", 1), Version: "v1"},
+		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: core.ImpressionID("feed", "u1", "r1", "ad2", 1), Version: "v1"},
 	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1},
 		Source: routerv1.Source_SOURCE_REALTIME}
 	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if core.ImpressionID("r1", "ad2", 1) == core.ImpressionID("r2", "ad2", 1) || core.ImpressionID("r1", "ad2", 1) == core.ImpressionID("r1", "ad2", 2) {
+	id := core.ImpressionID
+	if id("feed", "u1", "r1", "ad2", 1) == id("feed", "u1", "r2", "ad2", 1) || id("feed", "u1", "r1", "ad2", 1) == id("feed", "u1", "r1", "ad2", 2) ||
+		id("feed", "u1", "r1", "ad2", 1) == id("feed", "u2", "r1", "ad2", 1) || id("feed", "u1", "r1", "ad2", 1) == id("stories", "u1", "r1", "ad2", 1) {
 		t.Error("impression ids collide")
 	}
 }
@@ -230,6 +232,15 @@ func TestRankErrors(t *testing.T) {
 			r.Context = &routerv1.RequestContext{Query: strings.Repeat("q", core.MaxQueryLength+1)}
 		}, code: codes.InvalidArgument, field: "context.query"},
 		{name: "several violations", edit: func(r *routerv1.RankRequest) { r.UserId, r.Slots = "", 0 }, code: codes.InvalidArgument, field: "user_id", msg: "(and 1 more)"},
+		// Every string: bounded, and no control or bidi characters.
+		{name: "NUL in a user id", edit: func(r *routerv1.RankRequest) { r.UserId = "u\x001" }, code: codes.InvalidArgument, field: "user_id", msg: "U+0000"},
+		{name: "newline in a request id", edit: func(r *routerv1.RankRequest) { r.RequestId = "r1\nforged log line" }, code: codes.InvalidArgument, field: "request_id"},
+		{name: "right-to-left override in an ad id", edit: func(r *routerv1.RankRequest) { r.Candidates[1].AdId = "ad\u202e1" }, code: codes.InvalidArgument, field: "candidates[1].ad_id", msg: "U+202E"},
+		{name: "C1 control in a query", edit: func(r *routerv1.RankRequest) { r.Context = &routerv1.RequestContext{Query: "shoes\u0085"} }, code: codes.InvalidArgument, field: "context.query"},
+		{name: "control in a domain", edit: func(r *routerv1.RankRequest) { r.Domain = "feed\t" }, code: codes.InvalidArgument, field: "domain"},
+		// Every number: bounded.
+		{name: "bid over the bound", edit: func(r *routerv1.RankRequest) { r.Candidates[0].BidMicros = core.MaxBidMicros + 1 }, code: codes.InvalidArgument, field: "candidates[0].bid_micros"},
+		{name: "reserve over the bound", edit: func(r *routerv1.RankRequest) { r.ReserveMicros = core.MaxBidMicros + 1 }, code: codes.InvalidArgument, field: "reserve_micros"},
 		{name: "unknown domain", edit: func(r *routerv1.RankRequest) { r.Domain = "video" }, code: codes.NotFound, msg: `"video"`},
 		{name: "no healthy production", edit: func(r *routerv1.RankRequest) { r.Domain = "stories" }, code: codes.Unavailable, msg: "no healthy instance"},
 		{name: "no config", edit: func(r *routerv1.RankRequest) { r.Domain = "nocfg" }, code: codes.Unavailable, msg: "adrank/domains/nocfg"},
@@ -515,3 +526,24 @@ func TestRankServerTiming(t *testing.T) {
 		t.Errorf("server-timing %q: want ranker ≥ 20 ms, and a total covering the parts and within the %.1f ms the caller waited", v[0], took)
 	}
 }
+
+// Events: every string bounded and clean, every value bounded, so that no
+// sum can overflow.
+func TestReportEventsRefuses(t *testing.T) {
+	client := serve(t, &fakeDown{}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	for _, tt := range []struct {
+		ev    *routerv1.Event
+		field string
+	}{
+		{&routerv1.Event{ImpressionId: "i\x00", Type: routerv1.EventType_EVENT_TYPE_CLICK}, "events[0].impression_id"},
+		{&routerv1.Event{ImpressionId: "i", Type: routerv1.EventType_EVENT_TYPE_CLICK, EventId: "e\u2066"}, "events[0].event_id"},
+		{&routerv1.Event{ImpressionId: "i", Type: routerv1.EventType_EVENT_TYPE_CONVERSION, Value: 1.7e308}, "events[0].value"},
+		{&routerv1.Event{ImpressionId: "i", Type: routerv1.EventType_EVENT_TYPE_CONVERSION, Value: core.MaxConversionValue * 2}, "events[0].value"},
+	} {
+		_, err := client.ReportEvents(context.Background(), &routerv1.ReportEventsRequest{Events: []*routerv1.Event{tt.ev}})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), tt.field) {
+			t.Errorf("%v: %v, want InvalidArgument naming %s", tt.ev, err, tt.field)
+		}
+	}
+}
+

@@ -118,14 +118,40 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// ApplyAll implements Store: each op one script, in order.
+// ApplyAll implements Store: each op one script (all of it or, when its
+// Once was seen, none of it), in order, in one pipeline: one round trip.
 func (s *Redis) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
-	applied := make([]bool, len(ops))
+	args := make([][]byte, len(ops))
 	for i, op := range ops {
 		var err error
-		if applied[i], err = s.Apply(ctx, op); err != nil {
+		if args[i], err = redisArg(op); err != nil {
 			return nil, err
 		}
+	}
+	run := func() ([]redis.Cmder, error) {
+		return s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, a := range args {
+				applyScript.EvalSha(ctx, p, nil, s.prefix, a)
+			}
+			return nil
+		})
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = applyScript.Load(ctx, s.c).Err(); err == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis apply: %w", err)
+	}
+	applied := make([]bool, len(ops))
+	for i, c := range cmds {
+		n, err := c.(*redis.Cmd).Int()
+		if err != nil {
+			return nil, fmt.Errorf("redis apply: %w", err)
+		}
+		applied[i] = n == 1
 	}
 	return applied, nil
 }
@@ -133,6 +159,19 @@ func (s *Redis) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
 // Apply implements Store: one script, so all of it or, when Once was seen,
 // none of it (its Results too).
 func (s *Redis) Apply(ctx context.Context, op Op) (bool, error) {
+	arg, err := redisArg(op)
+	if err != nil {
+		return false, err
+	}
+	n, err := applyScript.Run(ctx, s.c, nil, s.prefix, arg).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis apply: %w", err)
+	}
+	return n == 1, nil
+}
+
+// redisArg is op as the apply script's argument.
+func redisArg(op Op) ([]byte, error) {
 	ro := redisOp{
 		Once: op.Once, OnceTTL: max(op.OnceTTL.Milliseconds(), 1),
 		Units: nonNil(op.Units), Counters: nonNil(op.Counters), Duels: nonNil(op.Duels),
@@ -147,19 +186,11 @@ func (s *Redis) Apply(ctx context.Context, op Op) (bool, error) {
 	for _, im := range op.Impressions {
 		js, err := json.Marshal(im)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		ro.Imps = append(ro.Imps, redisImp{ID: im.ID, JS: string(js)})
 	}
-	arg, err := json.Marshal(ro)
-	if err != nil {
-		return false, err
-	}
-	n, err := applyScript.Run(ctx, s.c, nil, s.prefix, arg).Int()
-	if err != nil {
-		return false, fmt.Errorf("redis apply: %w", err)
-	}
-	return n == 1, nil
+	return json.Marshal(ro)
 }
 
 // Impression implements Store.

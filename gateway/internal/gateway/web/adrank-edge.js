@@ -159,6 +159,7 @@
       if (!this.bundle) throw new Error("not started");
       const cfg = this.manifest.auction || {};
       const req = {
+        domain: this.domain,
         request_id: opts.request_id || "edge-" + crypto.randomUUID(),
         user_id: this.userID,
         user: this.features.user,

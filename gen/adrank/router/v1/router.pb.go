@@ -2510,8 +2510,13 @@ type GetExperimentReportResponse struct {
 	// Impressions served on devices that this router rejected (an unknown
 	// model, a forged ID, another arm than the user's).
 	EdgeImpressionsRejected float64 `protobuf:"fixed64,16,opt,name=edge_impressions_rejected,json=edgeImpressionsRejected,proto3" json:"edge_impressions_rejected,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Served requests this router could not write to the experiment state
+	// store (records the store refused, dropped so that they block nothing),
+	// and the last write error.
+	RecordsDropped float64 `protobuf:"fixed64,17,opt,name=records_dropped,json=recordsDropped,proto3" json:"records_dropped,omitempty"`
+	StateError     string  `protobuf:"bytes,18,opt,name=state_error,json=stateError,proto3" json:"state_error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetExperimentReportResponse) Reset() {
@@ -2654,6 +2659,20 @@ func (x *GetExperimentReportResponse) GetEdgeImpressionsRejected() float64 {
 		return x.EdgeImpressionsRejected
 	}
 	return 0
+}
+
+func (x *GetExperimentReportResponse) GetRecordsDropped() float64 {
+	if x != nil {
+		return x.RecordsDropped
+	}
+	return 0
+}
+
+func (x *GetExperimentReportResponse) GetStateError() string {
+	if x != nil {
+		return x.StateError
+	}
+	return ""
 }
 
 // Staleness compares a snapshot's pCTRs with live ones for requests served
@@ -3933,7 +3952,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
 	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
 	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
-	"\averdict\x18\b \x01(\tR\averdict\"\xb1\x06\n" +
+	"\averdict\x18\b \x01(\tR\averdict\"\xfb\x06\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
@@ -3955,7 +3974,10 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x0fevents_rejected\x18\r \x01(\x01R\x0eeventsRejected\x12)\n" +
 	"\x10events_duplicate\x18\x0e \x01(\x01R\x0feventsDuplicate\x129\n" +
 	"\tstaleness\x18\x0f \x03(\v2\x1b.adrank.router.v1.StalenessR\tstaleness\x12:\n" +
-	"\x19edge_impressions_rejected\x18\x10 \x01(\x01R\x17edgeImpressionsRejected\"\xc1\x01\n" +
+	"\x19edge_impressions_rejected\x18\x10 \x01(\x01R\x17edgeImpressionsRejected\x12'\n" +
+	"\x0frecords_dropped\x18\x11 \x01(\x01R\x0erecordsDropped\x12\x1f\n" +
+	"\vstate_error\x18\x12 \x01(\tR\n" +
+	"stateError\"\xc1\x01\n" +
 	"\tStaleness\x12\x10\n" +
 	"\x03age\x18\x01 \x01(\tR\x03age\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x14\n" +
