@@ -546,4 +546,3 @@ func TestReportEventsRefuses(t *testing.T) {
 		}
 	}
 }
-
