@@ -224,12 +224,35 @@ func TestExperiments(t *testing.T) {
 		if cr.GetState() != "rolled_back" || cr.GetReason() != "suspicious dashboards" || cr.GetSharePercent() != 0 {
 			t.Errorf("after rollback: %v", cr)
 		}
+		// A rolled-back canary is never promoted.
+		if out, err := c.adrankctl(t, "", "canary", "promote", "feed", "--router", c.routerAddr); err == nil || !strings.Contains(out, "rolled back") {
+			t.Fatalf("promotion after a rollback: %v %s", err, out)
+		}
 		// A new canary section starts a new canary, which is then promoted.
 		if out, err := c.adrankctl(t, strings.Replace(canary, "[20, 100]", "[30, 100]", 1), "experiment", "set", "feed"); err != nil {
 			t.Fatalf("%v %s", err, out)
 		}
 		eventually(t, settle, func() error {
 			if s := c.report(t, "feed").GetCanary(); s.GetState() != "running" || s.GetSharePercent() != 30 {
+				return fmt.Errorf("canary %v", s)
+			}
+			return nil
+		})
+		// Not while it steps up: at 30%, without the guardrails' data.
+		if out, err := c.adrankctl(t, "", "canary", "promote", "feed", "--router", c.routerAddr); err == nil || !strings.Contains(out, "step 1 of 2") {
+			t.Fatalf("promotion at the first step: %v %s", err, out)
+		}
+		// A canary that has passed its last step, with the requests its
+		// guardrails need, is.
+		done := `{"canary": {"version": "v2", "steps": [100], "stepInterval": "1s", "guardrails": {"minRequests": 5}}}`
+		if out, err := c.adrankctl(t, done, "experiment", "set", "feed"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		eventually(t, settle, func() error {
+			if _, err := rank(t, c, rankRequest(fmt.Sprintf("canary-%d", time.Now().UnixNano()), "feed")); err != nil {
+				return err
+			}
+			if s := c.report(t, "feed").GetCanary(); s.GetState() != "completed" {
 				return fmt.Errorf("canary %v", s)
 			}
 			return nil

@@ -20,9 +20,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/adrank/adrank/platform/names"
@@ -142,6 +142,9 @@ func (d Duration) IsZero() bool { return d.Duration == 0 }
 // Parse decodes a document strictly and checks its structure, without
 // knowing which versions exist (Validate does that).
 func Parse(raw []byte) (*Experiment, error) {
+	if len(raw) > MaxDocument {
+		return nil, fmt.Errorf("the document is %d bytes, at most %d", len(raw), MaxDocument)
+	}
 	var e Experiment
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -157,9 +160,29 @@ func Parse(raw []byte) (*Experiment, error) {
 	return &e, nil
 }
 
+// Bounds of a document: every string, list and number in it is bounded, so
+// that no document can make the router's answers, state keys or sums grow
+// without limit.
+const (
+	MaxDocument      = 64 << 10 // bytes
+	MaxSalt          = 64       // bytes
+	MaxListed        = 100      // versions, arms, steps
+	MaxInternalUsers = 1000
+	MaxUserID        = 256
+	MaxWeight        = 1e6
+	// MinStepInterval is the shortest canary step: a step shorter than the
+	// lab's refresh would skip steps without looking at the guardrails.
+	MinStepInterval = time.Second
+)
+
 func (e *Experiment) check() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	list := func(field string, n int) {
+		if n > MaxListed {
+			bad("%s: %d entries, at most %d", field, n, MaxListed)
+		}
+	}
 	version := func(field, v string) {
 		if !Name.MatchString(v) {
 			bad("%s: %q is not a version name", field, v)
@@ -173,6 +196,7 @@ func (e *Experiment) check() error {
 		if len(s.Versions) == 0 {
 			bad("shadow.versions: at least one version")
 		}
+		list("shadow.versions", len(s.Versions))
 		for i, v := range s.Versions {
 			version(fmt.Sprintf("shadow.versions[%d]", i), v)
 		}
@@ -186,13 +210,22 @@ func (e *Experiment) check() error {
 		if len(c.Steps) == 0 {
 			bad("canary.steps: at least one step")
 		}
+		list("canary.steps", len(c.Steps))
+		if len(c.InternalUsers) > MaxInternalUsers {
+			bad("canary.internalUsers: %d users, at most %d", len(c.InternalUsers), MaxInternalUsers)
+		}
+		for i, u := range c.InternalUsers {
+			if u == "" || len(u) > MaxUserID || !cleanText(u) {
+				bad("canary.internalUsers[%d]: want 1 to %d bytes without control characters", i, MaxUserID)
+			}
+		}
 		for i, s := range c.Steps {
 			if !(s > 0 && s <= 100) || (i > 0 && s <= c.Steps[i-1]) {
 				bad("canary.steps[%d]: %v, want increasing percentages within (0, 100]", i, s)
 			}
 		}
-		if c.StepInterval.Duration <= 0 {
-			bad("canary.stepInterval: %v, want a positive duration", c.StepInterval.Duration)
+		if c.StepInterval.Duration < MinStepInterval {
+			bad("canary.stepInterval: %v, want at least %v", c.StepInterval.Duration, MinStepInterval)
 		}
 		g := c.Guardrails
 		if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || g.Alpha < 0 || g.Alpha >= 1 || g.MaxP99.Duration < 0 || g.MinRequests < 0 {
@@ -201,17 +234,21 @@ func (e *Experiment) check() error {
 	}
 	if ab := e.AB; ab != nil {
 		active = append(active, "ab")
-		if ab.Salt == "" {
+		switch {
+		case ab.Salt == "":
 			bad("ab.salt: required, so that assignment is sticky and independent of other experiments")
+		case len(ab.Salt) > MaxSalt || !cleanText(ab.Salt):
+			bad("ab.salt: %d bytes, want at most %d without control characters", len(ab.Salt), MaxSalt)
 		}
+		list("ab.arms", len(ab.Arms))
 		if len(ab.Arms) < 2 {
 			bad("ab.arms: %d arms, want at least 2", len(ab.Arms))
 		}
 		seen := map[string]bool{}
 		for i, a := range ab.Arms {
 			version(fmt.Sprintf("ab.arms[%d].version", i), a.Version)
-			if !(a.Weight > 0) || math.IsInf(a.Weight, 0) {
-				bad("ab.arms[%d].weight: %v, want > 0", i, a.Weight)
+			if !(a.Weight > 0 && a.Weight <= MaxWeight) {
+				bad("ab.arms[%d].weight: %v, want within (0, %g]", i, a.Weight, MaxWeight)
 			}
 			if seen[a.Version] {
 				bad("ab.arms[%d].version: %q appears twice", i, a.Version)
@@ -232,6 +269,7 @@ func (e *Experiment) check() error {
 		if len(b.Versions) < 2 {
 			bad("bandit.versions: %d versions, want at least 2", len(b.Versions))
 		}
+		list("bandit.versions", len(b.Versions))
 		seen := map[string]bool{}
 		for i, v := range b.Versions {
 			version(fmt.Sprintf("bandit.versions[%d]", i), v)
@@ -334,4 +372,17 @@ func (e *Experiment) ID() string {
 		return "interleave:" + e.Interleave.A + "," + e.Interleave.B
 	}
 	return ""
+}
+
+// cleanText reports whether s is UTF-8 without control characters.
+func cleanText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,14 @@ func TestParseRejects(t *testing.T) {
 		{"unknown field", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "step_interval": "1m"}}`, "unknown field"},
 		{"bad version name", `{"production": "V 1"}`, "not a version name"},
 		{"bad JSON", `{"ab": `, "bad JSON"},
+		// Every string, list and number bounded.
+		{"huge salt", `{"ab": {"salt": "` + strings.Repeat("s", MaxSalt+1) + `", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`, "ab.salt"},
+		{"salt with a newline", `{"ab": {"salt": "a\nb", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}]}}`, "ab.salt"},
+		{"enormous weights", `{"ab": {"salt": "s", "arms": [{"version": "v1", "weight": 1e308}, {"version": "v2", "weight": 1e308}]}}`, "ab.arms[0].weight"},
+		{"nanosecond steps", `{"canary": {"version": "v2", "steps": [1, 100], "stepInterval": "1ns"}}`, "canary.stepInterval"},
+		{"internal user with NUL", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "internalUsers": ["u\u0000"]}}`, "canary.internalUsers[0]"},
+		{"too many steps", `{"canary": {"version": "v2", "steps": [` + steps(MaxListed+1) + `], "stepInterval": "1m"}}`, "canary.steps: 101 entries"},
+		{"a document too large", `{"production": "v1"` + strings.Repeat(" ", MaxDocument) + `}`, "at most"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,4 +63,16 @@ func TestParseRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// steps is n increasing percentages within (0, 100].
+func steps(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%g", 100*float64(i+1)/float64(n))
+	}
+	return b.String()
 }

@@ -111,7 +111,7 @@ func (e *Engine) RollbackCanary(ctx context.Context, domain, reason string) erro
 }
 
 func canaryError(err error) error {
-	if errors.Is(err, lab.ErrNoCanary) {
+	if errors.Is(err, lab.ErrNoCanary) || errors.Is(err, lab.ErrNotPromotable) {
 		return Errorf(KindFailedPrecondition, "%s", err.Error())
 	}
 	return Errorf(KindUnavailable, "canary: %v", err)

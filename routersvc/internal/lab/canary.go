@@ -116,7 +116,9 @@ func (l *Lab) controlCanary(ctx context.Context, domain string, d Domain) {
 			l.o.Log.Warn("canary guardrails unavailable", "domain", domain, "error", err)
 		} else if reason != "" {
 			next.State, next.Reason = CanaryRolledBack, reason
-		} else if l.o.Now().Sub(st.StepStarted) >= c.StepInterval.Duration {
+		} else if l.o.Now().Sub(st.StepStarted) >= c.StepInterval.Duration && l.judged(ctx, domain, d) {
+			// A step is taken only once the guardrails have had the data
+			// they need, however short the interval.
 			if st.Step+1 < len(c.Steps) {
 				next.Step, next.StepStarted = st.Step+1, l.o.Now()
 			} else if c.Steps[len(c.Steps)-1] >= 100 {
@@ -149,11 +151,32 @@ func (l *Lab) controlCanary(ctx context.Context, domain string, d Domain) {
 	l.mu.Unlock()
 }
 
+// minRequests is how many canary requests the guardrails need.
+func minRequests(c *experiment.Canary) float64 {
+	if c.Guardrails.MinRequests > 0 {
+		return float64(c.Guardrails.MinRequests)
+	}
+	return 50
+}
+
+// canaryRequests is how many requests the canary has served in this
+// experiment.
+func (l *Lab) canaryRequests(ctx context.Context, domain string, d Domain) (float64, error) {
+	h, err := l.o.Store.Counters(ctx, experimentHealthKey(domain, d.Exp.ID()))
+	return h[d.Exp.Canary.Version+".requests"], err
+}
+
+// judged reports whether the guardrails have had the data they need.
+func (l *Lab) judged(ctx context.Context, domain string, d Domain) bool {
+	n, err := l.canaryRequests(ctx, domain, d)
+	return err == nil && n >= minRequests(d.Exp.Canary)
+}
+
 // guardrails returns why the canary fails, or "".
 func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, error) {
 	c := d.Exp.Canary
 	g := c.Guardrails
-	maxErr, maxP99, alpha, minReq := g.MaxErrorRate, g.MaxP99.Duration, g.Alpha, g.MinRequests
+	maxErr, maxP99, alpha, minReq := g.MaxErrorRate, g.MaxP99.Duration, g.Alpha, minRequests(c)
 	if maxErr == 0 {
 		maxErr = 0.02
 	}
@@ -163,15 +186,12 @@ func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, 
 	if alpha == 0 {
 		alpha = 0.01
 	}
-	if minReq == 0 {
-		minReq = 50
-	}
 	h, err := l.o.Store.Counters(ctx, experimentHealthKey(domain, d.Exp.ID()))
 	if err != nil {
 		return "", err
 	}
 	v := c.Version
-	if req := h[v+".requests"]; req >= float64(minReq) {
+	if req := h[v+".requests"]; req >= minReq {
 		if rate := h[v+".errors"] / req; rate > maxErr {
 			return fmt.Sprintf("error rate %.1f%% over %.0f requests is above %.1f%%", 100*rate, req, 100*maxErr), nil
 		}
@@ -240,12 +260,33 @@ func (l *Lab) PromoteCanary(ctx context.Context, domain string, d Domain) (strin
 	if l.o.SetExperiment == nil {
 		return "", errors.New("this router cannot write experiment documents")
 	}
+	// Only a canary that has been judged healthy all the way is promoted:
+	// not one rolled back, and not one still stepping up.
+	c := d.Exp.Canary
+	st, _, err := l.loadCanary(ctx, domain, c)
+	if err != nil {
+		return "", err
+	}
+	switch st.State {
+	case CanaryRolledBack:
+		return "", fmt.Errorf("%w: it was rolled back (%s); start a new canary", ErrNotPromotable, st.Reason)
+	case CanaryRunning:
+		n, err := l.canaryRequests(ctx, domain, d)
+		if err != nil {
+			return "", err
+		}
+		last := st.Step == len(c.Steps)-1
+		if !last || n < minRequests(c) || l.o.Now().Sub(st.StepStarted) < c.StepInterval.Duration {
+			return "", fmt.Errorf("%w: it is at step %d of %d (%g%%) with %.0f of the %.0f requests its guardrails need; promote it once it has passed its last step",
+				ErrNotPromotable, st.Step+1, len(c.Steps), c.Steps[st.Step], n, minRequests(c))
+		}
+	}
 	var doc map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(d.ExpRaw))
 	if err := dec.Decode(&doc); err != nil {
 		return "", err
 	}
-	v := d.Exp.Canary.Version
+	v := c.Version
 	delete(doc, "canary")
 	doc["production"], _ = json.Marshal(v)
 	out, err := json.MarshalIndent(doc, "", "  ")
@@ -261,6 +302,10 @@ func (l *Lab) PromoteCanary(ctx context.Context, domain string, d Domain) (strin
 
 // ErrNoCanary is returned when the domain has no canary.
 var ErrNoCanary = errors.New("the domain's experiment has no canary")
+
+// ErrNotPromotable is returned for a canary that may not be promoted yet,
+// or ever.
+var ErrNotPromotable = errors.New("the canary cannot be promoted")
 
 // CanaryShare is the percent of domain's users canary c has now, and
 // whether it was rolled back (the edge plan carries it to devices).

@@ -224,12 +224,17 @@ func TestCanaryWithErrorsRollsBack(t *testing.T) {
 // moves by the step interval between refreshes.
 func TestCanaryStepsUpAndIsPromoted(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.experiment("feed", `{"canary": {"version": "v2", "steps": [10, 50, 100], "stepInterval": "5m", "internalUsers": ["u1"]}}`)
+	r.experiment("feed", `{"canary": {"version": "v2", "steps": [10, 50, 100], "stepInterval": "5m", "internalUsers": ["u1"], "guardrails": {"minRequests": 5}}}`)
 	r.refresh()
 	resp, err := r.client.Rank(context.Background(), &routerv1.RankRequest{UserId: "u1", Domain: "feed", Slots: 1,
 		Candidates: []*routerv1.Candidate{{AdId: "ad1", BidMicros: 1000}}})
 	if err != nil || resp.GetAssignment().GetStrategy() != routerv1.Strategy_STRATEGY_CANARY {
 		t.Fatalf("internal user not on the canary: %v %v", resp.GetAssignment(), err)
+	}
+	// Not promotable while it steps up.
+	if _, err := r.client.PromoteCanary(context.Background(), &routerv1.PromoteCanaryRequest{Domain: "feed"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(status.Convert(err).Message(), "step 1 of 3") {
+		t.Fatalf("promotion at the first step: %v", err)
 	}
 	var shares []float64
 	var c *routerv1.CanaryReport
@@ -449,5 +454,21 @@ func TestStuckShadowNeverBlocks(t *testing.T) {
 	t.Logf("shadow compared %v, dropped %v, errors %v", sh.GetCompared(), sh.GetDropped(), sh.GetErrors())
 	if sh.GetDropped() != 91 || sh.GetCompared() != 0 || sh.GetErrors() != 0 {
 		t.Errorf("stuck shadow: dropped %v, compared %v, errors %v; want 91 dropped of 100, none compared", sh.GetDropped(), sh.GetCompared(), sh.GetErrors())
+	}
+}
+
+// However short its interval, a canary steps up only once its guardrails
+// have had the requests they need.
+func TestCanaryWaitsForData(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.experiment("feed", `{"canary": {"version": "v2", "steps": [1, 100], "stepInterval": "1s", "guardrails": {"minRequests": 50}}}`)
+	r.refresh()
+	r.run(sim.Config{Requests: 50, Seed: 3, RequestPrefix: "few-"}) // about one canary request at 1%
+	for range 5 {
+		r.clock.advance(time.Hour)
+		r.refresh()
+	}
+	if c := r.report("feed").GetCanary(); c.GetState() != "running" || c.GetSharePercent() != 1 {
+		t.Fatalf("canary stepped up without data: %v", c)
 	}
 }
