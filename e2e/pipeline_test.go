@@ -670,6 +670,22 @@ func TestDiscovery(t *testing.T) {
 				return nil
 			})
 		}
+		// Deleting the config keeps the last good one (first price, reserve
+		// 1): a deletion must not turn the domain into a free, unreserved
+		// GSP. auctionsvc says when it has seen the deletion.
+		if _, err := c.consul.Client.KV().Delete("adrank/auction/stories", nil); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, settle, func() error {
+			if !strings.Contains(auction.out.String(), "config deleted; the last good value keeps serving") {
+				return fmt.Errorf("auctionsvc has not seen the deletion yet")
+			}
+			return nil
+		})
+		resp, err := rank(t, c, req)
+		if err != nil || resp.GetAuctionType() != "first_price" || resp.GetResults()[0].GetReserveMicros() != 1 {
+			t.Fatalf("after deleting the auction config: %v, %v", resp, err)
+		}
 	})
 
 	t.Run("an invalid config is rejected and the last good one keeps serving", func(t *testing.T) {

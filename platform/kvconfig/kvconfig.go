@@ -1,7 +1,8 @@
 // Package kvconfig keeps per-key JSON configs read from a Consul KV prefix,
 // with last-good semantics: a value that does not parse or validate is
 // rejected with a logged error, and the last good value for that key keeps
-// serving. Deleting a key removes its config.
+// serving. Deleting a key removes its config, unless the Set keeps deleted
+// values (KeepDeleted): for a config whose absence would be unsafe.
 package kvconfig
 
 import (
@@ -33,6 +34,8 @@ type Set[T any] struct {
 	parse  func(key string, raw []byte) (T, error)
 	now    func() time.Time
 
+	keepDeleted bool
+
 	mu   sync.Mutex
 	raw  map[string][]byte
 	good map[string]good[T]
@@ -51,6 +54,16 @@ func New[T any](prefix string, log *slog.Logger, parse func(key string, raw []by
 	return &Set[T]{prefix: prefix, log: log, parse: parse, now: time.Now,
 		raw: map[string][]byte{}, good: map[string]good[T]{}, errs: map[string]string{}}
 }
+
+// KeepDeleted makes a deleted key keep its last good value, with an error
+// saying it was deleted; it returns s.
+func (s *Set[T]) KeepDeleted() *Set[T] {
+	s.keepDeleted = true
+	return s
+}
+
+// DeletedError is the error of a deleted key kept by KeepDeleted.
+const DeletedError = "deleted from Consul KV: the last good value keeps serving; write a new one to change it"
 
 // Update replaces the raw values (keyed by name under the prefix) and
 // returns the new state of every key.
@@ -73,12 +86,19 @@ func (s *Set[T]) Reevaluate() map[string]Entry[T] {
 func (s *Set[T]) evaluate() map[string]Entry[T] {
 	for key := range s.good {
 		if _, ok := s.raw[key]; !ok {
+			if s.keepDeleted {
+				if s.errs[key] != DeletedError {
+					s.log.Error("config deleted; the last good value keeps serving", "key", s.prefix+key)
+				}
+				s.errs[key] = DeletedError
+				continue
+			}
 			delete(s.good, key)
 			s.log.Info("config removed", "key", s.prefix+key)
 		}
 	}
 	for key := range s.errs {
-		if _, ok := s.raw[key]; !ok {
+		if _, ok := s.raw[key]; !ok && (!s.keepDeleted || s.errs[key] != DeletedError) {
 			delete(s.errs, key)
 		}
 	}

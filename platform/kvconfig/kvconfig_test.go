@@ -45,6 +45,26 @@ func TestLastGoodValueKeepsServing(t *testing.T) {
 	}
 }
 
+// A Set that keeps deleted keys serves a deleted key's last good value,
+// says it was deleted, and takes a new value when one is written.
+func TestKeepDeleted(t *testing.T) {
+	s := New("auction/", slog.New(slog.NewTextHandler(io.Discard, nil)), func(_ string, raw []byte) (int, error) {
+		return strconv.Atoi(string(raw))
+	}).KeepDeleted()
+	s.Update(map[string][]byte{"feed": []byte("7"), "bad": []byte("x")})
+	got := s.Update(map[string][]byte{})
+	if e := got["feed"]; !e.Valid || e.Value != 7 || e.Error != DeletedError {
+		t.Fatalf("deleted feed: %+v", e)
+	}
+	if _, ok := got["bad"]; ok {
+		t.Fatalf("a deleted key that never had a good value is kept: %+v", got["bad"])
+	}
+	got = s.Update(map[string][]byte{"feed": []byte("9")})
+	if e := got["feed"]; e.Value != 9 || e.Error != "" {
+		t.Fatalf("rewritten feed: %+v", e)
+	}
+}
+
 func TestNames(t *testing.T) {
 	got := Names("p/", api.KVPairs{{Key: "p/a", Value: []byte("1")}, {Key: "p/", Value: []byte("dir")}, {Key: "p/x/y", Value: []byte("deep")}})
 	if diff := cmp.Diff(map[string][]byte{"a": []byte("1")}, got); diff != "" {

@@ -27,7 +27,9 @@ type Server struct {
 
 // New returns a server with no domain configs yet (every domain: GSP).
 func New(log *slog.Logger) *Server {
-	s := &Server{configs: kvconfig.New(config.Prefix, log, config.Parse)}
+	// A deleted auction config keeps its last good value: falling back to
+	// a GSP with no reserve would make ads cheap, even free.
+	s := &Server{configs: kvconfig.New(config.Prefix, log, config.Parse).KeepDeleted()}
 	empty := map[string]kvconfig.Entry[config.Config]{}
 	s.current.Store(&empty)
 	return s
