@@ -862,6 +862,13 @@ func TestRankerRefusesABadModel(t *testing.T) {
 		{"truncated", `{"format": "logreg", "features": [`, "not a JSON model file"},
 		{"unsupported", `{"format": "onnx"}`, `unsupported model format: "onnx"`},
 		{"inconsistent", `{"format": "logreg", "features": ["a", "b"], "weights": [1], "intercept": 0, "impute": [0, 0]}`, "1 weights for 2 features"},
+		// Loads, but could never serve: a typo names a feature the store
+		// does not have (it would be missing on every request).
+		{"a feature the store does not serve", `{"format": "logreg", "features": ["user_age", "usr_activity"], "weights": [0.1, 1], "intercept": -3, "impute": [30, 0.5]}`,
+			"features the feature store does not serve: usr_activity"},
+		// Loads, but every score would overflow.
+		{"leaves that overflow", `{"learner": {"feature_names": ["user_age"], "gradient_booster": {"name": "gbtree", "model": {"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [30, 1e39, -1e39], "default_left": [1, 0, 0]}], "tree_info": [0]}}, "learner_model_param": {"base_score": "5E-1", "num_class": "0", "num_feature": "1", "num_target": "1"}, "objective": {"name": "binary:logistic"}}, "version": [1, 7, 4]}`,
+			"leaf value 1e+39"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,9 @@ func TestParseRejects(t *testing.T) {
 		{"bad base score", xgb(`"learner_model_param": {"base_score": "1.5"}`), "base_score"},
 		{"no feature names", xgb(`"feature_names": []`), "no feature_names"},
 		{"no trees", xgb(`"trees": []`), "no trees"},
+		{"a leaf beyond float32", xgb(`"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [0.5, 1e39, 0.2], "default_left": [1, 0, 0]}]`), "leaf value 1e+39"},
+		{"leaves that sum past the bound", xgb(`"trees": [` + strings.Repeat(`{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [0.5, 6e29, 0.2], "default_left": [1, 0, 0]},`, 1) +
+			`{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [0.5, -6e29, 0.2], "default_left": [1, 0, 0]}]`), "the scores would overflow"},
 		{"unknown format", `{"format": "onnx"}`, `"onnx"`},
 		{"no features", `{"format": "logreg", "features": [], "weights": [], "intercept": 0, "impute": []}`, "no features"},
 		{"weights mismatch", `{"format": "logreg", "features": ["a", "b"], "weights": [1], "intercept": 0, "impute": [0, 0]}`, "1 weights for 2 features"},

@@ -162,22 +162,37 @@ func ParseXGBoost(data []byte, names []string) (*XGBoost, error) {
 		}
 	}
 	m := &XGBoost{names: names, margin: math.Log(base / (1 - base))}
+	// The sum of the leaves is taken in float32, as XGBoost does: a model
+	// whose largest leaves could sum past float32's range would load and
+	// then answer NaN. It is refused here instead.
+	reach := math.Abs(m.margin)
 	for t, tr := range trees {
-		if err := m.addTree(tr, len(names)); err != nil {
+		largest, err := m.addTree(tr, len(names))
+		if err != nil {
 			return nil, fmt.Errorf("xgboost: tree %d: %w", t, err)
 		}
+		reach += largest
+	}
+	if reach > maxMargin {
+		return nil, fmt.Errorf("xgboost: the leaves can sum to %g, beyond %g: the scores would overflow", reach, float64(maxMargin))
 	}
 	return m, nil
 }
 
-func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
+// maxMargin bounds the sum of a model's largest leaves, far inside
+// float32's range (3.4e38).
+const maxMargin = 1e30
+
+// addTree adds a tree and returns its largest leaf's magnitude.
+func (m *XGBoost) addTree(tr xgbTree, numFeatures int) (float64, error) {
 	n := len(tr.LeftChildren)
 	if n == 0 {
-		return errors.New("no nodes")
+		return 0, errors.New("no nodes")
 	}
 	if len(tr.RightChildren) != n || len(tr.SplitIndices) != n || len(tr.SplitConditions) != n || len(tr.DefaultLeft) != n {
-		return errors.New("node arrays differ in length")
+		return 0, errors.New("node arrays differ in length")
 	}
+	var largest float64
 	base := int32(len(m.nodes))
 	m.roots = append(m.roots, base)
 	depth := make([]int32, n)
@@ -186,12 +201,16 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 		left, right := tr.LeftChildren[i], tr.RightChildren[i]
 		c := tr.SplitConditions[i]
 		if math.IsNaN(c) || math.IsInf(c, 0) {
-			return fmt.Errorf("node %d: split condition %v", i, c)
+			return 0, fmt.Errorf("node %d: split condition %v", i, c)
 		}
 		if left == -1 {
 			if right != -1 {
-				return fmt.Errorf("node %d: one child only", i)
+				return 0, fmt.Errorf("node %d: one child only", i)
 			}
+			if math.Abs(c) > maxMargin {
+				return 0, fmt.Errorf("node %d: leaf value %g is beyond %g", i, c, float64(maxMargin))
+			}
+			largest = math.Max(largest, math.Abs(c))
 			self := base + int32(i)
 			m.nodes = append(m.nodes, node{split: float32(c), kids: [2]int32{self, self}})
 			continue
@@ -199,14 +218,14 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 		// XGBoost allocates children after their parent; requiring it also
 		// rules out cycles.
 		if left <= int32(i) || right <= int32(i) || left >= int32(n) || right >= int32(n) {
-			return fmt.Errorf("node %d: children %d and %d out of order or range", i, left, right)
+			return 0, fmt.Errorf("node %d: children %d and %d out of order or range", i, left, right)
 		}
 		if len(tr.SplitType) == n && tr.SplitType[i] != 0 {
-			return fmt.Errorf("node %d: categorical splits are not supported", i)
+			return 0, fmt.Errorf("node %d: categorical splits are not supported", i)
 		}
 		f := tr.SplitIndices[i]
 		if f < 0 || int(f) >= numFeatures {
-			return fmt.Errorf("node %d: split on feature %d, outside the %d features", i, f, numFeatures)
+			return 0, fmt.Errorf("node %d: split on feature %d, outside the %d features", i, f, numFeatures)
 		}
 		feature := uint32(f)
 		if tr.DefaultLeft[i] != 0 {
@@ -217,7 +236,7 @@ func (m *XGBoost) addTree(tr xgbTree, numFeatures int) error {
 		maxDepth = max(maxDepth, depth[i]+1)
 	}
 	m.depths = append(m.depths, maxDepth)
-	return nil
+	return largest, nil
 }
 
 // Format implements Model.

@@ -2,6 +2,7 @@ package world
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -26,6 +27,18 @@ const (
 var AllFeatures = []string{
 	FUserAge, FUserActivity, FUserHistCTR, FAdHistCTR, FAdAgeDays, FUserAdInterest,
 	FQueryMatch, FHourSin, FHourCos, FMobile, FDesktop, FTablet, FHasQuery,
+}
+
+// Unserved lists the names among features that the store does not serve: a
+// model naming one would find it missing on every request.
+func Unserved(features []string) []string {
+	var out []string
+	for _, f := range features {
+		if !slices.Contains(AllFeatures, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Context is the request context features derive from. A zero Time means the

@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
 	"github.com/adrank/adrank/ml/model"
+	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/names"
 	"github.com/adrank/adrank/platform/service"
@@ -66,6 +68,12 @@ func run(ctx context.Context, o options) error {
 	f, err := model.Load(o.model)
 	if err != nil {
 		return err
+	}
+	// A feature the store does not serve (a typo, say) would be missing on
+	// every request, silently: such a model is refused, with the names.
+	if unknown := world.Unserved(f.Features()); len(unknown) > 0 {
+		return fmt.Errorf("model %s names features the feature store does not serve: %s (it serves %s)",
+			o.model, strings.Join(unknown, ", "), strings.Join(world.AllFeatures, ", "))
 	}
 	log.Info("model loaded", "path", f.Path, "format", f.Format(), "sha256", f.SHA256, "features", len(f.Features()))
 	opts := o.Options(consulx.RankerService, log)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/adrank/adrank/ml/model"
+	"github.com/adrank/adrank/ml/world"
 )
 
 // LoadModels adds a ranker for every model file dir/<domain>/<version>.json
@@ -26,6 +27,9 @@ func (p *Local) LoadModels(dir string) ([]string, error) {
 		f, err := model.Load(path)
 		if err != nil {
 			return nil, err
+		}
+		if unknown := world.Unserved(f.Features()); len(unknown) > 0 {
+			return nil, fmt.Errorf("model %s names features the feature store does not serve: %s", path, strings.Join(unknown, ", "))
 		}
 		p.AddRanker(domain, version, f)
 		served = append(served, domain+"/"+version)
