@@ -966,3 +966,32 @@ func TestRunScript(t *testing.T) {
 		t.Errorf("no clean stop in output")
 	}
 }
+
+// A second ranker registering another model under a version already served
+// is not routed to: identical requests keep identical answers, and
+// ListDomains says why.
+func TestOneVersionServesOneModel(t *testing.T) {
+	c := startCluster(t, [2]string{"feed/v1", "models/feed/v1.json"})
+	req := rankRequest("one-model", "feed")
+	first, err := rank(t, c, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startRanker("feed/v1", "models/feed/v2lr.json")
+	eventually(t, settle, func() error {
+		v := versionOf(c.domains()["feed"], "v1")
+		if !strings.Contains(v.GetModelConflict(), "registered another model") || v.GetHealthyInstances() != 1 {
+			return fmt.Errorf("feed/v1: %v", v)
+		}
+		return nil
+	})
+	for range 20 {
+		resp, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetResults()[0].GetPctr() != first.GetResults()[0].GetPctr() {
+			t.Fatalf("pCTR %v, then %v: the other model answered", first.GetResults()[0].GetPctr(), resp.GetResults()[0].GetPctr())
+		}
+	}
+}

@@ -133,6 +133,8 @@ type VersionInfo struct {
 	Name           string
 	Healthy, Total int
 	SHA256         string
+	// Conflict: instances of another model under this version, left out.
+	Conflict string
 }
 
 // Domains lists the domains, by name.
@@ -150,7 +152,7 @@ func (e *Engine) Domains() []DomainInfo {
 		}
 		for _, name := range slices.Sorted(maps.Keys(d.Versions)) {
 			v := d.Versions[name]
-			di.Versions = append(di.Versions, VersionInfo{Name: v.Name, Healthy: v.Healthy, Total: v.Total, SHA256: v.SHA256})
+			di.Versions = append(di.Versions, VersionInfo{Name: v.Name, Healthy: v.Healthy, Total: v.Total, SHA256: v.SHA256, Conflict: v.Conflict})
 		}
 		out = append(out, di)
 	}

@@ -185,7 +185,7 @@ func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*ro
 		}
 		for _, v := range d.Versions {
 			di.Versions = append(di.Versions, &routerv1.VersionInfo{
-				Version: v.Name, HealthyInstances: int32(v.Healthy), TotalInstances: int32(v.Total), ModelSha256: v.SHA256,
+				Version: v.Name, HealthyInstances: int32(v.Healthy), TotalInstances: int32(v.Total), ModelSha256: v.SHA256, ModelConflict: v.Conflict,
 			})
 		}
 		resp.Domains = append(resp.Domains, di)

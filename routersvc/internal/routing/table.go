@@ -84,6 +84,9 @@ type Version struct {
 	Total   int
 	SHA256  string
 	Addrs   []string // healthy instances
+	// Conflict says that instances of another model registered under this
+	// version, and were left out.
+	Conflict string
 }
 
 // Domain is one domain's state.
@@ -149,7 +152,11 @@ type Table struct {
 
 	mu       sync.Mutex
 	versions map[string]map[string]*Version // domain -> version
-	keys     map[string]bool                // resolver keys pushed so far
+	// agreed is each version's model (RankerKey -> sha256): the first one
+	// seen serving it. An instance registering another model under the same
+	// version is not routed to.
+	agreed map[string]string
+	keys   map[string]bool // resolver keys pushed so far
 	synced   struct{ rankers, configs, experiments bool }
 	syncedCh chan struct{}
 
@@ -159,7 +166,7 @@ type Table struct {
 // NewTable returns an empty table. onRanker receives the healthy addresses
 // of every domain/version key whenever they may have changed.
 func NewTable(log *slog.Logger, onRanker func(key string, addrs []string)) *Table {
-	t := &Table{onRanker: onRanker, versions: map[string]map[string]*Version{}, keys: map[string]bool{}, syncedCh: make(chan struct{})}
+	t := &Table{onRanker: onRanker, versions: map[string]map[string]*Version{}, agreed: map[string]string{}, keys: map[string]bool{}, syncedCh: make(chan struct{})}
 	t.configs = kvconfig.New(ConfigPrefix, log, t.parse)
 	t.exps = kvconfig.New(experiment.Prefix, log, t.parseExperiment)
 	t.snap.Store(&Snapshot{Domains: map[string]*Domain{}})
@@ -213,7 +220,7 @@ func (t *Table) Snapshot() *Snapshot { return t.snap.Load() }
 func (t *Table) SetRankers(insts []discovery.Instance) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.versions = versions(insts)
+	t.versions = t.group(insts)
 	t.synced.rankers = true
 	t.publish(t.configs.Reevaluate(), t.exps.Reevaluate())
 }
@@ -234,30 +241,59 @@ func (t *Table) SetExperiments(raw map[string][]byte) {
 	t.publish(t.configs.Reevaluate(), t.exps.Update(raw))
 }
 
-func versions(insts []discovery.Instance) map[string]map[string]*Version {
-	out := map[string]map[string]*Version{}
+// group sorts instances into domains and versions. Each version serves
+// one model: the one agreed on before, or else the one most of its
+// instances serve (ties: the smaller sha256). Instances of another model
+// are left out of routing, and the version says so (Conflict); t.mu is held.
+func (t *Table) group(insts []discovery.Instance) map[string]map[string]*Version {
+	type key struct{ domain, version string }
+	by := map[key][]discovery.Instance{}
 	for _, in := range insts {
 		dn, vn := in.Meta[consulx.MetaDomain], in.Meta[consulx.MetaVersion]
-		if !Name.MatchString(dn) || !Name.MatchString(vn) {
-			continue
-		}
-		if out[dn] == nil {
-			out[dn] = map[string]*Version{}
-		}
-		v, ok := out[dn][vn]
-		if !ok {
-			v = &Version{Name: vn}
-			out[dn][vn] = v
-		}
-		v.Total++
-		if v.SHA256 == "" {
-			v.SHA256 = in.Meta[consulx.MetaModelSHA256]
-		}
-		if in.Healthy {
-			v.Healthy++
-			v.Addrs = append(v.Addrs, in.Addr)
+		if Name.MatchString(dn) && Name.MatchString(vn) {
+			by[key{dn, vn}] = append(by[key{dn, vn}], in)
 		}
 	}
+	out := map[string]map[string]*Version{}
+	agreed := map[string]string{}
+	for k, ins := range by {
+		count := map[string]int{}
+		for _, in := range ins {
+			count[in.Meta[consulx.MetaModelSHA256]]++
+		}
+		rk := RankerKey(k.domain, k.version)
+		sha, ok := t.agreed[rk]
+		if _, present := count[sha]; !ok || !present {
+			sha = ""
+			for s, n := range count {
+				if sha == "" || n > count[sha] || (n == count[sha] && s < sha) {
+					sha = s
+				}
+			}
+		}
+		agreed[rk] = sha
+		v := &Version{Name: k.version, SHA256: sha}
+		others := 0
+		for _, in := range ins {
+			if in.Meta[consulx.MetaModelSHA256] != sha {
+				others++
+				continue
+			}
+			v.Total++
+			if in.Healthy {
+				v.Healthy++
+				v.Addrs = append(v.Addrs, in.Addr)
+			}
+		}
+		if others > 0 {
+			v.Conflict = fmt.Sprintf("%d instance(s) registered another model under %s/%s: not routed to (this version serves model %.12s...)", others, k.domain, k.version, sha)
+		}
+		if out[k.domain] == nil {
+			out[k.domain] = map[string]*Version{}
+		}
+		out[k.domain][k.version] = v
+	}
+	t.agreed = agreed
 	return out
 }
 

@@ -123,3 +123,28 @@ func TestTableIgnoresMalformedRegistrations(t *testing.T) {
 		t.Errorf("%d domains from malformed input", n)
 	}
 }
+
+// One version serves one model: an instance registering another model
+// under it is not routed to, and the version says so; the model agreed on
+// first stays, until none of its instances is left.
+func TestOneVersionOneModel(t *testing.T) {
+	pushed := map[string][]string{}
+	tab := newTable(pushed)
+	first := ranker("a", "feed", "v1", true)
+	impostor := ranker("b", "feed", "v1", true)
+	impostor.Meta[consulx.MetaModelSHA256] = "sha-other" // sorts before "sha-v1"
+	tab.SetRankers([]discovery.Instance{first})
+	tab.SetRankers([]discovery.Instance{first, impostor})
+	v := tab.Snapshot().Domains["feed"].Versions["v1"]
+	if v.SHA256 != "sha-v1" || v.Total != 1 || !cmp.Equal(v.Addrs, []string{"a:1"}) || !strings.Contains(v.Conflict, "1 instance(s) registered another model") {
+		t.Fatalf("version %+v", v)
+	}
+	if !cmp.Equal(pushed[RankerKey("feed", "v1")], []string{"a:1"}) {
+		t.Fatalf("routed to %v", pushed[RankerKey("feed", "v1")])
+	}
+	// The first model's instances gone: the other one serves.
+	tab.SetRankers([]discovery.Instance{impostor})
+	if v := tab.Snapshot().Domains["feed"].Versions["v1"]; v.SHA256 != "sha-other" || v.Conflict != "" || v.Healthy != 1 {
+		t.Fatalf("after the first left: %+v", v)
+	}
+}

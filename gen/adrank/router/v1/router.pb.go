@@ -948,7 +948,10 @@ type VersionInfo struct {
 	HealthyInstances int32                  `protobuf:"varint,2,opt,name=healthy_instances,json=healthyInstances,proto3" json:"healthy_instances,omitempty"`
 	TotalInstances   int32                  `protobuf:"varint,3,opt,name=total_instances,json=totalInstances,proto3" json:"total_instances,omitempty"`
 	// sha256 of the model file, as registered by the ranker instances.
-	ModelSha256   string `protobuf:"bytes,4,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	ModelSha256 string `protobuf:"bytes,4,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	// Set when instances registered another model under this version: they
+	// are not routed to (one version serves one model).
+	ModelConflict string `protobuf:"bytes,5,opt,name=model_conflict,json=modelConflict,proto3" json:"model_conflict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1007,6 +1010,13 @@ func (x *VersionInfo) GetTotalInstances() int32 {
 func (x *VersionInfo) GetModelSha256() string {
 	if x != nil {
 		return x.ModelSha256
+	}
+	return ""
+}
+
+func (x *VersionInfo) GetModelConflict() string {
+	if x != nil {
+		return x.ModelConflict
 	}
 	return ""
 }
@@ -3813,12 +3823,13 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x06source\x18\t \x01(\x0e2\x18.adrank.router.v1.SourceR\x06source\x12\x15\n" +
 	"\x06age_ms\x18\n" +
 	" \x01(\x03R\x05ageMs\"\x14\n" +
-	"\x12ListDomainsRequest\"\xa0\x01\n" +
+	"\x12ListDomainsRequest\"\xc7\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
 	"\x11healthy_instances\x18\x02 \x01(\x05R\x10healthyInstances\x12'\n" +
 	"\x0ftotal_instances\x18\x03 \x01(\x05R\x0etotalInstances\x12!\n" +
-	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\"\xc7\x02\n" +
+	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\x12%\n" +
+	"\x0emodel_conflict\x18\x05 \x01(\tR\rmodelConflict\"\xc7\x02\n" +
 	"\n" +
 	"DomainInfo\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
