@@ -94,7 +94,7 @@ adrank is running (logs in $LOG_DIR/):
 
 Try:
   curl -s http://$GATEWAY_ADDR/v1/domains
-  curl -s -X POST http://$GATEWAY_ADDR/v1/rank -d '{"user_id":"u42","domain":"feed","slots":2,
+  curl -s -X POST http://$GATEWAY_ADDR/v1/rank -H 'Content-Type: application/json' -d '{"user_id":"u42","domain":"feed","slots":2,
     "context":{"device":"DEVICE_MOBILE","timestamp":"2026-11-25T12:00:00Z"},
     "candidates":[{"ad_id":"ad1","advertiser_id":"adv1","bid_micros":900000},
                   {"ad_id":"ad2","advertiser_id":"adv2","bid_micros":1200000},

@@ -89,7 +89,9 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	// A request has its headers within 5 s and its whole body within 10 s:
+	// a slow body cannot hold a connection for long.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
 		log.Info("serving REST", "addr", lis.Addr().String())
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {

@@ -3,8 +3,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -48,6 +52,11 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+		// A known path with another method is 405, an unknown one 404 (not
+		// grpc-gateway's 501 Unimplemented).
+		runtime.WithRoutingErrorHandler(func(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+			writeJSONError(w, code, fmt.Sprintf("%s for %s %s", http.StatusText(code), r.Method, r.URL.Path))
+		}),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, grpcx.RequestIDHeader) {
 				return grpcx.RequestIDHeader, true
@@ -102,7 +111,26 @@ func limits(next http.Handler, o Options) http.Handler {
 			fmt.Fprintf(w, `{"code":3,"message":"request body of %d bytes is over the limit of %d bytes","details":[]}`+"\n", r.ContentLength, o.MaxBody)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, o.MaxBody)
+		if r.Body != nil && r.Body != http.NoBody && r.Method != http.MethodGet {
+			// Only JSON: any other type (a form post from another site
+			// included) is refused before it is parsed.
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				writeJSONError(w, http.StatusUnsupportedMediaType, `Content-Type must be "application/json"`)
+				return
+			}
+			// The body is read here, within MaxBody whatever its framing
+			// (a chunked body has no Content-Length to check above).
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, o.MaxBody))
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is over the limit of %d bytes", o.MaxBody))
+				return
+			}
+			if err != nil {
+				writeJSONError(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		// The gateway is the first edge a REST request meets: it mints the
 		// request ID when the caller sent none, and the router serves under
 		// it (unless the body names its own request_id, which the router
