@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -900,8 +901,9 @@ func TestRunScript(t *testing.T) {
 	}
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
+	logDir := t.TempDir()
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+t.TempDir(), "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -948,6 +950,35 @@ func TestRunScript(t *testing.T) {
 	code, b, err := gw.tryDo(http.MethodGet, "/v1/edge/feed/manifest", nil)
 	if err != nil || code != http.StatusOK || !strings.Contains(string(b), `"bundle_sha256"`) {
 		t.Fatalf("edge manifest: %d %s %v", code, b, err)
+	}
+	// Resilience, as the README claims it for this stack: kill -9 the
+	// production ranker and the router; each is restarted by its
+	// supervisor, and the stack answers again.
+	for _, name := range []string{"ranker-feed-v1", "routersvc"} {
+		pidOf := func() int {
+			b, _ := os.ReadFile(filepath.Join(logDir, name+".pid"))
+			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			return n
+		}
+		old := pidOf()
+		if old == 0 {
+			t.Fatalf("no pid file for %s", name)
+		}
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		took := eventually(t, 2*time.Minute, func() error {
+			if p := pidOf(); p == old || p == 0 {
+				return fmt.Errorf("%s not restarted yet", name)
+			}
+			body, _ := protojson.Marshal(rankRequest("req-after-"+name, "feed"))
+			code, b, err := gw.tryDo(http.MethodPost, "/v1/rank", body)
+			if err != nil || code != http.StatusOK {
+				return fmt.Errorf("rank: %d %s %v", code, b, err)
+			}
+			return nil
+		})
+		t.Logf("%s killed with -9: restarted, and the stack answered again after %v", name, took)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

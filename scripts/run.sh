@@ -18,6 +18,7 @@ EDGE_DIR=${EDGE_DIR:-.data/edge}
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
 CONSUL=${CONSUL:-$(command -v consul || echo bin/consul)}
 mkdir -p "$LOG_DIR"
+rm -f "$LOG_DIR"/*.log "$LOG_DIR"/*.pid
 
 pids=()
 consul_pid=
@@ -32,9 +33,25 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# start runs a service under a supervisor: when the service dies (kill -9,
+# a crash), it is started again a second later and the rest keep serving.
+# The supervisor passes SIGTERM on and waits, so a stop still drains. The
+# service's current PID is in $LOG_DIR/<name>.pid.
 start() { # name, args...
   local name=$1; shift
-  "$@" >"$LOG_DIR/$name.log" 2>&1 &
+  (
+    child=
+    trap 'trap - TERM INT; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
+    while :; do
+      "$@" >>"$LOG_DIR/$name.log" 2>&1 &
+      child=$!
+      echo "$child" >"$LOG_DIR/$name.pid"
+      code=0
+      wait "$child" || code=$?
+      echo "supervisor: $name exited with status $code; restarting it in 1 s" >>"$LOG_DIR/$name.log"
+      sleep 1 & wait $! || true
+    done
+  ) &
   pids+=($!)
 }
 
@@ -112,11 +129,13 @@ Serve feed from its batch snapshot (pCTRs computed ahead, auction online), then 
 Ctrl-C stops everything.
 MSG
 
-# Exit (and clean up) as soon as any process dies unexpectedly, or on a signal.
+# Services are restarted by their supervisors; Consul (a dev agent, whose
+# KV lives in memory) is not: if it dies, everything stops. A signal stops
+# everything too.
 set +e
-wait -n "${pids[@]}" "$consul_pid"
+wait "$consul_pid"
 status=$?
 if [ "$status" -lt 128 ]; then
-  echo "a process exited with status $status; see $LOG_DIR/"
+  echo "consul exited with status $status; see $LOG_DIR/consul.log"
   exit 1
 fi
