@@ -405,7 +405,7 @@ func (e *Engine) defaults(ctx context.Context, req *Request, err error) (Feature
 	// Once a second at most: an outage must not flood the log.
 	if now := time.Now().UnixNano(); now-e.lastDegradedLog.Load() > int64(time.Second) {
 		e.lastDegradedLog.Store(now)
-		e.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", Message(err))
+		e.log.WarnContext(ctx, "features unavailable; ranking from default features", "error", Detail(err))
 	}
 	return FeatureSet{Candidates: Table{Rows: len(req.Candidates)}}, "features unavailable (" + Message(err) + "): ranked from default features"
 }

@@ -39,6 +39,17 @@ type Error struct {
 	// Fields are the violations of a KindInvalid error, the first one first
 	// in Msg.
 	Fields []FieldViolation
+	// Detail is what a downstream said, for logs; callers never see it.
+	Detail string
+}
+
+// Detail is err's detail for logs: its message, and what a downstream said.
+func Detail(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Detail != "" {
+		return e.Msg + ": " + e.Detail
+	}
+	return err.Error()
 }
 
 // FieldViolation names a field of a request and what is wrong with it.
@@ -107,10 +118,16 @@ func downstreamError(ctx context.Context, what string, err error) error {
 		}
 		return Errorf(KindCanceled, "%s: canceled", what)
 	}
-	switch k := KindOf(err); k {
+	k := KindOf(err)
+	switch k {
 	case KindUnavailable, KindOverloaded, KindDeadline:
-		return Errorf(k, "%s: %s", what, Message(err))
 	default:
-		return Errorf(KindInternal, "%s: %s", what, Message(err))
+		k = KindInternal
 	}
+	out := &Error{Kind: k, Msg: what + ": " + Message(err)}
+	var e *Error
+	if errors.As(err, &e) {
+		out.Detail = e.Detail
+	}
+	return out
 }

@@ -307,13 +307,14 @@ func testRankersEveryModel(t *testing.T, f *fixture) {
 }
 
 // Rankers reject malformed feature tables as the service does: to the
-// core that is its own fault, KindInternal, with the ranker's reason.
+// core that is its own fault, KindInternal, with the ranker's reason in the
+// error's detail (for logs; callers see a summary).
 func testRankersRejectBadTables(t *testing.T, f *fixture) {
 	for _, im := range f.impls {
 		t.Run(im.name, func(t *testing.T) {
 			bad := core.FeatureSet{Candidates: core.Table{Names: []string{"x"}, Values: []float64{1, 2, 3}, Rows: 2}}
 			_, err := im.down.Rankers.Score(call(t), "feed", "v1", bad)
-			if core.KindOf(err) != core.KindInternal || !strings.Contains(err.Error(), "candidates") {
+			if core.KindOf(err) != core.KindInternal || !strings.Contains(core.Detail(err), "candidates") {
 				t.Errorf("3 values for 2 rows x 1 column: %v (kind %d), want KindInternal naming candidates", err, core.KindOf(err))
 			}
 		})

@@ -35,18 +35,21 @@ type adapter struct{ c Clients }
 
 // fromStatus maps a service's status error to the core's kinds: a service
 // that is down, overloaded or too slow keeps that meaning; anything else is
-// ours to fix, KindInternal (its code kept in the message).
+// ours to fix, KindInternal. The message a caller may see is a short
+// summary; the service's own text (resolver and transport internals) is
+// kept as the error's Detail, for logs.
 func fromStatus(err error) error {
 	st := status.Convert(err)
+	kind, msg := core.KindInternal, "failed ("+st.Code().String()+")"
 	switch st.Code() {
 	case codes.Unavailable:
-		return core.Errorf(core.KindUnavailable, "%s", st.Message())
+		kind, msg = core.KindUnavailable, "unavailable"
 	case codes.ResourceExhausted:
-		return core.Errorf(core.KindOverloaded, "%s", st.Message())
+		kind, msg = core.KindOverloaded, "overloaded"
 	case codes.DeadlineExceeded:
-		return core.Errorf(core.KindDeadline, "%s", st.Message())
+		kind, msg = core.KindDeadline, "timed out"
 	}
-	return core.Errorf(core.KindInternal, "%s: %s", st.Code(), st.Message())
+	return &core.Error{Kind: kind, Msg: msg, Detail: st.Message()}
 }
 
 func unavailable(err error) error { return core.Errorf(core.KindUnavailable, "%v", err) }

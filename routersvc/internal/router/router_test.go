@@ -546,3 +546,15 @@ func TestReportEventsRefuses(t *testing.T) {
 		}
 	}
 }
+
+// A downstream's own error text (resolver and transport internals) never
+// reaches the caller: the caller gets what failed and how.
+func TestInternalTextDoesNotLeak(t *testing.T) {
+	leak := "max retries exhausted: produced zero addresses for dns:///ranker.internal:7001"
+	client := serve(t, &fakeDown{rankerErr: status.Error(codes.Unavailable, leak)}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	_, err := client.Rank(context.Background(), request())
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || strings.Contains(st.Message(), "zero addresses") || !strings.Contains(st.Message(), "ranker feed/v1: unavailable") {
+		t.Fatalf("caller saw %v %q", st.Code(), st.Message())
+	}
+}
