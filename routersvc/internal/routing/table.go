@@ -155,8 +155,8 @@ type Table struct {
 	// agreed is each version's model (RankerKey -> sha256): the first one
 	// seen serving it. An instance registering another model under the same
 	// version is not routed to.
-	agreed map[string]string
-	keys   map[string]bool // resolver keys pushed so far
+	agreed   map[string]string
+	keys     map[string]bool // resolver keys pushed so far
 	synced   struct{ rankers, configs, experiments bool }
 	syncedCh chan struct{}
 
