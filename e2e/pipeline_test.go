@@ -903,7 +903,7 @@ func TestRunScript(t *testing.T) {
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
 	logDir := t.TempDir()
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"), "TOKENS="+filepath.Join(logDir, "tokens"),
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -950,6 +950,55 @@ func TestRunScript(t *testing.T) {
 	code, b, err := gw.tryDo(http.MethodGet, "/v1/edge/feed/manifest", nil)
 	if err != nil || code != http.StatusOK || !strings.Contains(string(b), `"bundle_sha256"`) {
 		t.Fatalf("edge manifest: %d %s %v", code, b, err)
+	}
+	// Who may do what: events need the events token, canary calls the
+	// admin one; the script made both and printed them.
+	tokens, err := os.ReadFile(filepath.Join(logDir, "tokens"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events, admin string
+	for _, line := range strings.Split(string(tokens), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "events" {
+			events = f[1]
+		} else if len(f) == 2 && f[0] == "admin" {
+			admin = f[1]
+		}
+	}
+	if events == "" || admin == "" || !strings.Contains(out.String(), events) {
+		t.Fatalf("tokens %q, banner:\n%s", tokens, out.String())
+	}
+	post := func(path, token string) int {
+		body := `{}`
+		if path == "/v1/events" {
+			body = `{"events": [{"impression_id": "nope", "type": "EVENT_TYPE_CLICK"}]}`
+		}
+		req, _ := http.NewRequest(http.MethodPost, gw.gatewayURL+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/v1/events", "", http.StatusUnauthorized},
+		{"/v1/events", "wrong-token-of-some-length", http.StatusUnauthorized},
+		{"/v1/events", events, http.StatusOK},
+		{"/v1/domains/feed/canary:promote", "", http.StatusUnauthorized},
+		{"/v1/domains/feed/canary:promote", events, http.StatusForbidden},
+		{"/v1/domains/feed/canary:promote", admin, http.StatusBadRequest}, // let in: there is no canary (FAILED_PRECONDITION)
+	} {
+		if got := post(tc.path, tc.token); got != tc.want {
+			t.Errorf("POST %s with token %q: %d, want %d", tc.path, tc.token, got, tc.want)
+		}
 	}
 	// Resilience, as the README claims it for this stack: kill -9 the
 	// production ranker and the router; each is restarted by its

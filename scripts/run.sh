@@ -13,6 +13,7 @@ LOG_DIR=${LOG_DIR:-.run}
 STATE_FILE=${STATE_FILE:-.data/router.db}
 SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
 EDGE_DIR=${EDGE_DIR:-.data/edge}
+TOKENS=${TOKENS:-.data/tokens}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -82,7 +83,15 @@ start auctionsvc bin/auctionsvc
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
 start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
-start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS"
+# Development tokens, made once: canary promotion and rollback need the
+# admin one, events the events one (printed below).
+if [ ! -s "$TOKENS" ]; then
+  mkdir -p "$(dirname "$TOKENS")"
+  ( umask 077; printf 'admin %s\nevents %s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >"$TOKENS" )
+fi
+ADMIN_TOKEN=$(awk '$1 == "admin" {print $2; exit}' "$TOKENS")
+EVENTS_TOKEN=$(awk '$1 == "events" {print $2; exit}' "$TOKENS")
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS" --tokens "$TOKENS"
 # The batch job as a service: feed's production model scores every user and
 # ad once a day (today's generation at once, if it is not there yet).
 start batch-feed bin/adrankctl batch run --domain feed --version v1 --store "$SNAPSHOTS" --every 24h --progress log
@@ -107,7 +116,9 @@ adrank is running (logs in $LOG_DIR/):
   gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
   Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
   batch snapshots $SNAPSHOTS   feed scored daily by adrankctl batch run ($LOG_DIR/batch-feed.log)
-  edge demo      http://$GATEWAY_ADDR/edge/demo.html?user=u42   (ranks in your browser, works offline)
+  edge demo      http://$GATEWAY_ADDR/edge/demo.html?user=u42&token=$EVENTS_TOKEN   (ranks in your browser, works offline)
+  dev tokens     $TOKENS: admin (canary promote/rollback: ADRANK_TOKEN=$ADMIN_TOKEN bin/adrankctl canary ...)
+                 and events (POST /v1/events with -H 'Authorization: Bearer $EVENTS_TOKEN')
 
 Try:
   curl -s http://$GATEWAY_ADDR/v1/domains

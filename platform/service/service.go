@@ -36,6 +36,9 @@ type Options struct {
 	Log   *slog.Logger
 	// DebugAddr serves /debug/pprof/ when not empty.
 	DebugAddr string
+	// ServerOptions are more options of the gRPC server (interceptors
+	// after adrank's own, for instance).
+	ServerOptions []grpc.ServerOption
 }
 
 // Server is a listening, not yet serving, instance.
@@ -61,7 +64,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	srv, hs := grpcx.NewServer(opts.Log)
+	srv, hs := grpcx.NewServer(opts.Log, opts.ServerOptions...)
 	addr := opts.Advertise
 	if addr == "" {
 		addr = advertised(lis.Addr())

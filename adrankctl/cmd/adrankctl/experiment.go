@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/adrank/adrank/adrankctl/internal/experimentctl"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
@@ -95,6 +96,7 @@ func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	addr := fs.String("router", "127.0.0.1:9090", "router gRPC address")
 	reason := fs.String("reason", "", "why (rollback)")
+	token := fs.String("token", os.Getenv("ADRANK_TOKEN"), "admin bearer token (default $ADRANK_TOKEN), for a router started with --tokens")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -110,6 +112,9 @@ func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	client := routerv1.NewRouterServiceClient(cc)
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	if *token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
+	}
 	switch pos[0] {
 	case "promote":
 		resp, err := client.PromoteCanary(ctx, &routerv1.PromoteCanaryRequest{Domain: pos[1]})

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/auth"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
 	"github.com/adrank/adrank/platform/snapshot"
@@ -56,6 +58,9 @@ type Config struct {
 	// empty: no batch mode and no snapshot fallback.
 	Snapshots       string
 	StalenessSample float64
+	// Tokens is the bearer tokens file; empty: admin and event calls are
+	// open.
+	Tokens string
 }
 
 // RegisterFlags defines routersvc's flags on fs.
@@ -81,6 +86,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamBatch, "stream-batch", 64, "records per poll: one transaction, one micro-batch")
 	fs.DurationVar(&c.StreamLinger, "stream-linger", 10*time.Millisecond, "how long the broker may wait to fill a poll (at least 10ms)")
 	fs.DurationVar(&c.ResultTTL, "result-ttl", 10*time.Minute, "how long a streamed answer is kept for Rank to return (precomputed)")
+	fs.StringVar(&c.Tokens, "tokens", "", `bearer tokens file ("admin TOKEN" and "events TOKEN" lines): canary promotion and rollback need an admin token, events an events token (empty: open; make run makes one)`)
 	fs.StringVar(&c.Snapshots, "snapshots", ".data/snapshots", "batch snapshot store (adrankctl batch run --store): a directory or redis://HOST:PORT[/DB]; serves batch-mode domains and the fallback of a failed ranker (empty: none)")
 	fs.Float64Var(&c.StalenessSample, "staleness-sample", 0.1, "share of real-time requests whose pCTRs are compared with the batch snapshot's (the report's staleness)")
 	fs.BoolVar(&c.UsePrecomputed, "use-precomputed", false, "Rank returns a fresh streamed answer to the same request (on with --kafka-brokers; use it on routers sharing the workers' Redis)")
@@ -138,7 +144,22 @@ func Run(ctx context.Context, c Config) error {
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
 	}
 	r := New(p)
-	srv, err := service.New(c.Options(consulx.RouterService, log))
+	opts := c.Options(consulx.RouterService, log)
+	if c.Tokens != "" {
+		tok, err := auth.Load(c.Tokens)
+		if err != nil {
+			return err
+		}
+		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(map[string]auth.Role{
+			routerv1.RouterService_PromoteCanary_FullMethodName:         auth.Admin,
+			routerv1.RouterService_RollbackCanary_FullMethodName:        auth.Admin,
+			routerv1.RouterService_ReportEvents_FullMethodName:          auth.Events,
+			routerv1.RouterService_ReportEdgeImpressions_FullMethodName: auth.Events,
+		})))
+	} else {
+		log.Warn("no --tokens: canary promotion and rollback and events are open to any caller")
+	}
+	srv, err := service.New(opts)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@
       this.userID = opts.userID;
       this.device = opts.device || "";
       this.store = opts.storage || global.localStorage;
+      this.token = opts.token || ""; // an events token, for a router started with --tokens
       this.key = "adrank-edge:" + this.domain + ":";
       this.manifest = null; // the manifest in force
       this.bundle = null; // {version, model_sha256, bundle_sha256}
@@ -205,7 +206,9 @@
     async flush() {
       const sent = {impressions: null, events: null};
       const post = async (path, body) => {
-        const resp = await fetch(this.base + path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+        const headers = {"Content-Type": "application/json"};
+        if (this.token) headers.Authorization = "Bearer " + this.token;
+        const resp = await fetch(this.base + path, {method: "POST", headers, body: JSON.stringify(body)});
         const json = await resp.json().catch(() => ({}));
         if (resp.status === 400) return {dropped: true, json};
         if (!resp.ok) throw new Error(path + ": HTTP " + resp.status + " " + JSON.stringify(json));

@@ -1,0 +1,115 @@
+// Package auth checks bearer tokens with roles on gRPC calls: who may
+// change experiments (admin) and who may send events (events). Tokens come
+// from a file of "role token" lines; a call without a token is
+// UNAUTHENTICATED (HTTP 401), one whose token lacks the role
+// PERMISSION_DENIED (403). The REST gateway passes the Authorization
+// header on.
+package auth
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Role is what a token may do.
+type Role string
+
+// Roles. Admin may do what Events may.
+const (
+	Admin  Role = "admin"
+	Events Role = "events"
+)
+
+// MinTokenLength bounds a token from below: a short one is guessable.
+const MinTokenLength = 16
+
+type token struct {
+	secret []byte
+	role   Role
+}
+
+// Tokens are the known tokens.
+type Tokens struct{ list []token }
+
+// Load reads a tokens file: one "role token" per line; blank lines and
+// lines starting with # are skipped.
+func Load(path string) (*Tokens, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t := &Tokens{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		role, secret, ok := strings.Cut(line, " ")
+		secret = strings.TrimSpace(secret)
+		switch {
+		case !ok || (Role(role) != Admin && Role(role) != Events):
+			return nil, fmt.Errorf("%s:%d: want \"admin TOKEN\" or \"events TOKEN\"", path, n)
+		case len(secret) < MinTokenLength:
+			return nil, fmt.Errorf("%s:%d: a token needs at least %d characters", path, n, MinTokenLength)
+		}
+		t.list = append(t.list, token{secret: []byte(secret), role: Role(role)})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(t.list) == 0 {
+		return nil, fmt.Errorf("%s: no tokens", path)
+	}
+	return t, nil
+}
+
+// role is the role of secret, or "" for none. Every token is compared, in
+// constant time, so the time taken says nothing of which matched.
+func (t *Tokens) role(secret string) Role {
+	var found Role
+	for _, k := range t.list {
+		if subtle.ConstantTimeCompare(k.secret, []byte(secret)) == 1 {
+			found = k.role
+		}
+	}
+	return found
+}
+
+// Interceptor requires, for each full method named in need, a token with
+// that role (or admin); other methods are open.
+func (t *Tokens) Interceptor(need map[string]Role) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		want, ok := need[info.FullMethod]
+		if !ok {
+			return next(ctx, req)
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		var secret string
+		for _, v := range md.Get("authorization") {
+			if s, ok := strings.CutPrefix(v, "Bearer "); ok {
+				secret = strings.TrimSpace(s)
+			}
+		}
+		if secret == "" {
+			return nil, status.Errorf(codes.Unauthenticated, "%s needs a bearer token with the %s role (Authorization: Bearer TOKEN)", info.FullMethod, want)
+		}
+		switch got := t.role(secret); {
+		case got == "":
+			return nil, status.Error(codes.Unauthenticated, "unknown token")
+		case got != want && got != Admin:
+			return nil, status.Errorf(codes.PermissionDenied, "%s needs the %s role; this token has %s", info.FullMethod, want, got)
+		}
+		return next(ctx, req)
+	}
+}
