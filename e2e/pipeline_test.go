@@ -645,10 +645,14 @@ func TestDiscovery(t *testing.T) {
 			c.putKV("adrank/auction/stories", cfg.value)
 			if cfg.rejected {
 				// A rejected value changes nothing to wait for, but
-				// auctionsvc says when it has read and refused it.
+				// auctionsvc says when it has read and refused it, and the
+				// router's ListDomains says why.
 				eventually(t, settle, func() error {
 					if strings.Count(auction.out.String(), "config rejected") == rejected {
 						return fmt.Errorf("auctionsvc has not refused %s yet", cfg.value)
+					}
+					if e := c.domains()["stories"].GetAuctionConfigError(); !strings.Contains(e, "unknown auction type") {
+						return fmt.Errorf("stories' auction_config_error %q", e)
 					}
 					return nil
 				})
@@ -687,6 +691,12 @@ func TestDiscovery(t *testing.T) {
 		if err != nil || resp.GetAuctionType() != "first_price" || resp.GetResults()[0].GetReserveMicros() != 1 {
 			t.Fatalf("after deleting the auction config: %v, %v", resp, err)
 		}
+		eventually(t, settle, func() error {
+			if e := c.domains()["stories"].GetAuctionConfigError(); !strings.Contains(e, "deleted from Consul KV") {
+				return fmt.Errorf("stories' auction_config_error %q", e)
+			}
+			return nil
+		})
 	})
 
 	t.Run("an invalid config is rejected and the last good one keeps serving", func(t *testing.T) {

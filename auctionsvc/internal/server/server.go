@@ -41,6 +41,12 @@ func (s *Server) SetConfigs(pairs api.KVPairs) {
 	s.current.Store(&m)
 }
 
+// ConfigError is why domain's auction config in Consul KV is not the one in
+// force (refused, or deleted with the last good one kept); "" when it is.
+func (s *Server) ConfigError(domain string) string {
+	return (*s.current.Load())[domain].Error
+}
+
 // Config returns the config in force for domain.
 func (s *Server) Config(domain string) config.Config {
 	if e, ok := (*s.current.Load())[domain]; ok && e.Valid {

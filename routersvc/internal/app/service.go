@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/auth"
@@ -129,6 +130,7 @@ func Run(ctx context.Context, c Config) error {
 		SetExperiment: downstream.PutExperiment(client),
 	}}
 	var watch func(context.Context) error
+	auctions := auctioninproc.New(log) // checks auction configs, for ListDomains
 	if c.MLService {
 		local, table, served, err := Local(c.World, c.Models, log)
 		if err != nil {
@@ -137,11 +139,12 @@ func Run(ctx context.Context, c Config) error {
 		log.Info("ML as one service: serving every model in-process", "models", served)
 		p.Clients, p.Table = local, table
 		watch = func(ctx context.Context) error {
-			return downstream.WatchConfigs(ctx, client, log, table, local.SetAuctionConfigs)
+			return downstream.WatchConfigs(ctx, client, log, table, auctions, local.SetAuctionConfigs)
 		}
 	} else {
 		disc := downstream.NewConsul(client, log)
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
+		auctions = disc.Auctions
 	}
 	r := New(p)
 	opts := c.Options(consulx.RouterService, log)
@@ -168,6 +171,7 @@ func Run(ctx context.Context, c Config) error {
 		r.Core.UsePrecomputed(st)
 	}
 	r.Core.UseAuctionConfigs(downstream.AuctionConfigs(client))
+	r.Core.UseAuctionErrors(auctions.ConfigError)
 	if c.Snapshots != "" {
 		snaps, err := snapshot.Open(ctx, c.Snapshots)
 		if err != nil {

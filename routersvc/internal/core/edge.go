@@ -28,6 +28,10 @@ type AuctionConfigs func(ctx context.Context, domain string) ([]byte, error)
 // UseAuctionConfigs lets EdgePlan read auction configs with f.
 func (e *Engine) UseAuctionConfigs(f AuctionConfigs) { e.auctionConfigs = f }
 
+// UseAuctionErrors lets Domains say why a domain's auction config is not
+// the one in force (f returns "" when it is).
+func (e *Engine) UseAuctionErrors(f func(domain string) string) { e.auctionErrors = f }
+
 // EdgePlan returns the domain's edge plan.
 func (e *Engine) EdgePlan(ctx context.Context, domain string) (EdgePlan, error) {
 	d, err := e.domain(domain)

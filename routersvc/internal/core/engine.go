@@ -51,6 +51,7 @@ type Engine struct {
 	snapshots Snapshots
 	// auctionConfigs read auction configs for edge plans; nil: none.
 	auctionConfigs AuctionConfigs
+	auctionErrors  func(domain string) string
 	edge           edgeCounts
 	log            *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.

@@ -126,6 +126,9 @@ type DomainInfo struct {
 	Mode string
 	// Snapshot is the latest batch snapshot, if any.
 	Snapshot *SnapshotInfo
+	// AuctionConfigError: why the domain's auction config in Consul KV is
+	// not the one in force.
+	AuctionConfigError string
 }
 
 // VersionInfo is one model version's instances.
@@ -146,6 +149,9 @@ func (e *Engine) Domains() []DomainInfo {
 			if si, ok := e.snapshots.Info(d.Name); ok {
 				di.Snapshot = &si
 			}
+		}
+		if e.auctionErrors != nil {
+			di.AuctionConfigError = e.auctionErrors(d.Name)
 		}
 		if d.Config != nil {
 			di.ConfigLoadedAt = d.LoadedAt

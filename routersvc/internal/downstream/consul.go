@@ -27,17 +27,21 @@ type Consul struct {
 	res    *discovery.Resolver
 	conns  *Conns
 	Table  *routing.Table
+	// Auctions checks the auction configs as auctionsvc does (their errors
+	// show in ListDomains).
+	Auctions *auctioninproc.Auction
 }
 
 // NewConsul returns Consul-found Clients and a routing table.
 func NewConsul(client *api.Client, log *slog.Logger) *Consul {
 	res := discovery.NewResolver()
 	return &Consul{
-		client: client,
-		log:    log,
-		res:    res,
-		conns:  NewConns(res),
-		Table:  routing.NewTable(log, res.Update),
+		client:   client,
+		log:      log,
+		res:      res,
+		conns:    NewConns(res),
+		Table:    routing.NewTable(log, res.Update),
+		Auctions: auctioninproc.New(log),
 	}
 }
 
@@ -57,14 +61,15 @@ func (c *Consul) Run(ctx context.Context) error {
 		discovery.WatchService(ctx, c.client, c.log, consulx.RankerService, c.Table.SetRankers)
 		return nil
 	})
-	g.Go(func() error { return WatchConfigs(ctx, c.client, c.log, c.Table, nil) })
+	g.Go(func() error { return WatchConfigs(ctx, c.client, c.log, c.Table, c.Auctions, nil) })
 	return g.Wait()
 }
 
 // WatchConfigs follows the domain configs and experiments in Consul KV into
-// table, and, when auction is not nil, the auction configs into it, until
-// ctx ends.
-func WatchConfigs(ctx context.Context, client *api.Client, log *slog.Logger, table *routing.Table, auction func(api.KVPairs)) error {
+// table, and the auction configs into auctions (which checks them as
+// auctionsvc does, so that their errors show in ListDomains) and, when
+// auction is not nil, into it, until ctx ends.
+func WatchConfigs(ctx context.Context, client *api.Client, log *slog.Logger, table *routing.Table, auctions *auctioninproc.Auction, auction func(api.KVPairs)) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		discovery.WatchPrefix(ctx, client, log, routing.ConfigPrefix, func(pairs api.KVPairs) {
@@ -78,12 +83,15 @@ func WatchConfigs(ctx context.Context, client *api.Client, log *slog.Logger, tab
 		})
 		return nil
 	})
-	if auction != nil {
-		g.Go(func() error {
-			discovery.WatchPrefix(ctx, client, log, auctioninproc.ConfigPrefix, auction)
-			return nil
+	g.Go(func() error {
+		discovery.WatchPrefix(ctx, client, log, auctioninproc.ConfigPrefix, func(pairs api.KVPairs) {
+			auctions.SetConfigs(pairs)
+			if auction != nil {
+				auction(pairs)
+			}
 		})
-	}
+		return nil
+	})
 	return g.Wait()
 }
 

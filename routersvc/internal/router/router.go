@@ -169,7 +169,7 @@ func serverTiming(t core.Timing) string {
 func (s *Server) ListDomains(context.Context, *routerv1.ListDomainsRequest) (*routerv1.ListDomainsResponse, error) {
 	resp := &routerv1.ListDomainsResponse{}
 	for _, d := range s.core.Domains() {
-		di := &routerv1.DomainInfo{Domain: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion, Mode: d.Mode}
+		di := &routerv1.DomainInfo{Domain: d.Name, ConfigError: d.ConfigError, ProductionVersion: d.ProductionVersion, Mode: d.Mode, AuctionConfigError: d.AuctionConfigError}
 		if si := d.Snapshot; si != nil {
 			di.Snapshot = &routerv1.SnapshotInfo{
 				Generation: si.Generation, Version: si.Version, CreatedAt: timestamppb.New(si.Created),

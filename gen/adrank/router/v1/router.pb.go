@@ -1036,9 +1036,13 @@ type DomainInfo struct {
 	// latest snapshot), from the domain's config.
 	Mode string `protobuf:"bytes,6,opt,name=mode,proto3" json:"mode,omitempty"`
 	// The domain's latest complete batch snapshot, if it has one.
-	Snapshot      *SnapshotInfo `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Snapshot *SnapshotInfo `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Why the domain's auction config in Consul KV (adrank/auction/<domain>)
+	// is not the one in force: refused, or deleted (the last good one keeps
+	// serving).
+	AuctionConfigError string `protobuf:"bytes,8,opt,name=auction_config_error,json=auctionConfigError,proto3" json:"auction_config_error,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DomainInfo) Reset() {
@@ -1118,6 +1122,13 @@ func (x *DomainInfo) GetSnapshot() *SnapshotInfo {
 		return x.Snapshot
 	}
 	return nil
+}
+
+func (x *DomainInfo) GetAuctionConfigError() string {
+	if x != nil {
+		return x.AuctionConfigError
+	}
+	return ""
 }
 
 // SnapshotInfo describes a batch snapshot generation.
@@ -3829,7 +3840,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x11healthy_instances\x18\x02 \x01(\x05R\x10healthyInstances\x12'\n" +
 	"\x0ftotal_instances\x18\x03 \x01(\x05R\x0etotalInstances\x12!\n" +
 	"\fmodel_sha256\x18\x04 \x01(\tR\vmodelSha256\x12%\n" +
-	"\x0emodel_conflict\x18\x05 \x01(\tR\rmodelConflict\"\xc7\x02\n" +
+	"\x0emodel_conflict\x18\x05 \x01(\tR\rmodelConflict\"\xf9\x02\n" +
 	"\n" +
 	"DomainInfo\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
@@ -3838,7 +3849,8 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\fconfig_error\x18\x04 \x01(\tR\vconfigError\x12D\n" +
 	"\x10config_loaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0econfigLoadedAt\x12\x12\n" +
 	"\x04mode\x18\x06 \x01(\tR\x04mode\x12:\n" +
-	"\bsnapshot\x18\a \x01(\v2\x1e.adrank.router.v1.SnapshotInfoR\bsnapshot\"\xe3\x02\n" +
+	"\bsnapshot\x18\a \x01(\v2\x1e.adrank.router.v1.SnapshotInfoR\bsnapshot\x120\n" +
+	"\x14auction_config_error\x18\b \x01(\tR\x12auctionConfigError\"\xe3\x02\n" +
 	"\fSnapshotInfo\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\tR\n" +
