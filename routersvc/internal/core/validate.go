@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -32,7 +33,7 @@ func badText(s string) string {
 		switch {
 		case r < 0x20, r >= 0x7f && r < 0xa0:
 			return fmt.Sprintf("holds the control character %U", r)
-		case r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
+		case unicode.Is(unicode.Bidi_Control, r), r == 0xfeff:
 			return fmt.Sprintf("holds the bidi or invisible control %U", r)
 		}
 	}
