@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,18 +124,8 @@ func Read(dir string) (Manifest, error) {
 // name order.
 func (m Manifest) Digest() string {
 	var b strings.Builder
-	for _, n := range slices.Sorted(mapsKeys(m.Files)) {
+	for _, n := range slices.Sorted(maps.Keys(m.Files)) {
 		fmt.Fprintf(&b, "%s %s\n", n, m.Files[n].SHA256)
 	}
 	return Sum([]byte(b.String()))
-}
-
-func mapsKeys(m map[string]File) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

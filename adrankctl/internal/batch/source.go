@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -126,7 +127,7 @@ func mapColumns(header []string, inputs map[string]int) (columns, error) {
 		default:
 			i, ok := inputs[h]
 			if !ok {
-				return c, fmt.Errorf("column %q is neither user_id, ad_id nor one of the model's features %v", h, slices.Sorted(mapsKeys(inputs)))
+				return c, fmt.Errorf("column %q is neither user_id, ad_id nor one of the model's features %v", h, slices.Sorted(maps.Keys(inputs)))
 			}
 			c.feature[j] = i
 		}
@@ -135,16 +136,6 @@ func mapColumns(header []string, inputs map[string]int) (columns, error) {
 		return c, fmt.Errorf("the header %v lacks user_id or ad_id", header)
 	}
 	return c, nil
-}
-
-func mapsKeys(m map[string]int) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // resolver turns a row's IDs into world entities, or a reason to reject it.

@@ -184,17 +184,7 @@ func serveTagged(w http.ResponseWriter, r *http.Request, ctype string, body []by
 }
 
 func writeStatus(w http.ResponseWriter, err error) {
-	code := http.StatusBadGateway
-	switch status.Code(err).String() {
-	case "NotFound":
-		code = http.StatusNotFound
-	case "InvalidArgument":
-		code = http.StatusBadRequest
-	case "Unavailable":
-		code = http.StatusServiceUnavailable
-	case "DeadlineExceeded":
-		code = http.StatusGatewayTimeout
-	}
+	code := runtime.HTTPStatusFromCode(status.Code(err))
 	writeJSONError(w, code, status.Convert(err).Message())
 }
 

@@ -236,11 +236,7 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 		return nil, Errorf(KindUnavailable, "experiment state store: %v", err)
 	}
 	if rc.source == SourceRealtime && rc.e.snapshots != nil && a.Strategy != lab.Interleaved && rc.degraded == "" {
-		ids := make([]string, len(rc.req.Candidates))
-		for i, c := range rc.req.Candidates {
-			ids[i] = c.AdID
-		}
-		rc.e.snapshots.Observe(rc.domain, main.version, rc.req.UserID, ids, main.pctrs, rc.req.Slots)
+		rc.e.snapshots.Observe(rc.domain, main.version, rc.req.UserID, rc.req.Candidates, main.pctrs, rc.req.Slots)
 	}
 	if len(a.Shadow) > 0 && a.Strategy != lab.Interleaved && rc.source == SourceRealtime {
 		rankers, domain, feats := rc.e.down.Rankers, rc.domain, rc.feats

@@ -18,7 +18,7 @@ type Snapshots interface {
 	// Observe offers a real-time answer by version for comparison with the
 	// snapshot (the cost of staleness: compared only when the snapshot is
 	// of the same version). It must not block.
-	Observe(domain, version, user string, adIDs []string, live []float64, slots int)
+	Observe(domain, version, user string, cands []Candidate, live []float64, slots int)
 	// Info describes the domain's latest snapshot; false: it has none.
 	Info(domain string) (SnapshotInfo, bool)
 	// Staleness is the comparison so far, by snapshot age.

@@ -258,7 +258,7 @@ type observation struct {
 // by the snapshot's version is queued for comparison; a full queue drops
 // it. (Another version's pCTRs would measure the models' difference, not
 // staleness.)
-func (s *Server) Observe(domain, version, user string, adIDs []string, live []float64, slots int) {
+func (s *Server) Observe(domain, version, user string, cands []core.Candidate, live []float64, slots int) {
 	if s.o.Sample <= 0 || rand.Float64() >= s.o.Sample {
 		return
 	}
@@ -266,7 +266,7 @@ func (s *Server) Observe(domain, version, user string, adIDs []string, live []fl
 		return
 	}
 	select {
-	case s.obs <- observation{domain: domain, user: user, ads: slices.Clone(adIDs), live: slices.Clone(live), slots: slots}:
+	case s.obs <- observation{domain: domain, user: user, ads: adIDs(cands), live: slices.Clone(live), slots: slots}:
 	default:
 		s.dropped.Add(1)
 	}
@@ -362,6 +362,14 @@ func (s *Server) Staleness(domain string) []core.Staleness {
 			row.RankCorrelation = a.rho / float64(a.ranked)
 		}
 		out = append(out, row)
+	}
+	return out
+}
+
+func adIDs(cands []core.Candidate) []string {
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = c.AdID
 	}
 	return out
 }
