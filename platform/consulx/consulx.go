@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -102,6 +103,12 @@ type Registrar struct {
 	log    *slog.Logger
 	// Every is how often it checks that the agent still knows the instance.
 	Every time.Duration
+
+	// mu orders Run's check-and-register against Deregister: once
+	// deregistered, Run never registers the instance again, even if its
+	// ticker fires a moment later.
+	mu           sync.Mutex
+	deregistered bool
 }
 
 // NewRegistrar returns a Registrar for reg.
@@ -135,20 +142,11 @@ func (r *Registrar) Run(ctx context.Context) error {
 	t := time.NewTicker(r.Every)
 	defer t.Stop()
 	for {
-		if !registered || !r.known(ctx) {
-			if err := r.Register(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				r.log.WarnContext(ctx, "consul registration failed; will retry", "id", r.reg.ID(), "error", err)
-			} else {
-				if registered {
-					r.log.InfoContext(ctx, "re-registered in consul", "id", r.reg.ID())
-				} else {
-					r.log.InfoContext(ctx, "registered in consul", "id", r.reg.ID(), "name", r.reg.Name)
-				}
-				registered = true
+		if err := r.ensure(ctx, &registered); err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
+			r.log.WarnContext(ctx, "consul registration failed; will retry", "id", r.reg.ID(), "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -156,6 +154,26 @@ func (r *Registrar) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// ensure registers the instance unless the agent already has it or it has
+// been deregistered.
+func (r *Registrar) ensure(ctx context.Context, registered *bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.deregistered || (*registered && r.known(ctx)) {
+		return nil
+	}
+	if err := r.Register(ctx); err != nil {
+		return err
+	}
+	if *registered {
+		r.log.InfoContext(ctx, "re-registered in consul", "id", r.reg.ID())
+	} else {
+		r.log.InfoContext(ctx, "registered in consul", "id", r.reg.ID(), "name", r.reg.Name)
+	}
+	*registered = true
+	return nil
 }
 
 // known reports whether the agent has the instance. An error other than
@@ -174,8 +192,12 @@ func (r *Registrar) known(ctx context.Context) bool {
 	return true
 }
 
-// Deregister removes the instance from the agent.
+// Deregister removes the instance from the agent; a Run still going will not
+// register it again.
 func (r *Registrar) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deregistered = true
 	opts := (&api.QueryOptions{}).WithContext(ctx)
 	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID(), opts); err != nil {
 		return fmt.Errorf("deregister %s: %w", r.reg.ID(), err)
