@@ -23,6 +23,7 @@ import (
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/syncbuf"
 )
 
@@ -83,6 +84,8 @@ type cluster struct {
 	procs      []*proc
 	routerProc *proc
 	routerArgs []string
+	// impressionKey is the routers' impression ID keys file.
+	impressionKey string
 	// snapshots is the router's batch snapshot store (a directory).
 	snapshots string
 }
@@ -120,6 +123,10 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 		c.startRanker(r[0], r[1])
 	}
 	c.snapshots = filepath.Join(t.TempDir(), "snapshots")
+	c.impressionKey = filepath.Join(t.TempDir(), "impression.key")
+	if err := os.WriteFile(c.impressionKey, []byte(idsig.NewKey()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.routerArgs = append([]string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}, routerLimits...)
 	c.routerProc = c.start("routersvc", c.routerArgs...)
 	c.start("gateway", "--listen", gatewayAddr)
@@ -152,6 +159,10 @@ func (c *cluster) start(name string, args ...string) *proc {
 	if name == "routersvc" && !slices.Contains(args, "--snapshots") {
 		// The test's own store, never the repository's .data.
 		args = append([]string{"--snapshots", c.snapshots}, args...)
+	}
+	if name == "routersvc" && !slices.Contains(args, "--impression-key") {
+		// One key for the cluster's routers, kept across their restarts.
+		args = append([]string{"--impression-key", c.impressionKey}, args...)
 	}
 	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Dir = c.root

@@ -25,6 +25,7 @@ import (
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/idsig"
 )
 
 // browser starts headless Chromium (Debian's) and returns a context for it.
@@ -228,6 +229,10 @@ func TestEdgeInABrowser(t *testing.T) {
 	if len(page) != users {
 		t.Fatalf("%d rankings from the page", len(page))
 	}
+	keys, err := idsig.Load(c.impressionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var worst float64
 	for i := range users {
 		req := &routerv1.RankRequest{RequestId: fmt.Sprintf("parity-%d", i+1), UserId: fmt.Sprintf("u%d", i+1), Domain: "feed", Slots: cands,
@@ -247,12 +252,12 @@ func TestEdgeInABrowser(t *testing.T) {
 			g := got.Results[k]
 			d := math.Abs(g.Pctr - r.GetPctr())
 			worst = math.Max(worst, d)
-			if g.AdID != r.GetAdId() || g.Slot != int(r.GetSlot()) || g.PriceMicros != r.GetPriceMicros() || d > 1e-6 || g.ImpressionID != r.GetImpressionId() {
+			if g.AdID != r.GetAdId() || g.Slot != int(r.GetSlot()) || g.PriceMicros != r.GetPriceMicros() || d > 1e-6 || keys.Sign(g.ImpressionID) != r.GetImpressionId() {
 				t.Fatalf("user %d slot %d: page %+v, router %v", i+1, k+1, g, r)
 			}
 		}
 	}
-	t.Logf("%d users x %d candidates: same order, prices and impression IDs; largest pCTR difference %.2g", users, cands, worst)
+	t.Logf("%d users x %d candidates: same order, prices and impression IDs (the router's signed); largest pCTR difference %.2g", users, cands, worst)
 
 	// Assignment: an A/B test; 10,000 users assigned in the page and by the router.
 	c.putKV("adrank/experiments/feed", `{"ab": {"salt": "edge", "arms": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 3}]}}`)
@@ -337,10 +342,24 @@ func TestEdgeInABrowser(t *testing.T) {
 	if after[arm][0]-before[arm][0] != 10 || after[arm][1]-before[arm][1] != 2 {
 		t.Fatalf("arm %s: impressions and clicks went %v -> %v, want +10 and +2", arm, before[arm], after[arm])
 	}
+	// Sent again: the impressions and the events (with the router's signed
+	// IDs) count once; the events with the device's own, unsigned IDs are
+	// refused as forged.
+	var forged struct {
+		Rejected int      `json:"rejected"`
+		Results  []string `json:"results"`
+	}
 	eval(t, ctx, `const post = async (path, body) => (await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
-		return {impressions: await post("/v1/edge/feed/impressions", {served: queued.served}), events: await post("/v1/events", {events: queued.events})};`, &again)
+		const signed = queued.events.map((e) => Object.assign({}, e, {impression_id: off.signed(e.impression_id)}));
+		if (signed.some((e, i) => e.impression_id === queued.events[i].impression_id)) throw new Error("no signed ID learnt");
+		window.forged = await post("/v1/events", {events: queued.events});
+		return {impressions: await post("/v1/edge/feed/impressions", {served: queued.served}), events: await post("/v1/events", {events: signed})};`, &again)
 	if again.Impressions.Duplicates != 5 || again.Events.Duplicates != 2 {
 		t.Fatalf("sent again: %+v", again)
+	}
+	eval(t, ctx, `return window.forged;`, &forged)
+	if forged.Rejected != 2 || fmt.Sprint(forged.Results) != "[EVENT_RESULT_REJECTED EVENT_RESULT_REJECTED]" {
+		t.Fatalf("events with the device's unsigned IDs: %+v, want both rejected", forged)
 	}
 	if counts := stableCounts(t, c); fmt.Sprint(counts) != fmt.Sprint(after) {
 		t.Fatalf("batches sent again changed the counts: %v -> %v", after, counts)

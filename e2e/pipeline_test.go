@@ -30,8 +30,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
+	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/consultest"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/syncbuf"
 	"github.com/adrank/adrank/routersvc/adrank"
 )
@@ -107,8 +109,10 @@ func checkResponse(t *testing.T, req *routerv1.RankRequest, resp *routerv1.RankR
 		if r.GetPriceMicros() <= 0 || r.GetPriceMicros() > bid {
 			t.Errorf("result %d: price %d outside (0, bid %d]", i, r.GetPriceMicros(), bid)
 		}
-		if len(r.GetImpressionId()) != 32 {
-			t.Errorf("result %d: impression id %q", i, r.GetImpressionId())
+		// The plain ID of (domain, user, request, ad, slot), signed.
+		plain := assign.ImpressionID(resp.GetDomain(), req.GetUserId(), resp.GetRequestId(), r.GetAdId(), int(r.GetSlot()))
+		if id := r.GetImpressionId(); !strings.HasPrefix(id, plain+".") || len(id) != len(plain)+idsig.TagLength {
+			t.Errorf("result %d: impression id %q, want %s signed", i, id, plain)
 		}
 	}
 	// Slots are filled by eCPM = bid x pCTR, highest first.
@@ -329,7 +333,7 @@ func TestPipeline(t *testing.T) {
 		defer cc.Close()
 		one := routerv1.NewRouterServiceClient(cc)
 		lib, err := adrank.Open(adrank.Config{Models: filepath.Join(c.root, "models"), StateFile: filepath.Join(t.TempDir(), "lib.db"),
-			Production: map[string]string{"feed": "v1", "stories": "v1"}})
+			Production: map[string]string{"feed": "v1", "stories": "v1"}, ImpressionKey: c.impressionKey})
 		if err != nil {
 			t.Fatal(err)
 		}

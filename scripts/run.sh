@@ -14,6 +14,7 @@ STATE_FILE=${STATE_FILE:-.data/router.db}
 SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
 EDGE_DIR=${EDGE_DIR:-.data/edge}
 TOKENS=${TOKENS:-.data/tokens}
+IMPRESSION_KEY=${IMPRESSION_KEY:-.data/impression.key}
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -91,7 +92,12 @@ if [ ! -s "$TOKENS" ]; then
 fi
 ADMIN_TOKEN=$(awk '$1 == "admin" {print $2; exit}' "$TOKENS")
 EVENTS_TOKEN=$(awk '$1 == "events" {print $2; exit}' "$TOKENS")
-start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS" --tokens "$TOKENS"
+# The key that signs impression IDs, made once and kept, so that clicks on
+# impressions served before a restart still count.
+if [ ! -s "$IMPRESSION_KEY" ]; then
+  ( umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$IMPRESSION_KEY"; echo >>"$IMPRESSION_KEY" )
+fi
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS" --tokens "$TOKENS" --impression-key "$IMPRESSION_KEY"
 # The batch job as a service: feed's production model scores every user and
 # ad once a day (today's generation at once, if it is not there yet).
 start batch-feed bin/adrankctl batch run --domain feed --version v1 --store "$SNAPSHOTS" --every 24h --progress log

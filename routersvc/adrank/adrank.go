@@ -26,6 +26,7 @@ import (
 	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/routersvc/internal/app"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -55,7 +56,12 @@ type Config struct {
 	// Budget bounds one Rank call (default 250ms); a sooner deadline in its
 	// context wins.
 	Budget time.Duration
-	Log    *slog.Logger
+	// ImpressionKey is a file of impression ID keys (see routersvc
+	// --impression-key): the IDs Rank hands out are signed, and events for
+	// IDs not signed are refused. Empty: IDs are not signed, for a program
+	// that is the engine's only caller.
+	ImpressionKey string
+	Log           *slog.Logger
 }
 
 // Engine ranks in process. It is safe for concurrent use; Close it to write
@@ -128,11 +134,17 @@ func Open(cfg Config) (*Engine, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.StateFile), 0o755); err != nil {
 		return nil, err
 	}
+	var ids *idsig.Keys
+	if cfg.ImpressionKey != "" {
+		if ids, err = idsig.Load(cfg.ImpressionKey); err != nil {
+			return nil, err
+		}
+	}
 	if e.st, err = store.OpenBolt(cfg.StateFile); err != nil {
 		return nil, err
 	}
 	e.r = app.New(app.Parts{
-		Table: table, Clients: local, Store: e.st, Log: cfg.Log, Limits: core.Limits{Budget: cfg.Budget},
+		Table: table, Clients: local, Store: e.st, Log: cfg.Log, Limits: core.Limits{Budget: cfg.Budget}, IDs: ids,
 		Lab: lab.Options{SetExperiment: func(_ context.Context, domain string, doc []byte) error { return e.SetExperiment(domain, doc) }},
 	})
 	ctx, stop := context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -25,8 +26,11 @@ type Parts struct {
 	Log     *slog.Logger
 	Limits  core.Limits
 	// Lab sets the lab's schedules, shadow queue and canary promotion; its
-	// Store, Log and Experiments are set from the parts.
+	// Store, Log, Experiments and Verify are set from the parts.
 	Lab lab.Options
+	// IDs sign the impression IDs handed out and verify those events name;
+	// nil: unsigned.
+	IDs *idsig.Keys
 }
 
 // Router is an assembled router.
@@ -41,8 +45,12 @@ type Router struct {
 func New(p Parts) *Router {
 	o := p.Lab
 	o.Store, o.Log, o.Experiments = p.Store, p.Log, core.LabDomains(p.Table)
+	if p.IDs != nil {
+		o.Verify = p.IDs.Verify
+	}
 	lb := lab.New(o)
 	c := core.New(p.Table, downstream.Adapt(p.Clients), lb, p.Limits, p.Log)
+	c.SignImpressions(p.IDs)
 	return &Router{Core: c, Lab: lb, GRPC: router.NewServer(c)}
 }
 

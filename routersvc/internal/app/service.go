@@ -20,6 +20,7 @@ import (
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/auth"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/service"
 	"github.com/adrank/adrank/platform/snapshot"
 	"github.com/adrank/adrank/routersvc/internal/core"
@@ -62,6 +63,9 @@ type Config struct {
 	// Tokens is the bearer tokens file; empty: admin and event calls are
 	// open.
 	Tokens string
+	// ImpressionKey is the impression ID keys file; empty: a key made at
+	// start, which IDs from before a restart or from another router fail.
+	ImpressionKey string
 }
 
 // RegisterFlags defines routersvc's flags on fs.
@@ -88,6 +92,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StreamLinger, "stream-linger", 10*time.Millisecond, "how long the broker may wait to fill a poll (at least 10ms)")
 	fs.DurationVar(&c.ResultTTL, "result-ttl", 10*time.Minute, "how long a streamed answer is kept for Rank to return (precomputed)")
 	fs.StringVar(&c.Tokens, "tokens", "", `bearer tokens file ("admin TOKEN" and "events TOKEN" lines): canary promotion and rollback need an admin token, events an events token (empty: open; make run makes one)`)
+	fs.StringVar(&c.ImpressionKey, "impression-key", "", "impression ID signing keys file (hex lines, 32+ bytes; the first signs, all verify), the same for every router sharing experiment state (empty: a key made at start, so events for impressions served before a restart are refused; make run makes one)")
 	fs.StringVar(&c.Snapshots, "snapshots", ".data/snapshots", "batch snapshot store (adrankctl batch run --store): a directory or redis://HOST:PORT[/DB]; serves batch-mode domains and the fallback of a failed ranker (empty: none)")
 	fs.Float64Var(&c.StalenessSample, "staleness-sample", 0.1, "share of real-time requests whose pCTRs are compared with the batch snapshot's (the report's staleness)")
 	fs.BoolVar(&c.UsePrecomputed, "use-precomputed", false, "Rank returns a fresh streamed answer to the same request (on with --kafka-brokers; use it on routers sharing the workers' Redis)")
@@ -125,7 +130,15 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	defer st.Close()
-	p := Parts{Store: st, Log: log, Limits: c.Limits, Lab: lab.Options{
+	ids := idsig.Random()
+	if c.ImpressionKey != "" {
+		if ids, err = idsig.Load(c.ImpressionKey); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("no --impression-key: impression IDs are signed with a key made now; events for impressions served before a restart, or by another router, will be refused")
+	}
+	p := Parts{Store: st, Log: log, Limits: c.Limits, IDs: ids, Lab: lab.Options{
 		Window: c.Window, FlushEvery: c.FlushEvery, ShadowQueue: c.ShadowQueue, ShadowTimeout: c.ShadowTimeout,
 		SetExperiment: downstream.PutExperiment(client),
 	}}

@@ -151,6 +151,9 @@ type EdgeResult struct {
 type EdgeOutcome struct {
 	Result lab.EventResult
 	Reason string // why it was rejected
+	// ImpressionIDs, of an accepted or duplicate request, are the IDs to
+	// send its events with (the router's signed ones), in result order.
+	ImpressionIDs []string
 }
 
 // Rejected edge impressions, by domain (this router's count).
@@ -202,17 +205,21 @@ func (e *Engine) ReportEdgeImpressions(ctx context.Context, domain string, serve
 			why = fmt.Sprintf("user %s's arm is version %q, not %q", s.UserID, a.Version, s.Version)
 		}
 		ls := lab.Served{Domain: d.Name, UserID: s.UserID, RequestID: s.RequestID, A: a}
-		for _, r := range s.Results {
+		ids := make([]string, len(s.Results))
+		for j, r := range s.Results {
 			if why == "" && r.ImpressionID != assign.ImpressionID(d.Name, s.UserID, s.RequestID, r.AdID, r.Slot) {
 				why = fmt.Sprintf("impression_id %s is not the one of request %s, ad %s, slot %d", r.ImpressionID, s.RequestID, r.AdID, r.Slot)
 			}
-			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: r.ImpressionID, Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
+			// Recorded, like an online impression, under the signed ID.
+			ids[j] = e.ids.Sign(r.ImpressionID)
+			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: ids[j], Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
 		}
 		if why != "" {
 			out[i] = EdgeOutcome{Result: lab.Rejected, Reason: why}
 			e.edge.reject(d.Name)
 			continue
 		}
+		out[i].ImpressionIDs = ids
 		record, at = append(record, ls), append(at, i)
 	}
 	if len(record) > 0 {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/adrank/adrank/platform/assign"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/logging"
 	"github.com/adrank/adrank/routersvc/internal/lab"
 	"github.com/adrank/adrank/routersvc/internal/routing"
@@ -52,8 +53,10 @@ type Engine struct {
 	// auctionConfigs read auction configs for edge plans; nil: none.
 	auctionConfigs AuctionConfigs
 	auctionErrors  func(domain string) string
-	edge           edgeCounts
-	log            *slog.Logger
+	// ids sign the impression IDs handed out; nil: unsigned.
+	ids  *idsig.Keys
+	edge edgeCounts
+	log  *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
 	lastDegradedLog atomic.Int64
 }
@@ -67,6 +70,11 @@ func New(table *routing.Table, down Downstream, lb *lab.Lab, limits Limits, log 
 	}
 	return e
 }
+
+// SignImpressions makes the engine sign the impression IDs it hands out
+// (served online and accepted from devices) with keys; the lab must verify
+// them (lab.Options.Verify). Call it before serving.
+func (e *Engine) SignImpressions(keys *idsig.Keys) { e.ids = keys }
 
 // LabDomains lists the table's domains as the lab sees them (lab.Options.Experiments).
 func LabDomains(t *routing.Table) func() map[string]lab.Domain {
@@ -325,7 +333,7 @@ func (rc *rankCall) priced(sc scored) []Result {
 func (rc *rankCall) result(a Allocation, slot int, pctr float64, version string) Result {
 	return Result{
 		AdID: a.AdID, Slot: slot, Pctr: pctr, PriceMicros: a.PriceMicros,
-		ImpressionID: ImpressionID(rc.domain, rc.req.UserID, rc.id, a.AdID, slot),
+		ImpressionID: rc.e.ids.Sign(ImpressionID(rc.domain, rc.req.UserID, rc.id, a.AdID, slot)),
 		Ecpm:         a.Ecpm, RunnerUpEcpm: a.RunnerUpEcpm, ReserveMicros: a.ReserveMicros, Version: version,
 	}
 }

@@ -27,11 +27,16 @@ const (
 	Expired
 	// Rejected: refused as invalid (an edge impression's model, ID or arm).
 	Rejected
+	// Forged: an event whose impression ID the router did not sign.
+	Forged
 )
 
 // Event applies one event: idempotently, atomically, joined to its
 // impression's assignment.
 func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
+	if l.o.Verify != nil && !l.o.Verify(ev.ImpressionID) {
+		return Forged, l.count(ctx, "forged")
+	}
 	im, ok := l.rec.impression(ev.ImpressionID)
 	if !ok {
 		var err error

@@ -41,7 +41,10 @@ type Options struct {
 	Experiments func() map[string]Domain
 	// SetExperiment writes a domain's experiment document (canary promotion).
 	SetExperiment func(ctx context.Context, domain string, doc []byte) error
-	Now           func() time.Time
+	// Verify, when set, checks an event's impression ID (its signature)
+	// before the store is asked; an ID it refuses is Forged.
+	Verify func(impressionID string) bool
+	Now    func() time.Time
 }
 
 // Lab is the experiment runtime. Run owns its goroutines.

@@ -15,6 +15,9 @@ type Report struct {
 	Domain, ProductionVersion, ExperimentID string
 	Versions                                []VersionHealth
 	EventsRejected, EventsDuplicate         float64
+	// EventsForged are the rejected events whose impression ID the router
+	// did not sign.
+	EventsForged float64
 	// RecordsDropped counts served requests this router could not write to
 	// the state store (refused records); StateError is the last write error.
 	RecordsDropped float64
@@ -122,7 +125,8 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 	if err != nil {
 		return nil, err
 	}
-	r.EventsRejected, r.EventsDuplicate = ev["unknown"]+ev["expired"], ev["duplicate"]
+	r.EventsRejected, r.EventsDuplicate = ev["unknown"]+ev["expired"]+ev["forged"], ev["duplicate"]
+	r.EventsForged = ev["forged"]
 	r.RecordsDropped, r.StateError = l.rec.health()
 	e := d.Exp
 	if e == nil {

@@ -59,7 +59,7 @@ func (s *Server) ReportEdgeImpressions(ctx context.Context, req *routerv1.Report
 	}
 	out := &routerv1.ReportEdgeImpressionsResponse{Results: make([]*routerv1.EdgeServedResult, len(outcomes))}
 	for i, o := range outcomes {
-		out.Results[i] = &routerv1.EdgeServedResult{Result: eventResults[o.Result], Reason: o.Reason}
+		out.Results[i] = &routerv1.EdgeServedResult{Result: eventResults[o.Result], Reason: o.Reason, ImpressionIds: o.ImpressionIDs}
 		switch o.Result {
 		case lab.Accepted:
 			out.Accepted++

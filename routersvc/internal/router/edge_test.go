@@ -43,6 +43,7 @@ func TestReportEdgeImpressions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	first := resp
 	want := []routerv1.EventResult{routerv1.EventResult_EVENT_RESULT_ACCEPTED, routerv1.EventResult_EVENT_RESULT_ACCEPTED,
 		routerv1.EventResult_EVENT_RESULT_REJECTED, routerv1.EventResult_EVENT_RESULT_REJECTED, routerv1.EventResult_EVENT_RESULT_REJECTED}
 	says := []string{"", "", "impression_id", "is not the one this router serves", "is not the one this router serves"}
@@ -59,14 +60,35 @@ func TestReportEdgeImpressions(t *testing.T) {
 	if err != nil || resp.GetDuplicates() != 1 || resp.GetAccepted() != 0 {
 		t.Fatalf("resent: %v, %v", resp, err)
 	}
-	// A click on an edge impression joins it.
-	ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: assign.ImpressionID("feed", "u2", "e2", "ad1", 1), Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
-	if err != nil || ev.GetAccepted() != 1 {
-		t.Fatalf("click on an edge impression: %v, %v", ev, err)
+	// The router hands back its signed IDs, also for a duplicate; rejected
+	// requests get none.
+	device := assign.ImpressionID("feed", "u1", "e1", "ad1", 1)
+	if got := resp.GetResults()[0].GetImpressionIds(); len(got) != 1 || got[0] != testKeys.Sign(device) {
+		t.Fatalf("signed IDs %v, want [%s]", got, testKeys.Sign(device))
+	}
+	signed := first.GetResults()[1].GetImpressionIds()
+	if len(signed) != 1 || len(first.GetResults()[2].GetImpressionIds()) != 0 {
+		t.Fatalf("signed IDs %v, %v", signed, first.GetResults()[2].GetImpressionIds())
+	}
+	// A click with the device's own, unsigned ID is refused as forged; with
+	// the signed ID it joins the impression.
+	click := func(id string) *routerv1.ReportEventsResponse {
+		t.Helper()
+		ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: id, Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	if ev := click(assign.ImpressionID("feed", "u2", "e2", "ad1", 1)); ev.GetRejected() != 1 {
+		t.Fatalf("click with the device's ID: %v", ev)
+	}
+	if ev := click(signed[0]); ev.GetAccepted() != 1 {
+		t.Fatalf("click with the signed ID: %v", ev)
 	}
 	rep, err := client.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: "feed"})
-	if err != nil || rep.GetEdgeImpressionsRejected() != 3 {
-		t.Fatalf("report: rejected %v, %v", rep.GetEdgeImpressionsRejected(), err)
+	if err != nil || rep.GetEdgeImpressionsRejected() != 3 || rep.GetEventsForged() != 1 {
+		t.Fatalf("report: edge rejected %v (want 3), events forged %v (want 1), %v", rep.GetEdgeImpressionsRejected(), rep.GetEventsForged(), err)
 	}
 }
 

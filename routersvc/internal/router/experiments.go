@@ -16,6 +16,7 @@ var eventResults = map[lab.EventResult]routerv1.EventResult{
 	lab.UnknownImpression: routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION,
 	lab.Expired:           routerv1.EventResult_EVENT_RESULT_EXPIRED,
 	lab.Rejected:          routerv1.EventResult_EVENT_RESULT_REJECTED,
+	lab.Forged:            routerv1.EventResult_EVENT_RESULT_REJECTED,
 }
 
 // ReportEvents implements RouterService.
@@ -80,6 +81,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 		Domain: r.Domain, ProductionVersion: r.ProductionVersion, Experiment: r.Experiment, ExperimentId: r.ExperimentID,
 		ConfigError: r.ConfigError, EventsRejected: r.EventsRejected, EventsDuplicate: r.EventsDuplicate,
 		EdgeImpressionsRejected: r.EdgeRejected, RecordsDropped: r.RecordsDropped, StateError: r.StateError,
+		EventsForged: r.EventsForged,
 	}
 	if !r.ConfigLoadedAt.IsZero() {
 		out.ConfigLoadedAt = timestamppb.New(r.ConfigLoadedAt)

@@ -32,6 +32,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -151,6 +152,7 @@ func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instan
 	lb := newLab(t, log, table)
 	srv, _ := grpcx.NewServer(log)
 	e := core.New(table, downstream.Adapt(down), lb, limits, log)
+	e.SignImpressions(testKeys)
 	for _, o := range opts {
 		o(e)
 	}
@@ -166,14 +168,19 @@ func serveWith(t *testing.T, down downstream.Clients, rankers []discovery.Instan
 	return routerv1.NewRouterServiceClient(cc)
 }
 
-// newLab runs a lab over a bbolt file in a temporary folder.
+// testKeys sign the impression IDs of every test router, as a router started
+// by app.Run signs them.
+var testKeys = idsig.Random()
+
+// newLab runs a lab over a bbolt file in a temporary folder; it verifies
+// impression IDs with testKeys.
 func newLab(t *testing.T, log *slog.Logger, table *routing.Table) *lab.Lab {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: core.LabDomains(table)})
+	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: core.LabDomains(table), Verify: testKeys.Verify})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = lb.Run(ctx); close(done) }()
@@ -201,7 +208,7 @@ func TestRank(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &routerv1.RankResponse{RequestId: "r1", Domain: "feed", ModelVersion: "v1", Results: []*routerv1.Result{
-		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: core.ImpressionID("feed", "u1", "r1", "ad2", 1), Version: "v1"},
+		{AdId: "ad2", Slot: 1, Pctr: 0.03, PriceMicros: 1000, ImpressionId: testKeys.Sign(core.ImpressionID("feed", "u1", "r1", "ad2", 1)), Version: "v1"},
 	}, Assignment: &routerv1.Assignment{Strategy: routerv1.Strategy_STRATEGY_PRODUCTION, Version: "v1", Group: "production", Propensity: 1},
 		Source: routerv1.Source_SOURCE_REALTIME}
 	if diff := cmp.Diff(want, resp, protocmp.Transform()); diff != "" {
@@ -556,5 +563,40 @@ func TestInternalTextDoesNotLeak(t *testing.T) {
 	st := status.Convert(err)
 	if st.Code() != codes.Unavailable || strings.Contains(st.Message(), "zero addresses") || !strings.Contains(st.Message(), "ranker feed/v1: unavailable") {
 		t.Fatalf("caller saw %v %q", st.Code(), st.Message())
+	}
+}
+
+// Impression IDs are signed: an event for an ID the router never handed
+// out, or for an altered one, is refused and counted as forged before the
+// store is asked; the real ID counts.
+func TestEventsNeedSignedImpressionIDs(t *testing.T) {
+	client := serve(t, &fakeDown{}, []discovery.Instance{inst("feed", "v1", true)}, map[string]string{"feed": `{"production": "v1"}`})
+	ctx := context.Background()
+	resp, err := client.Rank(ctx, request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetResults()[0].GetImpressionId()
+	plain := core.ImpressionID("feed", "u1", "r1", "ad2", 1)
+	altered := []byte(id)
+	altered[0] ^= 1 // the plain part: the signature no longer matches
+	for _, tt := range []struct {
+		name, id string
+		want     routerv1.EventResult
+	}{
+		{"unsigned", plain, routerv1.EventResult_EVENT_RESULT_REJECTED},
+		{"altered", string(altered), routerv1.EventResult_EVENT_RESULT_REJECTED},
+		{"another key's", idsig.Random().Sign(plain), routerv1.EventResult_EVENT_RESULT_REJECTED},
+		{"never served", testKeys.Sign(core.ImpressionID("feed", "u1", "r9", "ad2", 1)), routerv1.EventResult_EVENT_RESULT_UNKNOWN_IMPRESSION},
+		{"handed out", id, routerv1.EventResult_EVENT_RESULT_ACCEPTED},
+	} {
+		ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: tt.id, Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
+		if err != nil || ev.GetResults()[0] != tt.want {
+			t.Errorf("%s ID %q: %v, %v; want %v", tt.name, tt.id, ev, err, tt.want)
+		}
+	}
+	rep, err := client.GetExperimentReport(ctx, &routerv1.GetExperimentReportRequest{Domain: "feed"})
+	if err != nil || rep.GetEventsForged() != 3 || rep.GetEventsRejected() != 4 {
+		t.Fatalf("report: forged %v (want 3), rejected %v (want 4), %v", rep.GetEventsForged(), rep.GetEventsRejected(), err)
 	}
 }

@@ -8,7 +8,7 @@
 //   await edge.start();                       // manifest, bundle (sha256-checked), scorer
 //   await edge.sync(["ad1", "ad2", ...]);     // the user's and the ads' features, kept for offline
 //   const r = edge.rank({candidates: [{ad_id: "ad1", advertiser_id: "adv1", bid_micros: 900000}], slots: 2});
-//   edge.click(r.results[0].impression_id);
+//   edge.click(r.results[0].impression_id);   // the device's ID; sent with the router's signed one
 //   await edge.flush();                       // impressions, then events (also on "online")
 (function (global) {
   "use strict";
@@ -202,7 +202,8 @@
     // flush sends the queued impressions, then the queued events, in
     // batches of at most 1,000; what the server took (or refused as
     // malformed, which no retry would change) leaves the queue. Sending a
-    // batch again counts once.
+    // batch again counts once. The router answers impressions with its
+    // signed impression IDs; events are sent with those (see signed).
     async flush() {
       const sent = {impressions: null, events: null};
       const post = async (path, body) => {
@@ -214,17 +215,44 @@
         if (!resp.ok) throw new Error(path + ": HTTP " + resp.status + " " + JSON.stringify(json));
         return {json};
       };
-      for (const [kind, path, field] of [["impressions", "/v1/edge/" + this.domain + "/impressions", "served"], ["events", "/v1/events", "events"]]) {
+      const kinds = [
+        ["impressions", "/v1/edge/" + this.domain + "/impressions", "served", (batch) => batch, (batch, json) => this._learn(batch, json)],
+        ["events", "/v1/events", "events", (batch) => batch.map((e) => Object.assign({}, e, {impression_id: this.signed(e.impression_id)})), () => {}],
+      ];
+      for (const [kind, path, field, prepare, after] of kinds) {
         let q = this._load(kind) || [];
         while (q.length > 0) {
           const batch = q.slice(0, 1000);
-          const r = await post(path, {[field]: batch});
+          const r = await post(path, {[field]: prepare(batch)});
+          after(batch, r.json);
           sent[kind] = Object.assign(sent[kind] || {}, r.json);
           q = (this._load(kind) || []).slice(batch.length);
           this._save(kind, q);
         }
       }
       return sent;
+    }
+
+    // signed is the router's signed impression ID for one the device made,
+    // once the router has taken its impression; until then, the device's.
+    // An event sent with the device's own ID is refused as forged.
+    signed(impressionID) {
+      return (this._load("signed") || {})[impressionID] || impressionID;
+    }
+
+    // _learn keeps the signed IDs the router returned for a batch of served
+    // requests: the latest 5,000, enough for the clicks still to come.
+    _learn(batch, json) {
+      const m = this._load("signed") || {};
+      ((json && json.results) || []).forEach((r, i) => {
+        (r.impression_ids || []).forEach((id, j) => {
+          const mine = batch[i] && batch[i].results[j] && batch[i].results[j].impression_id;
+          if (mine) m[mine] = id;
+        });
+      });
+      const keys = Object.keys(m);
+      for (const k of keys.slice(0, Math.max(0, keys.length - 5000))) delete m[k];
+      this._save("signed", m);
     }
   }
 

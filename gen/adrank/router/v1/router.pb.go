@@ -2521,7 +2521,8 @@ type GetExperimentReportResponse struct {
 	Ab             *ABReport              `protobuf:"bytes,10,opt,name=ab,proto3" json:"ab,omitempty"`
 	Bandit         *BanditReport          `protobuf:"bytes,11,opt,name=bandit,proto3" json:"bandit,omitempty"`
 	Interleave     *InterleaveReport      `protobuf:"bytes,12,opt,name=interleave,proto3" json:"interleave,omitempty"`
-	// Events for unknown or expired impressions, and duplicates, for all domains.
+	// Events for unknown, expired or forged impressions, and duplicates, for
+	// all domains.
 	EventsRejected  float64 `protobuf:"fixed64,13,opt,name=events_rejected,json=eventsRejected,proto3" json:"events_rejected,omitempty"`
 	EventsDuplicate float64 `protobuf:"fixed64,14,opt,name=events_duplicate,json=eventsDuplicate,proto3" json:"events_duplicate,omitempty"`
 	// The cost of staleness: the batch snapshot's pCTRs against the live ones
@@ -2536,8 +2537,11 @@ type GetExperimentReportResponse struct {
 	// and the last write error.
 	RecordsDropped float64 `protobuf:"fixed64,17,opt,name=records_dropped,json=recordsDropped,proto3" json:"records_dropped,omitempty"`
 	StateError     string  `protobuf:"bytes,18,opt,name=state_error,json=stateError,proto3" json:"state_error,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Of the rejected events, those whose impression ID the router did not
+	// sign: forged or altered.
+	EventsForged  float64 `protobuf:"fixed64,19,opt,name=events_forged,json=eventsForged,proto3" json:"events_forged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetExperimentReportResponse) Reset() {
@@ -2694,6 +2698,13 @@ func (x *GetExperimentReportResponse) GetStateError() string {
 		return x.StateError
 	}
 	return ""
+}
+
+func (x *GetExperimentReportResponse) GetEventsForged() float64 {
+	if x != nil {
+		return x.EventsForged
+	}
+	return 0
 }
 
 // Staleness compares a snapshot's pCTRs with live ones for requests served
@@ -3719,7 +3730,11 @@ type EdgeServedResult struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Result EventResult            `protobuf:"varint,1,opt,name=result,proto3,enum=adrank.router.v1.EventResult" json:"result,omitempty"`
 	// Why it was rejected.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Accepted or duplicate: the impression IDs to send this request's clicks
+	// and conversions with, in result order. They are the device's IDs signed
+	// by the router; an event with the device's own ID is refused as forged.
+	ImpressionIds []string `protobuf:"bytes,3,rep,name=impression_ids,json=impressionIds,proto3" json:"impression_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3766,6 +3781,13 @@ func (x *EdgeServedResult) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *EdgeServedResult) GetImpressionIds() []string {
+	if x != nil {
+		return x.ImpressionIds
+	}
+	return nil
 }
 
 var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
@@ -3975,7 +3997,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
 	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
 	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
-	"\averdict\x18\b \x01(\tR\averdict\"\xfb\x06\n" +
+	"\averdict\x18\b \x01(\tR\averdict\"\xa0\a\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
@@ -4000,7 +4022,8 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x19edge_impressions_rejected\x18\x10 \x01(\x01R\x17edgeImpressionsRejected\x12'\n" +
 	"\x0frecords_dropped\x18\x11 \x01(\x01R\x0erecordsDropped\x12\x1f\n" +
 	"\vstate_error\x18\x12 \x01(\tR\n" +
-	"stateError\"\xc1\x01\n" +
+	"stateError\x12#\n" +
+	"\revents_forged\x18\x13 \x01(\x01R\feventsForged\"\xc1\x01\n" +
 	"\tStaleness\x12\x10\n" +
 	"\x03age\x18\x01 \x01(\tR\x03age\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x14\n" +
@@ -4081,10 +4104,11 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\x05R\n" +
 	"duplicates\x12\x1a\n" +
-	"\brejected\x18\x04 \x01(\x05R\brejected\"a\n" +
+	"\brejected\x18\x04 \x01(\x05R\brejected\"\x88\x01\n" +
 	"\x10EdgeServedResult\x125\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x1d.adrank.router.v1.EventResultR\x06result\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*Z\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12%\n" +
+	"\x0eimpression_ids\x18\x03 \x03(\tR\rimpressionIds*Z\n" +
 	"\x06Device\x12\x16\n" +
 	"\x12DEVICE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rDEVICE_MOBILE\x10\x01\x12\x12\n" +
