@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
@@ -25,6 +26,8 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/syncbuf"
+	"github.com/adrank/adrank/platform/tlsx"
+	"github.com/adrank/adrank/platform/tlsx/tlstest"
 )
 
 // root is the repository root (the folder holding go.work).
@@ -88,6 +91,11 @@ type cluster struct {
 	impressionKey string
 	// snapshots is the router's batch snapshot store (a directory).
 	snapshots string
+	// common are flags every service gets (TLS); http and dial reach the
+	// gateway and the router accordingly.
+	common []string
+	http   *http.Client
+	dial   grpc.DialOption
 }
 
 // startCluster starts Consul, writes the domain configs, and starts
@@ -101,13 +109,38 @@ func startCluster(t testing.TB, rankers ...[2]string) *cluster {
 // startClusterWith starts the cluster on the agent startConsul returns.
 func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Agent, rankers ...[2]string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, root: root(t)}
+	return startClusterOpts(t, clusterOptions{consul: startConsul}, rankers...)
+}
+
+// clusterOptions vary how a cluster starts.
+type clusterOptions struct {
+	consul func(testing.TB) *consultest.Agent
+	// tls: every service serves TLS only, with one certificate for
+	// 127.0.0.1 signed by this CA, and calls the others verifying theirs.
+	tls *tlstest.PKI
+}
+
+func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, root: root(t), http: http.DefaultClient, dial: grpc.WithTransportCredentials(insecure.NewCredentials())}
+	scheme := "http"
+	if o.tls != nil {
+		cert, key := o.tls.Server(t, "adrank", "127.0.0.1")
+		c.common = []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", o.tls.CAFile}
+		cfg, err := tlsx.Config{CA: o.tls.CAFile}.ClientConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.http = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		c.dial = grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+		scheme = "https"
+	}
 	for _, b := range []string{"featuresvc", "rankersvc", "auctionsvc", "routersvc", "gateway"} {
 		if _, err := os.Stat(c.bin(b)); err != nil {
 			t.Fatalf("%s is missing: run `make build` first", c.bin(b))
 		}
 	}
-	c.consul = startConsul(t)
+	c.consul = o.consul(t)
 	c.putKV("adrank/domains/feed", `{"production": "v1"}`)
 	c.putKV("adrank/domains/stories", `{"production": "v1"}`)
 	ports, err := consultest.FreePorts(2)
@@ -116,7 +149,7 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 	}
 	c.routerAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
 	gatewayAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
-	c.gatewayURL = "http://" + gatewayAddr
+	c.gatewayURL = scheme + "://" + gatewayAddr
 	c.start("featuresvc")
 	c.start("auctionsvc")
 	for _, r := range rankers {
@@ -130,7 +163,7 @@ func startClusterWith(t testing.TB, startConsul func(testing.TB) *consultest.Age
 	c.routerArgs = append([]string{"--listen", c.routerAddr, "--state-file", filepath.Join(t.TempDir(), "router.db")}, routerLimits...)
 	c.routerProc = c.start("routersvc", c.routerArgs...)
 	c.start("gateway", "--listen", gatewayAddr)
-	cc, err := grpc.NewClient(c.routerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(c.routerAddr, c.dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +188,7 @@ func (c *cluster) bin(name string) string { return filepath.Join(c.root, "bin", 
 // SIGTERM when the test ends.
 func (c *cluster) start(name string, args ...string) *proc {
 	c.t.Helper()
-	args = append([]string{"--consul-addr", c.consul.Addr, "--grace", "3s"}, args...)
+	args = append(append([]string{"--consul-addr", c.consul.Addr, "--grace", "3s"}, c.common...), args...)
 	if name == "routersvc" && !slices.Contains(args, "--snapshots") {
 		// The test's own store, never the repository's .data.
 		args = append([]string{"--snapshots", c.snapshots}, args...)
@@ -265,7 +298,7 @@ func (c *cluster) tryDo(method, path string, body []byte) (int, []byte, error) {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

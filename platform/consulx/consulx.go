@@ -57,6 +57,10 @@ type Registration struct {
 	// DeregisterAfter removes an instance whose check stays critical this
 	// long. Default 1m (Consul's minimum).
 	DeregisterAfter time.Duration
+	// TLS: the instance serves TLS only. The agent's check then speaks TLS
+	// without verifying the certificate: the agent holds no adrank CA, and
+	// the check reads nothing but the health status.
+	TLS bool
 }
 
 // ID is the instance's stable ID: name and address.
@@ -92,6 +96,8 @@ func (r Registration) agentService() (*api.AgentServiceRegistration, error) {
 			Interval:                       interval.String(),
 			Timeout:                        interval.String(),
 			DeregisterCriticalServiceAfter: deregister.String(),
+			GRPCUseTLS:                     r.TLS,
+			TLSSkipVerify:                  r.TLS,
 		},
 	}, nil
 }

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"net"
 	"slices"
 	"sync"
 
@@ -80,8 +81,15 @@ func (c *conn) push(addrs []string) {
 	// on balancer/base (grpcx.BalancerName) read Addresses.
 	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(addrs)), Addresses: make([]resolver.Address, 0, len(addrs))}
 	for _, a := range addrs {
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+		// Over TLS, an instance's certificate is checked against its own
+		// host (from Consul), not the target's service name.
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		ra := resolver.Address{Addr: a, ServerName: host}
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{ra}})
+		state.Addresses = append(state.Addresses, ra)
 	}
 	_ = c.cc.UpdateState(state) // an error only asks for re-resolution, which Update does anyway
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/adrank/adrank/platform/logging"
+	"github.com/adrank/adrank/platform/tlsx"
 )
 
 // Flags are the flags every service shares.
@@ -19,6 +20,9 @@ type Flags struct {
 	LogLevel   slog.Level
 	DebugAddr  string
 	GCPercent  int
+	// TLS: the server's certificate, and the CA its calls to other
+	// services verify them with.
+	TLS tlsx.Config
 }
 
 // Register adds the shared flags to fs with the service's default listen
@@ -31,6 +35,7 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
 	fs.IntVar(&f.GCPercent, "gc-percent", DefaultGCPercent, "garbage collector target percentage (runtime/debug.SetGCPercent; 0: Go's default); GOGC in the environment wins")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
+	f.TLS.Register(fs)
 }
 
 // DefaultGCPercent is the services' garbage collector target. Their live
@@ -50,5 +55,5 @@ func (f *Flags) Setup(service string) *slog.Logger {
 
 // Options returns service Options for a Consul service name.
 func (f *Flags) Options(name string, log *slog.Logger) Options {
-	return Options{Name: name, Listen: f.Listen, Advertise: f.Advertise, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr}
+	return Options{Name: name, Listen: f.Listen, Advertise: f.Advertise, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr, TLS: f.TLS}
 }

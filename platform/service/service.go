@@ -19,6 +19,7 @@ import (
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/debugsrv"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/tlsx"
 )
 
 // Options configure one instance.
@@ -39,6 +40,9 @@ type Options struct {
 	// ServerOptions are more options of the gRPC server (interceptors
 	// after adrank's own, for instance).
 	ServerOptions []grpc.ServerOption
+	// TLS: with a certificate, the server serves TLS only, and Consul's
+	// health check speaks TLS to it.
+	TLS tlsx.Config
 }
 
 // Server is a listening, not yet serving, instance.
@@ -60,11 +64,15 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	creds, err := opts.TLS.ServerOptions()
+	if err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	srv, hs := grpcx.NewServer(opts.Log, opts.ServerOptions...)
+	srv, hs := grpcx.NewServer(opts.Log, append(creds, opts.ServerOptions...)...)
 	addr := opts.Advertise
 	if addr == "" {
 		addr = advertised(lis.Addr())
@@ -72,7 +80,7 @@ func New(opts Options) (*Server, error) {
 		lis.Close()
 		return nil, fmt.Errorf("advertise address %q: %w", addr, err)
 	}
-	reg := consulx.Registration{Name: opts.Name, Addr: addr, Tags: opts.Tags, Meta: opts.Meta}
+	reg := consulx.Registration{Name: opts.Name, Addr: addr, Tags: opts.Tags, Meta: opts.Meta, TLS: opts.TLS.Serving()}
 	return &Server{
 		opts:   opts,
 		lis:    lis,

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/adrank/adrank/adrankctl/internal/experimentctl"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/tlsx"
 )
 
 // callTimeout bounds every call adrankctl makes.
@@ -97,6 +97,8 @@ func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	addr := fs.String("router", "127.0.0.1:9090", "router gRPC address")
 	reason := fs.String("reason", "", "why (rollback)")
 	token := fs.String("token", os.Getenv("ADRANK_TOKEN"), "admin bearer token (default $ADRANK_TOKEN), for a router started with --tokens")
+	var tc tlsx.Config
+	tc.RegisterClient(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -104,7 +106,11 @@ func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 2 {
 		return errors.New("usage: adrankctl canary promote|rollback DOMAIN [--reason TEXT] [--router ADDR]")
 	}
-	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := tc.DialOption()
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(*addr, creds)
 	if err != nil {
 		return err
 	}

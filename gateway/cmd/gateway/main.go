@@ -76,7 +76,15 @@ func run(ctx context.Context, o options) error {
 			return nil
 		})
 	}
-	cc, err := grpc.NewClient(target, grpcx.ClientOptions(grpc.WithResolvers(res))...)
+	tlsDial, err := o.TLS.DialOption()
+	if err != nil {
+		return err
+	}
+	serverTLS, err := o.TLS.ServerConfig()
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(target, grpcx.ClientOptions(grpc.WithResolvers(res), tlsDial)...)
 	if err != nil {
 		return fmt.Errorf("dial router: %w", err)
 	}
@@ -91,10 +99,15 @@ func run(ctx context.Context, o options) error {
 	}
 	// A request has its headers within 5 s and its whole body within 10 s:
 	// a slow body cannot hold a connection for long.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		TLSConfig: serverTLS}
 	g.Go(func() error {
-		log.Info("serving REST", "addr", lis.Addr().String())
-		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		log.Info("serving REST", "addr", lis.Addr().String(), "tls", serverTLS != nil)
+		serve := srv.Serve
+		if serverTLS != nil { // HTTPS only; the certificate comes from TLSConfig
+			serve = func(l net.Listener) error { return srv.ServeTLS(l, "", "") }
+		}
+		if err := serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

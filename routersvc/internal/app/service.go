@@ -155,7 +155,11 @@ func Run(ctx context.Context, c Config) error {
 			return downstream.WatchConfigs(ctx, client, log, table, auctions, local.SetAuctionConfigs)
 		}
 	} else {
-		disc := downstream.NewConsul(client, log)
+		tls, err := c.TLS.DialOption()
+		if err != nil {
+			return err
+		}
+		disc := downstream.NewConsul(client, log, tls)
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
 		auctions = disc.Auctions
 	}

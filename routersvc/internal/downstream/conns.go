@@ -14,16 +14,17 @@ import (
 // Conns lazily dials one ClientConn per resolver key (a service, or a
 // domain's ranker version) and closes them all on Close.
 type Conns struct {
-	res *discovery.Resolver
+	res  *discovery.Resolver
+	opts []grpc.DialOption
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-// NewConns dials through res.
-func NewConns(res *discovery.Resolver) *Conns {
-	return &Conns{res: res, conns: map[string]*grpc.ClientConn{}}
+// NewConns dials through res, with opts after adrank's own (TLS, say).
+func NewConns(res *discovery.Resolver, opts ...grpc.DialOption) *Conns {
+	return &Conns{res: res, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Get returns the connection for key, dialling it on first use.
@@ -36,7 +37,7 @@ func (c *Conns) Get(key string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[key]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(discovery.Target(key), grpcx.ClientOptions(grpc.WithResolvers(c.res))...)
+	cc, err := grpc.NewClient(discovery.Target(key), grpcx.ClientOptions(append([]grpc.DialOption{grpc.WithResolvers(c.res)}, c.opts...)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", key, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	auctionv1 "github.com/adrank/adrank/gen/adrank/auction/v1"
@@ -32,14 +33,15 @@ type Consul struct {
 	Auctions *auctioninproc.Auction
 }
 
-// NewConsul returns Consul-found Clients and a routing table.
-func NewConsul(client *api.Client, log *slog.Logger) *Consul {
+// NewConsul returns Consul-found Clients and a routing table; opts are
+// more dial options (TLS, say).
+func NewConsul(client *api.Client, log *slog.Logger, opts ...grpc.DialOption) *Consul {
 	res := discovery.NewResolver()
 	return &Consul{
 		client:   client,
 		log:      log,
 		res:      res,
-		conns:    NewConns(res),
+		conns:    NewConns(res, opts...),
 		Table:    routing.NewTable(log, res.Update),
 		Auctions: auctioninproc.New(log),
 	}
