@@ -70,7 +70,8 @@ simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving,
 # (golang/go#75804, fixed in Go 1.27). 150000 runs take 4-20 s per target here.
 FUZZTIME ?= 150000x
 # package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
-FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./ml/model:FuzzParse ./platform/experiment:FuzzParse \
+FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./auctionsvc/auction:FuzzAuctionExtremes ./ml/model:FuzzParse \
+  ./platform/experiment:FuzzParse ./auctionsvc/internal/config:FuzzParse ./routersvc/internal/routing:FuzzParseConfig \
   ./routersvc/internal/router:FuzzRankRequestJSON ./routersvc/internal/router:FuzzEventsJSON
 
 .PHONY: fuzz

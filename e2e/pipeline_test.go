@@ -726,6 +726,22 @@ func TestDiscovery(t *testing.T) {
 				t.Fatalf("after %s: %v, version %q", bad.value, err, resp.GetModelVersion())
 			}
 		}
+		// Deleting the config of a domain with live rankers keeps its last
+		// good one serving, and says so: a mistaken delete does not take
+		// the domain down.
+		if _, err := c.consul.Client.KV().Delete("adrank/domains/feed", nil); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, settle, func() error {
+			d := c.domains()["feed"]
+			if !strings.Contains(d.GetConfigError(), "deleted from Consul KV") || d.GetProductionVersion() != "v3" {
+				return fmt.Errorf("after deleting the config: production %q, error %q", d.GetProductionVersion(), d.GetConfigError())
+			}
+			return nil
+		})
+		if resp, err := rank(t, c, rankRequest("req-deleted-config", "feed")); err != nil || resp.GetModelVersion() != "v3" {
+			t.Fatalf("after deleting the config: %v, %v", resp, err)
+		}
 		c.putKV("adrank/domains/feed", `{"production": "v1"}`)
 		eventually(t, settle, func() error {
 			d := c.domains()["feed"]

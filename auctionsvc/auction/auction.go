@@ -77,8 +77,15 @@ type Request struct {
 // ErrInvalid wraps every validation error.
 var ErrInvalid = errors.New("invalid auction request")
 
-// MaxSlots bounds a request's slots.
-const MaxSlots = 1000
+// Bounds of a request: no sum over its bids or prices can overflow.
+const (
+	MaxSlots = 1000
+	MaxBids  = 10_000
+	// MaxMicros bounds a bid and a reserve (a million currency units).
+	MaxMicros = 1_000_000_000_000
+	// MaxAdID bounds an ad ID's length in bytes.
+	MaxAdID = 256
+)
 
 // Validate reports the first invalid field.
 func (r Request) Validate() error {
@@ -90,21 +97,26 @@ func (r Request) Validate() error {
 	if r.Slots < 1 || r.Slots > MaxSlots {
 		return fmt.Errorf("slots: %d, want 1 to %d", r.Slots, MaxSlots)
 	}
-	if r.ReserveMicros < 0 {
-		return fmt.Errorf("reserve_micros: %d, want at least 0", r.ReserveMicros)
+	if r.ReserveMicros < 0 || r.ReserveMicros > MaxMicros {
+		return fmt.Errorf("reserve_micros: %d, want 0 to %d", r.ReserveMicros, int64(MaxMicros))
 	}
 	if err := CheckPositionFactors(r.PositionFactors); err != nil {
 		return err
+	}
+	if len(r.Bids) > MaxBids {
+		return fmt.Errorf("bids: %d, at most %d", len(r.Bids), MaxBids)
 	}
 	seen := make(map[string]bool, len(r.Bids))
 	for i, b := range r.Bids {
 		switch {
 		case b.AdID == "":
 			return fmt.Errorf("bids[%d].ad_id: empty", i)
+		case len(b.AdID) > MaxAdID:
+			return fmt.Errorf("bids[%d].ad_id: longer than %d bytes", i, MaxAdID)
 		case seen[b.AdID]:
 			return fmt.Errorf("bids[%d].ad_id: duplicate %q", i, b.AdID)
-		case b.BidMicros <= 0:
-			return fmt.Errorf("bids[%d].bid_micros: %d, want > 0", i, b.BidMicros)
+		case b.BidMicros <= 0 || b.BidMicros > MaxMicros:
+			return fmt.Errorf("bids[%d].bid_micros: %d, want 1 to %d", i, b.BidMicros, int64(MaxMicros))
 		case !(b.PCTR >= 0 && b.PCTR <= 1):
 			return fmt.Errorf("bids[%d].pctr: %v, want within [0, 1]", i, b.PCTR)
 		case !(b.Quality >= 0 && b.Quality <= 1e6):

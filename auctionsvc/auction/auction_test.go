@@ -1,6 +1,7 @@
 package auction
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -244,6 +245,9 @@ func checkProperties(t *testing.T, req Request) {
 			if a.PriceMicros < req.ReserveMicros {
 				t.Fatalf("%s: %s pays %d below the reserve %d", typ, a.AdID, a.PriceMicros, req.ReserveMicros)
 			}
+			if math.IsNaN(a.ECPM) || math.IsInf(a.ECPM, 0) || math.IsNaN(a.RunnerUpECPM) || math.IsInf(a.RunnerUpECPM, 0) {
+				t.Fatalf("%s: slot %d has eCPM %v, runner-up %v", typ, k+1, a.ECPM, a.RunnerUpECPM)
+			}
 			if k > 0 && got[k-1].ECPM < a.ECPM {
 				t.Fatalf("%s: slot %d has a higher eCPM than slot %d", typ, k+1, k)
 			}
@@ -262,6 +266,9 @@ func checkProperties(t *testing.T, req Request) {
 			}
 		}
 		revenue[typ] = Revenue(got, req.Bids)
+		if math.IsNaN(revenue[typ]) || math.IsInf(revenue[typ], 0) {
+			t.Fatalf("%s: revenue %v", typ, revenue[typ])
+		}
 	}
 	if revenue[VCG] > revenue[GSP]+1e-6 {
 		t.Fatalf("VCG revenue %v above GSP revenue %v", revenue[VCG], revenue[GSP])
@@ -313,6 +320,45 @@ func FuzzAuction(f *testing.F) {
 				PCTR:      float64(raw[i+1]) / 255,
 				Quality:   float64(raw[i+2]) / 64,
 			})
+		}
+		checkProperties(t, req)
+	})
+}
+
+// FuzzAuctionExtremes feeds any int64 bid and reserve and any float64
+// pCTR and quality (NaN, infinities, huge and tiny values): a request is
+// valid only when every field is within its bound (checked apart from
+// Validate), and a valid one keeps the properties with every number finite.
+func FuzzAuctionExtremes(f *testing.F) {
+	le := binary.LittleEndian
+	seed := func(slots uint16, reserve int64, bids ...[3]uint64) {
+		var raw []byte
+		for _, b := range bids {
+			raw = le.AppendUint64(raw, b[0])
+			raw = le.AppendUint64(raw, b[1])
+			raw = le.AppendUint64(raw, b[2])
+		}
+		f.Add(slots, reserve, raw)
+	}
+	seed(2, 0, [3]uint64{MaxMicros, math.Float64bits(1), math.Float64bits(1e6)}, [3]uint64{MaxMicros, math.Float64bits(1), math.Float64bits(1e6)})
+	seed(1, MaxMicros, [3]uint64{MaxMicros + 1, math.Float64bits(0.5), 0})
+	seed(3, -1, [3]uint64{1, math.Float64bits(math.NaN()), math.Float64bits(math.Inf(1))})
+	seed(1, math.MaxInt64, [3]uint64{math.MaxUint64, math.Float64bits(5e-324), math.Float64bits(1e300)})
+	f.Fuzz(func(t *testing.T, slots uint16, reserve int64, raw []byte) {
+		req := Request{Slots: int(slots), ReserveMicros: reserve}
+		valid := req.Slots >= 1 && req.Slots <= MaxSlots && reserve >= 0 && reserve <= MaxMicros
+		for i := 0; i+24 <= len(raw) && i < 24*64; i += 24 {
+			b := Bid{
+				AdID:      fmt.Sprintf("ad%d", i/24),
+				BidMicros: int64(le.Uint64(raw[i:])),
+				PCTR:      math.Float64frombits(le.Uint64(raw[i+8:])),
+				Quality:   math.Float64frombits(le.Uint64(raw[i+16:])),
+			}
+			valid = valid && b.BidMicros >= 1 && b.BidMicros <= MaxMicros && b.PCTR >= 0 && b.PCTR <= 1 && b.Quality >= 0 && b.Quality <= 1e6
+			req.Bids = append(req.Bids, b)
+		}
+		if err := req.Validate(); (err == nil) != valid {
+			t.Fatalf("Validate: %v, but the request is valid: %v (%+v)", err, valid, req)
 		}
 		checkProperties(t, req)
 	})

@@ -171,6 +171,11 @@ const (
 	MaxInternalUsers = 1000
 	MaxUserID        = 256
 	MaxWeight        = 1e6
+	// MaxMDE bounds the A/B test's minimal detectable effect (a relative
+	// lift of 1000%); MaxMinRequests and MaxP99 bound the guardrails.
+	MaxMDE         = 10
+	MaxMinRequests = 1_000_000_000
+	MaxGuardP99    = time.Hour
 	// MinStepInterval is the shortest canary step: a step shorter than the
 	// lab's refresh would skip steps without looking at the guardrails.
 	MinStepInterval = time.Second
@@ -229,7 +234,8 @@ func (e *Experiment) check() error {
 			bad("canary.stepInterval: %v, want at least %v", c.StepInterval.Duration, MinStepInterval)
 		}
 		g := c.Guardrails
-		if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || g.Alpha < 0 || g.Alpha >= 1 || g.MaxP99.Duration < 0 || g.MinRequests < 0 {
+		if !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1) || !(g.Alpha >= 0 && g.Alpha < 1) || g.MaxP99.Duration < 0 || g.MaxP99.Duration > MaxGuardP99 ||
+			g.MinRequests < 0 || g.MinRequests > MaxMinRequests {
 			bad("canary.guardrails: out of range: %+v", g)
 		}
 	}
@@ -256,7 +262,7 @@ func (e *Experiment) check() error {
 			}
 			seen[a.Version] = true
 		}
-		if ab.MDE < 0 || ab.Alpha < 0 || ab.Alpha >= 1 || ab.Power < 0 || ab.Power >= 1 {
+		if !(ab.MDE >= 0 && ab.MDE <= MaxMDE) || !(ab.Alpha >= 0 && ab.Alpha < 1) || !(ab.Power >= 0 && ab.Power < 1) {
 			bad("ab: mde, alpha or power out of range")
 		}
 	}

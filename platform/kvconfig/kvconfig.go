@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -144,9 +145,15 @@ func Names(prefix string, pairs api.KVPairs) map[string][]byte {
 	return raw
 }
 
-// DecodeStrict decodes one JSON document into v, refusing unknown fields
-// and trailing data.
+// MaxDocument bounds a config document (64 KiB).
+const MaxDocument = 64 << 10
+
+// DecodeStrict decodes one JSON document into v, refusing unknown fields,
+// trailing data and documents over MaxDocument.
 func DecodeStrict(raw []byte, v any) error {
+	if len(raw) > MaxDocument {
+		return fmt.Errorf("%d bytes, at most %d", len(raw), MaxDocument)
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

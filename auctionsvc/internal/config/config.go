@@ -40,8 +40,8 @@ func Parse(_ string, raw []byte) (Config, error) {
 	default:
 		return c, fmt.Errorf("type: unknown auction type %q (want gsp, vcg or first_price)", c.Type)
 	}
-	if c.ReserveMicros < 0 {
-		return c, fmt.Errorf("reserve_micros: %d, want >= 0", c.ReserveMicros)
+	if c.ReserveMicros < 0 || c.ReserveMicros > auction.MaxMicros {
+		return c, fmt.Errorf("reserve_micros: %d, want 0 to %d", c.ReserveMicros, int64(auction.MaxMicros))
 	}
 	if len(c.PositionFactors) > auction.MaxSlots {
 		return c, fmt.Errorf("position_factors: %d, at most %d", len(c.PositionFactors), auction.MaxSlots)

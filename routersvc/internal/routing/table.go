@@ -167,7 +167,10 @@ type Table struct {
 // of every domain/version key whenever they may have changed.
 func NewTable(log *slog.Logger, onRanker func(key string, addrs []string)) *Table {
 	t := &Table{onRanker: onRanker, versions: map[string]map[string]*Version{}, agreed: map[string]string{}, keys: map[string]bool{}, syncedCh: make(chan struct{})}
-	t.configs = kvconfig.New(ConfigPrefix, log, t.parse)
+	// A deleted domain config keeps serving while the domain has rankers:
+	// a mistaken delete must not take a live domain down (publish drops
+	// it once its rankers are gone too).
+	t.configs = kvconfig.New(ConfigPrefix, log, t.parse).KeepDeleted()
 	t.exps = kvconfig.New(experiment.Prefix, log, t.parseExperiment)
 	t.snap.Store(&Snapshot{Domains: map[string]*Domain{}})
 	return t
@@ -312,8 +315,8 @@ func (t *Table) publish(configs map[string]kvconfig.Entry[Config], exps map[stri
 		return d
 	}
 	for name, e := range configs {
-		if !Name.MatchString(name) {
-			continue
+		if !Name.MatchString(name) || (e.Error == kvconfig.DeletedError && len(t.versions[name]) == 0) {
+			continue // retired: config deleted and no ranker left
 		}
 		d := domain(name)
 		if e.Valid {

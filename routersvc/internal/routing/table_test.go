@@ -10,6 +10,7 @@ import (
 
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/platform/kvconfig"
 )
 
 func ranker(id, domain, version string, healthy bool) discovery.Instance {
@@ -101,14 +102,24 @@ func TestTableKeepsTheLastGoodConfig(t *testing.T) {
 		t.Errorf("v2 left but its addresses were not cleared: %v", pushed)
 	}
 
-	// If production's instances all go, the config stays: requests get UNAVAILABLE, not NOT_FOUND.
-	tab.SetRankers(nil)
+	// Deleting the key while the domain has rankers keeps the last good
+	// config serving, and says so.
+	tab.SetConfigs(map[string][]byte{})
 	d = tab.Snapshot().Domains["feed"]
-	if d.Config.Production != "v3" || d.Production() != nil {
-		t.Errorf("after all rankers left: %+v %+v", d.Config, d.Production())
+	if d.Config == nil || d.Config.Production != "v3" || d.ConfigError != kvconfig.DeletedError {
+		t.Fatalf("after the key was deleted: config %+v error %q", d.Config, d.ConfigError)
 	}
 
-	// Deleting the key removes the config.
+	// If production's instances all go, the config stays while its key
+	// does: requests get UNAVAILABLE, not NOT_FOUND.
+	tab.SetConfigs(map[string][]byte{"feed": []byte(`{"production": "v3"}`)})
+	tab.SetRankers(nil)
+	d = tab.Snapshot().Domains["feed"]
+	if d.Config.Production != "v3" || d.Production() != nil || d.ConfigError != "" {
+		t.Errorf("after all rankers left: %+v %+v %q", d.Config, d.Production(), d.ConfigError)
+	}
+
+	// Key and rankers both gone: the domain is retired.
 	tab.SetConfigs(map[string][]byte{})
 	if _, ok := tab.Snapshot().Domains["feed"]; ok {
 		t.Error("feed still known after its key and rankers went")
