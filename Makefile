@@ -33,7 +33,7 @@ run: build consul ## Build everything and start the demo pipeline (Ctrl-C stops 
 	CONSUL=$(CONSUL) scripts/run.sh
 
 .PHONY: test
-test: build consul redis kcat tools checkgenerate lint unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
+test: build consul redis kcat tools checkgenerate lint alerts unit simtest fuzz e2e bench-smoke ## Run every check and test (what CI runs)
 
 .PHONY: build
 build: $(addprefix bin/,$(BINARIES)) edge-scorer ## Build the service binaries, adrankctl and the edge scorer into bin/
@@ -118,6 +118,12 @@ lint: ## gofmt, go vet, and each module builds on its own
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build -o /dev/null ./... ) || exit 1; done
+
+.PHONY: alerts
+alerts: ## Check the Prometheus alert rules and run their unit tests (promtool, Debian's prometheus package)
+	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus (.ci/run does)"; exit 1; }
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
 
 PYTHON := /usr/bin/python3
 

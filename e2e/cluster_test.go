@@ -56,6 +56,8 @@ type proc struct {
 	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error
+	// metricsAddr serves the process's /metrics (clusterOptions.metrics).
+	metricsAddr string
 }
 
 // exitCode waits up to d for the process to exit and returns its exit code.
@@ -94,8 +96,10 @@ type cluster struct {
 	// common are flags every service gets (TLS); http and dial reach the
 	// gateway and the router accordingly.
 	common []string
-	http   *http.Client
-	dial   grpc.DialOption
+	// metrics: each service gets a --metrics-addr.
+	metrics bool
+	http    *http.Client
+	dial    grpc.DialOption
 }
 
 // startCluster starts Consul, writes the domain configs, and starts
@@ -118,11 +122,14 @@ type clusterOptions struct {
 	// tls: every service serves TLS only, with one certificate for
 	// 127.0.0.1 signed by this CA, and calls the others verifying theirs.
 	tls *tlstest.PKI
+	// metrics: every service serves Prometheus metrics on a port of its
+	// own (proc.metricsAddr).
+	metrics bool
 }
 
 func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, root: root(t), http: http.DefaultClient, dial: grpc.WithTransportCredentials(insecure.NewCredentials())}
+	c := &cluster{t: t, root: root(t), http: http.DefaultClient, dial: grpc.WithTransportCredentials(insecure.NewCredentials()), metrics: o.metrics}
 	scheme := "http"
 	if o.tls != nil {
 		cert, key := o.tls.Server(t, "adrank", "127.0.0.1")
@@ -197,7 +204,16 @@ func (c *cluster) start(name string, args ...string) *proc {
 		// One key for the cluster's routers, kept across their restarts.
 		args = append([]string{"--impression-key", c.impressionKey}, args...)
 	}
-	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
+	var metricsAddr string
+	if c.metrics {
+		ports, err := consultest.FreePorts(1)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		metricsAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		args = append(args, "--metrics-addr", metricsAddr)
+	}
+	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{}), metricsAddr: metricsAddr}
 	p.cmd.Dir = c.root
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -298,7 +314,11 @@ func (c *cluster) tryDo(method, path string, body []byte) (int, []byte, error) {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	client := c.http
+	if client == nil { // a cluster made by hand (TestRunScript)
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

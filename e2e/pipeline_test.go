@@ -933,7 +933,7 @@ func TestRunScript(t *testing.T) {
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
 	logDir := t.TempDir()
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"), "TOKENS="+filepath.Join(logDir, "tokens"),
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"), "TOKENS="+filepath.Join(logDir, "tokens"), "IMPRESSION_KEY="+filepath.Join(logDir, "impression.key"), "METRICS_PORT_BASE=",
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out

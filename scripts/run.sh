@@ -15,6 +15,9 @@ SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
 EDGE_DIR=${EDGE_DIR:-.data/edge}
 TOKENS=${TOKENS:-.data/tokens}
 IMPRESSION_KEY=${IMPRESSION_KEY:-.data/impression.key}
+# Prometheus metrics on ports METRICS_PORT_BASE to +6 (empty: none).
+METRICS_PORT_BASE=${METRICS_PORT_BASE-9100}
+metrics() { [ -n "$METRICS_PORT_BASE" ] && echo "--metrics-addr 127.0.0.1:$((METRICS_PORT_BASE + $1))"; }
 # Extra consul agent flags, e.g. other -serf-lan-port/-server-port/-grpc-port
 # values when the defaults (8301, 8300, 8502) are taken.
 CONSUL_FLAGS=${CONSUL_FLAGS:-}
@@ -79,11 +82,11 @@ kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_fa
 
 # The development Kafka broker (kfake, in memory; not production storage).
 start devbroker bin/devbroker --port "$KAFKA_PORT" --partitions 4
-start featuresvc bin/featuresvc
-start auctionsvc bin/auctionsvc
-start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json
-start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json
-start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json
+start featuresvc bin/featuresvc $(metrics 1)
+start auctionsvc bin/auctionsvc $(metrics 2)
+start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json $(metrics 3)
+start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json $(metrics 4)
+start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json $(metrics 5)
 # Development tokens, made once: canary promotion and rollback need the
 # admin one, events the events one (printed below).
 if [ ! -s "$TOKENS" ]; then
@@ -97,7 +100,7 @@ EVENTS_TOKEN=$(awk '$1 == "events" {print $2; exit}' "$TOKENS")
 if [ ! -s "$IMPRESSION_KEY" ]; then
   ( umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$IMPRESSION_KEY"; echo >>"$IMPRESSION_KEY" )
 fi
-start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS" --tokens "$TOKENS" --impression-key "$IMPRESSION_KEY"
+start routersvc bin/routersvc --listen "$ROUTER_ADDR" --state-file "$STATE_FILE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --snapshots "$SNAPSHOTS" --tokens "$TOKENS" --impression-key "$IMPRESSION_KEY" $(metrics 0)
 # The batch job as a service: feed's production model scores every user and
 # ad once a day (today's generation at once, if it is not there yet).
 start batch-feed bin/adrankctl batch run --domain feed --version v1 --store "$SNAPSHOTS" --every 24h --progress log
@@ -106,7 +109,7 @@ for m in models/*/*.json; do
   d=${m#models/}; d=${d%%/*}; v=$(basename "$m" .json)
   bin/adrankctl edge build --domain "$d" --version "$v" --model "$m" --out "$EDGE_DIR" >/dev/null
 done
-start gateway bin/gateway --listen "$GATEWAY_ADDR" --edge-dir "$EDGE_DIR"
+start gateway bin/gateway --listen "$GATEWAY_ADDR" --edge-dir "$EDGE_DIR" $(metrics 6)
 
 healthy=
 for _ in $(seq 1 600); do
@@ -123,6 +126,8 @@ adrank is running (logs in $LOG_DIR/):
   Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
   batch snapshots $SNAPSHOTS   feed scored daily by adrankctl batch run ($LOG_DIR/batch-feed.log)
   edge demo      http://$GATEWAY_ADDR/edge/demo.html?user=u42&token=$EVENTS_TOKEN   (ranks in your browser, works offline)
+  metrics        http://127.0.0.1:${METRICS_PORT_BASE:-(off)}/metrics (router; then features, auction, 3 rankers, gateway on the next ports)
+                 dashboard deploy/grafana/adrank.json, alerts deploy/prometheus/alerts.yml
   dev tokens     $TOKENS: admin (canary promote/rollback: ADRANK_TOKEN=$ADMIN_TOKEN bin/adrankctl canary ...)
                  and events (POST /v1/events with -H 'Authorization: Bearer $EVENTS_TOKEN')
 

@@ -26,21 +26,26 @@ func Handler() http.Handler {
 
 // Run serves Handler on addr until ctx ends. An empty addr serves nothing.
 func Run(ctx context.Context, addr string, log *slog.Logger) error {
+	// No write timeout: a CPU profile streams for its requested seconds.
+	return Serve(ctx, addr, "pprof", &http.Server{Handler: Handler(), ReadHeaderTimeout: 5 * time.Second}, log)
+}
+
+// Serve runs srv on addr until ctx ends, then shuts it down within a
+// second; what names it in logs and errors. An empty addr serves nothing.
+func Serve(ctx context.Context, addr, what string, srv *http.Server, log *slog.Logger) error {
 	if addr == "" {
 		return nil
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("debug listen: %w", err)
+		return fmt.Errorf("%s listen: %w", what, err)
 	}
-	// No write timeout: a CPU profile streams for its requested seconds.
-	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 5 * time.Second}
-	log.Info("serving pprof", "addr", lis.Addr().String())
+	log.Info("serving "+what, "addr", lis.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("debug serve: %w", err)
+		return fmt.Errorf("%s serve: %w", what, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)

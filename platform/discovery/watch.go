@@ -81,6 +81,7 @@ func block[T any](ctx context.Context, log *slog.Logger, what string, fetch func
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		heard(ctx, what)
 		next := meta.LastIndex
 		if next < index {
 			next = 0

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/adrank/adrank/platform/logging"
+	"github.com/adrank/adrank/platform/metrics"
 	"github.com/adrank/adrank/platform/tlsx"
 )
 
@@ -19,7 +20,9 @@ type Flags struct {
 	Grace      time.Duration
 	LogLevel   slog.Level
 	DebugAddr  string
-	GCPercent  int
+	// MetricsAddr serves /metrics (Prometheus) when not empty.
+	MetricsAddr string
+	GCPercent   int
 	// TLS: the server's certificate, and the CA its calls to other
 	// services verify them with.
 	TLS tlsx.Config
@@ -33,6 +36,7 @@ func (f *Flags) Register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.ConsulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	fs.DurationVar(&f.Grace, "grace", 10*time.Second, "shutdown grace period for draining in-flight requests")
 	fs.StringVar(&f.DebugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (e.g. 127.0.0.1:6060); empty: off")
+	fs.StringVar(&f.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics on this address (e.g. 127.0.0.1:9101); empty: off")
 	fs.IntVar(&f.GCPercent, "gc-percent", DefaultGCPercent, "garbage collector target percentage (runtime/debug.SetGCPercent; 0: Go's default); GOGC in the environment wins")
 	fs.TextVar(&f.LogLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	f.TLS.Register(fs)
@@ -53,7 +57,14 @@ func (f *Flags) Setup(service string) *slog.Logger {
 	return logging.New(os.Stderr, service, f.LogLevel)
 }
 
-// Options returns service Options for a Consul service name.
+// Options returns service Options for a Consul service name; with
+// --metrics-addr, a fresh metrics registry (Options.Metrics) that the
+// service may add its own metrics to.
 func (f *Flags) Options(name string, log *slog.Logger) Options {
-	return Options{Name: name, Listen: f.Listen, Advertise: f.Advertise, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr, TLS: f.TLS}
+	o := Options{Name: name, Listen: f.Listen, Advertise: f.Advertise, ConsulAddr: f.ConsulAddr, Grace: f.Grace, Log: log, DebugAddr: f.DebugAddr, TLS: f.TLS,
+		MetricsAddr: f.MetricsAddr}
+	if f.MetricsAddr != "" {
+		o.Metrics = metrics.New()
+	}
+	return o
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/debugsrv"
+	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/metrics"
 	"github.com/adrank/adrank/platform/tlsx"
 )
 
@@ -43,11 +45,16 @@ type Options struct {
 	// TLS: with a certificate, the server serves TLS only, and Consul's
 	// health check speaks TLS to it.
 	TLS tlsx.Config
+	// Metrics, when not nil, counts and times every call, and is served at
+	// /metrics on MetricsAddr.
+	Metrics     *metrics.Metrics
+	MetricsAddr string
 }
 
 // Server is a listening, not yet serving, instance.
 type Server struct {
 	opts   Options
+	fresh  *discovery.Freshness // nil without metrics
 	lis    net.Listener
 	grpc   *grpc.Server
 	health *health.Server
@@ -72,6 +79,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	if opts.Metrics != nil {
+		creds = append(creds, opts.Metrics.ServerOptions()...)
+	}
 	srv, hs := grpcx.NewServer(opts.Log, append(creds, opts.ServerOptions...)...)
 	addr := opts.Advertise
 	if addr == "" {
@@ -81,7 +91,13 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("advertise address %q: %w", addr, err)
 	}
 	reg := consulx.Registration{Name: opts.Name, Addr: addr, Tags: opts.Tags, Meta: opts.Meta, TLS: opts.TLS.Serving()}
+	var fresh *discovery.Freshness
+	if opts.Metrics != nil {
+		fresh = discovery.NewFreshness()
+		opts.Metrics.Reg.MustRegister(fresh)
+	}
 	return &Server{
+		fresh:  fresh,
 		opts:   opts,
 		lis:    lis,
 		grpc:   srv,
@@ -98,6 +114,15 @@ func advertised(a net.Addr) string {
 		return a.String()
 	}
 	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+}
+
+// WatchContext is ctx for the instance's Consul watches: with metrics on,
+// they report when they last heard from Consul.
+func (s *Server) WatchContext(ctx context.Context) context.Context {
+	if s.fresh == nil {
+		return ctx
+	}
+	return discovery.WithFreshness(ctx, s.fresh)
 }
 
 // GRPC is the server to register implementations on.
@@ -127,6 +152,10 @@ func (s *Server) Run(ctx context.Context) error {
 	log.Info("serving", "addr", s.Addr(), "listen", s.lis.Addr().String(), "name", s.opts.Name)
 	g.Go(func() error { return s.reg.Run(gctx) })
 	g.Go(func() error { return debugsrv.Run(gctx, s.opts.DebugAddr, log) })
+	if m := s.opts.Metrics; m != nil {
+		m.Server.InitializeMetrics(s.grpc) // every method at zero, before its first call
+		g.Go(func() error { return metrics.Run(gctx, s.opts.MetricsAddr, m, log) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.drain()

@@ -49,7 +49,7 @@ func run(ctx context.Context, o service.Flags) error {
 	auctionv1.RegisterAuctionServiceServer(srv.GRPC(), auction)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		discovery.WatchPrefix(gctx, client, log, config.Prefix, func(pairs api.KVPairs) { auction.SetConfigs(pairs) })
+		discovery.WatchPrefix(srv.WatchContext(gctx), client, log, config.Prefix, func(pairs api.KVPairs) { auction.SetConfigs(pairs) })
 		return nil
 	})
 	g.Go(func() error { return srv.Run(gctx) })

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/adrank/adrank/platform/debugsrv"
 	"github.com/adrank/adrank/platform/discovery"
 	"github.com/adrank/adrank/platform/grpcx"
+	"github.com/adrank/adrank/platform/metrics"
 	"github.com/adrank/adrank/platform/service"
 )
 
@@ -84,7 +87,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient(target, grpcx.ClientOptions(grpc.WithResolvers(res), tlsDial)...)
+	dial := []grpc.DialOption{grpc.WithResolvers(res), tlsDial}
+	var m *metrics.Metrics
+	if o.MetricsAddr != "" {
+		m = metrics.New()
+		dial = append(dial, m.DialOptions()...)
+	}
+	cc, err := grpc.NewClient(target, grpcx.ClientOptions(dial...)...)
 	if err != nil {
 		return fmt.Errorf("dial router: %w", err)
 	}
@@ -92,6 +101,10 @@ func run(ctx context.Context, o options) error {
 	h, err := gateway.NewHandler(gctx, cc, gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log, EdgeDir: o.edgeDir})
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		h = instrument(m, h)
+		g.Go(func() error { return metrics.Run(gctx, o.MetricsAddr, m, log) })
 	}
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -125,4 +138,14 @@ func run(ctx context.Context, o options) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// instrument counts and times every REST request by method and status code
+// (adrank_http_requests_total, adrank_http_request_duration_seconds).
+func instrument(m *metrics.Metrics, h http.Handler) http.Handler {
+	total := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "adrank_http_requests_total", Help: "REST requests, by method and status code."}, []string{"method", "code"})
+	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "adrank_http_request_duration_seconds", Help: "REST request latency, by method and status code.",
+		Buckets: metrics.Buckets}, []string{"method", "code"})
+	m.Reg.MustRegister(total, dur)
+	return promhttp.InstrumentHandlerCounter(total, promhttp.InstrumentHandlerDuration(dur, h))
 }

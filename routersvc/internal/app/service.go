@@ -30,6 +30,7 @@ import (
 	"github.com/adrank/adrank/routersvc/internal/snapshots"
 	"github.com/adrank/adrank/routersvc/internal/store"
 	"github.com/adrank/adrank/routersvc/internal/stream"
+	"github.com/adrank/adrank/routersvc/internal/telemetry"
 )
 
 // Config is routersvc's command line.
@@ -142,6 +143,14 @@ func Run(ctx context.Context, c Config) error {
 		Window: c.Window, FlushEvery: c.FlushEvery, ShadowQueue: c.ShadowQueue, ShadowTimeout: c.ShadowTimeout,
 		SetExperiment: downstream.PutExperiment(client),
 	}}
+	opts := c.Options(consulx.RouterService, log)
+	var tm *telemetry.Metrics
+	var dial []grpc.DialOption
+	if opts.Metrics != nil {
+		tm = telemetry.New(opts.Metrics.Reg)
+		p.Lab.Observe = tm
+		dial = opts.Metrics.DialOptions()
+	}
 	var watch func(context.Context) error
 	auctions := auctioninproc.New(log) // checks auction configs, for ListDomains
 	if c.MLService {
@@ -159,12 +168,21 @@ func Run(ctx context.Context, c Config) error {
 		if err != nil {
 			return err
 		}
-		disc := downstream.NewConsul(client, log, tls)
+		disc := downstream.NewConsul(client, log, append(dial, tls)...)
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
 		auctions = disc.Auctions
 	}
 	r := New(p)
-	opts := c.Options(consulx.RouterService, log)
+	var streamLag func() []telemetry.Lag // set once the stream worker exists
+	if tm != nil {
+		r.Core.OnOverload(tm.Overloaded)
+		opts.Metrics.Reg.MustRegister(telemetry.NewCollector(telemetry.State{Domains: telemetry.EngineState(r.Core), Lag: func() []telemetry.Lag {
+			if streamLag == nil {
+				return nil
+			}
+			return streamLag()
+		}}))
+	}
 	if c.Tokens != "" {
 		tok, err := auth.Load(c.Tokens)
 		if err != nil {
@@ -212,6 +230,13 @@ func Run(ctx context.Context, c Config) error {
 			Brokers: strings.Split(c.KafkaBrokers, ","), Group: c.StreamGroup, TransactionalID: id, Topics: stream.DefaultTopics(),
 			Batch: c.StreamBatch, Linger: c.StreamLinger, Record: r.Lab.RecordOnce, ResultTTL: c.ResultTTL, Log: log,
 		})
+		streamLag = func() []telemetry.Lag {
+			var out []telemetry.Lag
+			for _, l := range w.Lag() {
+				out = append(out, telemetry.Lag{Topic: l.Topic, Records: l.Lag})
+			}
+			return out
+		}
 		r.GRPC.SetStreamLag(func() []*routerv1.StreamLag {
 			var out []*routerv1.StreamLag
 			for _, l := range w.Lag() {
@@ -229,7 +254,7 @@ func Run(ctx context.Context, c Config) error {
 			return w.Run(ctx)
 		})
 	}
-	return serve(ctx, r, p.Table, srv, watch)
+	return serve(srv.WatchContext(ctx), r, p.Table, srv, watch)
 }
 
 // alongside runs b with a, until both end (one's error ends the other).

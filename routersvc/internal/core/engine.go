@@ -54,9 +54,11 @@ type Engine struct {
 	auctionConfigs AuctionConfigs
 	auctionErrors  func(domain string) string
 	// ids sign the impression IDs handed out; nil: unsigned.
-	ids  *idsig.Keys
-	edge edgeCounts
-	log  *slog.Logger
+	ids *idsig.Keys
+	// overloaded hears each Rank call refused for overload (metrics).
+	overloaded func()
+	edge       edgeCounts
+	log        *slog.Logger
 	// lastDegradedLog (unix nanos) rate-limits the degraded-mode warning.
 	lastDegradedLog atomic.Int64
 }
@@ -75,6 +77,10 @@ func New(table *routing.Table, down Downstream, lb *lab.Lab, limits Limits, log 
 // (served online and accepted from devices) with keys; the lab must verify
 // them (lab.Options.Verify). Call it before serving.
 func (e *Engine) SignImpressions(keys *idsig.Keys) { e.ids = keys }
+
+// OnOverload calls f for each Rank call refused because too many were in
+// flight (a metric). Call it before serving.
+func (e *Engine) OnOverload(f func()) { e.overloaded = f }
 
 // LabDomains lists the table's domains as the lab sees them (lab.Options.Experiments).
 func LabDomains(t *routing.Table) func() map[string]lab.Domain {
@@ -141,6 +147,9 @@ func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
 		case e.inflight <- struct{}{}:
 			defer func() { <-e.inflight }()
 		default:
+			if e.overloaded != nil {
+				e.overloaded()
+			}
 			return nil, Errorf(KindOverloaded, "router overloaded: %d requests in flight; retry with backoff", cap(e.inflight))
 		}
 	}

@@ -35,21 +35,21 @@ const (
 // impression's assignment.
 func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 	if l.o.Verify != nil && !l.o.Verify(ev.ImpressionID) {
-		return Forged, l.count(ctx, "forged")
+		return Forged, l.refuse(ctx, "forged")
 	}
 	im, ok := l.rec.impression(ev.ImpressionID)
 	if !ok {
 		var err error
 		im, err = l.o.Store.Impression(ctx, ev.ImpressionID)
 		if errors.Is(err, store.ErrNotFound) {
-			return UnknownImpression, l.count(ctx, "unknown")
+			return UnknownImpression, l.refuse(ctx, "unknown")
 		}
 		if err != nil {
 			return 0, err
 		}
 	}
 	if l.o.Now().Sub(im.At) > l.o.Window {
-		return Expired, l.count(ctx, "expired")
+		return Expired, l.refuse(ctx, "expired")
 	}
 	kind := "click"
 	if ev.Conversion {
@@ -90,9 +90,16 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 		return 0, err
 	}
 	if !applied {
-		return Duplicate, l.count(ctx, "duplicate")
+		return Duplicate, l.refuse(ctx, "duplicate")
 	}
+	l.o.Observe.Event(im.Domain, im.Strategy, im.Version, ev.Conversion)
 	return Accepted, nil
+}
+
+// refuse counts a refused event, in the store and for metrics.
+func (l *Lab) refuse(ctx context.Context, reason string) error {
+	l.o.Observe.EventRefused(reason)
+	return l.count(ctx, reason)
 }
 
 func (l *Lab) count(ctx context.Context, field string) error {

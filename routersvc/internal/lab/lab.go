@@ -44,7 +44,9 @@ type Options struct {
 	// Verify, when set, checks an event's impression ID (its signature)
 	// before the store is asked; an ID it refuses is Forged.
 	Verify func(impressionID string) bool
-	Now    func() time.Time
+	// Observe hears what is recorded, for metrics (default: nothing).
+	Observe Observer
+	Now     func() time.Time
 }
 
 // Lab is the experiment runtime. Run owns its goroutines.
@@ -60,6 +62,9 @@ type Lab struct {
 
 // New returns a Lab; call Run.
 func New(o Options) *Lab {
+	if o.Observe == nil {
+		o.Observe = nopObserver{}
+	}
 	if o.Window <= 0 {
 		o.Window = 24 * time.Hour
 	}

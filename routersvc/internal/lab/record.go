@@ -28,6 +28,11 @@ type recorder struct {
 	every time.Duration
 	ttl   time.Duration
 
+	// flushing serializes flushes: a Flush called while the periodic one
+	// writes waits for that write, so that what was recorded before it is
+	// in the store when it returns.
+	flushing sync.Mutex
+
 	mu      sync.Mutex
 	ops     []queued
 	pending map[string]store.Impression
@@ -105,6 +110,8 @@ func (r *recorder) run(ctx context.Context) error {
 
 // flush writes what is queued (see recorder).
 func (r *recorder) flush(ctx context.Context) error {
+	r.flushing.Lock()
+	defer r.flushing.Unlock()
 	r.mu.Lock()
 	qs := r.ops
 	r.ops = nil
@@ -240,6 +247,7 @@ type Call struct {
 // sent again (a client's retry) gets the same answer and is not counted
 // again.
 func (l *Lab) Record(s Served) {
+	l.o.Observe.Served(s)
 	op := l.servedOp(s)
 	op.Once, op.OnceTTL = servedOnce(s), l.impressionTTL()
 	l.rec.add(op)
@@ -257,6 +265,7 @@ func servedOnce(s Served) string { return "served|" + s.Domain + "|" + s.Request
 func (l *Lab) RecordOnce(ctx context.Context, served []Served, answers []map[string][]byte, shared map[string][]byte, ttl time.Duration) ([]bool, error) {
 	ops := make([]store.Op, len(served), len(served)+1)
 	for i, s := range served {
+		l.o.Observe.Served(s)
 		op := l.servedOp(s)
 		op.Once, op.OnceTTL = servedOnce(s), l.impressionTTL()
 		op.Counters = mergeCounters(op.Counters)

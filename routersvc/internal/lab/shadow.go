@@ -30,6 +30,7 @@ func (l *Lab) Shadow(domain string, versions []string, score ShadowScore, prod [
 		var op store.Op
 		for _, v := range versions {
 			op.Counters = append(op.Counters, store.CounterIncr{Key: shadowKey(domain, v), Field: "dropped", Delta: 1})
+			l.o.Observe.ShadowDropped(domain, v)
 		}
 		l.rec.add(op)
 	}
