@@ -5,9 +5,11 @@
 // plain ID.
 //
 // Keys come from a file of hex lines, at least 32 bytes each. The first
-// line signs; every line verifies, so a key is rotated by putting the new
-// one first and dropping the old one once the attribution window has
-// passed. Every router that shares experiment state needs the same file.
+// line signs; every line verifies. Impressions are stored under the plain
+// ID (Open), so a rotation changes nothing stored. Rotate in three steps,
+// each on every router: add the new key second, move it first, and drop
+// the old one once the attribution window has passed. Every router that
+// shares experiment state needs the same file.
 package idsig
 
 import (
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // MinKeyBytes bounds a key from below.
@@ -33,7 +36,13 @@ var TagLength = 1 + base64.RawURLEncoding.EncodedLen(tagBytes)
 
 // Keys sign and verify impression IDs. The zero of *Keys (nil) signs
 // nothing and accepts every ID.
-type Keys struct{ keys [][]byte }
+type Keys struct {
+	keys [][]byte
+	// unsignedUntil: until then, an ID without a signature is taken as it
+	// is (the move to signed IDs; see AcceptUnsignedUntil).
+	unsignedUntil time.Time
+	now           func() time.Time
+}
 
 // Load reads a keys file: one hex key per line, the signing key first;
 // blank lines and lines starting with # are skipped.
@@ -43,7 +52,7 @@ func Load(path string) (*Keys, error) {
 		return nil, err
 	}
 	defer f.Close()
-	k := &Keys{}
+	k := &Keys{now: time.Now}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -70,7 +79,16 @@ func Load(path string) (*Keys, error) {
 func Random() *Keys {
 	key := make([]byte, MinKeyBytes)
 	_, _ = rand.Read(key) // never fails (crypto/rand)
-	return &Keys{keys: [][]byte{key}}
+	return &Keys{keys: [][]byte{key}, now: time.Now}
+}
+
+// AcceptUnsignedUntil makes Open take IDs without a signature until t: the
+// IDs a router handed out before it signed them (click URLs already out,
+// events queued on devices) still count for one attribution window after
+// the upgrade. It returns k.
+func (k *Keys) AcceptUnsignedUntil(t time.Time) *Keys {
+	k.unsignedUntil = t
+	return k
 }
 
 // NewKey returns a fresh key as a line for a keys file.
@@ -94,27 +112,42 @@ func (k *Keys) Sign(id string) string {
 	return id + "." + base64.RawURLEncoding.EncodeToString(tag(k.keys[0], id))
 }
 
-// Verify reports whether signed is an ID signed by one of the keys. Every
-// key is tried, in constant time for each.
+// Verify reports whether signed is an ID signed by one of the keys (or an
+// unsigned one, while AcceptUnsignedUntil allows).
 func (k *Keys) Verify(signed string) bool {
+	_, ok := k.Open(signed)
+	return ok
+}
+
+// Open checks an ID's signature with every key (each in constant time) and
+// returns the plain ID it signs: what impressions are stored under, so that
+// a rotated key changes nothing stored.
+func (k *Keys) Open(signed string) (plain string, ok bool) {
 	if k == nil {
-		return true
+		return signed, true
 	}
-	if len(signed) < TagLength || signed[len(signed)-TagLength] != '.' {
-		return false
+	n := len(signed) - TagLength
+	if n < 0 || signed[n] != '.' {
+		if !strings.Contains(signed, ".") && k.now().Before(k.unsignedUntil) {
+			return signed, true
+		}
+		return "", false
 	}
-	id := signed[:len(signed)-TagLength]
+	id := signed[:n]
 	// Strict: the last character carries 4 unused bits, and one tag must
 	// have one spelling.
-	got, err := base64.RawURLEncoding.Strict().DecodeString(signed[len(signed)-TagLength+1:])
+	got, err := base64.RawURLEncoding.Strict().DecodeString(signed[n+1:])
 	if err != nil {
-		return false
+		return "", false
 	}
-	ok := false
+	ok = false
 	for _, key := range k.keys {
 		if hmac.Equal(got, tag(key, id)) {
 			ok = true
 		}
 	}
-	return ok
+	if !ok {
+		return "", false
+	}
+	return id, true
 }

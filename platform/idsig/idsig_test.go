@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/adrank/adrank/platform/idsig"
 )
@@ -30,6 +31,17 @@ func TestSignVerify(t *testing.T) {
 	}
 	if !k.Verify(s) {
 		t.Fatal("own signature refused")
+	}
+	if plain, ok := k.Open(s); !ok || plain != id {
+		t.Fatalf("Open(%q) = %q, %v", s, plain, ok)
+	}
+	// The last of 22 base64 characters holds 2 bits of the tag and 4
+	// unused ones: another character with the same 2 bits decodes to the
+	// same tag unless decoding is strict.
+	last := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", s[len(s)-1])
+	sameBits := s[:len(s)-1] + string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last^1])
+	if k.Verify(sameBits) {
+		t.Errorf("a second spelling of the tag verified: %q", sameBits)
 	}
 	flip := func(s string, i int) string {
 		b := []byte(s)
@@ -100,5 +112,21 @@ func TestLoadRefuses(t *testing.T) {
 	}
 	if _, err := idsig.Load(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("missing file loaded")
+	}
+}
+
+// While AcceptUnsignedUntil allows, an unsigned ID is taken as it is;
+// after, it is refused. A malformed signed one never is.
+func TestAcceptUnsignedUntil(t *testing.T) {
+	k := idsig.Random().AcceptUnsignedUntil(time.Now().Add(time.Hour))
+	if plain, ok := k.Open("0123456789abcdef0123456789abcdef"); !ok || plain != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("unsigned ID refused during the transition: %q %v", plain, ok)
+	}
+	if k.Verify("0123.nope") {
+		t.Error("a bad signature verified during the transition")
+	}
+	k.AcceptUnsignedUntil(time.Now().Add(-time.Second))
+	if k.Verify("0123456789abcdef0123456789abcdef") {
+		t.Error("unsigned ID taken after the transition")
 	}
 }

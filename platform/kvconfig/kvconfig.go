@@ -66,6 +66,17 @@ func (s *Set[T]) KeepDeleted() *Set[T] {
 // DeletedError is the error of a deleted key kept by KeepDeleted.
 const DeletedError = "deleted from Consul KV: the last good value keeps serving; write a new one to change it"
 
+// Forget drops the last good value kept for a deleted key (KeepDeleted),
+// when its owner has retired it; a key still in KV is not touched.
+func (s *Set[T]) Forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.raw[key]; !ok {
+		delete(s.good, key)
+		delete(s.errs, key)
+	}
+}
+
 // Update replaces the raw values (keyed by name under the prefix) and
 // returns the new state of every key.
 func (s *Set[T]) Update(raw map[string][]byte) map[string]Entry[T] {

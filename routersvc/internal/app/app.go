@@ -26,7 +26,7 @@ type Parts struct {
 	Log     *slog.Logger
 	Limits  core.Limits
 	// Lab sets the lab's schedules, shadow queue and canary promotion; its
-	// Store, Log, Experiments and Verify are set from the parts.
+	// Store, Log, Experiments and Open are set from the parts.
 	Lab lab.Options
 	// IDs sign the impression IDs handed out and verify those events name;
 	// nil: unsigned.
@@ -46,7 +46,7 @@ func New(p Parts) *Router {
 	o := p.Lab
 	o.Store, o.Log, o.Experiments = p.Store, p.Log, core.LabDomains(p.Table)
 	if p.IDs != nil {
-		o.Verify = p.IDs.Verify
+		o.Open = p.IDs.Open
 	}
 	lb := lab.New(o)
 	c := core.New(p.Table, downstream.Adapt(p.Clients), lb, p.Limits, p.Log)

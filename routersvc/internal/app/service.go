@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -67,6 +68,9 @@ type Config struct {
 	// ImpressionKey is the impression ID keys file; empty: a key made at
 	// start, which IDs from before a restart or from another router fail.
 	ImpressionKey string
+	// AcceptUnsignedUntil: until then, events may name unsigned impression
+	// IDs (those handed out before the upgrade to signed ones).
+	AcceptUnsignedUntil string
 }
 
 // RegisterFlags defines routersvc's flags on fs.
@@ -94,6 +98,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ResultTTL, "result-ttl", 10*time.Minute, "how long a streamed answer is kept for Rank to return (precomputed)")
 	fs.StringVar(&c.Tokens, "tokens", "", `bearer tokens file ("admin TOKEN" and "events TOKEN" lines): canary promotion and rollback need an admin token, events an events token (empty: open; make run makes one)`)
 	fs.StringVar(&c.ImpressionKey, "impression-key", "", "impression ID signing keys file (hex lines, 32+ bytes; the first signs, all verify), the same for every router sharing experiment state (empty: a key made at start, so events for impressions served before a restart are refused; make run makes one)")
+	fs.StringVar(&c.AcceptUnsignedUntil, "accept-unsigned-until", "", "RFC 3339 time until which events may name unsigned impression IDs: set it to the upgrade to signed IDs plus the attribution window (empty: never)")
 	fs.StringVar(&c.Snapshots, "snapshots", ".data/snapshots", "batch snapshot store (adrankctl batch run --store): a directory or redis://HOST:PORT[/DB]; serves batch-mode domains and the fallback of a failed ranker (empty: none)")
 	fs.Float64Var(&c.StalenessSample, "staleness-sample", 0.1, "share of real-time requests whose pCTRs are compared with the batch snapshot's (the report's staleness)")
 	fs.BoolVar(&c.UsePrecomputed, "use-precomputed", false, "Rank returns a fresh streamed answer to the same request (on with --kafka-brokers; use it on routers sharing the workers' Redis)")
@@ -136,8 +141,17 @@ func Run(ctx context.Context, c Config) error {
 		if ids, err = idsig.Load(c.ImpressionKey); err != nil {
 			return err
 		}
+	} else if c.RedisAddr != "" || c.KafkaBrokers != "" || c.UsePrecomputed {
+		return errors.New("--impression-key is required with --redis-addr, --kafka-brokers or --use-precomputed: routers sharing state must sign impression IDs with the same keys")
 	} else {
-		log.Warn("no --impression-key: impression IDs are signed with a key made now; events for impressions served before a restart, or by another router, will be refused")
+		log.Warn("no --impression-key: impression IDs are signed with a key made now; events for impressions served before a restart will be refused")
+	}
+	if c.AcceptUnsignedUntil != "" {
+		until, err := time.Parse(time.RFC3339, c.AcceptUnsignedUntil)
+		if err != nil {
+			return fmt.Errorf("--accept-unsigned-until: %w", err)
+		}
+		ids.AcceptUnsignedUntil(until)
 	}
 	p := Parts{Store: st, Log: log, Limits: c.Limits, IDs: ids, Lab: lab.Options{
 		Window: c.Window, FlushEvery: c.FlushEvery, ShadowQueue: c.ShadowQueue, ShadowTimeout: c.ShadowTimeout,

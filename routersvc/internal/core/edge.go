@@ -177,6 +177,10 @@ func (c *edgeCounts) get(domain string) float64 {
 	return c.rejected[domain]
 }
 
+// EdgeImpressionPrefix starts the stored ID of an impression served on a
+// device.
+const EdgeImpressionPrefix = "edge-"
+
 // ReportEdgeImpressions records impressions served on devices, as served
 // requests of the domain, once per request ID. A malformed batch fails as
 // a whole (KindInvalid, naming the field) and changes nothing; a served
@@ -204,15 +208,19 @@ func (e *Engine) ReportEdgeImpressions(ctx context.Context, domain string, serve
 		case a.Version != s.Version:
 			why = fmt.Sprintf("user %s's arm is version %q, not %q", s.UserID, a.Version, s.Version)
 		}
-		ls := lab.Served{Domain: d.Name, UserID: s.UserID, RequestID: s.RequestID, A: a}
+		ls := lab.Served{Domain: d.Name, UserID: s.UserID, RequestID: s.RequestID, A: a, Edge: true}
 		ids := make([]string, len(s.Results))
 		for j, r := range s.Results {
 			if why == "" && r.ImpressionID != assign.ImpressionID(d.Name, s.UserID, s.RequestID, r.AdID, r.Slot) {
 				why = fmt.Sprintf("impression_id %s is not the one of request %s, ad %s, slot %d", r.ImpressionID, s.RequestID, r.AdID, r.Slot)
 			}
-			// Recorded, like an online impression, under the signed ID.
-			ids[j] = e.ids.Sign(r.ImpressionID)
-			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: ids[j], Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
+			// Recorded under an ID of the edge's own ("edge-" and the
+			// device's), and handed back signed: a device that reports an
+			// online request's ID gets no signature of an online
+			// impression, only of an edge one that was never recorded.
+			plain := EdgeImpressionPrefix + r.ImpressionID
+			ids[j] = e.ids.Sign(plain)
+			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: plain, Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
 		}
 		if why != "" {
 			out[i] = EdgeOutcome{Result: lab.Rejected, Reason: why}

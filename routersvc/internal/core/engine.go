@@ -75,7 +75,7 @@ func New(table *routing.Table, down Downstream, lb *lab.Lab, limits Limits, log 
 
 // SignImpressions makes the engine sign the impression IDs it hands out
 // (served online and accepted from devices) with keys; the lab must verify
-// them (lab.Options.Verify). Call it before serving.
+// them (lab.Options.Open). Call it before serving.
 func (e *Engine) SignImpressions(keys *idsig.Keys) { e.ids = keys }
 
 // OnOverload calls f for each Rank call refused because too many were in
@@ -245,7 +245,7 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 	}
 	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls}
 	for _, r := range results {
-		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.ImpressionID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
+		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.plainID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
 	}
 	if record == nil {
 		rc.e.lab.Record(served)
@@ -340,10 +340,11 @@ func (rc *rankCall) priced(sc scored) []Result {
 }
 
 func (rc *rankCall) result(a Allocation, slot int, pctr float64, version string) Result {
+	plain := ImpressionID(rc.domain, rc.req.UserID, rc.id, a.AdID, slot)
 	return Result{
 		AdID: a.AdID, Slot: slot, Pctr: pctr, PriceMicros: a.PriceMicros,
-		ImpressionID: rc.e.ids.Sign(ImpressionID(rc.domain, rc.req.UserID, rc.id, a.AdID, slot)),
-		Ecpm:         a.Ecpm, RunnerUpEcpm: a.RunnerUpEcpm, ReserveMicros: a.ReserveMicros, Version: version,
+		ImpressionID: rc.e.ids.Sign(plain), plainID: plain,
+		Ecpm: a.Ecpm, RunnerUpEcpm: a.RunnerUpEcpm, ReserveMicros: a.ReserveMicros, Version: version,
 	}
 }
 

@@ -107,6 +107,13 @@ func (e *Engine) answer(ctx context.Context, key string) (*Response, bool) {
 	if err := json.Unmarshal(v, &resp); err != nil {
 		return nil, false
 	}
+	for _, r := range resp.Results {
+		if !e.ids.Verify(r.ImpressionID) {
+			// Written before this router's keys (an upgrade to signed
+			// IDs, a dropped key): its events would be refused. Rank now.
+			return nil, false
+		}
+	}
 	resp.Source, resp.Age, resp.Timing = SourcePrecomputed, time.Since(at), Timing{}
 	return &resp, true
 }

@@ -91,6 +91,9 @@ type Result struct {
 	// Version is the model version that ranked the ad (with interleaving,
 	// its team's).
 	Version string
+	// plainID is ImpressionID unsigned: what the impression is stored
+	// under.
+	plainID string
 }
 
 // Timing says where a Rank call's time went: its downstream calls, hop

@@ -34,13 +34,18 @@ const (
 // Event applies one event: idempotently, atomically, joined to its
 // impression's assignment.
 func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
-	if l.o.Verify != nil && !l.o.Verify(ev.ImpressionID) {
-		return Forged, l.refuse(ctx, "forged")
+	id := ev.ImpressionID
+	if l.o.Open != nil {
+		plain, ok := l.o.Open(id)
+		if !ok {
+			return Forged, l.refuse(ctx, "forged")
+		}
+		id = plain
 	}
-	im, ok := l.rec.impression(ev.ImpressionID)
+	im, ok := l.rec.impression(id)
 	if !ok {
 		var err error
-		im, err = l.o.Store.Impression(ctx, ev.ImpressionID)
+		im, err = l.o.Store.Impression(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return UnknownImpression, l.refuse(ctx, "unknown")
 		}

@@ -41,9 +41,10 @@ type Options struct {
 	Experiments func() map[string]Domain
 	// SetExperiment writes a domain's experiment document (canary promotion).
 	SetExperiment func(ctx context.Context, domain string, doc []byte) error
-	// Verify, when set, checks an event's impression ID (its signature)
-	// before the store is asked; an ID it refuses is Forged.
-	Verify func(impressionID string) bool
+	// Open, when set, checks an event's impression ID (its signature)
+	// before the impression is looked up, and returns the plain ID that
+	// impressions are stored under; an ID it refuses is Forged.
+	Open func(impressionID string) (plain string, ok bool)
 	// Observe hears what is recorded, for metrics (default: nothing).
 	Observe Observer
 	Now     func() time.Time

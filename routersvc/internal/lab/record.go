@@ -223,6 +223,10 @@ type Served struct {
 	Results   []ServedResult
 	// Calls are the ranker calls made, for version health.
 	Calls []Call
+	// Edge: served on a device. Edge requests are recorded once per
+	// request ID apart from online ones, so that a device reporting an
+	// online request's ID cannot displace it.
+	Edge bool
 }
 
 // ServedResult is one shown ad.
@@ -254,7 +258,12 @@ func (l *Lab) Record(s Served) {
 }
 
 // servedOnce is the key that records a served request once.
-func servedOnce(s Served) string { return "served|" + s.Domain + "|" + s.RequestID }
+func servedOnce(s Served) string {
+	if s.Edge {
+		return "edge|" + s.Domain + "|" + s.RequestID
+	}
+	return "served|" + s.Domain + "|" + s.RequestID
+}
 
 // RecordOnce writes served requests' impressions and counters now, in one
 // store transaction, once per domain and request ID: a request served

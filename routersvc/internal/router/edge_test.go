@@ -13,6 +13,7 @@ import (
 	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/discovery"
+	"github.com/adrank/adrank/routersvc/internal/core"
 )
 
 var sha = strings.Repeat("ab", 32)
@@ -63,8 +64,8 @@ func TestReportEdgeImpressions(t *testing.T) {
 	// The router hands back its signed IDs, also for a duplicate; rejected
 	// requests get none.
 	device := assign.ImpressionID("feed", "u1", "e1", "ad1", 1)
-	if got := resp.GetResults()[0].GetImpressionIds(); len(got) != 1 || got[0] != testKeys.Sign(device) {
-		t.Fatalf("signed IDs %v, want [%s]", got, testKeys.Sign(device))
+	if got := resp.GetResults()[0].GetImpressionIds(); len(got) != 1 || got[0] != testKeys.Sign(core.EdgeImpressionPrefix+device) {
+		t.Fatalf("signed IDs %v, want [%s]", got, testKeys.Sign(core.EdgeImpressionPrefix+device))
 	}
 	signed := first.GetResults()[1].GetImpressionIds()
 	if len(signed) != 1 || len(first.GetResults()[2].GetImpressionIds()) != 0 {
@@ -150,5 +151,34 @@ func TestEdgePlanAndFeatures(t *testing.T) {
 	}
 	if _, err := client.GetEdgeFeatures(context.Background(), &routerv1.GetEdgeFeaturesRequest{Domain: "feed", UserId: "u1"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("no ads: %v", err)
+	}
+}
+
+// A device that reports an online request as its own (its request ID, user,
+// ad and slot) gets no signature of the online impression, only of an edge
+// impression of its own, and displaces nothing: the online impression still
+// takes its click.
+func TestEdgeReportCannotSignOnlineImpressions(t *testing.T) {
+	client := edgeRouter(t)
+	ctx := context.Background()
+	online, err := client.Rank(ctx, request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := online.GetResults()[0]
+	fake := &routerv1.EdgeServed{RequestId: "r1", UserId: "u1", Version: "v1", ModelSha256: sha, Results: []*routerv1.EdgeResult{
+		{AdId: r.GetAdId(), Slot: r.GetSlot(), PriceMicros: r.GetPriceMicros(), ImpressionId: assign.ImpressionID("feed", "u1", "r1", r.GetAdId(), int(r.GetSlot()))},
+	}}
+	resp, err := client.ReportEdgeImpressions(ctx, &routerv1.ReportEdgeImpressionsRequest{Domain: "feed", Served: []*routerv1.EdgeServed{fake}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := resp.GetResults()[0].GetImpressionIds()
+	if len(got) != 1 || got[0] == r.GetImpressionId() {
+		t.Fatalf("the edge report handed out %v; the online ID is %s", got, r.GetImpressionId())
+	}
+	ev, err := client.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: r.GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CLICK}}})
+	if err != nil || ev.GetResults()[0] != routerv1.EventResult_EVENT_RESULT_ACCEPTED {
+		t.Fatalf("a click on the online impression after the edge report: %v, %v; want accepted", ev, err)
 	}
 }

@@ -180,7 +180,7 @@ func newLab(t *testing.T, log *slog.Logger, table *routing.Table) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: core.LabDomains(table), Verify: testKeys.Verify})
+	lb := lab.New(lab.Options{Store: st, Log: log, Refresh: 20 * time.Millisecond, Experiments: core.LabDomains(table), Open: testKeys.Open})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = lb.Run(ctx); close(done) }()

@@ -315,8 +315,12 @@ func (t *Table) publish(configs map[string]kvconfig.Entry[Config], exps map[stri
 		return d
 	}
 	for name, e := range configs {
-		if !Name.MatchString(name) || (e.Error == kvconfig.DeletedError && len(t.versions[name]) == 0) {
-			continue // retired: config deleted and no ranker left
+		if !Name.MatchString(name) {
+			continue
+		}
+		if e.Error == kvconfig.DeletedError && len(t.versions[name]) == 0 {
+			t.configs.Forget(name) // retired: config deleted and no ranker left; rankers coming back find no config
+			continue
 		}
 		d := domain(name)
 		if e.Valid {

@@ -119,10 +119,15 @@ func TestTableKeepsTheLastGoodConfig(t *testing.T) {
 		t.Errorf("after all rankers left: %+v %+v %q", d.Config, d.Production(), d.ConfigError)
 	}
 
-	// Key and rankers both gone: the domain is retired.
+	// Key and rankers both gone: the domain is retired, and rankers that
+	// come back later find no config.
 	tab.SetConfigs(map[string][]byte{})
 	if _, ok := tab.Snapshot().Domains["feed"]; ok {
 		t.Error("feed still known after its key and rankers went")
+	}
+	tab.SetRankers([]discovery.Instance{ranker("a", "feed", "v3", true)})
+	if d := tab.Snapshot().Domains["feed"]; d == nil || d.Config != nil {
+		t.Errorf("after the retired domain's rankers came back: %+v", d)
 	}
 }
 

@@ -215,9 +215,11 @@
         if (!resp.ok) throw new Error(path + ": HTTP " + resp.status + " " + JSON.stringify(json));
         return {json};
       };
+      let ids = null; // the signed IDs, read once the impressions are sent
+      const signed = (id) => (ids = ids || this._load("signed") || {})[id] || id;
       const kinds = [
         ["impressions", "/v1/edge/" + this.domain + "/impressions", "served", (batch) => batch, (batch, json) => this._learn(batch, json)],
-        ["events", "/v1/events", "events", (batch) => batch.map((e) => Object.assign({}, e, {impression_id: this.signed(e.impression_id)})), () => {}],
+        ["events", "/v1/events", "events", (batch) => batch.map((e) => Object.assign({}, e, {impression_id: signed(e.impression_id)})), () => {}],
       ];
       for (const [kind, path, field, prepare, after] of kinds) {
         let q = this._load(kind) || [];
