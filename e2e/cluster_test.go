@@ -98,8 +98,10 @@ type cluster struct {
 	common []string
 	// metrics: each service gets a --metrics-addr.
 	metrics bool
-	http    *http.Client
-	dial    grpc.DialOption
+	// env is more environment for every service.
+	env  []string
+	http *http.Client
+	dial grpc.DialOption
 }
 
 // startCluster starts Consul, writes the domain configs, and starts
@@ -125,15 +127,20 @@ type clusterOptions struct {
 	// metrics: every service serves Prometheus metrics on a port of its
 	// own (proc.metricsAddr).
 	metrics bool
+	// env is more environment for every service (OTEL_*, say), args more
+	// flags.
+	env  []string
+	args []string
 }
 
 func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, root: root(t), http: http.DefaultClient, dial: grpc.WithTransportCredentials(insecure.NewCredentials()), metrics: o.metrics}
+	c := &cluster{t: t, root: root(t), http: http.DefaultClient, dial: grpc.WithTransportCredentials(insecure.NewCredentials()), metrics: o.metrics, env: o.env}
 	scheme := "http"
+	c.common = append(c.common, o.args...)
 	if o.tls != nil {
 		cert, key := o.tls.Server(t, "adrank", "127.0.0.1")
-		c.common = []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", o.tls.CAFile}
+		c.common = append(c.common, "--tls-cert", cert, "--tls-key", key, "--tls-ca", o.tls.CAFile)
 		cfg, err := tlsx.Config{CA: o.tls.CAFile}.ClientConfig()
 		if err != nil {
 			t.Fatal(err)
@@ -215,6 +222,9 @@ func (c *cluster) start(name string, args ...string) *proc {
 	}
 	p := &proc{name: name, cmd: exec.Command(c.bin(name), args...), out: &syncbuf.Buffer{}, done: make(chan struct{}), metricsAddr: metricsAddr}
 	p.cmd.Dir = c.root
+	if len(c.env) > 0 {
+		p.cmd.Env = append(os.Environ(), c.env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -22,6 +23,7 @@ import (
 	"github.com/adrank/adrank/platform/grpcx"
 	"github.com/adrank/adrank/platform/metrics"
 	"github.com/adrank/adrank/platform/tlsx"
+	"github.com/adrank/adrank/platform/tracing"
 )
 
 // Options configure one instance.
@@ -49,6 +51,9 @@ type Options struct {
 	// /metrics on MetricsAddr.
 	Metrics     *metrics.Metrics
 	MetricsAddr string
+	// Tracing traces every call (exporting when OTEL_EXPORTER_OTLP_ENDPOINT
+	// is set); nil: New makes one for Name. The server shuts it down.
+	Tracing *tracing.Tracing
 }
 
 // Server is a listening, not yet serving, instance.
@@ -75,6 +80,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Tracing == nil {
+		var attrs []attribute.KeyValue
+		for k, v := range opts.Meta {
+			attrs = append(attrs, attribute.String("adrank."+k, v))
+		}
+		if opts.Tracing, err = tracing.New(context.Background(), opts.Name, attrs...); err != nil {
+			return nil, err
+		}
+	}
+	creds = append(creds, opts.Tracing.ServerOption())
 	lis, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -173,6 +188,13 @@ func (s *Server) drain() {
 		log.Warn("deregister failed; consul will reap the instance", "error", err)
 	}
 	cancel()
+	defer func() { // the spans of the last calls, once they are drained
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := s.opts.Tracing.Shutdown(ctx); err != nil {
+			log.Warn("trace export at shutdown failed", "error", err)
+		}
+	}()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

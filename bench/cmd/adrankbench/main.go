@@ -31,6 +31,7 @@ import (
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consultest"
+	"github.com/adrank/adrank/platform/idsig"
 )
 
 type options struct {
@@ -232,9 +233,16 @@ func (s *suite) setup(ctx context.Context) error {
 	// The smoke proves that the suite works, not how fast this machine is:
 	// its time limits are far above any answer's time, so that a slow or
 	// busy machine cannot turn answers into timeouts.
-	var routerLimits, gatewayLimits []string
+	// One impression key for the routers (the stream worker's router
+	// needs one: it shares its answers through Kafka and the store).
+	key := filepath.Join(tmp, "impression.key")
+	if err := os.WriteFile(key, []byte(idsig.NewKey()+"\n"), 0o600); err != nil {
+		return err
+	}
+	routerLimits := []string{"--impression-key", key}
+	var gatewayLimits []string
 	if s.o.smoke {
-		routerLimits = []string{"--budget", "10s", "--features-timeout", "5s"}
+		routerLimits = append(routerLimits, "--budget", "10s", "--features-timeout", "5s")
 		gatewayLimits = []string{"--timeout", "20s"}
 	}
 	starts := [][]string{

@@ -27,6 +27,7 @@ import (
 	"github.com/adrank/adrank/platform/grpcx"
 	"github.com/adrank/adrank/platform/metrics"
 	"github.com/adrank/adrank/platform/service"
+	"github.com/adrank/adrank/platform/tracing"
 )
 
 type options struct {
@@ -87,7 +88,18 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	dial := []grpc.DialOption{grpc.WithResolvers(res), tlsDial}
+	tr, err := tracing.New(ctx, "gateway")
+	if err != nil {
+		return err
+	}
+	defer func() { // the spans of the last requests
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			log.Warn("trace export at shutdown failed", "error", err)
+		}
+	}()
+	dial := []grpc.DialOption{grpc.WithResolvers(res), tlsDial, tr.DialOption()}
 	var m *metrics.Metrics
 	if o.MetricsAddr != "" {
 		m = metrics.New()
@@ -102,6 +114,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	h = tr.Handler(h, "gateway")
 	if m != nil {
 		h = instrument(m, h)
 		g.Go(func() error { return metrics.Run(gctx, o.MetricsAddr, m, log) })

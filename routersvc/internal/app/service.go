@@ -24,6 +24,7 @@ import (
 	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/service"
 	"github.com/adrank/adrank/platform/snapshot"
+	"github.com/adrank/adrank/platform/tracing"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -158,12 +159,15 @@ func Run(ctx context.Context, c Config) error {
 		SetExperiment: downstream.PutExperiment(client),
 	}}
 	opts := c.Options(consulx.RouterService, log)
+	if opts.Tracing, err = tracing.New(ctx, "routersvc"); err != nil {
+		return err
+	}
 	var tm *telemetry.Metrics
-	var dial []grpc.DialOption
+	dial := []grpc.DialOption{opts.Tracing.DialOption()}
 	if opts.Metrics != nil {
 		tm = telemetry.New(opts.Metrics.Reg)
 		p.Lab.Observe = tm
-		dial = opts.Metrics.DialOptions()
+		dial = append(dial, opts.Metrics.DialOptions()...)
 	}
 	var watch func(context.Context) error
 	auctions := auctioninproc.New(log) // checks auction configs, for ListDomains

@@ -18,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/idsig"
 	"github.com/adrank/adrank/platform/logging"
@@ -138,6 +141,14 @@ type rankCall struct {
 
 // Rank ranks and prices req's candidates.
 func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
+	resp, err := e.rank(ctx, req)
+	if err == nil {
+		annotate(ctx, resp)
+	}
+	return resp, err
+}
+
+func (e *Engine) rank(ctx context.Context, req *Request) (*Response, error) {
 	start := time.Now()
 	if err := Validate(req); err != nil {
 		return nil, err
@@ -173,6 +184,25 @@ func (e *Engine) Rank(ctx context.Context, req *Request) (*Response, error) {
 	}
 	rc.snapshotOverDefaults()
 	return rc.finish(nil)
+}
+
+// annotate puts what a Rank call did on its trace span (the RPC's, when
+// traced): domain, version, strategy, source and whether it degraded.
+func annotate(ctx context.Context, resp *Response) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(
+		attribute.String("adrank.domain", resp.Domain),
+		attribute.String("adrank.version", resp.ModelVersion),
+		attribute.String("adrank.strategy", string(resp.Assignment.Strategy)),
+		attribute.String("adrank.source", resp.Source.String()),
+		attribute.Bool("adrank.degraded", resp.Degraded),
+	)
+	if resp.Degraded {
+		span.SetAttributes(attribute.String("adrank.degraded_reason", resp.DegradedReason))
+	}
 }
 
 // snapshotOverDefaults serves from the snapshot, when there is one, a call

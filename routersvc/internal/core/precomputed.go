@@ -25,6 +25,19 @@ const (
 	SourceSnapshot
 )
 
+// String names the source.
+func (s Source) String() string {
+	switch s {
+	case SourceRealtime:
+		return "realtime"
+	case SourcePrecomputed:
+		return "precomputed"
+	case SourceSnapshot:
+		return "snapshot"
+	}
+	return "unknown"
+}
+
 // Results holds precomputed answers (store.Store does; the stream worker
 // writes them with its record).
 type Results interface {
