@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,7 +24,7 @@ import (
 
 // batchCronJobManifest is the Kubernetes manifest that runs `adrankctl batch
 // run` as a daily Indexed Job (see deploy/k8s/README.md).
-var batchCronJobManifest = filepath.Join("..", "deploy", "k8s", "batch-cronjob.yaml")
+var batchCronJobManifest = filepath.Join("..", "deploy", "k8s", "batch", "batch-cronjob.yaml")
 
 const (
 	jobNameFieldPath         = "metadata.labels['batch.kubernetes.io/job-name']"
@@ -70,30 +71,38 @@ func decodeBatchCronJob(manifest []byte) (*batchv1.CronJob, error) {
 		return nil, fmt.Errorf("got %d YAML documents, want exactly 1 (the CronJob)", len(docs))
 	}
 
-	// Unknown fields, duplicate keys, values of the wrong type.
 	var cj batchv1.CronJob
-	if err := yaml.UnmarshalStrict(docs[0], &cj); err != nil {
+	if err := decodeStrict(docs[0], &cj); err != nil {
 		return nil, fmt.Errorf("decoding the CronJob: %w", err)
 	}
+	return &cj, nil
+}
 
+// decodeStrict decodes one YAML document into a Kubernetes type, refusing
+// unknown fields, duplicate keys and values of the wrong type.
+func decodeStrict(doc []byte, into any) error {
+	if err := yaml.UnmarshalStrict(doc, into); err != nil {
+		return err
+	}
 	// sigs.k8s.io/yaml converts each YAML value to the type of the field it
 	// goes into (an unquoted 100 or yes in args becomes the string "100" or
 	// "true"), and encoding/json matches field names case-insensitively
 	// (CompletionMode: is taken for completionMode:). kubectl converts the YAML
 	// to JSON without such type hints, and the API server decodes that JSON
 	// case-sensitively, so it would reject both: decode that JSON the same way.
-	j, err := yaml.YAMLToJSON(docs[0])
+	j, err := yaml.YAMLToJSON(doc)
 	if err != nil {
-		return nil, fmt.Errorf("decoding the CronJob: %w", err)
+		return err
 	}
-	strictErrs, err := sigsjson.UnmarshalStrict(j, &batchv1.CronJob{})
+	fresh := reflect.New(reflect.TypeOf(into).Elem()).Interface()
+	strictErrs, err := sigsjson.UnmarshalStrict(j, fresh)
 	if err == nil {
 		err = errors.Join(strictErrs...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("decoding the CronJob as the API server does: %w", err)
+		return fmt.Errorf("as the API server decodes it: %w", err)
 	}
-	return &cj, nil
+	return nil
 }
 
 // checkBatchCronJob returns every way the manifest breaks the contract between
