@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,13 +10,9 @@ import (
 	"os"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
-
 	"github.com/adrank/adrank/adrankctl/internal/experimentctl"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consulx"
-	"github.com/adrank/adrank/platform/tlsx"
 )
 
 // callTimeout bounds every call adrankctl makes.
@@ -40,7 +37,8 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("experiment", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address")
+	addr := fs.String("consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (Consul's CONSUL_HTTP_TOKEN and TLS variables apply)")
+	output := fs.String("output", "table", "table or json")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +47,16 @@ func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		return errors.New("usage: adrankctl experiment get|set|validate DOMAIN [FILE]")
 	}
 	verb, domain := pos[0], pos[1]
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("--output %q: want table or json", *output)
+	}
+	say := func(text string, fields map[string]any) error {
+		if *output == "json" {
+			return json.NewEncoder(stdout).Encode(fields)
+		}
+		_, err := fmt.Fprintln(stdout, text)
+		return err
+	}
 	client, err := consulx.NewClient(*addr)
 	if err != nil {
 		return err
@@ -67,6 +75,9 @@ func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		if err != nil {
 			return err
 		}
+		if *output == "json" {
+			return say("", map[string]any{"domain": domain, "experiment": json.RawMessage(doc)})
+		}
 		_, err = fmt.Fprintf(stdout, "%s\n", doc)
 		return err
 	case "validate", "set":
@@ -78,14 +89,12 @@ func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			if err := experimentctl.Validate(ctx, client, domain, doc); err != nil {
 				return fmt.Errorf("invalid: %w", err)
 			}
-			_, err = fmt.Fprintf(stdout, "valid for domain %s\n", domain)
-			return err
+			return say("valid for domain "+domain, map[string]any{"domain": domain, "valid": true})
 		}
 		if err := experimentctl.Set(ctx, client, domain, doc); err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "written to adrank/experiments/%s\n", domain)
-		return err
+		return say("written to adrank/experiments/"+domain, map[string]any{"domain": domain, "written": "adrank/experiments/" + domain})
 	default:
 		return fmt.Errorf("unknown experiment command %q: want get, set or validate", verb)
 	}
@@ -94,11 +103,9 @@ func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, 
 func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("canary", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("router", "127.0.0.1:9090", "router gRPC address")
+	var rf routerFlags
+	rf.register(fs)
 	reason := fs.String("reason", "", "why (rollback)")
-	token := fs.String("token", os.Getenv("ADRANK_TOKEN"), "admin bearer token (default $ADRANK_TOKEN), for a router started with --tokens")
-	var tc tlsx.Config
-	tc.RegisterClient(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -106,32 +113,29 @@ func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 2 {
 		return errors.New("usage: adrankctl canary promote|rollback DOMAIN [--reason TEXT] [--router ADDR]")
 	}
-	creds, err := tc.DialOption()
+	client, ctx, done, err := rf.dial(ctx)
 	if err != nil {
 		return err
 	}
-	cc, err := grpc.NewClient(*addr, creds)
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	client := routerv1.NewRouterServiceClient(cc)
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	if *token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
-	}
+	defer done()
 	switch pos[0] {
 	case "promote":
 		resp, err := client.PromoteCanary(ctx, &routerv1.PromoteCanaryRequest{Domain: pos[1]})
 		if err != nil {
 			return err
 		}
+		if rf.output == "json" {
+			return printJSON(stdout, resp)
+		}
 		_, err = fmt.Fprintf(stdout, "%s: production is now %s\n", pos[1], resp.GetProductionVersion())
 		return err
 	case "rollback":
-		if _, err := client.RollbackCanary(ctx, &routerv1.RollbackCanaryRequest{Domain: pos[1], Reason: *reason}); err != nil {
+		resp, err := client.RollbackCanary(ctx, &routerv1.RollbackCanaryRequest{Domain: pos[1], Reason: *reason})
+		if err != nil {
 			return err
+		}
+		if rf.output == "json" {
+			return printJSON(stdout, resp)
 		}
 		_, err = fmt.Fprintf(stdout, "%s: canary rolled back\n", pos[1])
 		return err

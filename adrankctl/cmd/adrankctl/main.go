@@ -17,6 +17,12 @@
 //
 // promotes or rolls back the domain's canary through the router's API.
 //
+//	adrankctl versions [DOMAIN]
+//	adrankctl report DOMAIN
+//
+// show the domains and their versions, and a domain's experiment report, as
+// tables for people or, with --output json, as the REST API's JSON.
+//
 //	adrankctl batch run --domain D --version V [--shard i/N] [--input FILE] [--every 24h]
 //
 // is the batch deployment's job: it scores every (user, eligible ad) pair of
@@ -46,11 +52,16 @@ commands:
   experiment get DOMAIN                            print the domain's experiment document
   experiment validate DOMAIN [FILE]                check a document (FILE or stdin) as the router would
   experiment set DOMAIN [FILE]                     validate, then write the document to Consul KV
-  canary promote|rollback DOMAIN [--reason TEXT]   through the router (--router, default 127.0.0.1:9090)
+  canary promote|rollback DOMAIN [--reason TEXT]   through the router
+  versions [DOMAIN]                                domains, versions, instances, models and config errors
+  report DOMAIN                                    the domain's experiment report as tables
 
   batch run --domain D --version V [flags]         score every (user, ad) pair; write each user's top K as a snapshot
   edge build --domain D --version V               write the version's edge bundle (WebAssembly scorer, model, manifest)
-flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)
+flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); Consul's own
+  variables apply too (CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT, ...)
+flags of canary, versions and report: --router ADDR (default 127.0.0.1:9090), --token (default $ADRANK_TOKEN),
+  --output table|json, --tls-ca, --tls-server-name
 `
 
 func main() {
@@ -76,6 +87,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runExperiment(ctx, args[1:], stdin, stdout, stderr)
 	case "canary":
 		return runCanary(ctx, args[1:], stdout, stderr)
+	case "versions":
+		return runVersions(ctx, args[1:], stdout, stderr)
+	case "report":
+		return runReport(ctx, args[1:], stdout, stderr)
 	case "batch":
 		return runBatch(ctx, args[1:], stdout, stderr)
 	case "edge":
