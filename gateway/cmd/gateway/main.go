@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/adrank/adrank/gateway/internal/gateway"
+	"github.com/adrank/adrank/gateway/internal/ui"
+	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/debugsrv"
 	"github.com/adrank/adrank/platform/discovery"
@@ -36,6 +38,8 @@ type options struct {
 	timeout    time.Duration
 	maxBody    int64
 	edgeDir    string
+	uiSample   time.Duration
+	uiKeep     int
 }
 
 func main() {
@@ -45,6 +49,8 @@ func main() {
 	fs.StringVar(&o.routerAddr, "router-addr", "", "router gRPC address; empty: discover adrank-router in Consul")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each REST call")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest request body in bytes; larger ones get 413")
+	fs.DurationVar(&o.uiSample, "ui-sample", 10*time.Second, "how often the dashboard (/ui/) samples every domain's report for its charts")
+	fs.IntVar(&o.uiKeep, "ui-keep", 720, "samples the dashboard keeps per domain (in memory)")
 	fs.StringVar(&o.edgeDir, "edge-dir", "", "folder of edge bundles (adrankctl edge build --out) to serve at /v1/edge/; empty: none")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -114,7 +120,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	h = tr.Handler(h, "gateway")
+	dash := ui.New(routerv1.NewRouterServiceClient(cc), ui.Options{Sample: o.uiSample, Keep: o.uiKeep, Timeout: o.timeout, Log: log})
+	g.Go(func() error { return dash.Run(gctx) })
+	top := http.NewServeMux()
+	top.Handle("/ui/", dash.Handler())
+	top.Handle("/ui", dash.Handler())
+	top.Handle("/", h)
+	h = tr.Handler(top, "gateway")
 	if m != nil {
 		h = instrument(m, h)
 		g.Go(func() error { return metrics.Run(gctx, o.MetricsAddr, m, log) })
