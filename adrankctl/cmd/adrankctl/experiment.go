@@ -101,12 +101,8 @@ func runExperiment(ctx context.Context, args []string, stdin io.Reader, stdout, 
 }
 
 func runCanary(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("canary", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var rf routerFlags
-	rf.register(fs)
-	reason := fs.String("reason", "", "why (rollback)")
-	pos, err := parseArgs(fs, args)
+	var reason *string
+	rf, pos, err := routerCommand("canary", args, stderr, func(fs *flag.FlagSet) { reason = fs.String("reason", "", "why (rollback)") })
 	if err != nil {
 		return err
 	}

@@ -65,12 +65,22 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
-func runVersions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("versions", flag.ContinueOnError)
+// routerCommand parses the flags of a command that calls the router, with
+// more of its own (more may be nil), and returns the positional arguments.
+func routerCommand(name string, args []string, stderr io.Writer, more func(*flag.FlagSet)) (*routerFlags, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var rf routerFlags
+	rf := &routerFlags{}
 	rf.register(fs)
+	if more != nil {
+		more(fs)
+	}
 	pos, err := parseArgs(fs, args)
+	return rf, pos, err
+}
+
+func runVersions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	rf, pos, err := routerCommand("versions", args, stderr, nil)
 	if err != nil {
 		return err
 	}
@@ -153,11 +163,7 @@ func age(ms int64) string {
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var rf routerFlags
-	rf.register(fs)
-	pos, err := parseArgs(fs, args)
+	rf, pos, err := routerCommand("report", args, stderr, nil)
 	if err != nil {
 		return err
 	}
