@@ -71,8 +71,8 @@ func artifacts(t *testing.T, root string) string {
 }
 
 // The dashboard at /ui/, in a real browser, with experiments running: an
-// A/B test and a shadow on feed, a canary and a refused auction config on
-// stories. Its charts have data, it shows the config error, and the page
+// A/B test and a shadow on feed (then a bandit), a canary and a refused
+// auction config on stories. Its charts have data, it shows the config error, and the page
 // throws no JavaScript error. Screenshots are kept as test artifacts.
 func TestDashboardInABrowser(t *testing.T) {
 	c := startCluster(t, [2]string{"feed/v1", "models/feed/v1.json"}, [2]string{"feed/v2", "models/feed/v2.json"},
@@ -136,6 +136,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	waitCharts := func(names ...string) {
 		t.Helper()
 		eventually(t, settle, func() error {
+			shown.Charts = nil // json.Unmarshal would merge into the last answer's map
 			eval(t, page, `return {charts: window.adrankUI.charts, refreshed: window.adrankUI.refreshed, errors: window.adrankUI.errors,
 				table: document.querySelector("#domains").innerText};`, &shown)
 			for _, n := range names {
@@ -176,6 +177,17 @@ func TestDashboardInABrowser(t *testing.T) {
 	}
 	waitCharts("canary-share", "canary-guardrail")
 	shot("ui-stories.png")
+
+	// feed moves to a bandit: its charts start over with the allocation.
+	c.putKV("adrank/experiments/feed", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"]}}`)
+	if err := chromedp.Do(page, chromedp.Click(`//nav[@id="tabs"]/button[text()="feed"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitCharts("bandit-allocation")
+	if s := shown.Charts["bandit-allocation"]; s.Series != 2 {
+		t.Errorf("bandit chart has %d arms, want 2", s.Series)
+	}
+	shot("ui-feed-bandit.png")
 
 	cancel()
 	if err := <-traffic; err != nil {
