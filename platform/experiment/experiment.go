@@ -107,6 +107,11 @@ type Bandit struct {
 	Policy   string   `json:"policy"`
 	Versions []string `json:"versions"`
 	Epsilon  float64  `json:"epsilon,omitempty"` // epsilon_greedy's exploration share (default 0.1)
+	// MinShare is every arm's floor: whatever the policy, no arm's
+	// probability (its logged propensity) falls below it, so logs can be
+	// reweighted to evaluate another policy. Within [0, 1/len(versions)];
+	// default 0.
+	MinShare float64 `json:"minShare,omitempty"`
 }
 
 // Interleave merges A's and B's rankings by team draft for a fraction of
@@ -287,6 +292,9 @@ func (e *Experiment) check() error {
 		}
 		if !(b.Epsilon >= 0 && b.Epsilon <= 1) {
 			bad("bandit.epsilon: %v, want within [0, 1]", b.Epsilon)
+		}
+		if k := len(b.Versions); k > 0 && !(b.MinShare >= 0 && b.MinShare <= 1/float64(k)) {
+			bad("bandit.minShare: %v, want within [0, 1/%d]", b.MinShare, k)
 		}
 	}
 	if in := e.Interleave; in != nil {

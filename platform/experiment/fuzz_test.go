@@ -20,6 +20,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"canary": {"version": "v2", "steps": [50, 100], "stepInterval": "1s", "guardrails": {"maxErrorRate": 0.01, "maxP99": "50ms", "alpha": 0.05, "minRequests": 100}}}`))
 	f.Add([]byte(`{"bandit": {"policy": "thompson", "versions": ["v1", "v2", "v3"]}}`))
 	f.Add([]byte(`{"bandit": {"policy": "epsilon_greedy", "epsilon": 0.2, "versions": ["v1", "v2"]}}`))
+	f.Add([]byte(`{"bandit": {"policy": "thompson", "minShare": 0.5, "versions": ["v1", "v2"]}}`))
+	f.Add([]byte(`{"bandit": {"policy": "thompson", "minShare": 0.51, "versions": ["v1", "v2"]}}`))
 	f.Add([]byte(`{"interleave": {"a": "v1", "b": "v2", "fraction": 0.1}}`))
 	// Just past a bound each: refused now, caught by bounded if a bound
 	// ever goes.
@@ -109,7 +111,7 @@ func bounded(e *Experiment) string {
 			return "A/B weights whose sum is not finite and positive"
 		}
 	}
-	if b := e.Bandit; b != nil && (len(b.Versions) > MaxListed || !within(b.Epsilon, 0, 1)) {
+	if b := e.Bandit; b != nil && (len(b.Versions) > MaxListed || !within(b.Epsilon, 0, 1) || !within(b.MinShare, 0, 1/float64(max(len(b.Versions), 1)))) {
 		return "a bandit out of bounds"
 	}
 	if in := e.Interleave; in != nil && !within(in.Fraction, math.SmallestNonzeroFloat64, 1) {

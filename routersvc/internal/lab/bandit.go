@@ -2,25 +2,22 @@ package lab
 
 import (
 	"context"
-	"encoding/binary"
-	"hash/fnv"
 	"math"
-	"math/rand/v2"
-
-	"gonum.org/v1/gonum/stat/distuv"
+	"slices"
+	"time"
 
 	"github.com/adrank/adrank/platform/experiment"
+	"github.com/adrank/adrank/routersvc/internal/stats"
 )
-
-// thompsonDraws is how many posterior draws estimate Thompson sampling's
-// allocation (its propensities).
-const thompsonDraws = 2000
 
 type banditState struct {
 	id     string
 	probs  []float64
 	n, c   []float64
 	policy string
+	// at is when the allocation was computed, and took how long it took.
+	at   time.Time
+	took time.Duration
 }
 
 // banditAllocation is the current probability of each arm (uniform until
@@ -52,7 +49,18 @@ func (l *Lab) refreshBandit(ctx context.Context, domain string, d Domain) {
 	for i, v := range e.Bandit.Versions {
 		n[i], c[i] = m[v+".n"], math.Min(m[v+".c"], m[v+".n"])
 	}
-	st := &banditState{id: e.ID(), n: n, c: c, policy: e.Bandit.Policy, probs: Allocate(e.Bandit, n, c)}
+	l.mu.RLock()
+	last := l.bandits[domain]
+	l.mu.RUnlock()
+	now := time.Now()
+	if last != nil && last.id == e.ID() && (slices.Equal(last.n, n) && slices.Equal(last.c, c) || now.Sub(last.at) < 10*last.took) {
+		// Same counts, or the last allocation took long (many Thompson
+		// arms): keep it, so that allocating takes at most a tenth of
+		// the refresher's time.
+		return
+	}
+	probs := Allocate(e.Bandit, n, c)
+	st := &banditState{id: e.ID(), n: n, c: c, policy: e.Bandit.Policy, probs: probs, at: now, took: time.Since(now)}
 	l.mu.Lock()
 	l.bandits[domain] = st
 	l.mu.Unlock()
@@ -62,42 +70,27 @@ func (l *Lab) refreshBandit(ctx context.Context, domain string, d Domain) {
 // impressions n and clicks c per arm.
 //
 //   - thompson: the probability that the arm's Beta(1 + c, 1 + n - c)
-//     posterior draw is the largest, estimated from 2000 joint draws. The
-//     draws are seeded by the counts, so every replica with the same counts
-//     computes the same allocation.
+//     posterior draw is the largest, computed by quadrature to
+//     stats.ThompsonPrecision (not estimated from draws), so the logged
+//     propensity is the probability the request was assigned with, and
+//     every replica with the same counts computes the same allocation.
 //   - ucb1: all traffic to the arm with the highest mean + sqrt(2 ln N / n)
 //     (arms never tried first).
 //   - epsilon_greedy: 1 - epsilon + epsilon/K to the best mean, epsilon/K to
 //     each other arm.
+//
+// Then every arm gets at least the document's minShare (stats.Floor), so
+// no propensity falls below it.
 func Allocate(b *experiment.Bandit, n, c []float64) []float64 {
 	k := len(n)
 	probs := make([]float64, k)
 	switch b.Policy {
 	case experiment.Thompson:
-		var seed []byte
+		alpha, beta := make([]float64, k), make([]float64, k)
 		for i := range n {
-			seed = binary.LittleEndian.AppendUint64(seed, uint64(n[i]))
-			seed = binary.LittleEndian.AppendUint64(seed, uint64(c[i]))
+			alpha[i], beta[i] = 1+c[i], 1+n[i]-c[i]
 		}
-		h := fnv.New64a()
-		h.Write(seed)
-		src := rand.New(rand.NewPCG(h.Sum64(), uint64(k)))
-		betas := make([]distuv.Beta, k)
-		for i := range betas {
-			betas[i] = distuv.Beta{Alpha: 1 + c[i], Beta: 1 + n[i] - c[i], Src: src}
-		}
-		for range thompsonDraws {
-			best, bestV := 0, -1.0
-			for i := range betas {
-				if v := betas[i].Rand(); v > bestV {
-					best, bestV = i, v
-				}
-			}
-			probs[best]++
-		}
-		for i := range probs {
-			probs[i] /= thompsonDraws
-		}
+		probs = stats.ThompsonProbabilities(alpha, beta)
 	case experiment.UCB1:
 		var total float64
 		for _, v := range n {
@@ -134,5 +127,5 @@ func Allocate(b *experiment.Bandit, n, c []float64) []float64 {
 		}
 		probs[best] += 1 - eps
 	}
-	return probs
+	return stats.Floor(probs, b.MinShare)
 }

@@ -103,3 +103,27 @@ func TestAssignABIsStickyAndWeighted(t *testing.T) {
 		}
 	}
 }
+
+// Thompson's allocation is exact (the probabilities stats computes, not
+// draws in steps of 1/2000), and the document's minShare floors every arm,
+// under every policy.
+func TestAllocateExactWithFloor(t *testing.T) {
+	n, c := []float64{1000, 1000, 1000}, []float64{100, 130, 60}
+	exact := Allocate(&experiment.Bandit{Policy: experiment.Thompson}, n, c)
+	if exact[2] <= 0 || exact[2] > 1e-6 || exact[1] < 0.97 {
+		t.Errorf("Thompson allocation %v: the worst arm's share should be tiny but not 0, the best near 1", exact)
+	}
+	for _, policy := range []string{experiment.Thompson, experiment.UCB1, experiment.EpsilonGreedy} {
+		got := Allocate(&experiment.Bandit{Policy: policy, Epsilon: 0.1, MinShare: 0.05}, n, c)
+		var sum float64
+		for _, p := range got {
+			if p < 0.05-1e-12 {
+				t.Errorf("%s: %v has an arm below the 0.05 floor", policy, got)
+			}
+			sum += p
+		}
+		if math.Abs(sum-1) > 1e-9 || got[1] < 0.8 {
+			t.Errorf("%s: %v (sum %v)", policy, got, sum)
+		}
+	}
+}
