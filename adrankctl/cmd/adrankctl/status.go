@@ -214,10 +214,10 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		if ab.GetSrmFlagged() {
 			srm = "FLAGGED: the arms' traffic does not match their weights; do not trust these results"
 		}
-		fmt.Fprintf(tw, "sample ratio: chi2 %.2f, p %.3g: %s\n\nCONTROL\tTREATMENT\tCTR DIFF\t95%% CI\tLIFT\tP\tALWAYS-VALID P\tVERDICT\tIMPRESSIONS STILL NEEDED\n", ab.GetSrmChi2(), ab.GetSrmPValue(), srm)
+		fmt.Fprintf(tw, "sample ratio: chi2 %.2f, p %.3g: %s\n\nCONTROL\tTREATMENT\tCTR DIFF\t95%% CI\tLIFT\tP\tALWAYS-VALID P\tHOLM P\tVERDICT\tIMPRESSIONS STILL NEEDED\n", ab.GetSrmChi2(), ab.GetSrmPValue(), srm)
 		for _, t := range ab.GetTests() {
-			fmt.Fprintf(tw, "%s\t%s\t%+.4f\t[%+.4f, %+.4f]\t%+.1f%%\t%.3g\t%.3g\t%s\t%.0f\n", t.GetControl(), t.GetTreatment(), t.GetDiff(), t.GetCiLow(), t.GetCiHigh(),
-				100*t.GetRelativeLift(), t.GetPValue(), t.GetAlwaysValidPValue(), t.GetVerdict(), t.GetRemainingImpressionsPerArm())
+			fmt.Fprintf(tw, "%s\t%s\t%+.4f\t[%+.4f, %+.4f]\t%+.1f%%\t%.3g\t%.3g\t%.3g\t%s\t%.0f\n", t.GetControl(), t.GetTreatment(), t.GetDiff(), t.GetCiLow(), t.GetCiHigh(),
+				100*t.GetRelativeLift(), t.GetPValue(), t.GetAlwaysValidPValue(), t.GetHolmPValue(), t.GetVerdict(), t.GetRemainingImpressionsPerArm())
 		}
 	}
 	if c := r.GetCanary(); c != nil {

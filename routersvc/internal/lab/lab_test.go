@@ -127,3 +127,31 @@ func TestAllocateExactWithFloor(t *testing.T) {
 		}
 	}
 }
+
+// Several treatments against one control: each verdict rests on the Holm-
+// adjusted always-valid p-value, so a p that would pass alone does not
+// when two others are tested with it.
+func TestHolmVerdicts(t *testing.T) {
+	tests := []TestResult{
+		{Treatment: "b", Diff: 0.01, AlwaysValidPValue: 0.02},
+		{Treatment: "c", Diff: -0.02, AlwaysValidPValue: 0.001},
+		{Treatment: "d", Diff: 0.01, AlwaysValidPValue: 0.5},
+	}
+	holmVerdicts(tests, 0.05)
+	// Sorted: 0.001 x3 = 0.003, 0.02 x2 = 0.04, 0.5 x1 = 0.5.
+	want := []struct {
+		p       float64
+		verdict string
+	}{{0.04, "treatment better"}, {0.003, "treatment worse"}, {0.5, "no detectable difference yet"}}
+	for i, w := range want {
+		if math.Abs(tests[i].HolmPValue-w.p) > 1e-12 || tests[i].Verdict != w.verdict {
+			t.Errorf("%s: Holm p %v %q, want %v %q", tests[i].Treatment, tests[i].HolmPValue, tests[i].Verdict, w.p, w.verdict)
+		}
+	}
+	// 0.03 passes alone, but not as the larger of two at 0.03.
+	two := []TestResult{{Diff: 0.01, AlwaysValidPValue: 0.03}, {Diff: 0.01, AlwaysValidPValue: 0.03}}
+	holmVerdicts(two, 0.05)
+	if two[0].Verdict != "no detectable difference yet" || two[0].HolmPValue != 0.06 {
+		t.Errorf("two tests at p 0.03: %+v", two)
+	}
+}

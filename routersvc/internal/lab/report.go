@@ -55,9 +55,12 @@ type GroupStats struct {
 
 // TestResult compares a treatment's CTR with control's.
 type TestResult struct {
-	Control, Treatment                                  string
-	Diff, CILow, CIHigh, RelativeLift                   float64
-	PValue, AlwaysValidPValue                           float64
+	Control, Treatment                string
+	Diff, CILow, CIHigh, RelativeLift float64
+	PValue, AlwaysValidPValue         float64
+	// HolmPValue is AlwaysValidPValue adjusted for the other treatments
+	// compared with the same control (Holm); the verdict rests on it.
+	HolmPValue                                          float64
 	Verdict                                             string
 	NeededImpressionsPerArm, RemainingImpressionsPerArm float64
 }
@@ -261,19 +264,43 @@ func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*ABReport,
 	for i := 1; i < len(ab.Arms); i++ {
 		r.Tests = append(r.Tests, Test(ab.Arms[0].Version, ab.Arms[i].Version, control, ratios[i], alpha, mde, power))
 	}
+	holmVerdicts(r.Tests, alpha)
 	return r, nil
+}
+
+// holmVerdicts adjusts the tests' always-valid p-values for each other
+// (Holm) and decides each verdict on the adjusted one, so that with several
+// treatments the chance of any false "better" or "worse" stays alpha.
+func holmVerdicts(tests []TestResult, alpha float64) {
+	ps := make([]float64, len(tests))
+	for i, t := range tests {
+		ps[i] = t.AlwaysValidPValue
+	}
+	for i, p := range stats.Holm(ps) {
+		t := &tests[i]
+		t.HolmPValue = p
+		switch {
+		case p >= alpha || math.IsNaN(p):
+			t.Verdict = "no detectable difference yet"
+		case t.Diff < 0:
+			t.Verdict = "treatment worse"
+		default:
+			t.Verdict = "treatment better"
+		}
+	}
 }
 
 // Test compares treatment with control: a fixed-horizon z-test, an
 // always-valid p-value (mSPRT with mixing scale mde x control CTR), a
 // verdict from the always-valid p-value (so that looking early is safe), and
 // the impressions per arm a fixed-horizon test needs for the relative lift
-// mde, inflated by the observed design effect.
+// mde, inflated by the observed design effect. Alone, its HolmPValue is its
+// always-valid p-value; holmVerdicts adjusts it among several.
 func Test(controlName, treatmentName string, control, treatment stats.Ratio, alpha, mde, power float64) TestResult {
 	c := stats.Compare(control, treatment, alpha)
 	t := TestResult{
 		Control: controlName, Treatment: treatmentName, Diff: c.Diff, CILow: finite(c.CILow), CIHigh: finite(c.CIHigh),
-		RelativeLift: c.RelLift, PValue: finite(c.P), AlwaysValidPValue: 1, Verdict: "no detectable difference yet",
+		RelativeLift: c.RelLift, PValue: finite(c.P), AlwaysValidPValue: 1, HolmPValue: 1, Verdict: "no detectable difference yet",
 	}
 	base := c.Control
 	if !(base > 0) {
@@ -282,7 +309,7 @@ func Test(controlName, treatmentName string, control, treatment stats.Ratio, alp
 	tau := mde * base
 	avp := stats.AlwaysValidP(c.Diff, c.SE*c.SE, tau*tau)
 	if !math.IsNaN(avp) {
-		t.AlwaysValidPValue = avp
+		t.AlwaysValidPValue, t.HolmPValue = avp, avp
 		if avp < alpha {
 			t.Verdict = "treatment better"
 			if c.Diff < 0 {

@@ -151,7 +151,7 @@ func groupStats(g lab.GroupStats) *routerv1.GroupStats {
 func Test(t lab.TestResult) *routerv1.Test {
 	return &routerv1.Test{
 		Control: t.Control, Treatment: t.Treatment, Diff: t.Diff, CiLow: t.CILow, CiHigh: t.CIHigh, RelativeLift: t.RelativeLift,
-		PValue: t.PValue, AlwaysValidPValue: t.AlwaysValidPValue, Verdict: t.Verdict,
+		PValue: t.PValue, AlwaysValidPValue: t.AlwaysValidPValue, HolmPValue: t.HolmPValue, Verdict: t.Verdict,
 		NeededImpressionsPerArm: t.NeededImpressionsPerArm, RemainingImpressionsPerArm: t.RemainingImpressionsPerArm,
 	}
 }

@@ -5,6 +5,7 @@
 package stats
 
 import (
+	"cmp"
 	"math"
 	"slices"
 
@@ -302,4 +303,24 @@ func PSI(expected, actual []float64) float64 {
 		psi += (a - e) * math.Log(a/e)
 	}
 	return psi
+}
+
+// Holm adjusts p-values for testing several hypotheses at once (Holm's
+// step-down method): rejecting where the adjusted p is below alpha keeps
+// the chance of any false rejection at alpha, under any dependence. Always-
+// valid p-values stay always valid through it.
+func Holm(ps []float64) []float64 {
+	m := len(ps)
+	order := make([]int, m)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ps[a], ps[b]) })
+	adj := make([]float64, m)
+	running := 0.0
+	for rank, i := range order {
+		running = math.Max(running, math.Min(1, float64(m-rank)*ps[i]))
+		adj[i] = running
+	}
+	return adj
 }

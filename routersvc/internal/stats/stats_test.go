@@ -195,3 +195,24 @@ func TestSpearman(t *testing.T) {
 		}
 	}
 }
+
+func TestHolm(t *testing.T) {
+	for _, tt := range []struct{ ps, want []float64 }{
+		// Sorted 0.005, 0.01, 0.03, 0.04: times 4, 3, 2, 1, then running max.
+		{[]float64{0.01, 0.04, 0.03, 0.005}, []float64{0.03, 0.06, 0.06, 0.02}},
+		{[]float64{0.2}, []float64{0.2}},
+		{[]float64{0.6, 0.9}, []float64{1, 1}},
+		{nil, []float64{}},
+	} {
+		got := Holm(tt.ps)
+		if len(got) != len(tt.want) {
+			t.Fatalf("Holm(%v) = %v", tt.ps, got)
+		}
+		for i := range got {
+			if math.Abs(got[i]-tt.want[i]) > 1e-12 {
+				t.Errorf("Holm(%v) = %v, want %v", tt.ps, got, tt.want)
+				break
+			}
+		}
+	}
+}

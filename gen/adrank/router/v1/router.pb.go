@@ -1945,8 +1945,13 @@ type Test struct {
 	// detectable effect, and how many are still missing.
 	NeededImpressionsPerArm    float64 `protobuf:"fixed64,10,opt,name=needed_impressions_per_arm,json=neededImpressionsPerArm,proto3" json:"needed_impressions_per_arm,omitempty"`
 	RemainingImpressionsPerArm float64 `protobuf:"fixed64,11,opt,name=remaining_impressions_per_arm,json=remainingImpressionsPerArm,proto3" json:"remaining_impressions_per_arm,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// The always-valid p-value adjusted for the other treatments compared
+	// with the same control (Holm's step-down method); the verdict rests on
+	// it, so with several treatments the chance of any false verdict stays
+	// alpha.
+	HolmPValue    float64 `protobuf:"fixed64,12,opt,name=holm_p_value,json=holmPValue,proto3" json:"holm_p_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Test) Reset() {
@@ -2052,6 +2057,13 @@ func (x *Test) GetNeededImpressionsPerArm() float64 {
 func (x *Test) GetRemainingImpressionsPerArm() float64 {
 	if x != nil {
 		return x.RemainingImpressionsPerArm
+	}
+	return 0
+}
+
+func (x *Test) GetHolmPValue() float64 {
+	if x != nil {
+		return x.HolmPValue
 	}
 	return 0
 }
@@ -3943,7 +3955,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"kendallTau\x12&\n" +
 	"\x0fmean_pctr_ratio\x18\t \x01(\x01R\rmeanPctrRatio\x12\x10\n" +
 	"\x03psi\x18\n" +
-	" \x01(\x01R\x03psi\"\x8b\x03\n" +
+	" \x01(\x01R\x03psi\"\xad\x03\n" +
 	"\x04Test\x12\x18\n" +
 	"\acontrol\x18\x01 \x01(\tR\acontrol\x12\x1c\n" +
 	"\ttreatment\x18\x02 \x01(\tR\ttreatment\x12\x12\n" +
@@ -3956,7 +3968,9 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\averdict\x18\t \x01(\tR\averdict\x12;\n" +
 	"\x1aneeded_impressions_per_arm\x18\n" +
 	" \x01(\x01R\x17neededImpressionsPerArm\x12A\n" +
-	"\x1dremaining_impressions_per_arm\x18\v \x01(\x01R\x1aremainingImpressionsPerArm\"\xc6\x02\n" +
+	"\x1dremaining_impressions_per_arm\x18\v \x01(\x01R\x1aremainingImpressionsPerArm\x12 \n" +
+	"\fholm_p_value\x18\f \x01(\x01R\n" +
+	"holmPValue\"\xc6\x02\n" +
 	"\bABReport\x12\x12\n" +
 	"\x04salt\x18\x01 \x01(\tR\x04salt\x120\n" +
 	"\x04arms\x18\x02 \x03(\v2\x1c.adrank.router.v1.GroupStatsR\x04arms\x12\x18\n" +
