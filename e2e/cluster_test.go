@@ -166,6 +166,17 @@ func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *clu
 	c.gatewayURL = scheme + "://" + gatewayAddr
 	c.start("featuresvc")
 	c.start("auctionsvc")
+	// Features and the auction healthy in Consul before anything ranks: a
+	// test's first Rank must not race their first health check.
+	for _, name := range []string{consulx.FeatureService, consulx.AuctionService} {
+		eventually(t, settle, func() error {
+			entries, _, err := c.consul.Client.Health().Service(name, "", true, nil)
+			if err != nil || len(entries) == 0 {
+				return fmt.Errorf("%s: %d healthy instances, %v", name, len(entries), err)
+			}
+			return nil
+		})
+	}
 	for _, r := range rankers {
 		c.startRanker(r[0], r[1])
 	}
