@@ -123,8 +123,9 @@ func run(ctx context.Context, o options) error {
 	dash := ui.New(routerv1.NewRouterServiceClient(cc), ui.Options{Sample: o.uiSample, Keep: o.uiKeep, Timeout: o.timeout, Log: log})
 	g.Go(func() error { return dash.Run(gctx) })
 	top := http.NewServeMux()
-	top.Handle("/ui/", dash.Handler())
-	top.Handle("/ui", dash.Handler())
+	dashboard := dash.Handler()
+	top.Handle("/ui/", dashboard)
+	top.Handle("/ui", dashboard)
 	top.Handle("/", h)
 	h = tr.Handler(top, "gateway")
 	if m != nil {
