@@ -69,9 +69,14 @@ type Guardrails struct {
 	MaxErrorRate float64 `json:"maxErrorRate,omitempty"`
 	// MaxP99 is the highest p99 ranker latency (default 250ms).
 	MaxP99 Duration `json:"maxP99,omitempty"`
-	// Alpha is the one-sided level at which a lower CTR than production's
-	// fails the canary (default 0.01).
+	// Alpha is the chance, over the whole canary however often it is
+	// checked, that a canary as good as production is rolled back for a
+	// lower CTR or revenue per user (default 0.01).
 	Alpha float64 `json:"alpha,omitempty"`
+	// Drop is the relative drop in CTR or revenue per user that those
+	// sequential tests are tuned to catch soonest (default 0.2): smaller
+	// drops are caught too, later.
+	Drop float64 `json:"drop,omitempty"`
 	// MinRequests is how many canary requests the error and latency
 	// guardrails wait for (default 50).
 	MinRequests int `json:"minRequests,omitempty"`
@@ -239,7 +244,7 @@ func (e *Experiment) check() error {
 			bad("canary.stepInterval: %v, want at least %v", c.StepInterval.Duration, MinStepInterval)
 		}
 		g := c.Guardrails
-		if !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1) || !(g.Alpha >= 0 && g.Alpha < 1) || g.MaxP99.Duration < 0 || g.MaxP99.Duration > MaxGuardP99 ||
+		if !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1) || !(g.Alpha >= 0 && g.Alpha < 1) || !(g.Drop >= 0 && g.Drop <= 1) || g.MaxP99.Duration < 0 || g.MaxP99.Duration > MaxGuardP99 ||
 			g.MinRequests < 0 || g.MinRequests > MaxMinRequests {
 			bad("canary.guardrails: out of range: %+v", g)
 		}

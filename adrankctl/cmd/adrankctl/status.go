@@ -214,10 +214,10 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		if ab.GetSrmFlagged() {
 			srm = "FLAGGED: the arms' traffic does not match their weights; do not trust these results"
 		}
-		fmt.Fprintf(tw, "sample ratio: chi2 %.2f, p %.3g: %s\n\nCONTROL\tTREATMENT\tCTR DIFF\t95%% CI\tLIFT\tP\tALWAYS-VALID P\tHOLM P\tVERDICT\tIMPRESSIONS STILL NEEDED\n", ab.GetSrmChi2(), ab.GetSrmPValue(), srm)
+		fmt.Fprintf(tw, "sample ratio: chi2 %.2f, p %.3g: %s\n\nMETRIC\tCONTROL\tTREATMENT\tDIFF\t95%% CI\tLIFT\tCUPED\tP\tALWAYS-VALID P\tHOLM P\tVERDICT\tIMPRESSIONS STILL NEEDED\n", ab.GetSrmChi2(), ab.GetSrmPValue(), srm)
 		for _, t := range ab.GetTests() {
-			fmt.Fprintf(tw, "%s\t%s\t%+.4f\t[%+.4f, %+.4f]\t%+.1f%%\t%.3g\t%.3g\t%.3g\t%s\t%.0f\n", t.GetControl(), t.GetTreatment(), t.GetDiff(), t.GetCiLow(), t.GetCiHigh(),
-				100*t.GetRelativeLift(), t.GetPValue(), t.GetAlwaysValidPValue(), t.GetHolmPValue(), t.GetVerdict(), t.GetRemainingImpressionsPerArm())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%+.4g\t[%+.4g, %+.4g]\t%+.1f%%\t-%.0f%% var\t%.3g\t%.3g\t%.3g\t%s\t%.0f\n", t.GetMetric(), t.GetControl(), t.GetTreatment(), t.GetDiff(), t.GetCiLow(), t.GetCiHigh(),
+				100*t.GetRelativeLift(), 100*t.GetVarianceReduction(), t.GetPValue(), t.GetAlwaysValidPValue(), t.GetHolmPValue(), t.GetVerdict(), t.GetRemainingImpressionsPerArm())
 		}
 	}
 	if c := r.GetCanary(); c != nil {
@@ -225,7 +225,8 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		if c.GetReason() != "" {
 			fmt.Fprintf(tw, " (%s)", c.GetReason())
 		}
-		fmt.Fprintf(tw, "; CTR guardrail p %.3g\n%s\n%s\n%s\n", c.GetCtrPValue(), groupHead, group(c.GetCanary()), group(c.GetControl()))
+		fmt.Fprintf(tw, "; always-valid p against a drop: CTR %.3g, revenue per user %.3g (rolled back below %g)\n%s\n%s\n%s\n",
+			pOr1(c.GetDropPValues(), "ctr"), pOr1(c.GetDropPValues(), "revenue_per_user"), c.GetAlpha()/2, groupHead, group(c.GetCanary()), group(c.GetControl()))
 	}
 	if b := r.GetBandit(); b != nil {
 		fmt.Fprintf(tw, "\nbandit (%s)\nVERSION\tIMPRESSIONS\tCLICKS\tMEAN\tALLOCATION\n", b.GetPolicy())
@@ -256,4 +257,12 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		fmt.Fprintf(tw, "state store: %s\n", e)
 	}
 	return tw.Flush()
+}
+
+// pOr1 is ps[k], or 1 when the test has no data yet.
+func pOr1(ps map[string]float64, k string) float64 {
+	if p, ok := ps[k]; ok {
+		return p
+	}
+	return 1
 }

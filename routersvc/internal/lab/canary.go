@@ -8,10 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
-
-	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/adrank/adrank/platform/experiment"
 	"github.com/adrank/adrank/routersvc/internal/stats"
@@ -183,9 +182,7 @@ func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, 
 	if maxP99 == 0 {
 		maxP99 = 250 * time.Millisecond
 	}
-	if alpha == 0 {
-		alpha = 0.01
-	}
+	alpha = guardAlpha(g)
 	h, err := l.o.Store.Counters(ctx, experimentHealthKey(domain, d.Exp.ID()))
 	if err != nil {
 		return "", err
@@ -207,12 +204,62 @@ func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, 
 	if err != nil {
 		return "", err
 	}
-	if cmp := stats.Compare(control, canary, alpha); cmp.Z < distuv.UnitNormal.Quantile(alpha) {
-		return fmt.Sprintf("CTR %.4f is significantly below production's %.4f (one-sided p %.2g < %g)",
-			cmp.Treatment, cmp.Control, distuv.UnitNormal.CDF(cmp.Z), alpha), nil
-	}
-	return "", nil
+	reason, _ := Guard(control, canary, alpha, g.Drop)
+	return reason, nil
 }
+
+// guardAlpha is the guardrails' alpha, with its default.
+func guardAlpha(g experiment.Guardrails) float64 {
+	if g.Alpha == 0 {
+		return 0.01
+	}
+	return g.Alpha
+}
+
+// The metrics a canary is guarded on, besides errors and latency.
+var guarded = []struct {
+	key, name string
+	metric    stats.Metric
+}{
+	{"ctr", "CTR", ctr},
+	{"revenue_per_user", "revenue per user", stats.PerUser(stats.Revenue)},
+}
+
+// Guard returns why a canary's outcomes fail against the control's, or "",
+// and each metric's always-valid p-value against a drop.
+// Each guarded metric (CTR, revenue per user) has an always-valid test
+// against a drop (stats.DropAlwaysValidP) at alpha / 2, its mixture scaled
+// to a relative drop of drop (default 0.2) on the control's value: so
+// looking at every refresh, for as long as the canary runs, rolls a healthy
+// canary back with a chance of at most alpha in all.
+func Guard(control, canary stats.Sums, alpha, drop float64) (string, map[string]float64) {
+	if drop == 0 {
+		drop = DefaultDrop
+	}
+	level := alpha / float64(len(guarded))
+	reason, ps := "", map[string]float64{}
+	for _, g := range guarded {
+		c, k := g.metric.Estimate(control), g.metric.Estimate(canary)
+		if !(c.Value > 0) {
+			continue
+		}
+		d := stats.Difference(c, k)
+		tau := drop * c.Value
+		p := stats.DropAlwaysValidP(d.Value, d.Var, tau*tau)
+		if math.IsNaN(p) {
+			continue
+		}
+		ps[g.key] = p
+		if p < level && reason == "" {
+			reason = fmt.Sprintf("%s %.4g is below production's %.4g (always-valid p %.2g < %g)", g.name, k.Value, c.Value, p, level)
+		}
+	}
+	return reason, ps
+}
+
+// DefaultDrop is the relative drop of a guarded metric that the canary's
+// tests are tuned to catch soonest.
+const DefaultDrop = 0.2
 
 func latencies(h map[string]float64, version string) []float64 {
 	out := make([]float64, len(latencyEdges))

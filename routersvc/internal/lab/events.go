@@ -68,13 +68,18 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 	add := func(key, field string, d float64) {
 		op.Counters = append(op.Counters, store.CounterIncr{Key: key, Field: field, Delta: d})
 	}
+	grouped := Strategy(im.Strategy) != Interleaved // interleaved requests count per request, in duels
 	if ev.Conversion {
 		add(outcomesKey(g), "conversions", 1)
 		add(outcomesKey(g), "value", ev.Value)
-	} else {
-		if Strategy(im.Strategy) != Interleaved {
-			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, C: 1})
+		if grouped {
+			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, V: 1, CovariateFrom: historyKey(im.Domain)})
 		}
+	} else {
+		if grouped {
+			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, C: 1, R: im.Price, CovariateFrom: historyKey(im.Domain)})
+		}
+		op.Units = append(op.Units, store.UnitIncr{Group: historyKey(im.Domain), Unit: im.UserID, C: 1, R: im.Price})
 		add(outcomesKey(g), "revenue", float64(im.Price))
 		switch Strategy(im.Strategy) {
 		case Bandit:

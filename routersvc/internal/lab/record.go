@@ -212,6 +212,10 @@ func banditKey(domain, exp string) string           { return "bandit|" + domain 
 func duelKey(domain, exp string) string             { return "duel|" + domain + "|" + exp }
 func shadowKey(domain, version string) string       { return "shadow|" + domain + "|" + version }
 
+// historyKey is the group that keeps each user's history in the domain,
+// whatever served them: the covariate a user brings into an experiment.
+func historyKey(domain string) string { return "history|" + domain }
+
 const eventsKey = "events"
 
 // Served is one answered request, for the record.
@@ -312,8 +316,12 @@ func (l *Lab) servedOp(s Served) store.Op {
 			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now,
 		})
 	}
-	if len(s.Results) > 0 && a.Strategy != Interleaved {
-		op.Units = append(op.Units, store.UnitIncr{Group: groupKey(s.Domain, a.Experiment, a.Group), Unit: s.UserID, N: int64(len(s.Results))})
+	if n := int64(len(s.Results)); n > 0 {
+		if a.Strategy != Interleaved {
+			op.Units = append(op.Units, store.UnitIncr{Group: groupKey(s.Domain, a.Experiment, a.Group), Unit: s.UserID, N: n, CovariateFrom: historyKey(s.Domain)})
+		}
+		// After the group's unit, which copies the history as it was.
+		op.Units = append(op.Units, store.UnitIncr{Group: historyKey(s.Domain), Unit: s.UserID, N: n})
 	}
 	if a.Strategy == Bandit {
 		op.Counters = append(op.Counters, store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".n", Delta: float64(len(s.Results))})

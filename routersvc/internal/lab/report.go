@@ -46,18 +46,27 @@ type ShadowStats struct {
 	TopKOverlap, KendallTau, MeanPctrRatio, PSI float64
 }
 
-// GroupStats are one experiment group's outcomes.
+// GroupStats are one experiment group's outcomes. Conversions and
+// revenue count those of users in the group (interleaving's teams have no
+// users); ConversionRate is conversions per click.
 type GroupStats struct {
 	Group, Version                              string
 	Users, Impressions, Clicks, CTR             float64
 	Conversions, ConversionValue, RevenueMicros float64
+	RevenuePerUserMicros, ConversionRate        float64
 }
 
-// TestResult compares a treatment's CTR with control's.
+// TestResult compares a treatment's metric with control's.
 type TestResult struct {
+	// Metric is "ctr", "revenue_per_user" (micros) or "conversion_rate"
+	// (conversions per click).
+	Metric                            string
 	Control, Treatment                string
 	Diff, CILow, CIHigh, RelativeLift float64
 	PValue, AlwaysValidPValue         float64
+	// VarianceReduction is the share of the difference's variance that
+	// CUPED removed, using each user's history before the experiment.
+	VarianceReduction float64
 	// HolmPValue is AlwaysValidPValue adjusted for the other treatments
 	// compared with the same control (Holm); the verdict rests on it.
 	HolmPValue                                          float64
@@ -86,6 +95,11 @@ type CanaryReport struct {
 	Reason          string
 	Canary, Control GroupStats
 	CTRPValue       float64
+	// DropPValues are the guardrails' always-valid p-values against a
+	// drop, by metric ("ctr", "revenue_per_user"); each rolls the canary
+	// back below Alpha / 2.
+	DropPValues map[string]float64
+	Alpha       float64
 }
 
 // BanditArm is one arm of a bandit.
@@ -166,20 +180,40 @@ func finite(v float64) float64 {
 	return v
 }
 
-func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (GroupStats, stats.Ratio, error) {
+func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (GroupStats, stats.Sums, error) {
 	g := groupKey(domain, exp, group)
-	ratio, err := l.o.Store.Group(ctx, g)
+	sums, err := l.o.Store.Group(ctx, g)
 	if err != nil {
-		return GroupStats{}, ratio, err
+		return GroupStats{}, sums, err
 	}
 	out, err := l.o.Store.Counters(ctx, outcomesKey(g))
 	if err != nil {
-		return GroupStats{}, ratio, err
+		return GroupStats{}, sums, err
 	}
+	ratio := sums.Ratio()
 	return GroupStats{
 		Group: group, Version: version, Users: ratio.Users, Impressions: ratio.N, Clicks: ratio.C, CTR: ratio.Mean(),
 		Conversions: out["conversions"], ConversionValue: out["value"], RevenueMicros: out["revenue"],
-	}, ratio, nil
+		RevenuePerUserMicros: finite(stats.PerUser(stats.Revenue).Value(sums)),
+		ConversionRate:       finite(conversionRate.Value(sums)),
+	}, sums, nil
+}
+
+var (
+	ctr            = stats.Metric{Num: stats.Clicks, Den: stats.Imps}
+	conversionRate = stats.Metric{Num: stats.Conversions, Den: stats.Clicks}
+	preCTR         = stats.Metric{Num: stats.PreClicks, Den: stats.PreImps}
+)
+
+// abMetrics are the metrics an A/B test compares, each with the covariate
+// from the users' history that CUPED adjusts it by.
+var abMetrics = []struct {
+	name              string
+	metric, covariate stats.Metric
+}{
+	{"ctr", ctr, preCTR},
+	{"revenue_per_user", stats.PerUser(stats.Revenue), stats.PerUser(stats.PreRevenue)},
+	{"conversion_rate", conversionRate, preCTR},
 }
 
 func (l *Lab) shadowStats(ctx context.Context, domain, v string) (ShadowStats, error) {
@@ -227,10 +261,12 @@ func (l *Lab) canaryReport(ctx context.Context, domain string, d Domain) (*Canar
 	if err != nil {
 		return nil, err
 	}
+	alpha := guardAlpha(c.Guardrails)
+	_, ps := Guard(kr, cr, alpha, c.Guardrails.Drop)
 	return &CanaryReport{
 		Version: c.Version, State: st.State, Step: st.Step, SharePercent: st.share(c),
 		StepStartedAt: st.StepStarted, Reason: st.Reason, Canary: canary, Control: control,
-		CTRPValue: finite(stats.Compare(kr, cr, 0.05).P),
+		CTRPValue: finite(stats.Compare(kr.Ratio(), cr.Ratio(), 0.05).P), DropPValues: ps, Alpha: alpha,
 	}, nil
 }
 
@@ -247,24 +283,31 @@ func (l *Lab) abReport(ctx context.Context, domain string, d Domain) (*ABReport,
 		power = 0.8
 	}
 	r := &ABReport{Salt: ab.Salt, Alpha: alpha, MinimalDetectableEffect: mde}
-	ratios := make([]stats.Ratio, len(ab.Arms))
+	sums := make([]stats.Sums, len(ab.Arms))
 	users := make([]float64, len(ab.Arms))
 	for i, arm := range ab.Arms {
-		g, ratio, err := l.group(ctx, domain, d.Exp.ID(), arm.Version, arm.Version)
+		g, s, err := l.group(ctx, domain, d.Exp.ID(), arm.Version, arm.Version)
 		if err != nil {
 			return nil, err
 		}
 		r.Arms = append(r.Arms, g)
 		r.Weights = append(r.Weights, arm.Weight)
-		ratios[i], users[i] = ratio, ratio.Users
+		sums[i], users[i] = s, s.Users
 	}
 	r.SRMChi2, r.SRMPValue = stats.SRM(users, r.Weights)
 	r.SRMFlagged = r.SRMPValue < 0.001
-	control := ratios[0]
-	for i := 1; i < len(ab.Arms); i++ {
-		r.Tests = append(r.Tests, Test(ab.Arms[0].Version, ab.Arms[i].Version, control, ratios[i], alpha, mde, power))
+	for _, m := range abMetrics {
+		cuped := stats.NewCUPED(m.metric, m.covariate, sums...)
+		var tests []TestResult
+		for i := 1; i < len(ab.Arms); i++ {
+			t := Test(ab.Arms[0].Version, ab.Arms[i].Version, sums[0], sums[i], cuped, alpha, mde, power)
+			t.Metric = m.name
+			tests = append(tests, t)
+		}
+		// Holm within each metric: its treatments share a control.
+		holmVerdicts(tests, alpha)
+		r.Tests = append(r.Tests, tests...)
 	}
-	holmVerdicts(r.Tests, alpha)
 	return r, nil
 }
 
@@ -290,24 +333,32 @@ func holmVerdicts(tests []TestResult, alpha float64) {
 	}
 }
 
-// Test compares treatment with control: a fixed-horizon z-test, an
-// always-valid p-value (mSPRT with mixing scale mde x control CTR), a
-// verdict from the always-valid p-value (so that looking early is safe), and
-// the impressions per arm a fixed-horizon test needs for the relative lift
-// mde, inflated by the observed design effect. Alone, its HolmPValue is its
-// always-valid p-value; holmVerdicts adjusts it among several.
-func Test(controlName, treatmentName string, control, treatment stats.Ratio, alpha, mde, power float64) TestResult {
-	c := stats.Compare(control, treatment, alpha)
+// Test compares treatment with control on cuped's metric, adjusted by its
+// covariate: a fixed-horizon z-test, an always-valid p-value (mSPRT with
+// mixing scale mde x the control's value), a verdict from the always-valid
+// p-value (so that looking early is safe), the share of variance CUPED
+// removed, and, for CTR, the impressions per arm a fixed-horizon test needs
+// for the relative lift mde, inflated by the observed design effect. Alone,
+// its HolmPValue is its always-valid p-value; holmVerdicts adjusts it among
+// several.
+func Test(controlName, treatmentName string, control, treatment stats.Sums, cuped stats.CUPED, alpha, mde, power float64) TestResult {
+	m := cuped.Metric
+	plain := stats.Difference(m.Estimate(control), m.Estimate(treatment))
+	adj := stats.Difference(cuped.Estimate(control), cuped.Estimate(treatment))
+	base := m.Value(control)
+	c := stats.CompareDifference(base, adj, alpha)
 	t := TestResult{
-		Control: controlName, Treatment: treatmentName, Diff: c.Diff, CILow: finite(c.CILow), CIHigh: finite(c.CIHigh),
-		RelativeLift: c.RelLift, PValue: finite(c.P), AlwaysValidPValue: 1, HolmPValue: 1, Verdict: "no detectable difference yet",
+		Control: controlName, Treatment: treatmentName, Diff: finite(c.Diff), CILow: finite(c.CILow), CIHigh: finite(c.CIHigh),
+		RelativeLift: finite(c.RelLift), PValue: finite(c.P), AlwaysValidPValue: 1, HolmPValue: 1, Verdict: "no detectable difference yet",
 	}
-	base := c.Control
+	if plain.Var > 0 && adj.Var <= plain.Var {
+		t.VarianceReduction = 1 - adj.Var/plain.Var
+	}
 	if !(base > 0) {
 		return t
 	}
 	tau := mde * base
-	avp := stats.AlwaysValidP(c.Diff, c.SE*c.SE, tau*tau)
+	avp := stats.AlwaysValidP(adj.Value, adj.Var, tau*tau)
 	if !math.IsNaN(avp) {
 		t.AlwaysValidPValue, t.HolmPValue = avp, avp
 		if avp < alpha {
@@ -317,13 +368,16 @@ func Test(controlName, treatmentName string, control, treatment stats.Ratio, alp
 			}
 		}
 	}
-	deff := 1.0
-	if v := control.Var(); v > 0 && control.N > 0 {
-		deff = v / (base * (1 - base) / control.N)
+	if m == ctr {
+		cr := control.Ratio()
+		deff := 1.0
+		if v := cr.Var(); v > 0 && cr.N > 0 {
+			deff = v / (base * (1 - base) / cr.N)
+		}
+		need := stats.SampleSize(base, mde, alpha, power, deff)
+		t.NeededImpressionsPerArm = finite(need)
+		t.RemainingImpressionsPerArm = finite(math.Max(0, need-math.Min(cr.N, treatment.S[stats.Imps])))
 	}
-	need := stats.SampleSize(base, mde, alpha, power, deff)
-	t.NeededImpressionsPerArm = finite(need)
-	t.RemainingImpressionsPerArm = finite(math.Max(0, need-math.Min(control.N, treatment.N)))
 	return t
 }
 

@@ -110,6 +110,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 			Version: c.Version, State: string(c.State), Step: int32(c.Step), SharePercent: c.SharePercent,
 			StepStartedAt: timestamppb.New(c.StepStartedAt), Reason: c.Reason,
 			Canary: groupStats(c.Canary), Control: groupStats(c.Control), CtrPValue: c.CTRPValue,
+			DropPValues: c.DropPValues, Alpha: c.Alpha,
 		}
 	}
 	if ab := r.AB; ab != nil {
@@ -144,13 +145,14 @@ func groupStats(g lab.GroupStats) *routerv1.GroupStats {
 	return &routerv1.GroupStats{
 		Group: g.Group, Version: g.Version, Users: g.Users, Impressions: g.Impressions, Clicks: g.Clicks, Ctr: g.CTR,
 		Conversions: g.Conversions, ConversionValue: g.ConversionValue, RevenueMicros: g.RevenueMicros,
+		RevenuePerUserMicros: g.RevenuePerUserMicros, ConversionRate: g.ConversionRate,
 	}
 }
 
 // Test is one A/B comparison as a proto.
 func Test(t lab.TestResult) *routerv1.Test {
 	return &routerv1.Test{
-		Control: t.Control, Treatment: t.Treatment, Diff: t.Diff, CiLow: t.CILow, CiHigh: t.CIHigh, RelativeLift: t.RelativeLift,
+		Metric: t.Metric, VarianceReduction: t.VarianceReduction, Control: t.Control, Treatment: t.Treatment, Diff: t.Diff, CiLow: t.CILow, CiHigh: t.CIHigh, RelativeLift: t.RelativeLift,
 		PValue: t.PValue, AlwaysValidPValue: t.AlwaysValidPValue, HolmPValue: t.HolmPValue, Verdict: t.Verdict,
 		NeededImpressionsPerArm: t.NeededImpressionsPerArm, RemainingImpressionsPerArm: t.RemainingImpressionsPerArm,
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -17,8 +18,8 @@ import (
 
 var (
 	bOnce     = []byte("once")     // key -> expiry (unix nanos)
-	bUnits    = []byte("units")    // group \x00 unit -> [n, c]
-	bGroups   = []byte("groups")   // group -> stats.Ratio
+	bUnits    = []byte("units")    // group \x00 unit -> int64 per stats.Var
+	bGroups   = []byte("groups")   // group -> stats.Sums (see readSums)
 	bCounters = []byte("counters") // key -> map[field]value
 	bDuels    = []byte("duels")    // key \x00 unit -> expiry, a, b
 	bImps     = []byte("imps")     // id -> expiry + JSON
@@ -194,39 +195,97 @@ func putResults(tx *bolt.Tx, results map[string][]byte, now time.Time, ttl time.
 }
 
 func applyUnit(tx *bolt.Tx, u UnitIncr) error {
-	key := []byte(u.Group + "\x00" + u.Unit)
 	ub := tx.Bucket(bUnits)
-	var n0, c0 int64
-	if v := ub.Get(key); len(v) == 16 {
-		n0, c0 = i64(v, 0), i64(v, 8)
+	key := []byte(u.Group + "\x00" + u.Unit)
+	raw := ub.Get(key)
+	old := readUnit(raw)
+	created := raw == nil
+	nu := old
+	d := u.delta()
+	for i := range nu {
+		nu[i] += d[i]
 	}
-	n1, c1 := n0+u.N, c0+u.C
-	v := make([]byte, 16)
-	binary.BigEndian.PutUint64(v, uint64(n1))
-	binary.BigEndian.PutUint64(v[8:], uint64(c1))
-	if err := ub.Put(key, v); err != nil {
+	if created && u.CovariateFrom != "" {
+		h := readUnit(ub.Get([]byte(u.CovariateFrom + "\x00" + u.Unit)))
+		nu[stats.PreImps], nu[stats.PreClicks], nu[stats.PreRevenue] = h[stats.Imps], h[stats.Clicks], h[stats.Revenue]
+	}
+	if err := ub.Put(key, writeUnit(nu)); err != nil {
 		return err
 	}
 	gb := tx.Bucket(bGroups)
-	var r stats.Ratio
-	if raw := gb.Get([]byte(u.Group)); raw != nil {
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return err
-		}
-	}
-	if n0 == 0 && c0 == 0 {
-		r.Users++
-	}
-	r.N += float64(u.N)
-	r.C += float64(u.C)
-	r.N2 += float64(n1*n1 - n0*n0)
-	r.C2 += float64(c1*c1 - c0*c0)
-	r.NC += float64(n1*c1 - n0*c0)
-	raw, err := json.Marshal(r)
+	sums, err := readSums(gb.Get([]byte(u.Group)))
 	if err != nil {
 		return err
 	}
-	return gb.Put([]byte(u.Group), raw)
+	sums.Move(old, nu, created)
+	return gb.Put([]byte(u.Group), writeSums(sums))
+}
+
+// readUnit reads a unit's values: int64s in Var order (16 bytes, impressions
+// and clicks, from earlier versions).
+func readUnit(v []byte) stats.Unit {
+	var u stats.Unit
+	for i := 0; i < len(u) && 8*i+8 <= len(v); i++ {
+		u[i] = float64(i64(v, 8*i))
+	}
+	return u
+}
+
+func writeUnit(u stats.Unit) []byte {
+	v := make([]byte, 0, 8*len(u))
+	for _, x := range u {
+		v = binary.BigEndian.AppendUint64(v, uint64(int64(x)))
+	}
+	return v
+}
+
+// readSums reads a group's sums: users, then the sums, then the upper
+// triangle of the products, as float64s; or the JSON of earlier versions.
+func readSums(v []byte) (stats.Sums, error) {
+	if len(v) == 0 {
+		return stats.Sums{}, nil
+	}
+	if v[0] == '{' {
+		var m map[string]float64
+		if err := json.Unmarshal(v, &m); err != nil {
+			return stats.Sums{}, err
+		}
+		return stats.SumsFromFields(m), nil
+	}
+	f := func() float64 {
+		if len(v) < 8 {
+			return 0
+		}
+		x := math.Float64frombits(binary.BigEndian.Uint64(v))
+		v = v[8:]
+		return x
+	}
+	s := stats.Sums{Users: f()}
+	for i := range stats.NumVars {
+		s.S[i] = f()
+	}
+	for i := range stats.NumVars {
+		for j := i; j < stats.NumVars; j++ {
+			s.SS[i][j] = f()
+			s.SS[j][i] = s.SS[i][j]
+		}
+	}
+	return s, nil
+}
+
+func writeSums(s stats.Sums) []byte {
+	v := make([]byte, 0, 8*(1+int(stats.NumVars)*(int(stats.NumVars)+3)/2))
+	put := func(x float64) { v = binary.BigEndian.AppendUint64(v, math.Float64bits(x)) }
+	put(s.Users)
+	for i := range stats.NumVars {
+		put(s.S[i])
+	}
+	for i := range stats.NumVars {
+		for j := i; j < stats.NumVars; j++ {
+			put(s.SS[i][j])
+		}
+	}
+	return v
 }
 
 func addCounter(tx *bolt.Tx, key, field string, delta float64) error {
@@ -296,15 +355,14 @@ func (s *Bolt) Counters(_ context.Context, key string) (map[string]float64, erro
 }
 
 // Group implements Store.
-func (s *Bolt) Group(_ context.Context, group string) (stats.Ratio, error) {
-	var r stats.Ratio
+func (s *Bolt) Group(_ context.Context, group string) (stats.Sums, error) {
+	var sums stats.Sums
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if raw := tx.Bucket(bGroups).Get([]byte(group)); raw != nil {
-			return json.Unmarshal(raw, &r)
-		}
-		return nil
+		var err error
+		sums, err = readSums(tx.Bucket(bGroups).Get([]byte(group)))
+		return err
 	})
-	return r, err
+	return sums, err
 }
 
 // Get implements Store.

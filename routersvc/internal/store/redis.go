@@ -41,18 +41,36 @@ local op = cjson.decode(ARGV[2])
 if op.once ~= "" then
   if not redis.call('SET', p .. 'once:' .. op.once, '1', 'NX', 'PX', op.once_ttl) then return 0 end
 end
+local vars = {'n', 'c', 'r', 'v', 'xn', 'xc', 'xr'}
 for _, u in ipairs(op.units) do
   local uk = p .. 'unit:' .. u.g .. ':' .. u.u
-  local n1 = redis.call('HINCRBY', uk, 'n', u.n)
-  local c1 = redis.call('HINCRBY', uk, 'c', u.c)
-  local n0, c0 = n1 - u.n, c1 - u.c
+  local raw = redis.call('HMGET', uk, unpack(vars))
+  local created = redis.call('EXISTS', uk) == 0
+  local old, new = {}, {}
+  for i = 1, #vars do old[i] = tonumber(raw[i]) or 0 end
+  local d = {u.n, u.c, u.r, u.v, 0, 0, 0}
+  if created and u.x ~= '' then
+    local h = redis.call('HMGET', p .. 'unit:' .. u.x .. ':' .. u.u, 'n', 'c', 'r')
+    for i = 1, 3 do d[4 + i] = tonumber(h[i]) or 0 end
+  end
+  for i = 1, #vars do
+    new[i] = old[i] + d[i]
+    if d[i] ~= 0 then redis.call('HINCRBY', uk, vars[i], d[i]) end
+  end
+  if created then redis.call('HINCRBY', uk, 'n', 0) end
   local gk = p .. 'group:' .. u.g
-  if n0 == 0 and c0 == 0 then redis.call('HINCRBY', gk, 'users', 1) end
-  redis.call('HINCRBY', gk, 'n', u.n)
-  redis.call('HINCRBY', gk, 'c', u.c)
-  redis.call('HINCRBY', gk, 'n2', n1 * n1 - n0 * n0)
-  redis.call('HINCRBY', gk, 'c2', c1 * c1 - c0 * c0)
-  redis.call('HINCRBY', gk, 'nc', n1 * c1 - n0 * c0)
+  if created then redis.call('HINCRBY', gk, 'users', 1) end
+  for i = 1, #vars do
+    if d[i] ~= 0 then redis.call('HINCRBYFLOAT', gk, vars[i], d[i]) end
+    for j = i, #vars do
+      local dp = new[i] * new[j] - old[i] * old[j]
+      if dp ~= 0 then
+        local name = vars[i] .. vars[j]
+        if i == j then name = vars[i] .. '2' end
+        redis.call('HINCRBYFLOAT', gk, name, dp)
+      end
+    end
+  end
 end
 for _, c in ipairs(op.counters) do
   redis.call('HINCRBYFLOAT', p .. 'counter:' .. c.k, c.f, c.d)
@@ -228,16 +246,16 @@ func floats(raw map[string]string) (map[string]float64, error) {
 }
 
 // Group implements Store.
-func (s *Redis) Group(ctx context.Context, group string) (stats.Ratio, error) {
+func (s *Redis) Group(ctx context.Context, group string) (stats.Sums, error) {
 	raw, err := s.c.HGetAll(ctx, s.prefix+"group:"+group).Result()
 	if err != nil {
-		return stats.Ratio{}, err
+		return stats.Sums{}, err
 	}
 	m, err := floats(raw)
 	if err != nil {
-		return stats.Ratio{}, err
+		return stats.Sums{}, err
 	}
-	return stats.Ratio{Users: m["users"], N: m["n"], C: m["c"], N2: m["n2"], C2: m["c2"], NC: m["nc"]}, nil
+	return stats.SumsFromFields(m), nil
 }
 
 // Get implements Store.

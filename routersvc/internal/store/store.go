@@ -30,13 +30,28 @@ type Impression struct {
 	At         time.Time `json:"at"`
 }
 
-// UnitIncr adds impressions (N) and clicks (C) to one unit (a user) of a
-// group, keeping the group's stats.Ratio sums exact.
+// UnitIncr adds to one unit (a user) of a group, keeping the group's
+// stats.Sums exact: impressions (N), clicks (C), revenue in micros (R) and
+// conversions (V).
 type UnitIncr struct {
 	Group string `json:"g"`
 	Unit  string `json:"u"`
 	N     int64  `json:"n"`
 	C     int64  `json:"c"`
+	R     int64  `json:"r"`
+	V     int64  `json:"v"`
+	// CovariateFrom, when set, names a group that keeps the same user's
+	// history (impressions, clicks, revenue): when this unit is created,
+	// those values, as they are before the op, become its PreImps,
+	// PreClicks and PreRevenue (the covariate of CUPED).
+	CovariateFrom string `json:"x"`
+}
+
+// delta is the increment as stats vars (the Pre ones are set on creation).
+func (u UnitIncr) delta() stats.Unit {
+	var d stats.Unit
+	d[stats.Imps], d[stats.Clicks], d[stats.Revenue], d[stats.Conversions] = float64(u.N), float64(u.C), float64(u.R), float64(u.V)
+	return d
 }
 
 // CounterIncr adds Delta to one field of a counter hash.
@@ -93,7 +108,7 @@ type Store interface {
 	// Counters returns a counter hash (empty when absent).
 	Counters(ctx context.Context, key string) (map[string]float64, error)
 	// Group returns a group's per-user sums.
-	Group(ctx context.Context, group string) (stats.Ratio, error)
+	Group(ctx context.Context, group string) (stats.Sums, error)
 	// Get returns a small document; ErrNotFound when absent.
 	Get(ctx context.Context, key string) ([]byte, error)
 	// CompareAndSwap sets key to new if its value is old (nil old: absent).

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -124,22 +125,57 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 	t.Run("units keep exact per-user sums", func(t *testing.T) {
 		s := open(t)
 		// u1: 3 impressions, 1 click; u2: 2 impressions, 2 clicks; u3: 1 click only.
-		incs := []UnitIncr{{"g", "u1", 2, 0}, {"g", "u2", 1, 0}, {"g", "u1", 1, 1}, {"g", "u2", 1, 2}, {"g", "u3", 0, 1}, {"other", "u1", 5, 0}}
+		incs := []UnitIncr{{Group: "g", Unit: "u1", N: 2}, {Group: "g", Unit: "u2", N: 1}, {Group: "g", Unit: "u1", N: 1, C: 1},
+			{Group: "g", Unit: "u2", N: 1, C: 2}, {Group: "g", Unit: "u3", C: 1}, {Group: "other", Unit: "u1", N: 5}}
 		for _, u := range incs {
 			if _, err := s.Apply(ctx, Op{Units: []UnitIncr{u}}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got, err := s.Group(ctx, "g")
+		sums, err := s.Group(ctx, "g")
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := stats.Ratio{Users: 3, N: 5, C: 4, N2: 9 + 4, C2: 1 + 4 + 1, NC: 3 + 4}
-		if got != want {
+		if got := sums.Ratio(); got != want {
 			t.Errorf("group %+v, want %+v", got, want)
 		}
-		if empty, _ := s.Group(ctx, "nothing"); empty != (stats.Ratio{}) {
+		if empty, _ := s.Group(ctx, "nothing"); empty != (stats.Sums{}) {
 			t.Errorf("empty group %+v", empty)
+		}
+	})
+	t.Run("units keep revenue, conversions and the history before the group", func(t *testing.T) {
+		s := open(t)
+		// The history group: u1 has 4 impressions, 1 click worth 300.
+		for _, u := range []UnitIncr{{Group: "h", Unit: "u1", N: 4}, {Group: "h", Unit: "u1", C: 1, R: 300}} {
+			if _, err := s.Apply(ctx, Op{Units: []UnitIncr{u}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// u1 enters g: its history is copied once, at creation, as it was
+		// before the op (the op's own history increment comes after).
+		ops := []Op{
+			{Units: []UnitIncr{{Group: "g", Unit: "u1", N: 2, CovariateFrom: "h"}, {Group: "h", Unit: "u1", N: 2}}},
+			{Units: []UnitIncr{{Group: "g", Unit: "u1", C: 1, R: 500, CovariateFrom: "h"}, {Group: "h", Unit: "u1", C: 1, R: 500}}},
+			{Units: []UnitIncr{{Group: "g", Unit: "u1", V: 1}}},
+			{Units: []UnitIncr{{Group: "g", Unit: "u2", N: 1, CovariateFrom: "h"}}}, // no history
+		}
+		for _, op := range ops {
+			if _, err := s.Apply(ctx, op); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g, err := s.Group(ctx, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u1 := stats.Unit{2, 1, 500, 1, 4, 1, 300}
+		u2 := stats.Unit{1, 0, 0, 0, 0, 0, 0}
+		var want stats.Sums
+		want.Move(stats.Unit{}, u1, true)
+		want.Move(stats.Unit{}, u2, true)
+		if g != want {
+			t.Errorf("group\n%+v, want\n%+v", g, want)
 		}
 	})
 	t.Run("duels count wins, ties and losses per request", func(t *testing.T) {
@@ -230,7 +266,8 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 		}
 		wg.Wait()
 		m, _ := s.Counters(ctx, "c")
-		g, _ := s.Group(ctx, "g")
+		sums, _ := s.Group(ctx, "g")
+		g := sums.Ratio()
 		if m["n"] != 25 || g.N != 25 || g.C != 25 {
 			t.Errorf("25 distinct events applied as counter %v, group N %v C %v", m["n"], g.N, g.C)
 		}
@@ -263,5 +300,25 @@ func TestBoltIsDurable(t *testing.T) {
 	}
 	if applied, _ := s.Apply(ctx, Op{Once: "e", OnceTTL: time.Hour}); applied {
 		t.Error("a seen event applied again after reopen")
+	}
+}
+
+// Groups and units that earlier versions wrote (JSON sums of impressions and
+// clicks; 16-byte units) read as the same sums.
+func TestBoltReadsEarlierFormats(t *testing.T) {
+	sums, err := readSums([]byte(`{"Users":3,"N":5,"C":4,"N2":13,"C2":6,"NC":7}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sums.Ratio(), (stats.Ratio{Users: 3, N: 5, C: 4, N2: 13, C2: 6, NC: 7}); got != want {
+		t.Errorf("old group read as %+v, want %+v", got, want)
+	}
+	old := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 3), 1)
+	if u := readUnit(old); u != (stats.Unit{3, 1}) {
+		t.Errorf("old unit read as %v", u)
+	}
+	back, err := readSums(writeSums(sums))
+	if err != nil || back != sums {
+		t.Errorf("sums do not round-trip: %+v, %v", back, err)
 	}
 }

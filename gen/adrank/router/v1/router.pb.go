@@ -1622,8 +1622,11 @@ type GroupStats struct {
 	ConversionValue float64                `protobuf:"fixed64,8,opt,name=conversion_value,json=conversionValue,proto3" json:"conversion_value,omitempty"`
 	// Sum of the prices of clicked impressions, in micros.
 	RevenueMicros float64 `protobuf:"fixed64,9,opt,name=revenue_micros,json=revenueMicros,proto3" json:"revenue_micros,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Revenue per user of the group (micros), and conversions per click.
+	RevenuePerUserMicros float64 `protobuf:"fixed64,10,opt,name=revenue_per_user_micros,json=revenuePerUserMicros,proto3" json:"revenue_per_user_micros,omitempty"`
+	ConversionRate       float64 `protobuf:"fixed64,11,opt,name=conversion_rate,json=conversionRate,proto3" json:"conversion_rate,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GroupStats) Reset() {
@@ -1715,6 +1718,20 @@ func (x *GroupStats) GetConversionValue() float64 {
 func (x *GroupStats) GetRevenueMicros() float64 {
 	if x != nil {
 		return x.RevenueMicros
+	}
+	return 0
+}
+
+func (x *GroupStats) GetRevenuePerUserMicros() float64 {
+	if x != nil {
+		return x.RevenuePerUserMicros
+	}
+	return 0
+}
+
+func (x *GroupStats) GetConversionRate() float64 {
+	if x != nil {
+		return x.ConversionRate
 	}
 	return 0
 }
@@ -1949,9 +1966,16 @@ type Test struct {
 	// with the same control (Holm's step-down method); the verdict rests on
 	// it, so with several treatments the chance of any false verdict stays
 	// alpha.
-	HolmPValue    float64 `protobuf:"fixed64,12,opt,name=holm_p_value,json=holmPValue,proto3" json:"holm_p_value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HolmPValue float64 `protobuf:"fixed64,12,opt,name=holm_p_value,json=holmPValue,proto3" json:"holm_p_value,omitempty"`
+	// "ctr", "revenue_per_user" (micros) or "conversion_rate" (conversions
+	// per click).
+	Metric string `protobuf:"bytes,13,opt,name=metric,proto3" json:"metric,omitempty"`
+	// The share of the difference's variance that CUPED removed, using each
+	// user's history in the domain before the experiment as the covariate;
+	// diff, the interval and the p-values are of the adjusted difference.
+	VarianceReduction float64 `protobuf:"fixed64,14,opt,name=variance_reduction,json=varianceReduction,proto3" json:"variance_reduction,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Test) Reset() {
@@ -2064,6 +2088,20 @@ func (x *Test) GetRemainingImpressionsPerArm() float64 {
 func (x *Test) GetHolmPValue() float64 {
 	if x != nil {
 		return x.HolmPValue
+	}
+	return 0
+}
+
+func (x *Test) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Test) GetVarianceReduction() float64 {
+	if x != nil {
+		return x.VarianceReduction
 	}
 	return 0
 }
@@ -2189,7 +2227,14 @@ type CanaryReport struct {
 	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	Canary        *GroupStats            `protobuf:"bytes,7,opt,name=canary,proto3" json:"canary,omitempty"`
 	Control       *GroupStats            `protobuf:"bytes,8,opt,name=control,proto3" json:"control,omitempty"`
-	CtrPValue     float64                `protobuf:"fixed64,9,opt,name=ctr_p_value,json=ctrPValue,proto3" json:"ctr_p_value,omitempty"`
+	// Fixed-horizon two-sided p-value of the CTR difference, for reference.
+	CtrPValue float64 `protobuf:"fixed64,9,opt,name=ctr_p_value,json=ctrPValue,proto3" json:"ctr_p_value,omitempty"`
+	// The guardrails' always-valid p-values against a drop, by metric
+	// ("ctr", "revenue_per_user"): each rolls the canary back below alpha / 2,
+	// so that checking at every refresh keeps the chance of rolling back a
+	// healthy canary at alpha.
+	DropPValues   map[string]float64 `protobuf:"bytes,10,rep,name=drop_p_values,json=dropPValues,proto3" json:"drop_p_values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Alpha         float64            `protobuf:"fixed64,11,opt,name=alpha,proto3" json:"alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2283,6 +2328,20 @@ func (x *CanaryReport) GetControl() *GroupStats {
 func (x *CanaryReport) GetCtrPValue() float64 {
 	if x != nil {
 		return x.CtrPValue
+	}
+	return 0
+}
+
+func (x *CanaryReport) GetDropPValues() map[string]float64 {
+	if x != nil {
+		return x.DropPValues
+	}
+	return nil
+}
+
+func (x *CanaryReport) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
 	}
 	return 0
 }
@@ -3924,7 +3983,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"duplicates\x12\x1a\n" +
 	"\brejected\x18\x04 \x01(\x05R\brejected\"4\n" +
 	"\x1aGetExperimentReportRequest\x12\x16\n" +
-	"\x06domain\x18\x01 \x01(\tR\x06domain\"\x92\x02\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\xf2\x02\n" +
 	"\n" +
 	"GroupStats\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
@@ -3935,7 +3994,10 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x03ctr\x18\x06 \x01(\x01R\x03ctr\x12 \n" +
 	"\vconversions\x18\a \x01(\x01R\vconversions\x12)\n" +
 	"\x10conversion_value\x18\b \x01(\x01R\x0fconversionValue\x12%\n" +
-	"\x0erevenue_micros\x18\t \x01(\x01R\rrevenueMicros\"\xc7\x01\n" +
+	"\x0erevenue_micros\x18\t \x01(\x01R\rrevenueMicros\x125\n" +
+	"\x17revenue_per_user_micros\x18\n" +
+	" \x01(\x01R\x14revenuePerUserMicros\x12'\n" +
+	"\x0fconversion_rate\x18\v \x01(\x01R\x0econversionRate\"\xc7\x01\n" +
 	"\rVersionHealth\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x01R\brequests\x12\x16\n" +
@@ -3955,7 +4017,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"kendallTau\x12&\n" +
 	"\x0fmean_pctr_ratio\x18\t \x01(\x01R\rmeanPctrRatio\x12\x10\n" +
 	"\x03psi\x18\n" +
-	" \x01(\x01R\x03psi\"\xad\x03\n" +
+	" \x01(\x01R\x03psi\"\xf4\x03\n" +
 	"\x04Test\x12\x18\n" +
 	"\acontrol\x18\x01 \x01(\tR\acontrol\x12\x1c\n" +
 	"\ttreatment\x18\x02 \x01(\tR\ttreatment\x12\x12\n" +
@@ -3970,7 +4032,9 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	" \x01(\x01R\x17neededImpressionsPerArm\x12A\n" +
 	"\x1dremaining_impressions_per_arm\x18\v \x01(\x01R\x1aremainingImpressionsPerArm\x12 \n" +
 	"\fholm_p_value\x18\f \x01(\x01R\n" +
-	"holmPValue\"\xc6\x02\n" +
+	"holmPValue\x12\x16\n" +
+	"\x06metric\x18\r \x01(\tR\x06metric\x12-\n" +
+	"\x12variance_reduction\x18\x0e \x01(\x01R\x11varianceReduction\"\xc6\x02\n" +
 	"\bABReport\x12\x12\n" +
 	"\x04salt\x18\x01 \x01(\tR\x04salt\x120\n" +
 	"\x04arms\x18\x02 \x03(\v2\x1c.adrank.router.v1.GroupStatsR\x04arms\x12\x18\n" +
@@ -3981,7 +4045,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\bsrm_chi2\x18\a \x01(\x01R\asrmChi2\x12\x1e\n" +
 	"\vsrm_p_value\x18\b \x01(\x01R\tsrmPValue\x12\x1f\n" +
 	"\vsrm_flagged\x18\t \x01(\bR\n" +
-	"srmFlagged\"\xe1\x02\n" +
+	"srmFlagged\"\x8c\x04\n" +
 	"\fCanaryReport\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -3991,7 +4055,13 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x124\n" +
 	"\x06canary\x18\a \x01(\v2\x1c.adrank.router.v1.GroupStatsR\x06canary\x126\n" +
 	"\acontrol\x18\b \x01(\v2\x1c.adrank.router.v1.GroupStatsR\acontrol\x12\x1e\n" +
-	"\vctr_p_value\x18\t \x01(\x01R\tctrPValue\"\x93\x01\n" +
+	"\vctr_p_value\x18\t \x01(\x01R\tctrPValue\x12S\n" +
+	"\rdrop_p_values\x18\n" +
+	" \x03(\v2/.adrank.router.v1.CanaryReport.DropPValuesEntryR\vdropPValues\x12\x14\n" +
+	"\x05alpha\x18\v \x01(\x01R\x05alpha\x1a>\n" +
+	"\x10DropPValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x93\x01\n" +
 	"\tBanditArm\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12 \n" +
 	"\vimpressions\x18\x02 \x01(\x01R\vimpressions\x12\x16\n" +
@@ -4176,7 +4246,7 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_adrank_router_v1_router_proto_goTypes = []any{
 	(Device)(0),                           // 0: adrank.router.v1.Device
 	(Strategy)(0),                         // 1: adrank.router.v1.Strategy
@@ -4227,13 +4297,14 @@ var file_adrank_router_v1_router_proto_goTypes = []any{
 	(*EdgeResult)(nil),                    // 46: adrank.router.v1.EdgeResult
 	(*ReportEdgeImpressionsResponse)(nil), // 47: adrank.router.v1.ReportEdgeImpressionsResponse
 	(*EdgeServedResult)(nil),              // 48: adrank.router.v1.EdgeServedResult
-	nil,                                   // 49: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	nil,                                   // 50: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	nil,                                   // 51: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	(*timestamppb.Timestamp)(nil),         // 52: google.protobuf.Timestamp
+	nil,                                   // 49: adrank.router.v1.CanaryReport.DropPValuesEntry
+	nil,                                   // 50: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	nil,                                   // 51: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	nil,                                   // 52: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	(*timestamppb.Timestamp)(nil),         // 53: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	52, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	53, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
 	5,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
 	6,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
@@ -4242,10 +4313,10 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	9,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
 	2,  // 7: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
 	12, // 8: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	52, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	53, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
 	14, // 10: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
-	52, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	52, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
+	53, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	53, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
 	13, // 13: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
 	16, // 14: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
 	3,  // 15: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
@@ -4253,52 +4324,53 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	4,  // 17: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
 	21, // 18: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
 	24, // 19: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	52, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	53, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
 	21, // 21: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
 	21, // 22: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
-	27, // 23: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	52, // 24: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	22, // 25: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	23, // 26: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	26, // 27: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	25, // 28: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	28, // 29: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	29, // 30: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	31, // 31: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
-	38, // 32: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
-	40, // 33: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
-	49, // 34: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	39, // 35: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
-	50, // 36: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	43, // 37: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
-	51, // 38: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	45, // 39: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
-	46, // 40: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
-	48, // 41: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
-	4,  // 42: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
-	7,  // 43: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	11, // 44: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	18, // 45: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	20, // 46: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	32, // 47: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	34, // 48: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	36, // 49: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
-	41, // 50: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
-	44, // 51: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
-	10, // 52: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	15, // 53: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	19, // 54: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	30, // 55: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	33, // 56: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	35, // 57: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	37, // 58: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
-	42, // 59: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
-	47, // 60: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
-	52, // [52:61] is the sub-list for method output_type
-	43, // [43:52] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	49, // 23: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
+	27, // 24: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	53, // 25: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	22, // 26: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	23, // 27: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	26, // 28: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	25, // 29: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	28, // 30: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	29, // 31: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	31, // 32: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
+	38, // 33: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
+	40, // 34: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
+	50, // 35: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	39, // 36: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
+	51, // 37: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	43, // 38: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
+	52, // 39: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	45, // 40: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
+	46, // 41: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
+	48, // 42: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
+	4,  // 43: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
+	7,  // 44: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	11, // 45: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	18, // 46: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	20, // 47: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	32, // 48: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	34, // 49: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	36, // 50: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
+	41, // 51: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
+	44, // 52: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
+	10, // 53: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	15, // 54: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	19, // 55: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	30, // 56: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	33, // 57: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	35, // 58: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	37, // 59: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
+	42, // 60: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
+	47, // 61: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
+	53, // [53:62] is the sub-list for method output_type
+	44, // [44:53] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -4312,7 +4384,7 @@ func file_adrank_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
