@@ -125,6 +125,8 @@ type Interleave struct {
 	A        string  `json:"a"`
 	B        string  `json:"b"`
 	Fraction float64 `json:"fraction"` // (0, 1]
+	// Alpha is the level of the always-valid verdict (default 0.05).
+	Alpha float64 `json:"alpha,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10m").
@@ -311,6 +313,9 @@ func (e *Experiment) check() error {
 		}
 		if !(in.Fraction > 0 && in.Fraction <= 1) {
 			bad("interleave.fraction: %v, want within (0, 1]", in.Fraction)
+		}
+		if !(in.Alpha >= 0 && in.Alpha < 1) {
+			bad("interleave.alpha: %v, want within (0, 1)", in.Alpha)
 		}
 	}
 	if len(active) > 1 {

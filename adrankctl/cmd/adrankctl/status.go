@@ -235,8 +235,9 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		}
 	}
 	if in := r.GetInterleave(); in != nil {
-		fmt.Fprintf(tw, "\ninterleaving %s vs %s on %s of requests: wins %.0f / ties %.0f / wins %.0f, p %.3g: %s\n", in.GetA(), in.GetB(), pct(in.GetFraction()),
-			in.GetWinsA(), in.GetTies(), in.GetWinsB(), in.GetPValue(), in.GetVerdict())
+		fmt.Fprintf(tw, "\ninterleaving %s vs %s on %s of requests: wins %.0f / ties %.0f / wins %.0f, credit per click %+.0f, always-valid p %.3g (per request %.3g, sign test %.3g): %s\n",
+			in.GetA(), in.GetB(), pct(in.GetFraction()), in.GetWinsA(), in.GetTies(), in.GetWinsB(), in.GetCreditA(),
+			in.GetAlwaysValidPValue(), in.GetPerRequestAlwaysValidPValue(), in.GetPValue(), in.GetVerdict())
 	}
 	if len(r.GetShadow()) > 0 {
 		fmt.Fprintln(tw, "\nSHADOW\tCOMPARED\tDROPPED\tERRORS\tP99 MS\tTOP-K OVERLAP\tKENDALL TAU\tPCTR RATIO\tPSI")

@@ -314,6 +314,7 @@ func (rc *rankCall) serve(a *lab.Assignment, prod string) (scored, []Result, err
 			rb, err = rc.rank(a.Other)
 		}
 		if err == nil {
+			a.Agreed = agreed(ra, rb)
 			return ra, rc.interleave(ra, rb), nil
 		}
 		main, err = fallback(err)
@@ -409,6 +410,17 @@ func (rc *rankCall) interleave(a, b scored) []Result {
 		out[i] = rc.result(p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
 	}
 	return out
+}
+
+// agreed is how many first slots a and b fill with the same ads in the same
+// order: team draft shows that prefix first, slot for slot.
+func agreed(a, b scored) int {
+	x, y := a.auction.Allocations, b.auction.Allocations
+	n := 0
+	for n < len(x) && n < len(y) && x[n].AdID == y[n].AdID {
+		n++
+	}
+	return n
 }
 
 // ImpressionID identifies one shown ad: see assign.ImpressionID (the edge

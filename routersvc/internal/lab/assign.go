@@ -21,6 +21,18 @@ const (
 	Interleaved Strategy = "interleaved"
 )
 
+// The groups of interleaved impressions: "a" or "b", the team that
+// picked the ad, or AgreedGroup for an ad in the first slots on which both
+// rankers agree (the same ads in the same order). A click there tells
+// nothing of which ranker users prefer: team draft shows both rankers'
+// common prefix first, and its credit would be decided by the coin alone.
+// So it is not credited: leaving out noise of mean zero keeps the test
+// valid and makes it quicker.
+const (
+	InterleavedGroup = "interleaved"
+	AgreedGroup      = "agreed"
+)
+
 // Domain is what the lab needs of a domain's state.
 type Domain struct {
 	Production string
@@ -32,9 +44,12 @@ type Domain struct {
 
 // Assignment is how one request is served.
 type Assignment struct {
-	Strategy   Strategy
-	Version    string // serving version; team A with interleaving
-	Other      string // team B with interleaving
+	Strategy Strategy
+	Version  string // serving version; team A with interleaving
+	Other    string // team B with interleaving
+	// Agreed is, with interleaving, how many first slots both rankers
+	// fill with the same ads in the same order.
+	Agreed     int
 	Group      string // arm, canary group or bandit arm; "production" otherwise
 	Propensity float64
 	Experiment string // experiment ID, "" for none
@@ -99,7 +114,7 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 	case e.Interleave != nil:
 		in := e.Interleave
 		if assign.Hash01(domain, "interleave", requestID) < in.Fraction {
-			a.Strategy, a.Version, a.Other, a.Group, a.Propensity = Interleaved, in.A, in.B, "interleaved", in.Fraction
+			a.Strategy, a.Version, a.Other, a.Group, a.Propensity = Interleaved, in.A, in.B, InterleavedGroup, in.Fraction
 		} else {
 			a.Propensity = 1 - in.Fraction
 		}

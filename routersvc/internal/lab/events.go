@@ -85,6 +85,9 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 		case Bandit:
 			add(banditKey(im.Domain, im.Experiment), im.Version+".c", 1)
 		case Interleaved:
+			if im.Group != "a" && im.Group != "b" { // the rankers agreed: no credit
+				break
+			}
 			d := store.DuelIncr{Key: duelKey(im.Domain, im.Experiment), Unit: im.RequestID}
 			if im.Group == "a" {
 				d.A = 1

@@ -305,9 +305,13 @@ func (l *Lab) servedOp(s Served) store.Op {
 	for _, r := range s.Results {
 		group := a.Group
 		if a.Strategy == Interleaved { // the team that contributed the ad
-			group = "a"
-			if r.Version == a.Other {
+			switch {
+			case r.Slot <= a.Agreed:
+				group = AgreedGroup
+			case r.Version == a.Other:
 				group = "b"
+			default:
+				group = "a"
 			}
 		}
 		op.Impressions = append(op.Impressions, store.Impression{

@@ -136,6 +136,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 	if in := r.Interleave; in != nil {
 		out.Interleave = &routerv1.InterleaveReport{
 			A: in.A, B: in.B, Fraction: in.Fraction, WinsA: in.WinsA, Ties: in.Ties, WinsB: in.WinsB, PValue: in.PValue, Verdict: in.Verdict,
+			CreditA: in.CreditA, AlwaysValidPValue: in.AlwaysValidPValue, PerRequestAlwaysValidPValue: in.PerRequestAlwaysValidPValue, Alpha: in.Alpha,
 		}
 	}
 	return out

@@ -149,6 +149,24 @@ func DropAlwaysValidP(diff, v, tau2 float64) float64 {
 	return math.Min(1, 1/l)
 }
 
+// MeanZeroAlwaysValidP is an always-valid p-value for the null that paired
+// scores d (one per unit, such as an interleaved request's clicks for A
+// minus B) have mean 0, from n units, the sum of d and the sum of d^2: the
+// mSPRT of AlwaysValidP on their mean, mixing over true means of about
+// delta standard deviations.
+func MeanZeroAlwaysValidP(sum, sum2, n, delta float64) float64 {
+	if n < 2 {
+		return 1
+	}
+	mean := sum / n
+	s2 := (sum2 - sum*sum/n) / (n - 1)
+	p := AlwaysValidP(mean, s2/n, delta*delta*s2)
+	if math.IsNaN(p) {
+		return 1
+	}
+	return p
+}
+
 // SampleSize is the number of impressions per arm a two-sided test at alpha
 // with the given power needs to detect a relative lift mde on a baseline
 // rate p, inflated by the design effect (the ratio of the clustered to the

@@ -318,6 +318,15 @@ func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error 
 	if err := b.Put(key, v); err != nil {
 		return err
 	}
+	// Credit per click: the sum over requests of A's clicks minus B's, and
+	// of its square.
+	d0, d1 := float64(a0-b0), float64(a1-b1)
+	if err := addCounter(tx, d.Key, "credit", d1-d0); err != nil {
+		return err
+	}
+	if err := addCounter(tx, d.Key, "credit2", d1*d1-d0*d0); err != nil {
+		return err
+	}
 	if o0, o1 := outcome(a0, b0), outcome(a1, b1); o0 != o1 {
 		if o0 != "" {
 			if err := addCounter(tx, d.Key, o0, -1); err != nil {

@@ -84,6 +84,9 @@ for _, d in ipairs(op.duels) do
   local a1 = redis.call('HINCRBY', dk, 'a', d.a)
   local b1 = redis.call('HINCRBY', dk, 'b', d.b)
   redis.call('PEXPIRE', dk, op.duel_ttl)
+  local d0, d1 = (a1 - d.a) - (b1 - d.b), a1 - b1
+  redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, 'credit', d1 - d0)
+  redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, 'credit2', d1 * d1 - d0 * d0)
   local o0, o1 = outcome(a1 - d.a, b1 - d.b), outcome(a1, b1)
   if o0 ~= o1 then
     if o0 then redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, o0, -1) end

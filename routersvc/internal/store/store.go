@@ -63,7 +63,9 @@ type CounterIncr struct {
 
 // DuelIncr adds clicks to side A or B of one interleaved request (Unit) and
 // keeps the counter hash Key's "wins", "ties" and "losses" (of A against B,
-// over requests with at least one click) exact.
+// over requests with at least one click) exact, and its "credit" and
+// "credit2": the sums over requests of A's clicks minus B's, and of that
+// squared.
 type DuelIncr struct {
 	Key  string `json:"k"`
 	Unit string `json:"u"`

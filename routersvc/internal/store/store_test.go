@@ -197,6 +197,10 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 		if m["wins"] != 1 || m["ties"] != 1 || m["losses"] != 1 {
 			t.Errorf("outcomes %v, want 1 win, 1 tie, 1 loss", m)
 		}
+		// Per request A - B: r1 0, r2 -2, r3 2.
+		if m["credit"] != 0 || m["credit2"] != 8 {
+			t.Errorf("credit %v and its square %v, want 0 and 8", m["credit"], m["credit2"])
+		}
 	})
 	t.Run("impressions round-trip and expire", func(t *testing.T) {
 		s := open(t)

@@ -2484,11 +2484,21 @@ type InterleaveReport struct {
 	WinsA float64 `protobuf:"fixed64,4,opt,name=wins_a,json=winsA,proto3" json:"wins_a,omitempty"`
 	Ties  float64 `protobuf:"fixed64,5,opt,name=ties,proto3" json:"ties,omitempty"`
 	WinsB float64 `protobuf:"fixed64,6,opt,name=wins_b,json=winsB,proto3" json:"wins_b,omitempty"`
-	// Two-sided sign test of wins_a against wins_b.
-	PValue        float64 `protobuf:"fixed64,7,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
-	Verdict       string  `protobuf:"bytes,8,opt,name=verdict,proto3" json:"verdict,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Two-sided sign test of wins_a against wins_b (fixed horizon: for
+	// reference, not for looking again and again).
+	PValue float64 `protobuf:"fixed64,7,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// "<a> better", "<b> better" or "no detectable difference yet", from
+	// always_valid_p_value at alpha: safe to read at any time.
+	Verdict string `protobuf:"bytes,8,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// A's clicks minus B's over all interleaved requests (credit per click).
+	CreditA float64 `protobuf:"fixed64,9,opt,name=credit_a,json=creditA,proto3" json:"credit_a,omitempty"`
+	// Always-valid p-values (mSPRT) of credit per click, on which the verdict
+	// rests, and of per-request wins, for comparison.
+	AlwaysValidPValue           float64 `protobuf:"fixed64,10,opt,name=always_valid_p_value,json=alwaysValidPValue,proto3" json:"always_valid_p_value,omitempty"`
+	PerRequestAlwaysValidPValue float64 `protobuf:"fixed64,11,opt,name=per_request_always_valid_p_value,json=perRequestAlwaysValidPValue,proto3" json:"per_request_always_valid_p_value,omitempty"`
+	Alpha                       float64 `protobuf:"fixed64,12,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *InterleaveReport) Reset() {
@@ -2575,6 +2585,34 @@ func (x *InterleaveReport) GetVerdict() string {
 		return x.Verdict
 	}
 	return ""
+}
+
+func (x *InterleaveReport) GetCreditA() float64 {
+	if x != nil {
+		return x.CreditA
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetAlwaysValidPValue() float64 {
+	if x != nil {
+		return x.AlwaysValidPValue
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetPerRequestAlwaysValidPValue() float64 {
+	if x != nil {
+		return x.PerRequestAlwaysValidPValue
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
 }
 
 type GetExperimentReportResponse struct {
@@ -4072,7 +4110,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"allocation\"W\n" +
 	"\fBanditReport\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12/\n" +
-	"\x04arms\x18\x02 \x03(\v2\x1b.adrank.router.v1.BanditArmR\x04arms\"\xbf\x01\n" +
+	"\x04arms\x18\x02 \x03(\v2\x1b.adrank.router.v1.BanditArmR\x04arms\"\xe8\x02\n" +
 	"\x10InterleaveReport\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x1a\n" +
@@ -4081,7 +4119,12 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x04ties\x18\x05 \x01(\x01R\x04ties\x12\x15\n" +
 	"\x06wins_b\x18\x06 \x01(\x01R\x05winsB\x12\x17\n" +
 	"\ap_value\x18\a \x01(\x01R\x06pValue\x12\x18\n" +
-	"\averdict\x18\b \x01(\tR\averdict\"\xa0\a\n" +
+	"\averdict\x18\b \x01(\tR\averdict\x12\x19\n" +
+	"\bcredit_a\x18\t \x01(\x01R\acreditA\x12/\n" +
+	"\x14always_valid_p_value\x18\n" +
+	" \x01(\x01R\x11alwaysValidPValue\x12E\n" +
+	" per_request_always_valid_p_value\x18\v \x01(\x01R\x1bperRequestAlwaysValidPValue\x12\x14\n" +
+	"\x05alpha\x18\f \x01(\x01R\x05alpha\"\xa0\a\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
