@@ -60,6 +60,8 @@ unit: ## Unit and integration tests of every module with -race (Consul- and Redi
 .PHONY: sim
 sim: ## Longer simulations (verbose simulator suite; results in docs/simulations.md). Against a live router: go run ./sim/cmd/adranksim
 	go test -count=1 -v -timeout 30m ./routersvc/internal/simtest/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|sim_test.go'
+	go test -count=1 -v -run 'TestGuardrailsAreAnytimeValid|TestAAFalsePositivesByMetric' ./routersvc/internal/lab/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|guard_test.go'
+	go test -count=1 -v -run 'TestDropAlwaysValidP|TestCUPED|TestAlwaysValidPUnderTheNull' ./routersvc/internal/stats/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|_test.go'
 
 .PHONY: simtest
 simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
