@@ -117,6 +117,25 @@ type Bandit struct {
 	// reweighted to evaluate another policy. Within [0, 1/len(versions)];
 	// default 0.
 	MinShare float64 `json:"minShare,omitempty"`
+	// PositionBias is the chance that a user examines each slot, the
+	// first 1 and none rising (from a position-bias study): an impression
+	// in slot s counts PositionBias[s] towards its arm's exposure, so an
+	// arm is not judged by where its ads happened to be shown (slots past
+	// the list count as its last). Empty: every impression counts 1.
+	PositionBias []float64 `json:"positionBias,omitempty"`
+	// HalfLife, when set, discounts every arm's counts by half over it
+	// (discounted Thompson sampling, Raj & Kalyani 2017, and the same
+	// discount under the other policies), so the bandit follows a model
+	// whose quality drifts.
+	HalfLife Duration `json:"halfLife,omitzero"`
+}
+
+// Exposure is what an impression in slot (1-based) counts towards its arm.
+func (b *Bandit) Exposure(slot int) float64 {
+	if b == nil || len(b.PositionBias) == 0 {
+		return 1
+	}
+	return b.PositionBias[min(max(slot, 1), len(b.PositionBias))-1]
 }
 
 // Interleave merges A's and B's rankings by team draft for a fraction of
@@ -302,6 +321,20 @@ func (e *Experiment) check() error {
 		}
 		if k := len(b.Versions); k > 0 && !(b.MinShare >= 0 && b.MinShare <= 1/float64(k)) {
 			bad("bandit.minShare: %v, want within [0, 1/%d]", b.MinShare, k)
+		}
+		list("bandit.positionBias", len(b.PositionBias))
+		for i, w := range b.PositionBias {
+			switch {
+			case i == 0 && w != 1:
+				bad("bandit.positionBias[0]: %v, want 1 (the other slots are relative to the first)", w)
+			case !(w > 0 && w <= 1):
+				bad("bandit.positionBias[%d]: %v, want within (0, 1]", i, w)
+			case i > 0 && w > b.PositionBias[i-1]:
+				bad("bandit.positionBias[%d]: %v is above the slot before it", i, w)
+			}
+		}
+		if b.HalfLife.Duration < 0 || b.HalfLife.Duration > 0 && b.HalfLife.Duration < time.Second {
+			bad("bandit.halfLife: %v, want at least 1s (or none)", b.HalfLife.Duration)
 		}
 	}
 	if in := e.Interleave; in != nil {

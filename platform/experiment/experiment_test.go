@@ -53,6 +53,12 @@ func TestParseRejects(t *testing.T) {
 		{"nanosecond steps", `{"canary": {"version": "v2", "steps": [1, 100], "stepInterval": "1ns"}}`, "canary.stepInterval"},
 		{"internal user with NUL", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "internalUsers": ["u\u0000"]}}`, "canary.internalUsers[0]"},
 		{"too many steps", `{"canary": {"version": "v2", "steps": [` + steps(MaxListed+1) + `], "stepInterval": "1m"}}`, "canary.steps: 101 entries"},
+		{"position bias not relative to the first slot", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"], "positionBias": [0.9, 0.5]}}`, "bandit.positionBias[0]"},
+		{"position bias rising", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"], "positionBias": [1, 0.5, 0.7]}}`, "bandit.positionBias[2]"},
+		{"position bias of 0", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"], "positionBias": [1, 0]}}`, "bandit.positionBias[1]"},
+		{"half-life too short", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"], "halfLife": "1ms"}}`, "bandit.halfLife"},
+		{"interleave alpha", `{"interleave": {"a": "v1", "b": "v2", "fraction": 0.1, "alpha": 1}}`, "interleave.alpha"},
+		{"canary drop", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "guardrails": {"drop": 2}}}`, "canary.guardrails"},
 		{"a document too large", `{"production": "v1"` + strings.Repeat(" ", MaxDocument) + `}`, "at most"},
 	}
 	for _, tt := range tests {

@@ -55,6 +55,8 @@ type Assignment struct {
 	Experiment string // experiment ID, "" for none
 	Fallback   string // why production serves instead
 	Shadow     []string
+	// bandit is the bandit an arm was drawn from, for its rewards.
+	bandit *experiment.Bandit
 }
 
 // Assign chooses the version(s) for a request. It is deterministic in its
@@ -106,7 +108,7 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 		u := assign.Hash01(domain, "bandit", requestID)
 		for i, v := range e.Bandit.Versions {
 			if u < probs[i] || i == len(e.Bandit.Versions)-1 {
-				a.Strategy, a.Version, a.Group, a.Propensity = Bandit, v, v, probs[i]
+				a.Strategy, a.Version, a.Group, a.Propensity, a.bandit = Bandit, v, v, probs[i], e.Bandit
 				break
 			}
 			u -= probs[i]

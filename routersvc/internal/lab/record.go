@@ -328,7 +328,15 @@ func (l *Lab) servedOp(s Served) store.Op {
 		op.Units = append(op.Units, store.UnitIncr{Group: historyKey(s.Domain), Unit: s.UserID, N: n})
 	}
 	if a.Strategy == Bandit {
-		op.Counters = append(op.Counters, store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".n", Delta: float64(len(s.Results))})
+		// Exposure: impressions weighted by the chance that their slot
+		// is examined (see experiment.Bandit.PositionBias).
+		var w float64
+		for _, r := range s.Results {
+			w += a.bandit.Exposure(r.Slot)
+		}
+		op.Counters = append(op.Counters,
+			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".n", Delta: float64(len(s.Results))},
+			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".w", Delta: w})
 	}
 	// Version health for the report, and again per experiment for its
 	// guardrails (so that an earlier run does not count against it).

@@ -144,6 +144,49 @@ func TestBanditFindsTheBestVersion(t *testing.T) {
 	}
 }
 
+// A model's quality drifts: arm a is the better one for the first 30
+// chunks of 100 requests, then b is (the lifts swap). Discounted Thompson
+// sampling (half-life 5 minutes, one chunk a minute) follows the switch;
+// plain Thompson sampling, weighed down by a's long record, is slow to.
+func TestDiscountedBanditTracksASwitch(t *testing.T) {
+	const before, after = 30, 20
+	share := map[string]float64{} // b's share of the last 10 chunks, by policy
+	for _, doc := range []string{
+		`{"bandit": {"policy": "thompson", "versions": ["a", "b"]}}`,
+		`{"bandit": {"policy": "thompson", "versions": ["a", "b"], "halfLife": "5m"}}`,
+	} {
+		r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v2", "a": "feed/v2", "b": "feed/v2"}})
+		r.experiment("feed", doc)
+		r.refresh()
+		var late, lateB int
+		for chunk := range before + after {
+			lift := map[string]float64{"a": 1.5, "b": 0.8}
+			if chunk >= before {
+				lift = map[string]float64{"a": 0.8, "b": 1.5}
+			}
+			res := r.run(sim.Config{Requests: 100, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("sw%d-", chunk), Lift: lift})
+			if chunk >= before+after-10 {
+				late += res.Impressions
+				if b := res.ByVersion["b"]; b != nil {
+					lateB += b.Impressions
+				}
+			}
+			r.clock.advance(time.Minute)
+			r.refresh()
+		}
+		name := "thompson"
+		if strings.Contains(doc, "halfLife") {
+			name = "discounted thompson"
+		}
+		share[name] = float64(lateB) / float64(late)
+	}
+	t.Logf("b's share of impressions in the last 10 of the %d chunks after the switch: %.0f%% plain, %.0f%% discounted",
+		after, 100*share["thompson"], 100*share["discounted thompson"])
+	if share["discounted thompson"] < 0.8 || share["discounted thompson"] < share["thompson"]+0.2 {
+		t.Errorf("discounting did not follow the switch: %v", share)
+	}
+}
+
 // Interleaving finds the truly better of two close rankers (v2, a GBDT,
 // against v2lr, a logistic regression on the same features) with far fewer
 // impressions than an A/B test needs, by its always-valid verdict read
