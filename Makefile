@@ -62,6 +62,7 @@ sim: ## Longer simulations (verbose simulator suite; results in docs/simulations
 	go test -count=1 -v -timeout 30m ./routersvc/internal/simtest/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|sim_test.go'
 	go test -count=1 -v -run 'TestGuardrailsAreAnytimeValid|TestAAFalsePositivesByMetric' ./routersvc/internal/lab/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|guard_test.go'
 	go test -count=1 -v -run 'TestDropAlwaysValidP|TestCUPED|TestAlwaysValidPUnderTheNull' ./routersvc/internal/stats/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL)|_test.go'
+	go test -count=1 -v -run '^$$' -bench BenchmarkRegret -benchtime 1x ./routersvc/internal/lab/ 2>&1 | grep -E '^\s+(regret|K|[0-9]+) ' 
 
 .PHONY: simtest
 simtest: ## The simulator's statistical tests (A/A, lift, bandits, interleaving, canary), without -race for speed
