@@ -25,6 +25,8 @@ var (
 	bImps     = []byte("imps")     // id -> expiry + JSON
 	bKV       = []byte("kv")       // key -> value
 	bResults  = []byte("results")  // key -> expiry, put at (unix nanos), value
+	bLogs     = []byte("logs")     // stream \x00 seq (8 bytes) -> expiry, data
+	bLogCount = []byte("logcount") // stream -> entries (8 bytes)
 )
 
 // Bolt is the embedded, durable Store: one bbolt file. Every Apply is a
@@ -44,7 +46,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV, bResults} {
+		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV, bResults, bLogs, bLogCount} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -72,12 +74,17 @@ func (s *Bolt) sweep() {
 		case <-t.C:
 			_ = s.db.Update(func(tx *bolt.Tx) error {
 				now := s.now().UnixNano()
-				for _, name := range [][]byte{bOnce, bDuels, bImps, bResults} {
+				for _, name := range [][]byte{bOnce, bDuels, bImps, bResults, bLogs} {
 					c := tx.Bucket(name).Cursor()
 					for k, v := c.First(); k != nil; k, v = c.Next() {
 						if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) < now {
 							if err := c.Delete(); err != nil {
 								return err
+							}
+							if name[0] == bLogs[0] {
+								if err := countLog(tx, string(k[:bytes.IndexByte(k, 0)]), -1); err != nil {
+									return err
+								}
 							}
 						}
 					}
@@ -179,7 +186,75 @@ func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
 	if err := putResults(tx, op.Results, now, op.ResultTTL); err != nil {
 		return false, err
 	}
+	for _, e := range op.Logs {
+		if err := appendLog(tx, e, now, op.LogTTL, op.LogMax); err != nil {
+			return false, err
+		}
+	}
 	return true, nil
+}
+
+// appendLog appends e to its stream and drops the stream's oldest entries
+// beyond max.
+func appendLog(tx *bolt.Tx, e LogEntry, now time.Time, ttl time.Duration, max int) error {
+	if max <= 0 {
+		max = DefaultLogMax
+	}
+	b := tx.Bucket(bLogs)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	prefix := []byte(e.Stream + "\x00")
+	key := binary.BigEndian.AppendUint64(slices.Clone(prefix), seq)
+	if err := b.Put(key, append(expiry(now, ttl), e.Data...)); err != nil {
+		return err
+	}
+	if err := countLog(tx, e.Stream, 1); err != nil {
+		return err
+	}
+	over := int(i64(tx.Bucket(bLogCount).Get([]byte(e.Stream)), 0)) - max
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); over > 0 && k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		if err := countLog(tx, e.Stream, -1); err != nil {
+			return err
+		}
+		over--
+	}
+	return nil
+}
+
+func countLog(tx *bolt.Tx, stream string, delta int64) error {
+	b := tx.Bucket(bLogCount)
+	var n int64
+	if v := b.Get([]byte(stream)); len(v) == 8 {
+		n = i64(v, 0)
+	}
+	return b.Put([]byte(stream), binary.BigEndian.AppendUint64(nil, uint64(max(n+delta, 0))))
+}
+
+// ReadLog implements Store.
+func (s *Bolt) ReadLog(ctx context.Context, stream string, fn func(data []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		prefix := []byte(stream + "\x00")
+		now := s.now()
+		c := tx.Bucket(bLogs).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !live(v, now) {
+				continue
+			}
+			if err := fn(slices.Clone(v[8:])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func putResults(tx *bolt.Tx, results map[string][]byte, now time.Time, ttl time.Duration) error {

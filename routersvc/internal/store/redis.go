@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,6 +97,16 @@ end
 for _, im in ipairs(op.imps) do
   redis.call('SET', p .. 'imp:' .. im.id, im.js, 'PX', op.imp_ttl)
 end
+if #op.logs > 0 then
+  local t = redis.call('TIME')
+  local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, e in ipairs(op.logs) do
+    local k = p .. 'log:' .. e.s
+    redis.call('XADD', k, 'MAXLEN', op.log_max, '*', 'd', e.d)
+    redis.call('XTRIM', k, 'MINID', math.max(0, nowms - op.log_ttl))
+    redis.call('PEXPIRE', k, op.log_ttl)
+  end
+end
 for _, r in ipairs(op.results) do
   redis.call('SET', p .. 'result:' .. r.k, r.v, 'PX', op.result_ttl)
 end
@@ -113,6 +124,9 @@ type redisOp struct {
 	ImpTTL   int64         `json:"imp_ttl"`
 	Results  []redisResult `json:"results"`
 	ResTTL   int64         `json:"result_ttl"`
+	Logs     []LogEntry    `json:"logs"` // data in base64
+	LogMax   int           `json:"log_max"`
+	LogTTL   int64         `json:"log_ttl"`
 }
 
 // redisResult is a precomputed answer: its value is the time it was put
@@ -199,6 +213,10 @@ func redisArg(op Op) ([]byte, error) {
 		DuelTTL: max(op.DuelTTL.Milliseconds(), 1), ImpTTL: max(op.ImpressionTTL.Milliseconds(), 1),
 		Imps:    make([]redisImp, 0, len(op.Impressions)),
 		Results: make([]redisResult, 0, len(op.Results)), ResTTL: max(op.ResultTTL.Milliseconds(), 1),
+		Logs: nonNil(op.Logs), LogMax: op.LogMax, LogTTL: max(op.LogTTL.Milliseconds(), 1),
+	}
+	if ro.LogMax <= 0 {
+		ro.LogMax = DefaultLogMax
 	}
 	now := time.Now()
 	for k, v := range op.Results {
@@ -259,6 +277,31 @@ func (s *Redis) Group(ctx context.Context, group string) (stats.Sums, error) {
 		return stats.Sums{}, err
 	}
 	return stats.SumsFromFields(m), nil
+}
+
+// ReadLog implements Store.
+func (s *Redis) ReadLog(ctx context.Context, stream string, fn func(data []byte) error) error {
+	start := "-"
+	for {
+		msgs, err := s.c.XRangeN(ctx, s.prefix+"log:"+stream, start, "+", 500).Result()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			d, _ := m.Values["d"].(string)
+			data, err := base64.StdEncoding.DecodeString(d)
+			if err != nil {
+				return fmt.Errorf("log %s entry %s: %w", stream, m.ID, err)
+			}
+			if err := fn(data); err != nil {
+				return err
+			}
+		}
+		if len(msgs) < 500 {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
 }
 
 // Get implements Store.

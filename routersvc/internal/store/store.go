@@ -89,12 +89,27 @@ type Op struct {
 	Impressions   []Impression
 	ImpressionTTL time.Duration
 
+	// Logs are appended to bounded streams: each keeps its newest LogMax
+	// entries (0: 10,000) for at most LogTTL, oldest dropped first.
+	Logs   []LogEntry
+	LogMax int
+	LogTTL time.Duration
+
 	// Results are precomputed answers (text) to keep for ResultTTL, each
 	// stamped with the time it was put; like the rest, not written when
 	// Once was seen.
 	Results   map[string][]byte
 	ResultTTL time.Duration
 }
+
+// LogEntry is one entry of a log stream.
+type LogEntry struct {
+	Stream string `json:"s"`
+	Data   []byte `json:"d"`
+}
+
+// DefaultLogMax bounds a log stream when an op does not.
+const DefaultLogMax = 10_000
 
 // Store is experiment state.
 type Store interface {
@@ -115,6 +130,9 @@ type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	// CompareAndSwap sets key to new if its value is old (nil old: absent).
 	CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error)
+	// ReadLog calls fn with each live entry of a log stream, oldest first,
+	// until fn returns an error (which ReadLog returns).
+	ReadLog(ctx context.Context, stream string, fn func(data []byte) error) error
 	// Result returns a precomputed answer and when it was put; ErrNotFound
 	// when absent or expired.
 	Result(ctx context.Context, key string) ([]byte, time.Time, error)

@@ -202,6 +202,45 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 			t.Errorf("credit %v and its square %v, want 0 and 8", m["credit"], m["credit2"])
 		}
 	})
+	t.Run("logs keep their newest entries, in order, for their TTL", func(t *testing.T) {
+		s := open(t)
+		read := func(stream string) []string {
+			t.Helper()
+			var got []string
+			if err := s.ReadLog(ctx, stream, func(d []byte) error { got = append(got, string(d)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		for i := range 8 {
+			op := Op{Logs: []LogEntry{{Stream: "a", Data: []byte(fmt.Sprint("a", i))}}, LogMax: 5, LogTTL: time.Hour}
+			if i == 3 { // a once-seen op appends nothing
+				op.Once, op.OnceTTL = "dup", time.Hour
+				if _, err := s.Apply(ctx, op); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.Apply(ctx, op); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := read("a"); !slices.Equal(got, []string{"a3", "a4", "a5", "a6", "a7"}) {
+			t.Errorf("stream a: %v, want its newest 5 in order", got)
+		}
+		if _, err := s.Apply(ctx, Op{Logs: []LogEntry{{Stream: "b", Data: []byte{0, 255, '\n'}}}, LogTTL: 50 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		if got := read("b"); len(got) != 1 || got[0] != "\x00\xff\n" {
+			t.Errorf("stream b: %q", got)
+		}
+		time.Sleep(80 * time.Millisecond)
+		if got := read("b"); len(got) != 0 {
+			t.Errorf("stream b after its TTL: %q", got)
+		}
+		if got := read("none"); len(got) != 0 {
+			t.Errorf("absent stream: %q", got)
+		}
+	})
 	t.Run("impressions round-trip and expire", func(t *testing.T) {
 		s := open(t)
 		im := Impression{ID: "imp1", RequestID: "r", Domain: "feed", UserID: "u", Version: "v2", Strategy: "ab", Experiment: "ab:s:v1,v2",
