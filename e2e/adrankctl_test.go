@@ -97,3 +97,80 @@ func TestAdrankctlVersionsAndReport(t *testing.T) {
 		t.Errorf("--output yaml: %v\n%s", err, out)
 	}
 }
+
+// Off-policy evaluation through the real processes: production logs what it
+// serves, and adrankctl ope (gRPC) and GET /v1/domains/feed/ope (REST)
+// estimate v2 from it before v2 serves anyone. Mistakes get clear errors.
+func TestOffPolicyEvaluation(t *testing.T) {
+	c := startCluster(t, [2]string{"feed/v1", "models/feed/v1.json"}, [2]string{"feed/v2", "models/feed/v2.json"})
+	router := []string{"--router", c.routerAddr}
+	// Nothing logged yet.
+	if out, err := c.adrankctl(t, "", append([]string{"ope", "--domain", "feed", "--candidate", "v2"}, router...)...); err == nil || !strings.Contains(out, "explore") {
+		t.Errorf("ope without logs: %v\n%s", err, out)
+	}
+	c.putKV("adrank/experiments/feed", `{"explore": {"share": 1, "epsilon": 0.5}}`)
+	eventually(t, settle, func() error {
+		if e := c.report(t, "feed").GetExperiment(); !strings.Contains(e, "explore") {
+			return fmt.Errorf("experiment %q", e)
+		}
+		return nil
+	})
+	var clicks []*routerv1.Event
+	for i := range 200 {
+		req := rankRequest(fmt.Sprintf("ope-%d", i), "feed")
+		req.UserId = fmt.Sprintf("u%d", i)
+		resp, err := rank(t, c, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := resp.GetAssignment().GetStrategy(); s != routerv1.Strategy_STRATEGY_PRODUCTION {
+			t.Fatalf("strategy %v", s)
+		}
+		if i%4 == 0 { // a click on the first ad of every fourth request
+			clicks = append(clicks, &routerv1.Event{ImpressionId: resp.GetResults()[0].GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CLICK})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settle)
+	defer cancel()
+	if r, err := c.router.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: clicks}); err != nil || r.GetAccepted() != 50 {
+		t.Fatalf("clicks: %v %v", r, err)
+	}
+	var got routerv1.EvaluateOffPolicyResponse
+	eventually(t, settle, func() error {
+		out, err := c.adrankctl(t, "", append([]string{"ope", "--domain", "feed", "--candidate", "v2", "--output", "json"}, router...)...)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := protojson.Unmarshal([]byte(out), &got); err != nil {
+			return err
+		}
+		if got.GetRecords() != 200 {
+			return fmt.Errorf("%v records", got.GetRecords())
+		}
+		return nil
+	})
+	for name, e := range map[string]*routerv1.OffPolicyEstimate{"ips": got.GetIps(), "snips": got.GetSnips(), "dr": got.GetDoublyRobust()} {
+		if !(e.GetCiLow() <= e.GetValue() && e.GetValue() <= e.GetCiHigh() && e.GetCiHigh() > e.GetCiLow()) {
+			t.Errorf("%s: %v", name, e)
+		}
+	}
+	if got.GetMatchRate() <= 0 || got.GetProductionVersion() != "v1" || got.GetSkipped() != 0 || got.GetClicks() != 50 {
+		t.Errorf("estimate %v", &got)
+	}
+	out, err := c.adrankctl(t, "", append([]string{"ope", "--domain", "feed", "--candidate", "v2"}, router...)...)
+	if err != nil || !strings.Contains(out, "doubly robust") || !strings.Contains(out, "200 requests") {
+		t.Errorf("ope table: %v\n%s", err, out)
+	}
+	code, body := c.get("/v1/domains/feed/ope?candidate=v2")
+	var rest routerv1.EvaluateOffPolicyResponse
+	if err := protojson.Unmarshal(body, &rest); code != 200 || err != nil || rest.GetRecords() != 200 || rest.GetIps().GetValue() != got.GetIps().GetValue() {
+		t.Errorf("REST: %d %v\n%s", code, err, body)
+	}
+	// A version without a ranker, and no candidate: clear errors.
+	if code, body := c.get("/v1/domains/feed/ope?candidate=v9"); code != 400 || !strings.Contains(string(body), "no healthy instance") {
+		t.Errorf("unknown candidate: %d %s", code, body)
+	}
+	if code, body := c.get("/v1/domains/feed/ope"); code != 400 || !strings.Contains(string(body), "candidate") {
+		t.Errorf("no candidate: %d %s", code, body)
+	}
+}

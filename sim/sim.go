@@ -71,6 +71,10 @@ type Result struct {
 	Accepted, Duplicates, Rejected int
 	ByVersion                      map[string]*Tally
 	ByStrategy                     map[routerv1.Strategy]int
+	// TopExpected sums, over answered requests, the true click
+	// probability of the first slot's ad: the first-slot click rate
+	// without sampling noise is TopExpected / (Requests - Errors).
+	TopExpected float64
 }
 
 func (c *Config) defaults() {
@@ -195,6 +199,9 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 					}
 					t.Impressions++
 					t.Expected += math.Min(p, 1)
+					if r.GetSlot() == 1 {
+						res.TopExpected += math.Min(p, 1)
+					}
 					res.Impressions++
 					if clicked {
 						t.Clicks++

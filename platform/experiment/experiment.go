@@ -45,6 +45,57 @@ type Experiment struct {
 	AB         *AB         `json:"ab,omitempty"`
 	Bandit     *Bandit     `json:"bandit,omitempty"`
 	Interleave *Interleave `json:"interleave,omitempty"`
+	Explore    *Explore    `json:"explore,omitempty"`
+}
+
+// Explore logs a share of the requests production serves, with what a new
+// version needs to be evaluated on them before it serves anyone (off-policy
+// evaluation): the candidates, their features, production's pCTRs, the ad
+// shown in the first slot with the probability it had, and its click. In a
+// logged request the first slot goes, with probability Epsilon, to a
+// candidate drawn uniformly (charged nothing: the platform pays for
+// exploration), so that every ad another version might put first has a
+// known, non-zero chance of having been shown. It may accompany any
+// strategy.
+type Explore struct {
+	Share   float64 `json:"share"`             // (0, 1]
+	Epsilon float64 `json:"epsilon,omitempty"` // [0, 1]; default 0.1
+	// Keep bounds the records kept for the domain (default 10,000), and
+	// Retention how long they are kept (default 7 days).
+	Keep      int      `json:"keep,omitempty"`
+	Retention Duration `json:"retention,omitzero"`
+}
+
+// Defaults of Explore.
+const (
+	DefaultExploreEpsilon = 0.1
+	DefaultExploreKeep    = 10_000
+	MaxExploreKeep        = 1_000_000
+	DefaultRetention      = 7 * 24 * time.Hour
+)
+
+// EpsilonOrDefault is Epsilon, or its default.
+func (x *Explore) EpsilonOrDefault() float64 {
+	if x.Epsilon == 0 {
+		return DefaultExploreEpsilon
+	}
+	return x.Epsilon
+}
+
+// KeepOrDefault is Keep, or its default.
+func (x *Explore) KeepOrDefault() int {
+	if x.Keep == 0 {
+		return DefaultExploreKeep
+	}
+	return x.Keep
+}
+
+// RetentionOrDefault is Retention, or its default.
+func (x *Explore) RetentionOrDefault() time.Duration {
+	if x.Retention.Duration == 0 {
+		return DefaultRetention
+	}
+	return x.Retention.Duration
 }
 
 // Shadow mirrors a fraction of requests to other versions, off the
@@ -239,6 +290,18 @@ func (e *Experiment) check() error {
 		}
 		if !(s.Fraction >= 0 && s.Fraction <= 1) {
 			bad("shadow.fraction: %v, want within (0, 1]", s.Fraction)
+		}
+	}
+	if x := e.Explore; x != nil {
+		switch {
+		case !(x.Share > 0 && x.Share <= 1):
+			bad("explore.share: %v, want within (0, 1]", x.Share)
+		case !(x.Epsilon >= 0 && x.Epsilon <= 1):
+			bad("explore.epsilon: %v, want within [0, 1]", x.Epsilon)
+		case x.Keep < 0 || x.Keep > MaxExploreKeep:
+			bad("explore.keep: %d, want within [0, %d]", x.Keep, MaxExploreKeep)
+		case x.Retention.Duration < 0 || x.Retention.Duration > 0 && x.Retention.Duration < time.Minute:
+			bad("explore.retention: %v, want at least 1m (or none)", x.Retention.Duration)
 		}
 	}
 	if c := e.Canary; c != nil {

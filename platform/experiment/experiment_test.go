@@ -59,6 +59,9 @@ func TestParseRejects(t *testing.T) {
 		{"half-life too short", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"], "halfLife": "1ms"}}`, "bandit.halfLife"},
 		{"interleave alpha", `{"interleave": {"a": "v1", "b": "v2", "fraction": 0.1, "alpha": 1}}`, "interleave.alpha"},
 		{"canary drop", `{"canary": {"version": "v2", "steps": [5], "stepInterval": "1m", "guardrails": {"drop": 2}}}`, "canary.guardrails"},
+		{"explore share", `{"explore": {"share": 0}}`, "explore.share"},
+		{"explore epsilon", `{"explore": {"share": 0.1, "epsilon": 1.5}}`, "explore.epsilon"},
+		{"explore keep", `{"explore": {"share": 0.1, "keep": 2000000}}`, "explore.keep"},
 		{"a document too large", `{"production": "v1"` + strings.Repeat(" ", MaxDocument) + `}`, "at most"},
 	}
 	for _, tt := range tests {

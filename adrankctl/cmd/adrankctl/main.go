@@ -19,6 +19,7 @@
 //
 //	adrankctl versions [DOMAIN]
 //	adrankctl report DOMAIN
+//	adrankctl ope --domain DOMAIN --candidate VERSION
 //
 // show the domains and their versions, and a domain's experiment report, as
 // tables for people or, with --output json, as the REST API's JSON.
@@ -55,12 +56,13 @@ commands:
   canary promote|rollback DOMAIN [--reason TEXT]   through the router
   versions [DOMAIN]                                domains, versions, instances, models and config errors
   report DOMAIN                                    the domain's experiment report as tables
+  ope --domain D --candidate V                     estimate V's first-slot CTR from production's logged requests
 
   batch run --domain D --version V [flags]         score every (user, ad) pair; write each user's top K as a snapshot
   edge build --domain D --version V               write the version's edge bundle (WebAssembly scorer, model, manifest)
 flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); Consul's own
   variables apply too (CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT, ...)
-flags of canary, versions and report: --router ADDR (default 127.0.0.1:9090), --token (default $ADRANK_TOKEN),
+flags of canary, versions, report and ope: --router ADDR (default 127.0.0.1:9090), --token (default $ADRANK_TOKEN),
   --output table|json, --tls-ca, --tls-server-name
 `
 
@@ -91,6 +93,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runVersions(ctx, args[1:], stdout, stderr)
 	case "report":
 		return runReport(ctx, args[1:], stdout, stderr)
+	case "ope":
+		return runOPE(ctx, args[1:], stdout, stderr)
 	case "batch":
 		return runBatch(ctx, args[1:], stdout, stderr)
 	case "edge":

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -21,10 +22,11 @@ import (
 
 // routerFlags are the flags of the commands that call the router.
 type routerFlags struct {
-	addr   string
-	token  string
-	output string
-	tls    tlsx.Config
+	addr    string
+	token   string
+	output  string
+	tls     tlsx.Config
+	timeout time.Duration // 0: callTimeout
 }
 
 func (r *routerFlags) register(fs *flag.FlagSet) {
@@ -48,7 +50,11 @@ func (r *routerFlags) dial(ctx context.Context) (routerv1.RouterServiceClient, c
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	timeout := r.timeout
+	if timeout <= 0 {
+		timeout = callTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	if r.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+r.token)
 	}
@@ -266,4 +272,48 @@ func pOr1(ps map[string]float64, k string) float64 {
 		return p
 	}
 	return 1
+}
+
+func runOPE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var domain, candidate *string
+	var alpha *float64
+	var timeout *time.Duration
+	rf, pos, err := routerCommand("ope", args, stderr, func(fs *flag.FlagSet) {
+		domain = fs.String("domain", "", "the domain (required)")
+		candidate = fs.String("candidate", "", "the version to evaluate; its ranker must be registered (required)")
+		alpha = fs.Float64("alpha", 0.05, "the intervals are 1 - alpha")
+		timeout = fs.Duration("timeout", 2*time.Minute, "how long the router may take: it scores every logged request again")
+	})
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *domain == "" || *candidate == "" {
+		return errors.New("usage: adrankctl ope --domain DOMAIN --candidate VERSION [--alpha 0.05] [--router ADDR] [--output table|json]")
+	}
+	rf.timeout = *timeout
+	client, ctx, done, err := rf.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	r, err := client.EvaluateOffPolicy(ctx, &routerv1.EvaluateOffPolicyRequest{Domain: *domain, Candidate: *candidate, Alpha: *alpha})
+	if err != nil {
+		return err
+	}
+	if rf.output == "json" {
+		return printJSON(stdout, r)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "off-policy evaluation of %s/%s on %.0f requests production (%s) served and logged (%.0f skipped)\n",
+		r.GetDomain(), r.GetCandidate(), r.GetRecords(), r.GetProductionVersion(), r.GetSkipped())
+	fmt.Fprintf(tw, "shown first: CTR %s; %s agrees with it in %s of requests; effective sample size %.0f\n\n",
+		pct(r.GetLoggedCtr()), r.GetCandidate(), pct(r.GetMatchRate()), r.GetEffectiveSampleSize())
+	fmt.Fprintf(tw, "ESTIMATOR\tFIRST-SLOT CTR\t%g%% CI\n", 100*(1-r.GetAlpha()))
+	for _, e := range []struct {
+		name string
+		est  *routerv1.OffPolicyEstimate
+	}{{"IPS", r.GetIps()}, {"self-normalised IPS", r.GetSnips()}, {"doubly robust", r.GetDoublyRobust()}} {
+		fmt.Fprintf(tw, "%s\t%s\t[%s, %s]\n", e.name, pct(e.est.GetValue()), pct(e.est.GetCiLow()), pct(e.est.GetCiHigh()))
+	}
+	return tw.Flush()
 }

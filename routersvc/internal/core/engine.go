@@ -11,6 +11,7 @@ package core
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -273,7 +274,12 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 		RequestID: rc.id, Domain: rc.domain, ModelVersion: a.Version, AuctionType: main.auction.Type, Results: results,
 		Assignment: *a, Degraded: rc.degraded != "", DegradedReason: rc.degraded, Source: rc.source, Age: rc.age,
 	}
-	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls}
+	var ope *lab.OPERecord
+	if pick, eps, logged := a.Explore(rc.id, len(rc.req.Candidates)); logged && rc.source == SourceRealtime && rc.degraded == "" && len(results) > 0 {
+		results, ope = rc.explore(main, results, pick, eps)
+		resp.Results = results
+	}
+	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls, OPE: ope}
 	for _, r := range results {
 		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.plainID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
 	}
@@ -410,6 +416,52 @@ func (rc *rankCall) interleave(a, b scored) []Result {
 		out[i] = rc.result(p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
 	}
 	return out
+}
+
+// explore logs a request for off-policy evaluation: when pick is a
+// candidate (not -1), that candidate takes the first slot, charged nothing
+// (the platform pays for exploration), and production's ads follow in their
+// order, each at its own price, as many as production showed. The record
+// says which ad was shown first and the chance it had.
+func (rc *rankCall) explore(main scored, results []Result, pick int, eps float64) ([]Result, *lab.OPERecord) {
+	n := len(rc.req.Candidates)
+	prodTop, top := results[0].AdID, results[0].AdID
+	if pick >= 0 {
+		top = rc.req.Candidates[pick].AdID
+	}
+	if top != prodTop {
+		pctrOf := make(map[string]float64, n)
+		for i, c := range rc.req.Candidates {
+			pctrOf[c.AdID] = main.pctrs[i]
+		}
+		out := []Result{rc.result(Allocation{AdID: top, Slot: 1}, 1, pctrOf[top], main.version)}
+		for _, al := range main.auction.Allocations {
+			if len(out) == len(results) {
+				break
+			}
+			if al.AdID != top {
+				out = append(out, rc.result(al, len(out)+1, pctrOf[al.AdID], main.version))
+			}
+		}
+		results = out
+	}
+	p := eps / float64(n)
+	if top == prodTop {
+		p += 1 - eps
+	}
+	rec := &lab.OPERecord{
+		RequestID: rc.id, At: time.Now(), Version: main.version, Pctrs: main.pctrs,
+		ProductionTop: prodTop, Top: top, Propensity: p, Epsilon: eps,
+	}
+	var err error
+	if rec.Request, err = json.Marshal(rc.req); err == nil {
+		rec.Features, err = json.Marshal(logFeatures(rc.feats))
+	}
+	if err != nil { // cannot happen: plain structs and finite floats
+		rc.e.log.Warn("request not logged for off-policy evaluation", "error", err)
+		return results, nil
+	}
+	return results, rec
 }
 
 // agreed is how many first slots a and b fill with the same ads in the same

@@ -57,6 +57,9 @@ type Assignment struct {
 	Shadow     []string
 	// bandit is the bandit an arm was drawn from, for its rewards.
 	bandit *experiment.Bandit
+	// explore, when set, logs the request for off-policy evaluation.
+	explore *experiment.Explore
+	domain  string
 }
 
 // Assign chooses the version(s) for a request. It is deterministic in its
@@ -129,5 +132,23 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 	if a.Fallback != "" {
 		a.Strategy, a.Version, a.Other, a.Group = Production, d.Production, "", "fallback"
 	}
+	if x := e.Explore; x != nil && a.Strategy == Production && a.Fallback == "" && assign.Hash01(domain, "explore", requestID) < x.Share {
+		a.explore, a.domain = x, domain
+	}
 	return a
+}
+
+// Explore says whether production's answer to this request is logged for
+// off-policy evaluation and, when it is, which of n candidates goes to the
+// first slot (-1: production's own first) and epsilon, the chance that the
+// first slot was drawn uniformly from the n (see experiment.Explore).
+func (a *Assignment) Explore(requestID string, n int) (pick int, epsilon float64, logged bool) {
+	if a.explore == nil || n == 0 || a.Strategy != Production {
+		return -1, 0, false
+	}
+	eps := a.explore.EpsilonOrDefault()
+	if assign.Hash01(a.domain, "explore-coin", requestID) < eps {
+		return min(int(assign.Hash01(a.domain, "explore-pick", requestID)*float64(n)), n-1), eps, true
+	}
+	return -1, eps, true
 }

@@ -80,6 +80,9 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 			op.Units = append(op.Units, store.UnitIncr{Group: g, Unit: im.UserID, C: 1, R: im.Price, CovariateFrom: historyKey(im.Domain)})
 		}
 		op.Units = append(op.Units, store.UnitIncr{Group: historyKey(im.Domain), Unit: im.UserID, C: 1, R: im.Price})
+		if im.OPE {
+			l.logOPEClick(&op, im)
+		}
 		add(outcomesKey(g), "revenue", float64(im.Price))
 		switch Strategy(im.Strategy) {
 		case Bandit:

@@ -227,6 +227,8 @@ type Served struct {
 	Results   []ServedResult
 	// Calls are the ranker calls made, for version health.
 	Calls []Call
+	// OPE, when set, logs the request for off-policy evaluation.
+	OPE *OPERecord
 	// Edge: served on a device. Edge requests are recorded once per
 	// request ID apart from online ones, so that a device reporting an
 	// online request's ID cannot displace it.
@@ -317,8 +319,11 @@ func (l *Lab) servedOp(s Served) store.Op {
 		op.Impressions = append(op.Impressions, store.Impression{
 			ID: r.ImpressionID, RequestID: s.RequestID, Domain: s.Domain, UserID: s.UserID,
 			Version: r.Version, Strategy: string(a.Strategy), Experiment: a.Experiment, Group: group,
-			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now,
+			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now, OPE: s.OPE != nil && r.Slot == 1,
 		})
+	}
+	if s.OPE != nil {
+		l.logOPE(&op, s.Domain, s.OPE)
 	}
 	if n := int64(len(s.Results)); n > 0 {
 		if a.Strategy != Interleaved {

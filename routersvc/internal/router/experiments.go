@@ -2,12 +2,14 @@ package router
 
 import (
 	"context"
+	"math"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/lab"
+	"github.com/adrank/adrank/routersvc/internal/stats"
 )
 
 var eventResults = map[lab.EventResult]routerv1.EventResult{
@@ -157,4 +159,29 @@ func Test(t lab.TestResult) *routerv1.Test {
 		PValue: t.PValue, AlwaysValidPValue: t.AlwaysValidPValue, HolmPValue: t.HolmPValue, Verdict: t.Verdict,
 		NeededImpressionsPerArm: t.NeededImpressionsPerArm, RemainingImpressionsPerArm: t.RemainingImpressionsPerArm,
 	}
+}
+
+// EvaluateOffPolicy implements RouterService.
+func (s *Server) EvaluateOffPolicy(ctx context.Context, req *routerv1.EvaluateOffPolicyRequest) (*routerv1.EvaluateOffPolicyResponse, error) {
+	r, err := s.core.EvaluateOffPolicy(ctx, req.GetDomain(), req.GetCandidate(), req.GetAlpha())
+	if err != nil {
+		return nil, Status(err)
+	}
+	est := func(iv stats.Interval) *routerv1.OffPolicyEstimate {
+		return &routerv1.OffPolicyEstimate{Value: finite(iv.Value), CiLow: finite(iv.Low), CiHigh: finite(iv.High)}
+	}
+	return &routerv1.EvaluateOffPolicyResponse{
+		Domain: r.Domain, Candidate: r.Candidate, ProductionVersion: r.Production,
+		Records: r.Records, Clicks: r.Clicks, LoggedCtr: r.LoggedCTR, Skipped: r.Skipped,
+		MatchRate: r.MatchRate, EffectiveSampleSize: r.ESS,
+		Ips: est(r.IPS), Snips: est(r.SNIPS), DoublyRobust: est(r.DR), Alpha: r.Alpha,
+	}, nil
+}
+
+// finite maps NaN and infinities to 0 for the wire (JSON has no NaN).
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
 }

@@ -28,6 +28,9 @@ type Impression struct {
 	Slot       int       `json:"slot"`
 	Price      int64     `json:"price_micros"`
 	At         time.Time `json:"at"`
+	// OPE: the first slot of a request logged for off-policy evaluation,
+	// whose click is logged too.
+	OPE bool `json:"ope,omitempty"`
 }
 
 // UnitIncr adds to one unit (a user) of a group, keeping the group's

@@ -309,6 +309,276 @@ func (EventResult) EnumDescriptor() ([]byte, []int) {
 	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
+type EvaluateOffPolicyRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// The version to evaluate; a ranker of it must be registered.
+	Candidate string `protobuf:"bytes,2,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	// The intervals are 1 - alpha (default 0.05).
+	Alpha         float64 `protobuf:"fixed64,3,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateOffPolicyRequest) Reset() {
+	*x = EvaluateOffPolicyRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateOffPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateOffPolicyRequest) ProtoMessage() {}
+
+func (x *EvaluateOffPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateOffPolicyRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateOffPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *EvaluateOffPolicyRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *EvaluateOffPolicyRequest) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *EvaluateOffPolicyRequest) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+// OffPolicyEstimate is an estimate of the candidate's first-slot click rate
+// with its confidence interval.
+type OffPolicyEstimate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         float64                `protobuf:"fixed64,1,opt,name=value,proto3" json:"value,omitempty"`
+	CiLow         float64                `protobuf:"fixed64,2,opt,name=ci_low,json=ciLow,proto3" json:"ci_low,omitempty"`
+	CiHigh        float64                `protobuf:"fixed64,3,opt,name=ci_high,json=ciHigh,proto3" json:"ci_high,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffPolicyEstimate) Reset() {
+	*x = OffPolicyEstimate{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffPolicyEstimate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffPolicyEstimate) ProtoMessage() {}
+
+func (x *OffPolicyEstimate) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffPolicyEstimate.ProtoReflect.Descriptor instead.
+func (*OffPolicyEstimate) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OffPolicyEstimate) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *OffPolicyEstimate) GetCiLow() float64 {
+	if x != nil {
+		return x.CiLow
+	}
+	return 0
+}
+
+func (x *OffPolicyEstimate) GetCiHigh() float64 {
+	if x != nil {
+		return x.CiHigh
+	}
+	return 0
+}
+
+type EvaluateOffPolicyResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Domain            string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	Candidate         string                 `protobuf:"bytes,2,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	ProductionVersion string                 `protobuf:"bytes,3,opt,name=production_version,json=productionVersion,proto3" json:"production_version,omitempty"`
+	// Logged requests used, their first-slot clicks, and that click rate (of
+	// what was shown); records that could not be evaluated.
+	Records   float64 `protobuf:"fixed64,4,opt,name=records,proto3" json:"records,omitempty"`
+	Clicks    float64 `protobuf:"fixed64,5,opt,name=clicks,proto3" json:"clicks,omitempty"`
+	LoggedCtr float64 `protobuf:"fixed64,6,opt,name=logged_ctr,json=loggedCtr,proto3" json:"logged_ctr,omitempty"`
+	Skipped   float64 `protobuf:"fixed64,7,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// The share of requests where the candidate's first ad is the one shown,
+	// and the effective sample size of the importance weights.
+	MatchRate           float64 `protobuf:"fixed64,8,opt,name=match_rate,json=matchRate,proto3" json:"match_rate,omitempty"`
+	EffectiveSampleSize float64 `protobuf:"fixed64,9,opt,name=effective_sample_size,json=effectiveSampleSize,proto3" json:"effective_sample_size,omitempty"`
+	// Inverse propensity scoring (unbiased), its self-normalised form, and
+	// the doubly robust estimate (production's pCTRs as the reward model).
+	Ips           *OffPolicyEstimate `protobuf:"bytes,10,opt,name=ips,proto3" json:"ips,omitempty"`
+	Snips         *OffPolicyEstimate `protobuf:"bytes,11,opt,name=snips,proto3" json:"snips,omitempty"`
+	DoublyRobust  *OffPolicyEstimate `protobuf:"bytes,12,opt,name=doubly_robust,json=doublyRobust,proto3" json:"doubly_robust,omitempty"`
+	Alpha         float64            `protobuf:"fixed64,13,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateOffPolicyResponse) Reset() {
+	*x = EvaluateOffPolicyResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateOffPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateOffPolicyResponse) ProtoMessage() {}
+
+func (x *EvaluateOffPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateOffPolicyResponse.ProtoReflect.Descriptor instead.
+func (*EvaluateOffPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EvaluateOffPolicyResponse) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *EvaluateOffPolicyResponse) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *EvaluateOffPolicyResponse) GetProductionVersion() string {
+	if x != nil {
+		return x.ProductionVersion
+	}
+	return ""
+}
+
+func (x *EvaluateOffPolicyResponse) GetRecords() float64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetClicks() float64 {
+	if x != nil {
+		return x.Clicks
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetLoggedCtr() float64 {
+	if x != nil {
+		return x.LoggedCtr
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetSkipped() float64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetMatchRate() float64 {
+	if x != nil {
+		return x.MatchRate
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetEffectiveSampleSize() float64 {
+	if x != nil {
+		return x.EffectiveSampleSize
+	}
+	return 0
+}
+
+func (x *EvaluateOffPolicyResponse) GetIps() *OffPolicyEstimate {
+	if x != nil {
+		return x.Ips
+	}
+	return nil
+}
+
+func (x *EvaluateOffPolicyResponse) GetSnips() *OffPolicyEstimate {
+	if x != nil {
+		return x.Snips
+	}
+	return nil
+}
+
+func (x *EvaluateOffPolicyResponse) GetDoublyRobust() *OffPolicyEstimate {
+	if x != nil {
+		return x.DoublyRobust
+	}
+	return nil
+}
+
+func (x *EvaluateOffPolicyResponse) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
 // RequestContext describes the page view the ads are for.
 type RequestContext struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -326,7 +596,7 @@ type RequestContext struct {
 
 func (x *RequestContext) Reset() {
 	*x = RequestContext{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +608,7 @@ func (x *RequestContext) String() string {
 func (*RequestContext) ProtoMessage() {}
 
 func (x *RequestContext) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +621,7 @@ func (x *RequestContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
 func (*RequestContext) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{0}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RequestContext) GetTimestamp() *timestamppb.Timestamp {
@@ -397,7 +667,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +679,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +692,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Candidate) GetAdId() string {
@@ -474,7 +744,7 @@ type RankRequest struct {
 
 func (x *RankRequest) Reset() {
 	*x = RankRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +756,7 @@ func (x *RankRequest) String() string {
 func (*RankRequest) ProtoMessage() {}
 
 func (x *RankRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +769,7 @@ func (x *RankRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankRequest.ProtoReflect.Descriptor instead.
 func (*RankRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RankRequest) GetRequestId() string {
@@ -577,7 +847,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +859,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +872,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Result) GetAdId() string {
@@ -693,7 +963,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +975,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +988,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Assignment) GetStrategy() Strategy {
@@ -807,7 +1077,7 @@ type RankResponse struct {
 
 func (x *RankResponse) Reset() {
 	*x = RankResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1089,7 @@ func (x *RankResponse) String() string {
 func (*RankResponse) ProtoMessage() {}
 
 func (x *RankResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1102,7 @@ func (x *RankResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankResponse.ProtoReflect.Descriptor instead.
 func (*RankResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RankResponse) GetRequestId() string {
@@ -913,7 +1183,7 @@ type ListDomainsRequest struct {
 
 func (x *ListDomainsRequest) Reset() {
 	*x = ListDomainsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1195,7 @@ func (x *ListDomainsRequest) String() string {
 func (*ListDomainsRequest) ProtoMessage() {}
 
 func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1208,7 @@ func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsRequest.ProtoReflect.Descriptor instead.
 func (*ListDomainsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
 }
 
 // VersionInfo describes one registered ranker version of a domain.
@@ -958,7 +1228,7 @@ type VersionInfo struct {
 
 func (x *VersionInfo) Reset() {
 	*x = VersionInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1240,7 @@ func (x *VersionInfo) String() string {
 func (*VersionInfo) ProtoMessage() {}
 
 func (x *VersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1253,7 @@ func (x *VersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionInfo.ProtoReflect.Descriptor instead.
 func (*VersionInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VersionInfo) GetVersion() string {
@@ -1047,7 +1317,7 @@ type DomainInfo struct {
 
 func (x *DomainInfo) Reset() {
 	*x = DomainInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1329,7 @@ func (x *DomainInfo) String() string {
 func (*DomainInfo) ProtoMessage() {}
 
 func (x *DomainInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1342,7 @@ func (x *DomainInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainInfo.ProtoReflect.Descriptor instead.
 func (*DomainInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DomainInfo) GetDomain() string {
@@ -1157,7 +1427,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1439,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1452,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotInfo) GetGeneration() string {
@@ -1274,7 +1544,7 @@ type ListDomainsResponse struct {
 
 func (x *ListDomainsResponse) Reset() {
 	*x = ListDomainsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1556,7 @@ func (x *ListDomainsResponse) String() string {
 func (*ListDomainsResponse) ProtoMessage() {}
 
 func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1569,7 @@ func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsResponse.ProtoReflect.Descriptor instead.
 func (*ListDomainsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
@@ -1329,7 +1599,7 @@ type StreamLag struct {
 
 func (x *StreamLag) Reset() {
 	*x = StreamLag{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1611,7 @@ func (x *StreamLag) String() string {
 func (*StreamLag) ProtoMessage() {}
 
 func (x *StreamLag) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1624,7 @@ func (x *StreamLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLag.ProtoReflect.Descriptor instead.
 func (*StreamLag) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamLag) GetTopic() string {
@@ -1395,7 +1665,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1677,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1690,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetImpressionId() string {
@@ -1461,7 +1731,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1743,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1756,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1509,7 +1779,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1791,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1804,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReportEventsResponse) GetResults() []EventResult {
@@ -1574,7 +1844,7 @@ type GetExperimentReportRequest struct {
 
 func (x *GetExperimentReportRequest) Reset() {
 	*x = GetExperimentReportRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1856,7 @@ func (x *GetExperimentReportRequest) String() string {
 func (*GetExperimentReportRequest) ProtoMessage() {}
 
 func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1869,7 @@ func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportRequest.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetExperimentReportRequest) GetDomain() string {
@@ -1631,7 +1901,7 @@ type GroupStats struct {
 
 func (x *GroupStats) Reset() {
 	*x = GroupStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1913,7 @@ func (x *GroupStats) String() string {
 func (*GroupStats) ProtoMessage() {}
 
 func (x *GroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1926,7 @@ func (x *GroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStats.ProtoReflect.Descriptor instead.
 func (*GroupStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GroupStats) GetGroup() string {
@@ -1751,7 +2021,7 @@ type VersionHealth struct {
 
 func (x *VersionHealth) Reset() {
 	*x = VersionHealth{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2033,7 @@ func (x *VersionHealth) String() string {
 func (*VersionHealth) ProtoMessage() {}
 
 func (x *VersionHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2046,7 @@ func (x *VersionHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionHealth.ProtoReflect.Descriptor instead.
 func (*VersionHealth) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VersionHealth) GetVersion() string {
@@ -1845,7 +2115,7 @@ type ShadowStats struct {
 
 func (x *ShadowStats) Reset() {
 	*x = ShadowStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2127,7 @@ func (x *ShadowStats) String() string {
 func (*ShadowStats) ProtoMessage() {}
 
 func (x *ShadowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2140,7 @@ func (x *ShadowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStats.ProtoReflect.Descriptor instead.
 func (*ShadowStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ShadowStats) GetVersion() string {
@@ -1980,7 +2250,7 @@ type Test struct {
 
 func (x *Test) Reset() {
 	*x = Test{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2262,7 @@ func (x *Test) String() string {
 func (*Test) ProtoMessage() {}
 
 func (x *Test) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2275,7 @@ func (x *Test) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Test.ProtoReflect.Descriptor instead.
 func (*Test) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Test) GetControl() string {
@@ -2125,7 +2395,7 @@ type ABReport struct {
 
 func (x *ABReport) Reset() {
 	*x = ABReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2407,7 @@ func (x *ABReport) String() string {
 func (*ABReport) ProtoMessage() {}
 
 func (x *ABReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2420,7 @@ func (x *ABReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABReport.ProtoReflect.Descriptor instead.
 func (*ABReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ABReport) GetSalt() string {
@@ -2241,7 +2511,7 @@ type CanaryReport struct {
 
 func (x *CanaryReport) Reset() {
 	*x = CanaryReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2523,7 @@ func (x *CanaryReport) String() string {
 func (*CanaryReport) ProtoMessage() {}
 
 func (x *CanaryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2536,7 @@ func (x *CanaryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryReport.ProtoReflect.Descriptor instead.
 func (*CanaryReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CanaryReport) GetVersion() string {
@@ -2360,7 +2630,7 @@ type BanditArm struct {
 
 func (x *BanditArm) Reset() {
 	*x = BanditArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2642,7 @@ func (x *BanditArm) String() string {
 func (*BanditArm) ProtoMessage() {}
 
 func (x *BanditArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2655,7 @@ func (x *BanditArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditArm.ProtoReflect.Descriptor instead.
 func (*BanditArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BanditArm) GetVersion() string {
@@ -2433,7 +2703,7 @@ type BanditReport struct {
 
 func (x *BanditReport) Reset() {
 	*x = BanditReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2715,7 @@ func (x *BanditReport) String() string {
 func (*BanditReport) ProtoMessage() {}
 
 func (x *BanditReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2728,7 @@ func (x *BanditReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditReport.ProtoReflect.Descriptor instead.
 func (*BanditReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BanditReport) GetPolicy() string {
@@ -2503,7 +2773,7 @@ type InterleaveReport struct {
 
 func (x *InterleaveReport) Reset() {
 	*x = InterleaveReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2785,7 @@ func (x *InterleaveReport) String() string {
 func (*InterleaveReport) ProtoMessage() {}
 
 func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2798,7 @@ func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterleaveReport.ProtoReflect.Descriptor instead.
 func (*InterleaveReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InterleaveReport) GetA() string {
@@ -2655,7 +2925,7 @@ type GetExperimentReportResponse struct {
 
 func (x *GetExperimentReportResponse) Reset() {
 	*x = GetExperimentReportResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2937,7 @@ func (x *GetExperimentReportResponse) String() string {
 func (*GetExperimentReportResponse) ProtoMessage() {}
 
 func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2950,7 @@ func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportResponse.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetExperimentReportResponse) GetDomain() string {
@@ -2840,7 +3110,7 @@ type Staleness struct {
 
 func (x *Staleness) Reset() {
 	*x = Staleness{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3122,7 @@ func (x *Staleness) String() string {
 func (*Staleness) ProtoMessage() {}
 
 func (x *Staleness) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3135,7 @@ func (x *Staleness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Staleness.ProtoReflect.Descriptor instead.
 func (*Staleness) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Staleness) GetAge() string {
@@ -2919,7 +3189,7 @@ type PromoteCanaryRequest struct {
 
 func (x *PromoteCanaryRequest) Reset() {
 	*x = PromoteCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3201,7 @@ func (x *PromoteCanaryRequest) String() string {
 func (*PromoteCanaryRequest) ProtoMessage() {}
 
 func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3214,7 @@ func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryRequest.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PromoteCanaryRequest) GetDomain() string {
@@ -2963,7 +3233,7 @@ type PromoteCanaryResponse struct {
 
 func (x *PromoteCanaryResponse) Reset() {
 	*x = PromoteCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3245,7 @@ func (x *PromoteCanaryResponse) String() string {
 func (*PromoteCanaryResponse) ProtoMessage() {}
 
 func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3258,7 @@ func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryResponse.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PromoteCanaryResponse) GetProductionVersion() string {
@@ -3008,7 +3278,7 @@ type RollbackCanaryRequest struct {
 
 func (x *RollbackCanaryRequest) Reset() {
 	*x = RollbackCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3290,7 @@ func (x *RollbackCanaryRequest) String() string {
 func (*RollbackCanaryRequest) ProtoMessage() {}
 
 func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3303,7 @@ func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryRequest.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{29}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RollbackCanaryRequest) GetDomain() string {
@@ -3058,7 +3328,7 @@ type RollbackCanaryResponse struct {
 
 func (x *RollbackCanaryResponse) Reset() {
 	*x = RollbackCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3340,7 @@ func (x *RollbackCanaryResponse) String() string {
 func (*RollbackCanaryResponse) ProtoMessage() {}
 
 func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3353,7 @@ func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryResponse.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{33}
 }
 
 type GetEdgePlanRequest struct {
@@ -3095,7 +3365,7 @@ type GetEdgePlanRequest struct {
 
 func (x *GetEdgePlanRequest) Reset() {
 	*x = GetEdgePlanRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3377,7 @@ func (x *GetEdgePlanRequest) String() string {
 func (*GetEdgePlanRequest) ProtoMessage() {}
 
 func (x *GetEdgePlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3390,7 @@ func (x *GetEdgePlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgePlanRequest.ProtoReflect.Descriptor instead.
 func (*GetEdgePlanRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{31}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetEdgePlanRequest) GetDomain() string {
@@ -3151,7 +3421,7 @@ type GetEdgePlanResponse struct {
 
 func (x *GetEdgePlanResponse) Reset() {
 	*x = GetEdgePlanResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3163,7 +3433,7 @@ func (x *GetEdgePlanResponse) String() string {
 func (*GetEdgePlanResponse) ProtoMessage() {}
 
 func (x *GetEdgePlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3176,7 +3446,7 @@ func (x *GetEdgePlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgePlanResponse.ProtoReflect.Descriptor instead.
 func (*GetEdgePlanResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{32}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetEdgePlanResponse) GetDomain() string {
@@ -3238,7 +3508,7 @@ type EdgeAB struct {
 
 func (x *EdgeAB) Reset() {
 	*x = EdgeAB{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3520,7 @@ func (x *EdgeAB) String() string {
 func (*EdgeAB) ProtoMessage() {}
 
 func (x *EdgeAB) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3533,7 @@ func (x *EdgeAB) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeAB.ProtoReflect.Descriptor instead.
 func (*EdgeAB) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{33}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *EdgeAB) GetSalt() string {
@@ -3290,7 +3560,7 @@ type EdgeArm struct {
 
 func (x *EdgeArm) Reset() {
 	*x = EdgeArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3572,7 @@ func (x *EdgeArm) String() string {
 func (*EdgeArm) ProtoMessage() {}
 
 func (x *EdgeArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3585,7 @@ func (x *EdgeArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeArm.ProtoReflect.Descriptor instead.
 func (*EdgeArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{34}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *EdgeArm) GetVersion() string {
@@ -3344,7 +3614,7 @@ type EdgeCanary struct {
 
 func (x *EdgeCanary) Reset() {
 	*x = EdgeCanary{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3356,7 +3626,7 @@ func (x *EdgeCanary) String() string {
 func (*EdgeCanary) ProtoMessage() {}
 
 func (x *EdgeCanary) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3369,7 +3639,7 @@ func (x *EdgeCanary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeCanary.ProtoReflect.Descriptor instead.
 func (*EdgeCanary) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{35}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EdgeCanary) GetVersion() string {
@@ -3412,7 +3682,7 @@ type GetEdgeFeaturesRequest struct {
 
 func (x *GetEdgeFeaturesRequest) Reset() {
 	*x = GetEdgeFeaturesRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3424,7 +3694,7 @@ func (x *GetEdgeFeaturesRequest) String() string {
 func (*GetEdgeFeaturesRequest) ProtoMessage() {}
 
 func (x *GetEdgeFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3437,7 +3707,7 @@ func (x *GetEdgeFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgeFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*GetEdgeFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{36}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetEdgeFeaturesRequest) GetDomain() string {
@@ -3473,7 +3743,7 @@ type GetEdgeFeaturesResponse struct {
 
 func (x *GetEdgeFeaturesResponse) Reset() {
 	*x = GetEdgeFeaturesResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3485,7 +3755,7 @@ func (x *GetEdgeFeaturesResponse) String() string {
 func (*GetEdgeFeaturesResponse) ProtoMessage() {}
 
 func (x *GetEdgeFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3498,7 +3768,7 @@ func (x *GetEdgeFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgeFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetEdgeFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{37}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetEdgeFeaturesResponse) GetUser() map[string]float64 {
@@ -3525,7 +3795,7 @@ type EdgeAdFeatures struct {
 
 func (x *EdgeAdFeatures) Reset() {
 	*x = EdgeAdFeatures{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3807,7 @@ func (x *EdgeAdFeatures) String() string {
 func (*EdgeAdFeatures) ProtoMessage() {}
 
 func (x *EdgeAdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3820,7 @@ func (x *EdgeAdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeAdFeatures.ProtoReflect.Descriptor instead.
 func (*EdgeAdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{38}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EdgeAdFeatures) GetAdId() string {
@@ -3578,7 +3848,7 @@ type ReportEdgeImpressionsRequest struct {
 
 func (x *ReportEdgeImpressionsRequest) Reset() {
 	*x = ReportEdgeImpressionsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3590,7 +3860,7 @@ func (x *ReportEdgeImpressionsRequest) String() string {
 func (*ReportEdgeImpressionsRequest) ProtoMessage() {}
 
 func (x *ReportEdgeImpressionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3603,7 +3873,7 @@ func (x *ReportEdgeImpressionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEdgeImpressionsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEdgeImpressionsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{39}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportEdgeImpressionsRequest) GetDomain() string {
@@ -3635,7 +3905,7 @@ type EdgeServed struct {
 
 func (x *EdgeServed) Reset() {
 	*x = EdgeServed{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3917,7 @@ func (x *EdgeServed) String() string {
 func (*EdgeServed) ProtoMessage() {}
 
 func (x *EdgeServed) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3930,7 @@ func (x *EdgeServed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeServed.ProtoReflect.Descriptor instead.
 func (*EdgeServed) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{40}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EdgeServed) GetRequestId() string {
@@ -3710,7 +3980,7 @@ type EdgeResult struct {
 
 func (x *EdgeResult) Reset() {
 	*x = EdgeResult{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +3992,7 @@ func (x *EdgeResult) String() string {
 func (*EdgeResult) ProtoMessage() {}
 
 func (x *EdgeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +4005,7 @@ func (x *EdgeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeResult.ProtoReflect.Descriptor instead.
 func (*EdgeResult) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{41}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EdgeResult) GetAdId() string {
@@ -3779,7 +4049,7 @@ type ReportEdgeImpressionsResponse struct {
 
 func (x *ReportEdgeImpressionsResponse) Reset() {
 	*x = ReportEdgeImpressionsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4061,7 @@ func (x *ReportEdgeImpressionsResponse) String() string {
 func (*ReportEdgeImpressionsResponse) ProtoMessage() {}
 
 func (x *ReportEdgeImpressionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4074,7 @@ func (x *ReportEdgeImpressionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEdgeImpressionsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEdgeImpressionsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{42}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportEdgeImpressionsResponse) GetResults() []*EdgeServedResult {
@@ -3850,7 +4120,7 @@ type EdgeServedResult struct {
 
 func (x *EdgeServedResult) Reset() {
 	*x = EdgeServedResult{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +4132,7 @@ func (x *EdgeServedResult) String() string {
 func (*EdgeServedResult) ProtoMessage() {}
 
 func (x *EdgeServedResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +4145,7 @@ func (x *EdgeServedResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeServedResult.ProtoReflect.Descriptor instead.
 func (*EdgeServedResult) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{43}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EdgeServedResult) GetResult() EventResult {
@@ -3903,7 +4173,32 @@ var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x1dadrank/router/v1/router.proto\x12\x10adrank.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n" +
+	"\x1dadrank/router/v1/router.proto\x12\x10adrank.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n" +
+	"\x18EvaluateOffPolicyRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
+	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12\x14\n" +
+	"\x05alpha\x18\x03 \x01(\x01R\x05alpha\"Y\n" +
+	"\x11OffPolicyEstimate\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x01R\x05value\x12\x15\n" +
+	"\x06ci_low\x18\x02 \x01(\x01R\x05ciLow\x12\x17\n" +
+	"\aci_high\x18\x03 \x01(\x01R\x06ciHigh\"\x90\x04\n" +
+	"\x19EvaluateOffPolicyResponse\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
+	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12-\n" +
+	"\x12production_version\x18\x03 \x01(\tR\x11productionVersion\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\x01R\arecords\x12\x16\n" +
+	"\x06clicks\x18\x05 \x01(\x01R\x06clicks\x12\x1d\n" +
+	"\n" +
+	"logged_ctr\x18\x06 \x01(\x01R\tloggedCtr\x12\x18\n" +
+	"\askipped\x18\a \x01(\x01R\askipped\x12\x1d\n" +
+	"\n" +
+	"match_rate\x18\b \x01(\x01R\tmatchRate\x122\n" +
+	"\x15effective_sample_size\x18\t \x01(\x01R\x13effectiveSampleSize\x125\n" +
+	"\x03ips\x18\n" +
+	" \x01(\v2#.adrank.router.v1.OffPolicyEstimateR\x03ips\x129\n" +
+	"\x05snips\x18\v \x01(\v2#.adrank.router.v1.OffPolicyEstimateR\x05snips\x12H\n" +
+	"\rdoubly_robust\x18\f \x01(\v2#.adrank.router.v1.OffPolicyEstimateR\fdoublyRobust\x12\x14\n" +
+	"\x05alpha\x18\r \x01(\x01R\x05alpha\"\xac\x01\n" +
 	"\x0eRequestContext\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x120\n" +
 	"\x06device\x18\x02 \x01(\x0e2\x18.adrank.router.v1.DeviceR\x06device\x12\x18\n" +
@@ -4263,7 +4558,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x16EVENT_RESULT_DUPLICATE\x10\x02\x12#\n" +
 	"\x1fEVENT_RESULT_UNKNOWN_IMPRESSION\x10\x03\x12\x18\n" +
 	"\x14EVENT_RESULT_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15EVENT_RESULT_REJECTED\x10\x052\x8a\a\n" +
+	"\x15EVENT_RESULT_REJECTED\x10\x052\xf8\a\n" +
 	"\rRouterService\x12E\n" +
 	"\x04Rank\x12\x1d.adrank.router.v1.RankRequest\x1a\x1e.adrank.router.v1.RankResponse\x12Z\n" +
 	"\vListDomains\x12$.adrank.router.v1.ListDomainsRequest\x1a%.adrank.router.v1.ListDomainsResponse\x12]\n" +
@@ -4273,7 +4568,8 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x0eRollbackCanary\x12'.adrank.router.v1.RollbackCanaryRequest\x1a(.adrank.router.v1.RollbackCanaryResponse\x12Z\n" +
 	"\vGetEdgePlan\x12$.adrank.router.v1.GetEdgePlanRequest\x1a%.adrank.router.v1.GetEdgePlanResponse\x12f\n" +
 	"\x0fGetEdgeFeatures\x12(.adrank.router.v1.GetEdgeFeaturesRequest\x1a).adrank.router.v1.GetEdgeFeaturesResponse\x12x\n" +
-	"\x15ReportEdgeImpressions\x12..adrank.router.v1.ReportEdgeImpressionsRequest\x1a/.adrank.router.v1.ReportEdgeImpressionsResponseB\xbd\x01\n" +
+	"\x15ReportEdgeImpressions\x12..adrank.router.v1.ReportEdgeImpressionsRequest\x1a/.adrank.router.v1.ReportEdgeImpressionsResponse\x12l\n" +
+	"\x11EvaluateOffPolicy\x12*.adrank.router.v1.EvaluateOffPolicyRequest\x1a+.adrank.router.v1.EvaluateOffPolicyResponseB\xbd\x01\n" +
 	"\x14com.adrank.router.v1B\vRouterProtoP\x01Z6github.com/adrank/adrank/gen/adrank/router/v1;routerv1\xa2\x02\x03ARX\xaa\x02\x10Adrank.Router.V1\xca\x02\x10Adrank\\Router\\V1\xe2\x02\x1cAdrank\\Router\\V1\\GPBMetadata\xea\x02\x12Adrank::Router::V1b\x06proto3"
 
 var (
@@ -4289,131 +4585,139 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_adrank_router_v1_router_proto_goTypes = []any{
 	(Device)(0),                           // 0: adrank.router.v1.Device
 	(Strategy)(0),                         // 1: adrank.router.v1.Strategy
 	(Source)(0),                           // 2: adrank.router.v1.Source
 	(EventType)(0),                        // 3: adrank.router.v1.EventType
 	(EventResult)(0),                      // 4: adrank.router.v1.EventResult
-	(*RequestContext)(nil),                // 5: adrank.router.v1.RequestContext
-	(*Candidate)(nil),                     // 6: adrank.router.v1.Candidate
-	(*RankRequest)(nil),                   // 7: adrank.router.v1.RankRequest
-	(*Result)(nil),                        // 8: adrank.router.v1.Result
-	(*Assignment)(nil),                    // 9: adrank.router.v1.Assignment
-	(*RankResponse)(nil),                  // 10: adrank.router.v1.RankResponse
-	(*ListDomainsRequest)(nil),            // 11: adrank.router.v1.ListDomainsRequest
-	(*VersionInfo)(nil),                   // 12: adrank.router.v1.VersionInfo
-	(*DomainInfo)(nil),                    // 13: adrank.router.v1.DomainInfo
-	(*SnapshotInfo)(nil),                  // 14: adrank.router.v1.SnapshotInfo
-	(*ListDomainsResponse)(nil),           // 15: adrank.router.v1.ListDomainsResponse
-	(*StreamLag)(nil),                     // 16: adrank.router.v1.StreamLag
-	(*Event)(nil),                         // 17: adrank.router.v1.Event
-	(*ReportEventsRequest)(nil),           // 18: adrank.router.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),          // 19: adrank.router.v1.ReportEventsResponse
-	(*GetExperimentReportRequest)(nil),    // 20: adrank.router.v1.GetExperimentReportRequest
-	(*GroupStats)(nil),                    // 21: adrank.router.v1.GroupStats
-	(*VersionHealth)(nil),                 // 22: adrank.router.v1.VersionHealth
-	(*ShadowStats)(nil),                   // 23: adrank.router.v1.ShadowStats
-	(*Test)(nil),                          // 24: adrank.router.v1.Test
-	(*ABReport)(nil),                      // 25: adrank.router.v1.ABReport
-	(*CanaryReport)(nil),                  // 26: adrank.router.v1.CanaryReport
-	(*BanditArm)(nil),                     // 27: adrank.router.v1.BanditArm
-	(*BanditReport)(nil),                  // 28: adrank.router.v1.BanditReport
-	(*InterleaveReport)(nil),              // 29: adrank.router.v1.InterleaveReport
-	(*GetExperimentReportResponse)(nil),   // 30: adrank.router.v1.GetExperimentReportResponse
-	(*Staleness)(nil),                     // 31: adrank.router.v1.Staleness
-	(*PromoteCanaryRequest)(nil),          // 32: adrank.router.v1.PromoteCanaryRequest
-	(*PromoteCanaryResponse)(nil),         // 33: adrank.router.v1.PromoteCanaryResponse
-	(*RollbackCanaryRequest)(nil),         // 34: adrank.router.v1.RollbackCanaryRequest
-	(*RollbackCanaryResponse)(nil),        // 35: adrank.router.v1.RollbackCanaryResponse
-	(*GetEdgePlanRequest)(nil),            // 36: adrank.router.v1.GetEdgePlanRequest
-	(*GetEdgePlanResponse)(nil),           // 37: adrank.router.v1.GetEdgePlanResponse
-	(*EdgeAB)(nil),                        // 38: adrank.router.v1.EdgeAB
-	(*EdgeArm)(nil),                       // 39: adrank.router.v1.EdgeArm
-	(*EdgeCanary)(nil),                    // 40: adrank.router.v1.EdgeCanary
-	(*GetEdgeFeaturesRequest)(nil),        // 41: adrank.router.v1.GetEdgeFeaturesRequest
-	(*GetEdgeFeaturesResponse)(nil),       // 42: adrank.router.v1.GetEdgeFeaturesResponse
-	(*EdgeAdFeatures)(nil),                // 43: adrank.router.v1.EdgeAdFeatures
-	(*ReportEdgeImpressionsRequest)(nil),  // 44: adrank.router.v1.ReportEdgeImpressionsRequest
-	(*EdgeServed)(nil),                    // 45: adrank.router.v1.EdgeServed
-	(*EdgeResult)(nil),                    // 46: adrank.router.v1.EdgeResult
-	(*ReportEdgeImpressionsResponse)(nil), // 47: adrank.router.v1.ReportEdgeImpressionsResponse
-	(*EdgeServedResult)(nil),              // 48: adrank.router.v1.EdgeServedResult
-	nil,                                   // 49: adrank.router.v1.CanaryReport.DropPValuesEntry
-	nil,                                   // 50: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	nil,                                   // 51: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	nil,                                   // 52: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	(*timestamppb.Timestamp)(nil),         // 53: google.protobuf.Timestamp
+	(*EvaluateOffPolicyRequest)(nil),      // 5: adrank.router.v1.EvaluateOffPolicyRequest
+	(*OffPolicyEstimate)(nil),             // 6: adrank.router.v1.OffPolicyEstimate
+	(*EvaluateOffPolicyResponse)(nil),     // 7: adrank.router.v1.EvaluateOffPolicyResponse
+	(*RequestContext)(nil),                // 8: adrank.router.v1.RequestContext
+	(*Candidate)(nil),                     // 9: adrank.router.v1.Candidate
+	(*RankRequest)(nil),                   // 10: adrank.router.v1.RankRequest
+	(*Result)(nil),                        // 11: adrank.router.v1.Result
+	(*Assignment)(nil),                    // 12: adrank.router.v1.Assignment
+	(*RankResponse)(nil),                  // 13: adrank.router.v1.RankResponse
+	(*ListDomainsRequest)(nil),            // 14: adrank.router.v1.ListDomainsRequest
+	(*VersionInfo)(nil),                   // 15: adrank.router.v1.VersionInfo
+	(*DomainInfo)(nil),                    // 16: adrank.router.v1.DomainInfo
+	(*SnapshotInfo)(nil),                  // 17: adrank.router.v1.SnapshotInfo
+	(*ListDomainsResponse)(nil),           // 18: adrank.router.v1.ListDomainsResponse
+	(*StreamLag)(nil),                     // 19: adrank.router.v1.StreamLag
+	(*Event)(nil),                         // 20: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),           // 21: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),          // 22: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),    // 23: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                    // 24: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),                 // 25: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                   // 26: adrank.router.v1.ShadowStats
+	(*Test)(nil),                          // 27: adrank.router.v1.Test
+	(*ABReport)(nil),                      // 28: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                  // 29: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                     // 30: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                  // 31: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),              // 32: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil),   // 33: adrank.router.v1.GetExperimentReportResponse
+	(*Staleness)(nil),                     // 34: adrank.router.v1.Staleness
+	(*PromoteCanaryRequest)(nil),          // 35: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),         // 36: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),         // 37: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),        // 38: adrank.router.v1.RollbackCanaryResponse
+	(*GetEdgePlanRequest)(nil),            // 39: adrank.router.v1.GetEdgePlanRequest
+	(*GetEdgePlanResponse)(nil),           // 40: adrank.router.v1.GetEdgePlanResponse
+	(*EdgeAB)(nil),                        // 41: adrank.router.v1.EdgeAB
+	(*EdgeArm)(nil),                       // 42: adrank.router.v1.EdgeArm
+	(*EdgeCanary)(nil),                    // 43: adrank.router.v1.EdgeCanary
+	(*GetEdgeFeaturesRequest)(nil),        // 44: adrank.router.v1.GetEdgeFeaturesRequest
+	(*GetEdgeFeaturesResponse)(nil),       // 45: adrank.router.v1.GetEdgeFeaturesResponse
+	(*EdgeAdFeatures)(nil),                // 46: adrank.router.v1.EdgeAdFeatures
+	(*ReportEdgeImpressionsRequest)(nil),  // 47: adrank.router.v1.ReportEdgeImpressionsRequest
+	(*EdgeServed)(nil),                    // 48: adrank.router.v1.EdgeServed
+	(*EdgeResult)(nil),                    // 49: adrank.router.v1.EdgeResult
+	(*ReportEdgeImpressionsResponse)(nil), // 50: adrank.router.v1.ReportEdgeImpressionsResponse
+	(*EdgeServedResult)(nil),              // 51: adrank.router.v1.EdgeServedResult
+	nil,                                   // 52: adrank.router.v1.CanaryReport.DropPValuesEntry
+	nil,                                   // 53: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	nil,                                   // 54: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	nil,                                   // 55: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	(*timestamppb.Timestamp)(nil),         // 56: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	53, // 0: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
-	0,  // 1: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
-	5,  // 2: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
-	6,  // 3: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
-	1,  // 4: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
-	8,  // 5: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
-	9,  // 6: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
-	2,  // 7: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
-	12, // 8: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	53, // 9: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
-	14, // 10: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
-	53, // 11: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	53, // 12: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
-	13, // 13: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
-	16, // 14: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
-	3,  // 15: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
-	17, // 16: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
-	4,  // 17: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
-	21, // 18: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
-	24, // 19: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	53, // 20: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
-	21, // 21: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
-	21, // 22: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
-	49, // 23: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
-	27, // 24: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	53, // 25: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	22, // 26: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	23, // 27: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	26, // 28: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	25, // 29: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	28, // 30: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	29, // 31: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	31, // 32: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
-	38, // 33: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
-	40, // 34: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
-	50, // 35: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	39, // 36: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
-	51, // 37: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	43, // 38: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
-	52, // 39: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	45, // 40: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
-	46, // 41: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
-	48, // 42: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
-	4,  // 43: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
-	7,  // 44: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	11, // 45: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	18, // 46: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	20, // 47: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	32, // 48: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	34, // 49: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	36, // 50: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
-	41, // 51: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
-	44, // 52: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
-	10, // 53: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	15, // 54: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	19, // 55: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	30, // 56: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	33, // 57: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	35, // 58: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	37, // 59: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
-	42, // 60: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
-	47, // 61: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
-	53, // [53:62] is the sub-list for method output_type
-	44, // [44:53] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	6,  // 0: adrank.router.v1.EvaluateOffPolicyResponse.ips:type_name -> adrank.router.v1.OffPolicyEstimate
+	6,  // 1: adrank.router.v1.EvaluateOffPolicyResponse.snips:type_name -> adrank.router.v1.OffPolicyEstimate
+	6,  // 2: adrank.router.v1.EvaluateOffPolicyResponse.doubly_robust:type_name -> adrank.router.v1.OffPolicyEstimate
+	56, // 3: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	0,  // 4: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
+	8,  // 5: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
+	9,  // 6: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
+	1,  // 7: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
+	11, // 8: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
+	12, // 9: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
+	2,  // 10: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
+	15, // 11: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
+	56, // 12: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	17, // 13: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
+	56, // 14: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	56, // 15: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
+	16, // 16: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
+	19, // 17: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
+	3,  // 18: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
+	20, // 19: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
+	4,  // 20: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
+	24, // 21: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
+	27, // 22: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
+	56, // 23: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	24, // 24: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
+	24, // 25: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
+	52, // 26: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
+	30, // 27: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	56, // 28: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	25, // 29: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	26, // 30: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	29, // 31: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	28, // 32: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	31, // 33: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	32, // 34: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	34, // 35: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
+	41, // 36: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
+	43, // 37: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
+	53, // 38: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	42, // 39: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
+	54, // 40: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	46, // 41: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
+	55, // 42: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	48, // 43: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
+	49, // 44: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
+	51, // 45: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
+	4,  // 46: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
+	10, // 47: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	14, // 48: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	21, // 49: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	23, // 50: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	35, // 51: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	37, // 52: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	39, // 53: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
+	44, // 54: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
+	47, // 55: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
+	5,  // 56: adrank.router.v1.RouterService.EvaluateOffPolicy:input_type -> adrank.router.v1.EvaluateOffPolicyRequest
+	13, // 57: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	18, // 58: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	22, // 59: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	33, // 60: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	36, // 61: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	38, // 62: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	40, // 63: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
+	45, // 64: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
+	50, // 65: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
+	7,  // 66: adrank.router.v1.RouterService.EvaluateOffPolicy:output_type -> adrank.router.v1.EvaluateOffPolicyResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -4427,7 +4731,7 @@ func file_adrank_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   48,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

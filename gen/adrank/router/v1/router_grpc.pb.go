@@ -31,6 +31,7 @@ const (
 	RouterService_GetEdgePlan_FullMethodName           = "/adrank.router.v1.RouterService/GetEdgePlan"
 	RouterService_GetEdgeFeatures_FullMethodName       = "/adrank.router.v1.RouterService/GetEdgeFeatures"
 	RouterService_ReportEdgeImpressions_FullMethodName = "/adrank.router.v1.RouterService/ReportEdgeImpressions"
+	RouterService_EvaluateOffPolicy_FullMethodName     = "/adrank.router.v1.RouterService/EvaluateOffPolicy"
 )
 
 // RouterServiceClient is the client API for RouterService service.
@@ -73,6 +74,13 @@ type RouterServiceClient interface {
 	// router never served, with a forged ID or another arm than the user's is
 	// rejected and counted.
 	ReportEdgeImpressions(ctx context.Context, in *ReportEdgeImpressionsRequest, opts ...grpc.CallOption) (*ReportEdgeImpressionsResponse, error)
+	// EvaluateOffPolicy estimates how often a candidate version's first ad
+	// would be clicked, from the requests production served and logged (the
+	// experiment document's "explore"), before the candidate serves anyone:
+	// each logged request is scored again by the candidate on the features
+	// it was served with. It takes as long as scoring every logged request:
+	// give it a deadline of seconds.
+	EvaluateOffPolicy(ctx context.Context, in *EvaluateOffPolicyRequest, opts ...grpc.CallOption) (*EvaluateOffPolicyResponse, error)
 }
 
 type routerServiceClient struct {
@@ -173,6 +181,16 @@ func (c *routerServiceClient) ReportEdgeImpressions(ctx context.Context, in *Rep
 	return out, nil
 }
 
+func (c *routerServiceClient) EvaluateOffPolicy(ctx context.Context, in *EvaluateOffPolicyRequest, opts ...grpc.CallOption) (*EvaluateOffPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvaluateOffPolicyResponse)
+	err := c.cc.Invoke(ctx, RouterService_EvaluateOffPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServiceServer is the server API for RouterService service.
 // All implementations must embed UnimplementedRouterServiceServer
 // for forward compatibility.
@@ -213,6 +231,13 @@ type RouterServiceServer interface {
 	// router never served, with a forged ID or another arm than the user's is
 	// rejected and counted.
 	ReportEdgeImpressions(context.Context, *ReportEdgeImpressionsRequest) (*ReportEdgeImpressionsResponse, error)
+	// EvaluateOffPolicy estimates how often a candidate version's first ad
+	// would be clicked, from the requests production served and logged (the
+	// experiment document's "explore"), before the candidate serves anyone:
+	// each logged request is scored again by the candidate on the features
+	// it was served with. It takes as long as scoring every logged request:
+	// give it a deadline of seconds.
+	EvaluateOffPolicy(context.Context, *EvaluateOffPolicyRequest) (*EvaluateOffPolicyResponse, error)
 	mustEmbedUnimplementedRouterServiceServer()
 }
 
@@ -249,6 +274,9 @@ func (UnimplementedRouterServiceServer) GetEdgeFeatures(context.Context, *GetEdg
 }
 func (UnimplementedRouterServiceServer) ReportEdgeImpressions(context.Context, *ReportEdgeImpressionsRequest) (*ReportEdgeImpressionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportEdgeImpressions not implemented")
+}
+func (UnimplementedRouterServiceServer) EvaluateOffPolicy(context.Context, *EvaluateOffPolicyRequest) (*EvaluateOffPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvaluateOffPolicy not implemented")
 }
 func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
 func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
@@ -433,6 +461,24 @@ func _RouterService_ReportEdgeImpressions_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RouterService_EvaluateOffPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvaluateOffPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).EvaluateOffPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_EvaluateOffPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).EvaluateOffPolicy(ctx, req.(*EvaluateOffPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -475,6 +521,10 @@ var RouterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportEdgeImpressions",
 			Handler:    _RouterService_ReportEdgeImpressions_Handler,
+		},
+		{
+			MethodName: "EvaluateOffPolicy",
+			Handler:    _RouterService_EvaluateOffPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
