@@ -192,12 +192,27 @@ func (b *Bandit) Exposure(slot int) float64 {
 // Interleave merges A's and B's rankings by team draft for a fraction of
 // requests.
 type Interleave struct {
-	A        string  `json:"a"`
-	B        string  `json:"b"`
-	Fraction float64 `json:"fraction"` // (0, 1]
+	A string `json:"a,omitempty"`
+	B string `json:"b,omitempty"`
+	// Versions, instead of A and B, multileaves two or more versions by
+	// team draft (Schuth et al. 2014): one experiment compares them all,
+	// pair by pair.
+	Versions []string `json:"versions,omitempty"`
+	Fraction float64  `json:"fraction"` // (0, 1]
 	// Alpha is the level of the always-valid verdict (default 0.05).
 	Alpha float64 `json:"alpha,omitempty"`
 }
+
+// Teams are the interleaved versions: A and B, or Versions.
+func (in *Interleave) Teams() []string {
+	if len(in.Versions) > 0 {
+		return in.Versions
+	}
+	return []string{in.A, in.B}
+}
+
+// MaxTeams bounds the versions one interleaving experiment multileaves.
+const MaxTeams = 10
 
 // Duration is a time.Duration written as a Go duration string ("10m").
 type Duration struct{ time.Duration }
@@ -402,10 +417,27 @@ func (e *Experiment) check() error {
 	}
 	if in := e.Interleave; in != nil {
 		active = append(active, "interleave")
-		version("interleave.a", in.A)
-		version("interleave.b", in.B)
-		if in.A == in.B {
-			bad("interleave: a and b are both %q", in.A)
+		switch {
+		case len(in.Versions) > 0 && (in.A != "" || in.B != ""):
+			bad("interleave: give a and b, or versions, not both")
+		case len(in.Versions) > 0:
+			if len(in.Versions) < 2 || len(in.Versions) > MaxTeams {
+				bad("interleave.versions: %d versions, want 2 to %d", len(in.Versions), MaxTeams)
+			}
+			seen := map[string]bool{}
+			for i, v := range in.Versions {
+				version(fmt.Sprintf("interleave.versions[%d]", i), v)
+				if seen[v] {
+					bad("interleave.versions[%d]: %q appears twice", i, v)
+				}
+				seen[v] = true
+			}
+		default:
+			version("interleave.a", in.A)
+			version("interleave.b", in.B)
+			if in.A == in.B {
+				bad("interleave: a and b are both %q", in.A)
+			}
 		}
 		if !(in.Fraction > 0 && in.Fraction <= 1) {
 			bad("interleave.fraction: %v, want within (0, 1]", in.Fraction)
@@ -441,7 +473,7 @@ func (e *Experiment) Versions() []string {
 		vs = append(vs, e.Bandit.Versions...)
 	}
 	if e.Interleave != nil {
-		vs = append(vs, e.Interleave.A, e.Interleave.B)
+		vs = append(vs, e.Interleave.Teams()...)
 	}
 	slices.Sort(vs)
 	return slices.Compact(vs)
@@ -490,7 +522,7 @@ func (e *Experiment) ID() string {
 	case e.Bandit != nil:
 		return "bandit:" + e.Bandit.Policy + ":" + strings.Join(e.Bandit.Versions, ",")
 	case e.Interleave != nil:
-		return "interleave:" + e.Interleave.A + "," + e.Interleave.B
+		return "interleave:" + strings.Join(e.Interleave.Teams(), ",")
 	}
 	return ""
 }

@@ -244,6 +244,13 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		fmt.Fprintf(tw, "\ninterleaving %s vs %s on %s of requests: wins %.0f / ties %.0f / wins %.0f, credit per click %+.0f, always-valid p %.3g (per request %.3g, sign test %.3g): %s\n",
 			in.GetA(), in.GetB(), pct(in.GetFraction()), in.GetWinsA(), in.GetTies(), in.GetWinsB(), in.GetCreditA(),
 			in.GetAlwaysValidPValue(), in.GetPerRequestAlwaysValidPValue(), in.GetPValue(), in.GetVerdict())
+		if len(in.GetPairs()) > 0 {
+			fmt.Fprintf(tw, "multileaving %s, pair by pair:\nA\tB\tWINS A\tTIES\tWINS B\tCREDIT A\tALWAYS-VALID P\tHOLM P\tVERDICT\n", strings.Join(in.GetVersions(), ", "))
+			for _, p := range in.GetPairs() {
+				fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%+.0f\t%.3g\t%.3g\t%s\n", p.GetA(), p.GetB(), p.GetWinsA(), p.GetTies(), p.GetWinsB(), p.GetCreditA(),
+					p.GetAlwaysValidPValue(), p.GetHolmPValue(), p.GetVerdict())
+			}
+		}
 	}
 	if len(r.GetShadow()) > 0 {
 		fmt.Fprintln(tw, "\nSHADOW\tCOMPARED\tDROPPED\tERRORS\tP99 MS\tTOP-K OVERLAP\tKENDALL TAU\tPCTR RATIO\tPSI")

@@ -135,7 +135,7 @@ func point(at time.Time, r *routerv1.GetExperimentReportResponse) Point {
 			Canary: arm(c.GetCanary()), Control: arm(c.GetControl()), Reason: c.GetReason(), Finished: c.GetState() != "running"}
 	}
 	if in := r.GetInterleave(); in != nil {
-		p.Interleave = &Interleave{A: in.GetA(), B: in.GetB(), WinsA: in.GetWinsA(), WinsB: in.GetWinsB(), Ties: in.GetTies(), P: in.GetPValue()}
+		p.Interleave = &Interleave{A: in.GetA(), B: in.GetB(), WinsA: in.GetWinsA(), WinsB: in.GetWinsB(), Ties: in.GetTies(), P: in.GetAlwaysValidPValue()}
 	}
 	for _, s := range r.GetShadow() {
 		p.Shadow = append(p.Shadow, ShadowStat{Version: s.GetVersion(), PSI: s.GetPsi(), TopK: s.GetTopkOverlap(), Tau: s.GetKendallTau()})

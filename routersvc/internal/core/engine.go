@@ -11,9 +11,11 @@ package core
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -315,13 +317,15 @@ func (rc *rankCall) serve(a *lab.Assignment, prod string) (scored, []Result, err
 	var main scored
 	var err error
 	if a.Strategy == lab.Interleaved {
-		var ra, rb scored
-		if ra, err = rc.rank(a.Version); err == nil {
-			rb, err = rc.rank(a.Other)
+		teams := make([]scored, len(a.Teams))
+		for i, v := range a.Teams {
+			if teams[i], err = rc.rank(v); err != nil {
+				break
+			}
 		}
 		if err == nil {
-			a.Agreed = agreed(ra, rb)
-			return ra, rc.interleave(ra, rb), nil
+			a.Agreed = agreed(teams)
+			return teams[0], rc.interleave(teams), nil
 		}
 		main, err = fallback(err)
 	} else {
@@ -387,13 +391,12 @@ func (rc *rankCall) result(a Allocation, slot int, pctr float64, version string)
 
 // interleave merges A's and B's priced rankings by team draft; each ad keeps
 // its team's pCTR and price. The coin of each round hashes the request ID.
-func (rc *rankCall) interleave(a, b scored) []Result {
-	list := func(sc scored) []lab.Ranked {
-		out := make([]lab.Ranked, len(sc.auction.Allocations))
-		for i, al := range sc.auction.Allocations {
-			out[i] = lab.Ranked{AdID: al.AdID, Item: al}
+func (rc *rankCall) interleave(teams []scored) []Result {
+	lists := make([][]lab.Ranked, len(teams))
+	for t, sc := range teams {
+		for _, al := range sc.auction.Allocations {
+			lists[t] = append(lists[t], lab.Ranked{AdID: al.AdID, Item: al})
 		}
-		return out
 	}
 	pctr := func(sc scored, id string) float64 {
 		for i, c := range rc.req.Candidates {
@@ -403,16 +406,23 @@ func (rc *rankCall) interleave(a, b scored) []Result {
 		}
 		return 0
 	}
-	picks := lab.TeamDraft(list(a), list(b), rc.req.Slots, func(round int) bool {
+	// Each round's picking order, hashed from the request ID: a coin for
+	// two teams, a shuffle for more.
+	order := func(round int) []int {
 		h := sha256.Sum256([]byte(rc.id + "/coin/" + strconv.Itoa(round)))
-		return h[0]&1 == 1
-	})
+		if len(teams) == 2 {
+			if h[0]&1 == 1 {
+				return []int{1, 0}
+			}
+			return []int{0, 1}
+		}
+		rng := rand.New(rand.NewPCG(binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:16])))
+		return rng.Perm(len(teams))
+	}
+	picks := lab.Multileave(lists, rc.req.Slots, order)
 	out := make([]Result, len(picks))
 	for i, p := range picks {
-		team := a
-		if p.Team == 1 {
-			team = b
-		}
+		team := teams[p.Team]
 		out[i] = rc.result(p.Item.(Allocation), i+1, pctr(team, p.AdID), team.version)
 	}
 	return out
@@ -464,15 +474,18 @@ func (rc *rankCall) explore(main scored, results []Result, pick int, eps float64
 	return results, rec
 }
 
-// agreed is how many first slots a and b fill with the same ads in the same
-// order: team draft shows that prefix first, slot for slot.
-func agreed(a, b scored) int {
-	x, y := a.auction.Allocations, b.auction.Allocations
+// agreed is how many first slots every team fills with the same ads in the
+// same order: team draft shows that prefix first, slot for slot.
+func agreed(teams []scored) int {
 	n := 0
-	for n < len(x) && n < len(y) && x[n].AdID == y[n].AdID {
+	for {
+		for _, t := range teams {
+			if n >= len(t.auction.Allocations) || t.auction.Allocations[n].AdID != teams[0].auction.Allocations[n].AdID {
+				return n
+			}
+		}
 		n++
 	}
-	return n
 }
 
 // ImpressionID identifies one shown ad: see assign.ImpressionID (the edge

@@ -47,6 +47,8 @@ type Assignment struct {
 	Strategy Strategy
 	Version  string // serving version; team A with interleaving
 	Other    string // team B with interleaving
+	// Teams are every interleaved version (Version and Other first).
+	Teams []string
 	// Agreed is, with interleaving, how many first slots both rankers
 	// fill with the same ads in the same order.
 	Agreed     int
@@ -119,18 +121,24 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 	case e.Interleave != nil:
 		in := e.Interleave
 		if assign.Hash01(domain, "interleave", requestID) < in.Fraction {
-			a.Strategy, a.Version, a.Other, a.Group, a.Propensity = Interleaved, in.A, in.B, InterleavedGroup, in.Fraction
+			teams := in.Teams()
+			a.Strategy, a.Version, a.Other, a.Teams, a.Group, a.Propensity = Interleaved, teams[0], teams[1], teams, InterleavedGroup, in.Fraction
 		} else {
 			a.Propensity = 1 - in.Fraction
 		}
 	}
 	if a.Version != d.Production && !d.Healthy(a.Version) {
 		a.Fallback = fmt.Sprintf("version %q has no healthy instance", a.Version)
-	} else if a.Other != "" && !d.Healthy(a.Other) {
-		a.Fallback = fmt.Sprintf("version %q has no healthy instance", a.Other)
+	} else {
+		for _, v := range a.Teams {
+			if !d.Healthy(v) {
+				a.Fallback = fmt.Sprintf("version %q has no healthy instance", v)
+				break
+			}
+		}
 	}
 	if a.Fallback != "" {
-		a.Strategy, a.Version, a.Other, a.Group = Production, d.Production, "", "fallback"
+		a.Strategy, a.Version, a.Other, a.Teams, a.Group = Production, d.Production, "", nil, "fallback"
 	}
 	if x := e.Explore; x != nil && a.Strategy == Production && a.Fallback == "" && assign.Hash01(domain, "explore", requestID) < x.Share {
 		a.explore, a.domain = x, domain

@@ -88,16 +88,24 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 		case Bandit:
 			add(banditKey(im.Domain, im.Experiment), im.Version+".c", 1)
 		case Interleaved:
-			if im.Group != "a" && im.Group != "b" { // the rankers agreed: no credit
+			// Credit against every other team: one duel per pair.
+			team, ok := teamOf(im.Group)
+			if !ok { // the rankers agreed: no credit
 				break
 			}
-			d := store.DuelIncr{Key: duelKey(im.Domain, im.Experiment), Unit: im.RequestID}
-			if im.Group == "a" {
-				d.A = 1
-			} else {
-				d.B = 1
+			for other := range teamsOf(im.Experiment) {
+				if other == team {
+					continue
+				}
+				i, j := min(team, other), max(team, other)
+				d := store.DuelIncr{Key: pairKey(im.Domain, im.Experiment, i, j), Unit: im.RequestID}
+				if team == i {
+					d.A = 1
+				} else {
+					d.B = 1
+				}
+				op.Duels = append(op.Duels, d)
 			}
-			op.Duels = append(op.Duels, d)
 		}
 	}
 	add(eventsKey, "accepted", 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -307,13 +308,9 @@ func (l *Lab) servedOp(s Served) store.Op {
 	for _, r := range s.Results {
 		group := a.Group
 		if a.Strategy == Interleaved { // the team that contributed the ad
-			switch {
-			case r.Slot <= a.Agreed:
-				group = AgreedGroup
-			case r.Version == a.Other:
-				group = "b"
-			default:
-				group = "a"
+			group = AgreedGroup
+			if i := slices.Index(a.Teams, r.Version); i >= 0 && r.Slot > a.Agreed {
+				group = teamGroup(i, len(a.Teams))
 			}
 		}
 		op.Impressions = append(op.Impressions, store.Impression{

@@ -127,7 +127,14 @@ type InterleaveReport struct {
 	// The always-valid p-values of per-request wins and of credit per
 	// click; the verdict rests on the latter at Alpha.
 	PerRequestAlwaysValidPValue, AlwaysValidPValue, Alpha float64
-	Verdict                                               string
+	// HolmPValue is AlwaysValidPValue adjusted for the other pairs of a
+	// multileaving experiment; the verdict rests on it.
+	HolmPValue float64
+	Verdict    string
+	// Versions are every interleaved version; with more than two, Pairs
+	// compares each pair (the fields above are the first pair's).
+	Versions []string
+	Pairs    []InterleaveReport
 }
 
 // Report fills the experiment parts of a domain's report; the caller sets
@@ -409,17 +416,45 @@ func (l *Lab) banditReport(ctx context.Context, domain string, d Domain) (*Bandi
 
 func (l *Lab) interleaveReport(ctx context.Context, domain string, d Domain) (*InterleaveReport, error) {
 	in := d.Exp.Interleave
-	m, err := l.o.Store.Counters(ctx, duelKey(domain, d.Exp.ID()))
-	if err != nil {
-		return nil, err
-	}
 	alpha := in.Alpha
 	if alpha == 0 {
 		alpha = 0.05
 	}
-	r := &InterleaveReport{A: in.A, B: in.B, Fraction: in.Fraction, WinsA: m["wins"], Ties: m["ties"], WinsB: m["losses"], Alpha: alpha}
-	judge(r, m["credit"], m["credit2"])
-	return r, nil
+	teams := in.Teams()
+	var pairs []InterleaveReport
+	for i := range teams {
+		for j := i + 1; j < len(teams); j++ {
+			m, err := l.o.Store.Counters(ctx, pairKey(domain, d.Exp.ID(), i, j))
+			if err != nil {
+				return nil, err
+			}
+			p := InterleaveReport{A: teams[i], B: teams[j], Fraction: in.Fraction, WinsA: m["wins"], Ties: m["ties"], WinsB: m["losses"], Alpha: alpha}
+			judge(&p, m["credit"], m["credit2"])
+			pairs = append(pairs, p)
+		}
+	}
+	if len(pairs) > 1 {
+		// Several pairs: Holm over their always-valid p-values, so that
+		// the chance of any false verdict stays alpha.
+		ps := make([]float64, len(pairs))
+		for i, p := range pairs {
+			ps[i] = p.AlwaysValidPValue
+		}
+		for i, adj := range stats.Holm(ps) {
+			pairs[i].HolmPValue = adj
+			if adj >= alpha {
+				pairs[i].Verdict = "no detectable difference yet"
+			}
+		}
+	} else {
+		pairs[0].HolmPValue = pairs[0].AlwaysValidPValue
+	}
+	r := pairs[0]
+	r.Versions = teams
+	if len(pairs) > 1 {
+		r.Pairs = pairs
+	}
+	return &r, nil
 }
 
 // interleaveDelta is the true mean, in standard deviations of the

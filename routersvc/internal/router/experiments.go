@@ -136,10 +136,7 @@ func Report(r *core.Report) *routerv1.GetExperimentReportResponse {
 		out.Bandit = p
 	}
 	if in := r.Interleave; in != nil {
-		out.Interleave = &routerv1.InterleaveReport{
-			A: in.A, B: in.B, Fraction: in.Fraction, WinsA: in.WinsA, Ties: in.Ties, WinsB: in.WinsB, PValue: in.PValue, Verdict: in.Verdict,
-			CreditA: in.CreditA, AlwaysValidPValue: in.AlwaysValidPValue, PerRequestAlwaysValidPValue: in.PerRequestAlwaysValidPValue, Alpha: in.Alpha,
-		}
+		out.Interleave = interleaveReport(in)
 	}
 	return out
 }
@@ -184,4 +181,16 @@ func finite(v float64) float64 {
 		return 0
 	}
 	return v
+}
+
+func interleaveReport(in *lab.InterleaveReport) *routerv1.InterleaveReport {
+	out := &routerv1.InterleaveReport{
+		A: in.A, B: in.B, Fraction: in.Fraction, WinsA: in.WinsA, Ties: in.Ties, WinsB: in.WinsB, PValue: in.PValue, Verdict: in.Verdict,
+		CreditA: in.CreditA, AlwaysValidPValue: in.AlwaysValidPValue, PerRequestAlwaysValidPValue: in.PerRequestAlwaysValidPValue, Alpha: in.Alpha,
+		HolmPValue: in.HolmPValue, Versions: in.Versions,
+	}
+	for i := range in.Pairs {
+		out.Pairs = append(out.Pairs, interleaveReport(&in.Pairs[i]))
+	}
+	return out
 }

@@ -235,6 +235,44 @@ func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
 	}
 }
 
+// Team-draft multileaving compares three rankers in one experiment: v1 (a
+// logistic regression on fewer features), v2 (GBDT) and v2lr (logistic
+// regression on v2's features). Each pair's verdict is always valid and
+// Holm-adjusted over the three pairs; the clearly worse v1 is found worse
+// than both, and no verdict points the wrong way.
+func TestMultileavingComparesThreeRankers(t *testing.T) {
+	r := newRig(t, rigOptions{versions: map[string]string{"v1": "feed/v1", "v2": "feed/v2", "v2lr": "feed/v2lr"}})
+	r.experiment("feed", `{"interleave": {"versions": ["v1", "v2", "v2lr"], "fraction": 1}}`)
+	imps := 0
+	var in *routerv1.InterleaveReport
+	verdict := func(a, b string) string {
+		for _, p := range in.GetPairs() {
+			if p.GetA() == a && p.GetB() == b {
+				return p.GetVerdict()
+			}
+		}
+		return ""
+	}
+	for chunk := range 30 {
+		imps += r.run(sim.Config{Requests: 500, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("ml%d-", chunk)}).Impressions
+		in = r.report("feed").GetInterleave()
+		if verdict("v1", "v2") == "v2 better" && verdict("v1", "v2lr") == "v2lr better" {
+			break
+		}
+	}
+	for _, p := range in.GetPairs() {
+		t.Logf("%s against %s: wins %v, ties %v, losses %v, credit %+v, always-valid p %.2g, Holm p %.2g: %s",
+			p.GetA(), p.GetB(), p.GetWinsA(), p.GetTies(), p.GetWinsB(), p.GetCreditA(), p.GetAlwaysValidPValue(), p.GetHolmPValue(), p.GetVerdict())
+	}
+	t.Logf("after %d impressions", imps)
+	if len(in.GetPairs()) != 3 || verdict("v1", "v2") != "v2 better" || verdict("v1", "v2lr") != "v2lr better" {
+		t.Fatalf("multileaving did not find v1 worse than both: %v", in.GetPairs())
+	}
+	if v := verdict("v2", "v2lr"); v == "v2lr better" {
+		t.Errorf("v2 against v2lr: %q, the wrong way", v)
+	}
+}
+
 // failing wraps a ranker and fails a share of its calls.
 type failing struct {
 	rankerv1.RankerServiceServer

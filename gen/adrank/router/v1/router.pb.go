@@ -2767,8 +2767,15 @@ type InterleaveReport struct {
 	AlwaysValidPValue           float64 `protobuf:"fixed64,10,opt,name=always_valid_p_value,json=alwaysValidPValue,proto3" json:"always_valid_p_value,omitempty"`
 	PerRequestAlwaysValidPValue float64 `protobuf:"fixed64,11,opt,name=per_request_always_valid_p_value,json=perRequestAlwaysValidPValue,proto3" json:"per_request_always_valid_p_value,omitempty"`
 	Alpha                       float64 `protobuf:"fixed64,12,opt,name=alpha,proto3" json:"alpha,omitempty"`
-	unknownFields               protoimpl.UnknownFields
-	sizeCache                   protoimpl.SizeCache
+	// Every interleaved version; with more than two (multileaving), pairs
+	// compares each pair, and the fields above are the first pair's.
+	Versions []string            `protobuf:"bytes,13,rep,name=versions,proto3" json:"versions,omitempty"`
+	Pairs    []*InterleaveReport `protobuf:"bytes,14,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	// always_valid_p_value adjusted for the other pairs (Holm); the verdict
+	// rests on it.
+	HolmPValue    float64 `protobuf:"fixed64,15,opt,name=holm_p_value,json=holmPValue,proto3" json:"holm_p_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterleaveReport) Reset() {
@@ -2881,6 +2888,27 @@ func (x *InterleaveReport) GetPerRequestAlwaysValidPValue() float64 {
 func (x *InterleaveReport) GetAlpha() float64 {
 	if x != nil {
 		return x.Alpha
+	}
+	return 0
+}
+
+func (x *InterleaveReport) GetVersions() []string {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *InterleaveReport) GetPairs() []*InterleaveReport {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+func (x *InterleaveReport) GetHolmPValue() float64 {
+	if x != nil {
+		return x.HolmPValue
 	}
 	return 0
 }
@@ -4405,7 +4433,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"allocation\"W\n" +
 	"\fBanditReport\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12/\n" +
-	"\x04arms\x18\x02 \x03(\v2\x1b.adrank.router.v1.BanditArmR\x04arms\"\xe8\x02\n" +
+	"\x04arms\x18\x02 \x03(\v2\x1b.adrank.router.v1.BanditArmR\x04arms\"\xe0\x03\n" +
 	"\x10InterleaveReport\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x1a\n" +
@@ -4419,7 +4447,11 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x14always_valid_p_value\x18\n" +
 	" \x01(\x01R\x11alwaysValidPValue\x12E\n" +
 	" per_request_always_valid_p_value\x18\v \x01(\x01R\x1bperRequestAlwaysValidPValue\x12\x14\n" +
-	"\x05alpha\x18\f \x01(\x01R\x05alpha\"\xa0\a\n" +
+	"\x05alpha\x18\f \x01(\x01R\x05alpha\x12\x1a\n" +
+	"\bversions\x18\r \x03(\tR\bversions\x128\n" +
+	"\x05pairs\x18\x0e \x03(\v2\".adrank.router.v1.InterleaveReportR\x05pairs\x12 \n" +
+	"\fholm_p_value\x18\x0f \x01(\x01R\n" +
+	"holmPValue\"\xa0\a\n" +
 	"\x1bGetExperimentReportResponse\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12-\n" +
 	"\x12production_version\x18\x02 \x01(\tR\x11productionVersion\x12\x1e\n" +
@@ -4674,50 +4706,51 @@ var file_adrank_router_v1_router_proto_depIdxs = []int32{
 	24, // 25: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
 	52, // 26: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
 	30, // 27: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	56, // 28: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	25, // 29: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	26, // 30: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	29, // 31: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	28, // 32: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	31, // 33: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	32, // 34: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	34, // 35: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
-	41, // 36: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
-	43, // 37: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
-	53, // 38: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	42, // 39: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
-	54, // 40: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	46, // 41: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
-	55, // 42: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	48, // 43: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
-	49, // 44: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
-	51, // 45: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
-	4,  // 46: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
-	10, // 47: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	14, // 48: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	21, // 49: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	23, // 50: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	35, // 51: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	37, // 52: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	39, // 53: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
-	44, // 54: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
-	47, // 55: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
-	5,  // 56: adrank.router.v1.RouterService.EvaluateOffPolicy:input_type -> adrank.router.v1.EvaluateOffPolicyRequest
-	13, // 57: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	18, // 58: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	22, // 59: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	33, // 60: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	36, // 61: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	38, // 62: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	40, // 63: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
-	45, // 64: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
-	50, // 65: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
-	7,  // 66: adrank.router.v1.RouterService.EvaluateOffPolicy:output_type -> adrank.router.v1.EvaluateOffPolicyResponse
-	57, // [57:67] is the sub-list for method output_type
-	47, // [47:57] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	32, // 28: adrank.router.v1.InterleaveReport.pairs:type_name -> adrank.router.v1.InterleaveReport
+	56, // 29: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	25, // 30: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	26, // 31: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	29, // 32: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	28, // 33: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	31, // 34: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	32, // 35: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	34, // 36: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
+	41, // 37: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
+	43, // 38: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
+	53, // 39: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	42, // 40: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
+	54, // 41: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	46, // 42: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
+	55, // 43: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	48, // 44: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
+	49, // 45: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
+	51, // 46: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
+	4,  // 47: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
+	10, // 48: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	14, // 49: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	21, // 50: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	23, // 51: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	35, // 52: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	37, // 53: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	39, // 54: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
+	44, // 55: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
+	47, // 56: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
+	5,  // 57: adrank.router.v1.RouterService.EvaluateOffPolicy:input_type -> adrank.router.v1.EvaluateOffPolicyRequest
+	13, // 58: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	18, // 59: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	22, // 60: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	33, // 61: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	36, // 62: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	38, // 63: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	40, // 64: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
+	45, // 65: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
+	50, // 66: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
+	7,  // 67: adrank.router.v1.RouterService.EvaluateOffPolicy:output_type -> adrank.router.v1.EvaluateOffPolicyResponse
+	58, // [58:68] is the sub-list for method output_type
+	48, // [48:58] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
