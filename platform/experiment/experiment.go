@@ -58,8 +58,10 @@ type Experiment struct {
 // known, non-zero chance of having been shown. It may accompany any
 // strategy.
 type Explore struct {
-	Share   float64 `json:"share"`             // (0, 1]
-	Epsilon float64 `json:"epsilon,omitempty"` // [0, 1]; default 0.1
+	Share float64 `json:"share"` // (0, 1]
+	// Epsilon is within [0, 1]; absent, 0.1. 0 logs without exploring
+	// (then only versions that agree with production can be evaluated).
+	Epsilon *float64 `json:"epsilon,omitempty"`
 	// Keep bounds the records kept for the domain (default 10,000), and
 	// Retention how long they are kept (default 7 days).
 	Keep      int      `json:"keep,omitempty"`
@@ -70,16 +72,17 @@ type Explore struct {
 const (
 	DefaultExploreEpsilon = 0.1
 	DefaultExploreKeep    = 10_000
-	MaxExploreKeep        = 1_000_000
+	MaxExploreKeep        = 100_000
 	DefaultRetention      = 7 * 24 * time.Hour
+	MaxRetention          = 365 * 24 * time.Hour
 )
 
 // EpsilonOrDefault is Epsilon, or its default.
 func (x *Explore) EpsilonOrDefault() float64 {
-	if x.Epsilon == 0 {
+	if x.Epsilon == nil {
 		return DefaultExploreEpsilon
 	}
-	return x.Epsilon
+	return *x.Epsilon
 }
 
 // KeepOrDefault is Keep, or its default.
@@ -122,9 +125,9 @@ type Guardrails struct {
 	MaxP99 Duration `json:"maxP99,omitempty"`
 	// Alpha is the chance, over the whole canary however often it is
 	// checked, that a canary as good as production is rolled back for a
-	// lower CTR or revenue per user (default 0.01).
+	// lower CTR or revenue per impression (default 0.01).
 	Alpha float64 `json:"alpha,omitempty"`
-	// Drop is the relative drop in CTR or revenue per user that those
+	// Drop is the relative drop in CTR or revenue per impression that those
 	// sequential tests are tuned to catch soonest (default 0.2): smaller
 	// drops are caught too, later.
 	Drop float64 `json:"drop,omitempty"`
@@ -311,12 +314,12 @@ func (e *Experiment) check() error {
 		switch {
 		case !(x.Share > 0 && x.Share <= 1):
 			bad("explore.share: %v, want within (0, 1]", x.Share)
-		case !(x.Epsilon >= 0 && x.Epsilon <= 1):
-			bad("explore.epsilon: %v, want within [0, 1]", x.Epsilon)
+		case x.Epsilon != nil && !(*x.Epsilon >= 0 && *x.Epsilon <= 1):
+			bad("explore.epsilon: %v, want within [0, 1]", *x.Epsilon)
 		case x.Keep < 0 || x.Keep > MaxExploreKeep:
 			bad("explore.keep: %d, want within [0, %d]", x.Keep, MaxExploreKeep)
-		case x.Retention.Duration < 0 || x.Retention.Duration > 0 && x.Retention.Duration < time.Minute:
-			bad("explore.retention: %v, want at least 1m (or none)", x.Retention.Duration)
+		case x.Retention.Duration < 0 || x.Retention.Duration > 0 && x.Retention.Duration < time.Minute || x.Retention.Duration > MaxRetention:
+			bad("explore.retention: %v, want within [1m, %v] (or none)", x.Retention.Duration, MaxRetention)
 		}
 	}
 	if c := e.Canary; c != nil {

@@ -65,6 +65,7 @@ func TestParseRejects(t *testing.T) {
 		{"explore share", `{"explore": {"share": 0}}`, "explore.share"},
 		{"explore epsilon", `{"explore": {"share": 0.1, "epsilon": 1.5}}`, "explore.epsilon"},
 		{"explore keep", `{"explore": {"share": 0.1, "keep": 2000000}}`, "explore.keep"},
+		{"explore retention", `{"explore": {"share": 0.1, "retention": "100000h"}}`, "explore.retention"},
 		{"a document too large", `{"production": "v1"` + strings.Repeat(" ", MaxDocument) + `}`, "at most"},
 	}
 	for _, tt := range tests {

@@ -231,8 +231,8 @@ func reportTables(w io.Writer, r *routerv1.GetExperimentReportResponse) error {
 		if c.GetReason() != "" {
 			fmt.Fprintf(tw, " (%s)", c.GetReason())
 		}
-		fmt.Fprintf(tw, "; always-valid p against a drop: CTR %.3g, revenue per user %.3g (rolled back below %g)\n%s\n%s\n%s\n",
-			pOr1(c.GetDropPValues(), "ctr"), pOr1(c.GetDropPValues(), "revenue_per_user"), c.GetAlpha()/2, groupHead, group(c.GetCanary()), group(c.GetControl()))
+		fmt.Fprintf(tw, "; always-valid p against a drop: CTR %.3g, revenue per impression %.3g (rolled back below %g)\n%s\n%s\n%s\n",
+			pOr1(c.GetDropPValues(), "ctr"), pOr1(c.GetDropPValues(), "revenue_per_impression"), c.GetAlpha()/2, groupHead, group(c.GetCanary()), group(c.GetControl()))
 	}
 	if b := r.GetBandit(); b != nil {
 		fmt.Fprintf(tw, "\nbandit (%s)\nVERSION\tIMPRESSIONS\tCLICKS\tMEAN\tALLOCATION\n", b.GetPolicy())

@@ -209,11 +209,12 @@ func Run(ctx context.Context, c Config) error {
 		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(map[string]auth.Role{
 			routerv1.RouterService_PromoteCanary_FullMethodName:         auth.Admin,
 			routerv1.RouterService_RollbackCanary_FullMethodName:        auth.Admin,
+			routerv1.RouterService_EvaluateOffPolicy_FullMethodName:     auth.Admin,
 			routerv1.RouterService_ReportEvents_FullMethodName:          auth.Events,
 			routerv1.RouterService_ReportEdgeImpressions_FullMethodName: auth.Events,
 		})))
 	} else {
-		log.Warn("no --tokens: canary promotion and rollback and events are open to any caller")
+		log.Warn("no --tokens: canary promotion and rollback, off-policy evaluation and events are open to any caller")
 	}
 	srv, err := service.New(opts)
 	if err != nil {

@@ -3,10 +3,12 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -28,8 +30,16 @@ type OPEReport struct {
 	Alpha float64
 }
 
-// MaxOPEWorkers bounds the concurrent scoring of logged requests.
-const MaxOPEWorkers = 8
+// Bounds of an off-policy evaluation: concurrent scorings of logged
+// requests, and the time the whole evaluation may take whatever the
+// caller's deadline.
+const (
+	MaxOPEWorkers = 8
+	MaxOPETime    = 5 * time.Minute
+)
+
+// errMalformed is a logged record that cannot be replayed: skipped.
+type errMalformed struct{ error }
 
 // EvaluateOffPolicy estimates how often candidate's first ad would be
 // clicked, had it served the requests logged for the domain: each logged
@@ -62,16 +72,19 @@ func (e *Engine) EvaluateOffPolicy(ctx context.Context, domain, candidate string
 	}
 	logs := make([]stats.Logged, len(recs))
 	ok := make([]bool, len(recs))
+	ctx, cancel := context.WithTimeout(ctx, MaxOPETime)
+	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(MaxOPEWorkers)
 	for i := range recs {
 		g.Go(func() error {
 			l, err := e.replay(gctx, domain, candidate, recs[i], clicked[recs[i].RequestID])
-			if err != nil {
-				if gctx.Err() != nil {
-					return gctx.Err()
-				}
+			var bad errMalformed
+			switch {
+			case errors.As(err, &bad):
 				return nil // skipped, counted below
+			case err != nil: // the candidate's ranker or the auction failed: no estimate
+				return err
 			}
 			logs[i], ok[i] = l, true
 			return nil
@@ -91,9 +104,10 @@ func (e *Engine) EvaluateOffPolicy(ctx context.Context, domain, candidate string
 		r.Clicks += l.Reward
 	}
 	r.Records = float64(len(used))
-	if r.Records > 0 {
-		r.LoggedCTR = r.Clicks / r.Records
+	if r.Records < 2 {
+		return nil, Errorf(KindFailedPrecondition, "domain %q: %.0f of %d logged requests could be evaluated (the others do not fit %s's features); at least 2 are needed", domain, r.Records, len(recs), candidate)
 	}
+	r.LoggedCTR = r.Clicks / r.Records
 	r.OPEEstimates = stats.OPE(used, alpha)
 	return r, nil
 }
@@ -103,16 +117,21 @@ func (e *Engine) replay(ctx context.Context, domain, candidate string, rec lab.O
 	var req Request
 	var lf loggedFeatures
 	if err := json.Unmarshal(rec.Request, &req); err != nil {
-		return stats.Logged{}, err
+		return stats.Logged{}, errMalformed{err}
 	}
 	if err := json.Unmarshal(rec.Features, &lf); err != nil {
-		return stats.Logged{}, err
+		return stats.Logged{}, errMalformed{err}
 	}
 	feats := lf.set()
-	if len(rec.Pctrs) != len(req.Candidates) || rec.Propensity <= 0 {
-		return stats.Logged{}, fmt.Errorf("malformed record %s", rec.RequestID)
+	if len(rec.Pctrs) != len(req.Candidates) || !(rec.Propensity > 0 && rec.Propensity <= 1) {
+		return stats.Logged{}, errMalformed{fmt.Errorf("malformed record %s", rec.RequestID)}
 	}
+	ctx, cancel := context.WithTimeout(ctx, e.limits.Budget)
+	defer cancel()
 	pctrs, err := e.score(ctx, domain, candidate, feats, len(req.Candidates))
+	if err != nil && KindOf(err) == KindInternal { // the candidate refuses these features
+		return stats.Logged{}, errMalformed{err}
+	}
 	if err != nil {
 		return stats.Logged{}, err
 	}

@@ -140,7 +140,9 @@ func (l *Lab) Assign(domain string, d Domain, userID, requestID string) Assignme
 	if a.Fallback != "" {
 		a.Strategy, a.Version, a.Other, a.Teams, a.Group = Production, d.Production, "", nil, "fallback"
 	}
-	if x := e.Explore; x != nil && a.Strategy == Production && a.Fallback == "" && assign.Hash01(domain, "explore", requestID) < x.Share {
+	// Production's own requests only: not a canary's control group, whose
+	// outcomes the canary is judged against.
+	if x := e.Explore; x != nil && a.Strategy == Production && a.Group == string(Production) && assign.Hash01(domain, "explore", requestID) < x.Share {
 		a.explore, a.domain = x, domain
 	}
 	return a

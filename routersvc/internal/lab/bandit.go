@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math"
@@ -60,11 +62,13 @@ func (l *Lab) refreshBandit(ctx context.Context, domain string, d Domain) {
 	for i, v := range b.Versions {
 		n[i], c[i] = m[v+".n"], m[v+".c"]
 		if len(b.PositionBias) > 0 {
-			n[i] = m[v+".w"] // exposure, not impressions
+			// Exposure, not impressions; impressions recorded before
+			// exposure was (".n" beyond ".nw") count 1 each.
+			n[i] = m[v+".w"] + math.Max(0, m[v+".n"]-m[v+".nw"])
 		}
 	}
 	if b.HalfLife.Duration > 0 {
-		if n, c, err = l.discount(ctx, domain, e.ID(), b.HalfLife.Duration, n, c); err != nil {
+		if n, c, err = l.discount(ctx, domain, banditID(e), b.HalfLife.Duration, n, c); err != nil {
 			l.o.Log.Warn("bandit refresh failed", "domain", domain, "error", err)
 			return
 		}
@@ -164,15 +168,21 @@ type discounted struct {
 	C    []float64 `json:"c"`
 }
 
-func discountKey(domain, exp string) string { return "banditdisc|" + domain + "|" + exp }
+// discountKey names the discounted counts of a bandit section (id: its
+// banditID), so that a changed section (another half-life, or exposure
+// instead of impressions) starts them afresh.
+func discountKey(domain, id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "banditdisc|" + domain + "|" + hex.EncodeToString(sum[:12])
+}
 
 // discount brings the bandit's discounted counts up to now: the counts at
 // the last update lose half their weight per halfLife, and what was added
 // since (cumN, cumC against the last cumulative counts) joins them. Any
 // replica may do it; compare-and-swap makes one update win, and a replica
 // whose counters are older than the stored ones uses the stored counts.
-func (l *Lab) discount(ctx context.Context, domain, exp string, halfLife time.Duration, cumN, cumC []float64) ([]float64, []float64, error) {
-	key := discountKey(domain, exp)
+func (l *Lab) discount(ctx context.Context, domain, id string, halfLife time.Duration, cumN, cumC []float64) ([]float64, []float64, error) {
+	key := discountKey(domain, id)
 	k := len(cumN)
 	for range 10 {
 		raw, err := l.o.Store.Get(ctx, key)

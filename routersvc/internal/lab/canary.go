@@ -222,12 +222,15 @@ var guarded = []struct {
 	metric    stats.Metric
 }{
 	{"ctr", "CTR", ctr},
-	{"revenue_per_user", "revenue per user", stats.PerUser(stats.Revenue)},
+	// Per impression, not per user: as a canary steps up, users move from
+	// control to canary, and a per-user sum would count them for less
+	// time in the canary.
+	{"revenue_per_impression", "revenue per impression", stats.Metric{Num: stats.Revenue, Den: stats.Imps}},
 }
 
 // Guard returns why a canary's outcomes fail against the control's, or "",
 // and each metric's always-valid p-value against a drop.
-// Each guarded metric (CTR, revenue per user) has an always-valid test
+// Each guarded metric (CTR, revenue per impression) has an always-valid test
 // against a drop (stats.DropAlwaysValidP) at alpha / 2, its mixture scaled
 // to a relative drop of drop (default 0.2) on the control's value: so
 // looking at every refresh, for as long as the canary runs, rolls a healthy
@@ -238,6 +241,14 @@ func Guard(control, canary stats.Sums, alpha, drop float64) (string, map[string]
 	}
 	level := alpha / float64(len(guarded))
 	reason, ps := "", map[string]float64{}
+	// The normal approximation needs data: a canary with a handful of
+	// impressions and no click yet has a variance estimate of 0, and would
+	// look significantly worse. Wait for enough users in both groups and
+	// for as many canary impressions as make minExpectedClicks at the
+	// control's CTR.
+	if control.Users < minGuardUsers || canary.Users < minGuardUsers || canary.S[stats.Imps]*ctr.Value(control) < minExpectedClicks {
+		return "", ps
+	}
 	for _, g := range guarded {
 		c, k := g.metric.Estimate(control), g.metric.Estimate(canary)
 		if !(c.Value > 0) {
@@ -256,6 +267,12 @@ func Guard(control, canary stats.Sums, alpha, drop float64) (string, map[string]
 	}
 	return reason, ps
 }
+
+// What the CTR and revenue guardrails wait for (see Guard).
+const (
+	minGuardUsers     = 30
+	minExpectedClicks = 50
+)
 
 // DefaultDrop is the relative drop of a guarded metric that the canary's
 // tests are tuned to catch soonest.

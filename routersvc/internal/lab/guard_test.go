@@ -91,11 +91,30 @@ func (s *population) split(k int) []int {
 // look as the lab does at every refresh (0: not within looks x perLook
 // requests), and why; and whether the fixed-horizon one-sided z-test at
 // alpha would have rolled it back at any of the looks until then.
-func (s *population) canary(lift, alpha float64, looks, perLook int) (int, string, bool) {
-	g, split := newGroups(2), s.split(2)
+//
+// steps are the canary's shares, each for an equal part of the looks: as
+// in the lab, a user's place is fixed (a uniform draw below the share puts
+// them in the canary), so stepping up moves users from control to canary.
+func (s *population) canary(lift, alpha float64, looks, perLook int, steps ...float64) (int, string, bool) {
+	if len(steps) == 0 {
+		steps = []float64{0.5}
+	}
+	g := newGroups(2)
+	place := make([]float64, len(s.users))
+	for i := range place {
+		place[i] = s.rng.Float64()
+	}
+	split := make([]int, len(s.users))
 	zAlpha := distuv.UnitNormal.Quantile(alpha)
 	peeked := false
-	for range looks {
+	for look := range looks {
+		share := steps[look*len(steps)/looks]
+		for i, p := range place {
+			split[i] = 0
+			if p < share {
+				split[i] = 1
+			}
+		}
 		s.serve(g, split, []float64{1, lift}, perLook)
 		peeked = peeked || stats.Compare(g.sums[0].Ratio(), g.sums[1].Ratio(), alpha).Z < zAlpha
 		if reason, _ := Guard(g.sums[0], g.sums[1], alpha, 0); reason != "" {
@@ -145,6 +164,22 @@ func TestGuardrailsAreAnytimeValid(t *testing.T) {
 	}
 	if float64(len(took)) < 0.8*runs {
 		t.Errorf("%d of %d canaries 20%% worse rolled back", len(took), runs)
+	}
+
+	// Stepping up 10, 25, 50, 100% moves users from control to canary
+	// mid-way: the guardrails must not mistake that for a drop (a
+	// per-user sum would: moved users are counted for less time in the
+	// canary).
+	stepped := 0
+	for range runs {
+		if n, reason, _ := sim.canary(1, alpha, looks, perLook, 0.1, 0.25, 0.5, 1); n > 0 {
+			stepped++
+			t.Logf("healthy stepping canary rolled back after %d impressions: %s", n, reason)
+		}
+	}
+	t.Logf("%d healthy canaries stepping 10, 25, 50, 100%%: %d rolled back", runs, stepped)
+	if float64(stepped) > (alpha+0.02)*runs {
+		t.Errorf("%d of %d healthy stepping canaries rolled back", stepped, runs)
 	}
 }
 

@@ -9,6 +9,38 @@ import (
 	"github.com/adrank/adrank/platform/experiment"
 )
 
+// Multileaving three rankings into four slots: each round's order comes
+// from order(round), each team takes its best ad not yet shown, and a team
+// whose list is spent is passed over.
+func TestMultileave(t *testing.T) {
+	rank := func(ids ...string) []Ranked {
+		var out []Ranked
+		for _, id := range ids {
+			out = append(out, Ranked{AdID: id})
+		}
+		return out
+	}
+	lists := [][]Ranked{rank("x", "y"), rank("x", "z", "w"), rank("v")}
+	orders := [][]int{{2, 0, 1}, {1, 2, 0}}
+	got := Multileave(lists, 4, func(round int) []int { return orders[round] })
+	want := []Pick{{Ranked{AdID: "v"}, 2}, {Ranked{AdID: "x"}, 0}, {Ranked{AdID: "z"}, 1}, {Ranked{AdID: "w"}, 1}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for _, c := range []struct {
+		group string
+		team  int
+		ok    bool
+	}{{"a", 0, true}, {"b", 1, true}, {"t2", 2, true}, {teamGroup(3, 4), 3, true}, {AgreedGroup, 0, false}, {"t99", 0, false}, {"tx", 0, false}} {
+		if team, ok := teamOf(c.group); ok != c.ok || ok && team != c.team {
+			t.Errorf("teamOf(%q) = %d %v", c.group, team, ok)
+		}
+	}
+	if got := teamsOf("interleave:v1,v2,v3"); fmt.Sprint(got) != "[v1 v2 v3]" || teamsOf("ab:s:v1,v2") != nil {
+		t.Errorf("teamsOf: %v", got)
+	}
+}
+
 // Hundreds of arms: Thompson's allocation sums to 1, favours the arm that is
 // clearly best, and is cheap enough to recompute every refresh.
 func TestAllocateHundredsOfArms(t *testing.T) {

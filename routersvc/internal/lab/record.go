@@ -338,7 +338,8 @@ func (l *Lab) servedOp(s Served) store.Op {
 		}
 		op.Counters = append(op.Counters,
 			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".n", Delta: float64(len(s.Results))},
-			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".w", Delta: w})
+			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".w", Delta: w},
+			store.CounterIncr{Key: banditKey(s.Domain, a.Experiment), Field: a.Version + ".nw", Delta: float64(len(s.Results))})
 	}
 	// Version health for the report, and again per experiment for its
 	// guardrails (so that an earlier run does not count against it).

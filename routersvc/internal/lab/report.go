@@ -96,7 +96,7 @@ type CanaryReport struct {
 	Canary, Control GroupStats
 	CTRPValue       float64
 	// DropPValues are the guardrails' always-valid p-values against a
-	// drop, by metric ("ctr", "revenue_per_user"); each rolls the canary
+	// drop, by metric ("ctr", "revenue_per_impression"); each rolls the canary
 	// back below Alpha / 2.
 	DropPValues map[string]float64
 	Alpha       float64
@@ -429,7 +429,7 @@ func (l *Lab) interleaveReport(ctx context.Context, domain string, d Domain) (*I
 				return nil, err
 			}
 			p := InterleaveReport{A: teams[i], B: teams[j], Fraction: in.Fraction, WinsA: m["wins"], Ties: m["ties"], WinsB: m["losses"], Alpha: alpha}
-			judge(&p, m["credit"], m["credit2"])
+			judge(&p, m["credit"], m["credit2"], m["credit_n"])
 			pairs = append(pairs, p)
 		}
 	}
@@ -468,12 +468,13 @@ const interleaveDelta = 0.02
 // per-request wins, and one on credit per click (A's clicks minus B's in
 // each request), on which the verdict rests: it uses the margin, not only
 // the winner, of requests with several clicks.
-func judge(r *InterleaveReport, credit, credit2 float64) {
+func judge(r *InterleaveReport, credit, credit2, creditN float64) {
 	n := r.WinsA + r.Ties + r.WinsB
 	r.CreditA = credit
 	r.PValue = stats.SignTest(int(r.WinsA), int(r.WinsB))
 	r.PerRequestAlwaysValidPValue = stats.MeanZeroAlwaysValidP(r.WinsA-r.WinsB, r.WinsA+r.WinsB, n, interleaveDelta)
-	r.AlwaysValidPValue = stats.MeanZeroAlwaysValidP(credit, credit2, n, interleaveDelta)
+	// creditN, not n: requests from before credit was kept count in n.
+	r.AlwaysValidPValue = stats.MeanZeroAlwaysValidP(credit, credit2, creditN, interleaveDelta)
 	r.Verdict = "no detectable difference yet"
 	if r.AlwaysValidPValue < r.Alpha {
 		r.Verdict = r.A + " better"

@@ -59,9 +59,9 @@ func TestAAExperimentsAreRarelySignificant(t *testing.T) {
 	if len(fixed)+len(always) > 0 && len(cuped) != 3 {
 		t.Errorf("tests by metric: %v", cuped)
 	}
-	for m, n := range fixed {
-		if n >= 12 || always[m] > n {
-			t.Errorf("%s: false positives: fixed %d, always-valid %d of %d runs", m, n, always[m], runs)
+	for m := range cuped { // every metric tested
+		if fixed[m] >= 12 || always[m] > fixed[m] {
+			t.Errorf("%s: false positives: fixed %d, always-valid %d of %d runs", m, fixed[m], always[m], runs)
 		}
 	}
 	if srm > 1 {
@@ -620,12 +620,12 @@ func TestCanaryGuardrailsRollBackADrop(t *testing.T) {
 		n, reason := run(i, 0.6)
 		t.Logf("canary %d, CTR 40%% lower: rolled back after %d canary impressions: %s", i, n, reason)
 		// Fewer clicks are also less revenue: either guardrail may fire first.
-		if n == 0 || !(strings.HasPrefix(reason, "CTR") || strings.HasPrefix(reason, "revenue per user")) {
+		if n == 0 || !(strings.HasPrefix(reason, "CTR") || strings.HasPrefix(reason, "revenue per impression")) {
 			t.Errorf("canary %d with a 40%% lower CTR not rolled back for its outcomes within %d requests: %q", i, looks*perLook, reason)
 		}
 	}
 	c := r.report("feed").GetCanary()
-	if p := min(c.GetDropPValues()["ctr"], c.GetDropPValues()["revenue_per_user"]); len(c.GetDropPValues()) != 2 || p >= alpha/2 || c.GetAlpha() != alpha {
+	if p := min(c.GetDropPValues()["ctr"], c.GetDropPValues()["revenue_per_impression"]); len(c.GetDropPValues()) != 2 || p >= alpha/2 || c.GetAlpha() != alpha {
 		t.Errorf("the report's guardrail p-values %v, alpha %v", c.GetDropPValues(), c.GetAlpha())
 	}
 }

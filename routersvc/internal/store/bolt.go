@@ -213,19 +213,25 @@ func appendLog(tx *bolt.Tx, e LogEntry, now time.Time, ttl time.Duration, max in
 	if err := countLog(tx, e.Stream, 1); err != nil {
 		return err
 	}
-	over := int(i64(tx.Bucket(bLogCount).Get([]byte(e.Stream)), 0)) - max
+	// The oldest beyond max, at most maxTrim an op (a lowered bound is
+	// reached over a few appends): collected, then deleted, as deleting
+	// under a cursor can skip keys.
+	over := min(int(i64(tx.Bucket(bLogCount).Get([]byte(e.Stream)), 0))-max, maxTrim)
+	var old [][]byte
 	c := b.Cursor()
-	for k, _ := c.Seek(prefix); over > 0 && k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		if err := c.Delete(); err != nil {
-			return err
-		}
-		if err := countLog(tx, e.Stream, -1); err != nil {
-			return err
-		}
-		over--
+	for k, _ := c.Seek(prefix); len(old) < over && k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		old = append(old, slices.Clone(k))
 	}
-	return nil
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return countLog(tx, e.Stream, -int64(len(old)))
 }
+
+// maxTrim bounds the old log entries one append deletes.
+const maxTrim = 1000
 
 func countLog(tx *bolt.Tx, stream string, delta int64) error {
 	b := tx.Bucket(bLogCount)
@@ -401,6 +407,11 @@ func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error 
 	}
 	if err := addCounter(tx, d.Key, "credit2", d1*d1-d0*d0); err != nil {
 		return err
+	}
+	if outcome(a0, b0) == "" && outcome(a1, b1) != "" { // requests with a click, counted with the credit
+		if err := addCounter(tx, d.Key, "credit_n", 1); err != nil {
+			return err
+		}
 	}
 	if o0, o1 := outcome(a0, b0), outcome(a1, b1); o0 != o1 {
 		if o0 != "" {

@@ -89,6 +89,7 @@ for _, d in ipairs(op.duels) do
   redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, 'credit', d1 - d0)
   redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, 'credit2', d1 * d1 - d0 * d0)
   local o0, o1 = outcome(a1 - d.a, b1 - d.b), outcome(a1, b1)
+  if not o0 and o1 then redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, 'credit_n', 1) end
   if o0 ~= o1 then
     if o0 then redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, o0, -1) end
     redis.call('HINCRBYFLOAT', p .. 'counter:' .. d.k, o1, 1)

@@ -68,7 +68,7 @@ type CounterIncr struct {
 // keeps the counter hash Key's "wins", "ties" and "losses" (of A against B,
 // over requests with at least one click) exact, and its "credit" and
 // "credit2": the sums over requests of A's clicks minus B's, and of that
-// squared.
+// squared, over "credit_n" requests with at least one click.
 type DuelIncr struct {
 	Key  string `json:"k"`
 	Unit string `json:"u"`

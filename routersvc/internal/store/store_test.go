@@ -198,8 +198,8 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 			t.Errorf("outcomes %v, want 1 win, 1 tie, 1 loss", m)
 		}
 		// Per request A - B: r1 0, r2 -2, r3 2.
-		if m["credit"] != 0 || m["credit2"] != 8 {
-			t.Errorf("credit %v and its square %v, want 0 and 8", m["credit"], m["credit2"])
+		if m["credit"] != 0 || m["credit2"] != 8 || m["credit_n"] != 3 {
+			t.Errorf("credit %v, its square %v over %v requests, want 0 and 8 over 3", m["credit"], m["credit2"], m["credit_n"])
 		}
 	})
 	t.Run("logs keep their newest entries, in order, for their TTL", func(t *testing.T) {
@@ -226,6 +226,13 @@ func acceptance(t *testing.T, open func(t *testing.T) Store) {
 		}
 		if got := read("a"); !slices.Equal(got, []string{"a3", "a4", "a5", "a6", "a7"}) {
 			t.Errorf("stream a: %v, want its newest 5 in order", got)
+		}
+		// A lowered bound drops the oldest, however many.
+		if _, err := s.Apply(ctx, Op{Logs: []LogEntry{{Stream: "a", Data: []byte("a8")}}, LogMax: 2, LogTTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		if got := read("a"); !slices.Equal(got, []string{"a7", "a8"}) {
+			t.Errorf("stream a with its bound lowered to 2: %v", got)
 		}
 		if _, err := s.Apply(ctx, Op{Logs: []LogEntry{{Stream: "b", Data: []byte{0, 255, '\n'}}}, LogTTL: 50 * time.Millisecond}); err != nil {
 			t.Fatal(err)
