@@ -2500,7 +2500,7 @@ type CanaryReport struct {
 	// Fixed-horizon two-sided p-value of the CTR difference, for reference.
 	CtrPValue float64 `protobuf:"fixed64,9,opt,name=ctr_p_value,json=ctrPValue,proto3" json:"ctr_p_value,omitempty"`
 	// The guardrails' always-valid p-values against a drop, by metric
-	// ("ctr", "revenue_per_user"): each rolls the canary back below alpha / 2,
+	// ("ctr", "revenue_per_impression"): each rolls the canary back below alpha / 2,
 	// so that checking at every refresh keeps the chance of rolling back a
 	// healthy canary at alpha.
 	DropPValues   map[string]float64 `protobuf:"bytes,10,rep,name=drop_p_values,json=dropPValues,proto3" json:"drop_p_values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
