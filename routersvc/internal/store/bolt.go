@@ -27,7 +27,31 @@ var (
 	bResults  = []byte("results")  // key -> expiry, put at (unix nanos), value
 	bLogs     = []byte("logs")     // stream \x00 seq (8 bytes) -> expiry, data
 	bLogCount = []byte("logcount") // stream -> entries (8 bytes)
+	// bExpiry indexes the entries that expire by when: expiry (8 bytes),
+	// the bucket's index in expiring (1 byte), key -> nothing. The
+	// sweeper reads it from the start and stops at the first entry still
+	// live, so its cost is what expired, not what the file holds.
+	bExpiry = []byte("expiry")
 )
+
+// expiring are the buckets whose values start with their expiry.
+var expiring = [][]byte{bOnce, bDuels, bImps, bResults, bLogs}
+
+const (
+	expOnce byte = iota
+	expDuels
+	expImps
+	expResults
+	expLogs
+)
+
+// putExpiring puts a value that starts with its expiry, and indexes it.
+func putExpiring(tx *bolt.Tx, bucket byte, key, value []byte) error {
+	if err := tx.Bucket(expiring[bucket]).Put(key, value); err != nil {
+		return err
+	}
+	return tx.Bucket(bExpiry).Put(slices.Concat(value[:8], []byte{bucket}, key), nil)
+}
 
 // Bolt is the embedded, durable Store: one bbolt file. Every Apply is a
 // committed (fsynced) transaction; concurrent Applies share transactions.
@@ -46,8 +70,24 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV, bResults, bLogs, bLogCount} {
+		indexed := tx.Bucket(bExpiry) != nil
+		for _, b := range [][]byte{bOnce, bUnits, bGroups, bCounters, bDuels, bImps, bKV, bResults, bLogs, bLogCount, bExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if indexed {
+			return nil
+		}
+		// A file from before the index: index what it holds, once.
+		for id, name := range expiring {
+			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				if len(v) < 8 {
+					return nil
+				}
+				return tx.Bucket(bExpiry).Put(slices.Concat(v[:8], []byte{byte(id)}, k), nil)
+			})
+			if err != nil {
 				return err
 			}
 		}
@@ -72,27 +112,61 @@ func (s *Bolt) sweep() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			_ = s.db.Update(func(tx *bolt.Tx) error {
-				now := s.now().UnixNano()
-				for _, name := range [][]byte{bOnce, bDuels, bImps, bResults, bLogs} {
-					c := tx.Bucket(name).Cursor()
-					for k, v := c.First(); k != nil; k, v = c.Next() {
-						if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) < now {
-							if err := c.Delete(); err != nil {
-								return err
-							}
-							if name[0] == bLogs[0] {
-								if err := countLog(tx, string(k[:bytes.IndexByte(k, 0)]), -1); err != nil {
-									return err
-								}
-							}
-						}
-					}
+			for {
+				n, err := s.sweepOnce(s.now())
+				if err != nil || n < maxSweep {
+					break
 				}
-				return nil
-			})
+			}
 		}
 	}
+}
+
+// maxSweep bounds the index entries one sweeping transaction visits.
+const maxSweep = 10_000
+
+// sweepOnce deletes up to maxSweep expired entries, oldest first, and
+// returns how many index entries it visited: those expired, and none of
+// the live ones beyond the first.
+func (s *Bolt) sweepOnce(now time.Time) (int, error) {
+	visited := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bExpiry)
+		var due [][]byte
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil && len(due) < maxSweep; k, _ = c.Next() {
+			visited++
+			if len(k) < 9 || int64(binary.BigEndian.Uint64(k)) >= now.UnixNano() {
+				break
+			}
+			due = append(due, slices.Clone(k))
+		}
+		for _, k := range due {
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+			id, key := k[8], k[9:]
+			if int(id) >= len(expiring) {
+				continue
+			}
+			b := tx.Bucket(expiring[id])
+			// An entry put again since has a later expiry (and another
+			// index entry): it stays.
+			if v := b.Get(key); v == nil || live(v, now) {
+				continue
+			}
+			if err := b.Delete(key); err != nil {
+				return err
+			}
+			if id == expLogs {
+				if err := countLog(tx, string(key[:bytes.IndexByte(key, 0)]), -1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return visited, err
 }
 
 // Close stops the sweeper and closes the file.
@@ -155,7 +229,7 @@ func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
 		if live(b.Get([]byte(op.Once)), now) {
 			return false, nil
 		}
-		if err := b.Put([]byte(op.Once), expiry(now, op.OnceTTL)); err != nil {
+		if err := putExpiring(tx, expOnce, []byte(op.Once), expiry(now, op.OnceTTL)); err != nil {
 			return false, err
 		}
 	}
@@ -179,7 +253,7 @@ func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := tx.Bucket(bImps).Put([]byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
+		if err := putExpiring(tx, expImps, []byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
 			return false, err
 		}
 	}
@@ -207,7 +281,7 @@ func appendLog(tx *bolt.Tx, e LogEntry, now time.Time, ttl time.Duration, max in
 	}
 	prefix := []byte(e.Stream + "\x00")
 	key := binary.BigEndian.AppendUint64(slices.Clone(prefix), seq)
-	if err := b.Put(key, append(expiry(now, ttl), e.Data...)); err != nil {
+	if err := putExpiring(tx, expLogs, key, append(expiry(now, ttl), e.Data...)); err != nil {
 		return err
 	}
 	if err := countLog(tx, e.Stream, 1); err != nil {
@@ -264,11 +338,10 @@ func (s *Bolt) ReadLog(ctx context.Context, stream string, fn func(data []byte) 
 }
 
 func putResults(tx *bolt.Tx, results map[string][]byte, now time.Time, ttl time.Duration) error {
-	b := tx.Bucket(bResults)
 	at := make([]byte, 8)
 	binary.BigEndian.PutUint64(at, uint64(now.UnixNano()))
 	for k, v := range results {
-		if err := b.Put([]byte(k), slices.Concat(expiry(now, ttl), at, v)); err != nil {
+		if err := putExpiring(tx, expResults, []byte(k), slices.Concat(expiry(now, ttl), at, v)); err != nil {
 			return err
 		}
 	}
@@ -396,7 +469,7 @@ func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error 
 	v := expiry(now, ttl)
 	v = binary.BigEndian.AppendUint64(v, uint64(a1))
 	v = binary.BigEndian.AppendUint64(v, uint64(b1))
-	if err := b.Put(key, v); err != nil {
+	if err := putExpiring(tx, expDuels, key, v); err != nil {
 		return err
 	}
 	// Credit per click: the sum over requests of A's clicks minus B's, and

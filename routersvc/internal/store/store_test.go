@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/adrank/adrank/platform/redistest"
@@ -370,5 +371,88 @@ func TestBoltReadsEarlierFormats(t *testing.T) {
 	back, err := readSums(writeSums(sums))
 	if err != nil || back != sums {
 		t.Errorf("sums do not round-trip: %+v, %v", back, err)
+	}
+}
+
+// The sweeper's cost is what expired, not what the file holds: with 5,000
+// live impressions and 100 expired, one sweep visits 101 index entries
+// (the expired ones and the first live one) and deletes exactly the
+// expired. A duel written again since keeps its later expiry. A file from
+// before the index is indexed when opened, and swept like any other.
+func TestBoltSweepsOnlyWhatExpired(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	op := func(prefix string, n int, ttl time.Duration) Op {
+		o := Op{ImpressionTTL: ttl}
+		for i := range n {
+			o.Impressions = append(o.Impressions, Impression{ID: fmt.Sprintf("%s%d", prefix, i)})
+		}
+		return o
+	}
+	for _, o := range []Op{op("live", 5000, time.Hour), op("old", 100, time.Millisecond)} {
+		if _, err := s.Apply(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A duel first written to expire soon, then again for an hour.
+	for _, ttl := range []time.Duration{time.Millisecond, time.Hour} {
+		if _, err := s.Apply(ctx, Op{Duels: []DuelIncr{{Key: "d", Unit: "r", A: 1}}, DuelTTL: ttl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := time.Now().Add(time.Second)
+	visited, err := s.sweepOnce(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if visited != 102 { // 100 impressions, the duel's first index entry, the first live entry
+		t.Errorf("the sweep visited %d index entries, want 102", visited)
+	}
+	count := func(bucket []byte) int {
+		n := 0
+		_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucket).Stats().KeyN; return nil })
+		return n
+	}
+	if n := count(bImps); n != 5000 {
+		t.Errorf("%d impressions left, want the 5000 live", n)
+	}
+	if n := count(bDuels); n != 1 {
+		t.Errorf("the rewritten duel was swept: %d duels", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Drop the index, as a file from before it would be, and add expired
+	// entries the index does not know.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for i := range 50 {
+			if err := tx.Bucket(bImps).Put(fmt.Appendf(nil, "older%d", i), expiry(time.Now(), -time.Minute)); err != nil {
+				return err
+			}
+		}
+		return tx.DeleteBucket(bExpiry)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenBolt(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.sweepOnce(later); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(bImps); n != 5000 {
+		t.Errorf("after indexing an old file: %d impressions left, want 5000", n)
 	}
 }
