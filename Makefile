@@ -50,6 +50,10 @@ edge-scorer:
 bin/%: FORCE
 	go build -o $@ ./$*/cmd/$*
 
+# The floor chain of make bench: the pipeline's topology with empty handlers.
+bin/floorsvc: FORCE
+	go build -o $@ ./bench/cmd/floorsvc
+
 .PHONY: FORCE
 FORCE:
 
@@ -84,7 +88,7 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (150000x)
 BENCH_FLAGS ?= --duration 3s --runs 3 --rates 250,500,1000,2000
 
 .PHONY: bench
-bench: build consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
+bench: build bin/floorsvc consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
 	go run ./bench/cmd/adrankbench $(BENCH_FLAGS)
 
 .PHONY: bench-batch
@@ -96,7 +100,7 @@ bench-edge: ## Edge budgets in a real browser: bundle size, load to first rankin
 	scripts/bench-edge.sh
 
 .PHONY: bench-smoke
-bench-smoke: build consul ## A short run of the pipeline benchmark that proves it works (part of make test)
+bench-smoke: build bin/floorsvc consul ## A short run of the pipeline benchmark that proves it works (part of make test)
 	go run ./bench/cmd/adrankbench --smoke
 
 .PHONY: bench-scoring
@@ -200,4 +204,4 @@ kcat: ## Make kcat available (Debian's package): the streaming e2e test's outsid
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps the cached tools and Consul)
-	rm -f $(addprefix bin/,$(BINARIES))
+	rm -f $(addprefix bin/,$(BINARIES)) bin/floorsvc

@@ -56,7 +56,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-8; 9: the streaming measurement) and write nothing")
+	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-9; 10: the streaming measurement) and write nothing")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")
@@ -187,13 +187,13 @@ func wait(ctx context.Context, what string, d time.Duration, ok func() error) er
 }
 
 func (s *suite) setup(ctx context.Context) error {
-	ports, err := consultest.FreePorts(11)
+	ports, err := consultest.FreePorts(15)
 	if err != nil {
 		return err
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
 	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "ml": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8),
-		"kafka": "127.0.0.1:" + p(9), "stream": "127.0.0.1:" + p(10)}
+		"kafka": "127.0.0.1:" + p(9), "stream": "127.0.0.1:" + p(10), "floor": "127.0.0.1:" + p(11)}
 	bin, err := consulBinary(s.o.root)
 	if err != nil {
 		return err
@@ -262,6 +262,19 @@ func (s *suite) setup(ctx context.Context) error {
 			"--kafka-brokers", s.addr["kafka"], "--stream-id", "bench"}, routerLimits...),
 	}
 	if _, err := s.start("devbroker", env, "--port", p(9), "--partitions", "4"); err != nil {
+		return err
+	}
+	// The floor chain: a router whose Rank calls three empty health
+	// checks, one after another, on three leaves.
+	var leaves []string
+	for i := range 3 {
+		addr := "127.0.0.1:" + p(12+i)
+		leaves = append(leaves, addr)
+		if _, err := s.start(fmt.Sprintf("floorsvc-leaf%d", i+1), env, "--listen", addr); err != nil {
+			return err
+		}
+	}
+	if _, err := s.start("floorsvc-router", env, "--listen", s.addr["floor"], "--downstream", strings.Join(leaves, ",")); err != nil {
 		return err
 	}
 	for _, a := range starts {

@@ -29,6 +29,16 @@ import (
 // libraryConfig is the monolith's configuration.
 const libraryConfig = "monolith: the adrank library in the caller's process"
 
+// floorConfig is the floor chain: the pipeline's topology, empty handlers
+// (bench/cmd/floorsvc), the same Rank requests from the client.
+const floorConfig = "floor chain: router, then 3 empty calls"
+
+var floorProcs = []string{"floorsvc-router", "floorsvc-leaf1", "floorsvc-leaf2", "floorsvc-leaf3"}
+
+// everyday is the rate at which CPU per request is also measured: a
+// quarter of saturation, where the per-call cost of waking a server shows.
+const everyday = 500
+
 // config is one benchmarked configuration.
 type config struct {
 	name  string
@@ -44,7 +54,11 @@ type result struct {
 	p50, p99   map[int]float64
 	cpuPer1000 float64
 	cpuBy      map[string]float64 // CPU ms per request, by process label
-	errors     int
+	// At the everyday rate (when measured): CPU ms per request, in all
+	// and by process label.
+	cpuEveryday   float64
+	cpuByEveryday map[string]float64
+	errors        int
 }
 
 // saturate runs a closed loop of workers for d and returns completed
@@ -206,8 +220,14 @@ func (s *suite) configs() ([]config, func(), error) {
 		closeAll()
 		return nil, nil, err
 	}
+	floor, err := dial(s.addr["floor"])
+	if err != nil {
+		closeAll()
+		stream.Close()
+		return nil, nil, err
+	}
 	prevClose := closeAll
-	closeAll = func() { prevClose(); stream.Close() }
+	closeAll = func() { prevClose(); stream.Close(); floor.Close() }
 	routers = append(routers, routerv1.NewRouterServiceClient(stream))
 	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
@@ -243,6 +263,9 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: libraryConfig, setup: none, call: library, cpu: []string{self}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
+		{name: floorConfig, setup: func() error {
+			return wait(context.Background(), "floor chain answering", 30*time.Second, func() error { return rank(floor)(context.Background(), nil, 0) })
+		}, call: rank(floor), cpu: floorProcs},
 	}, closeAll, nil
 }
 
@@ -339,14 +362,33 @@ func (s *suite) measure(ctx context.Context, c config) (result, error) {
 	for label, v := range by {
 		r.cpuBy[label] = median(v)
 	}
+	everydayBy := map[string][]float64{}
+	var everydayCPU []float64
 	for _, rate := range s.o.rates {
 		var p50s, p99s []float64
 		for range s.o.runs {
+			before := s.cpuByLabel(c.cpu)
 			p50, p99, failed := openLoop(ctx, c.call, rate, s.o.duration)
 			p50s, p99s = append(p50s, p50), append(p99s, p99)
 			r.errors += failed
+			if rate == everyday {
+				n := float64(rate) * s.o.duration.Seconds()
+				var total float64
+				for label, sec := range s.cpuByLabel(c.cpu) {
+					d := (sec - before[label]) / n * 1000
+					total += d
+					everydayBy[label] = append(everydayBy[label], d)
+				}
+				everydayCPU = append(everydayCPU, total)
+			}
 		}
 		r.p50[rate], r.p99[rate] = median(p50s), median(p99s)
+	}
+	if len(everydayCPU) > 0 {
+		r.cpuEveryday, r.cpuByEveryday = median(everydayCPU), map[string]float64{}
+		for label, v := range everydayBy {
+			r.cpuByEveryday[label] = median(v)
+		}
 	}
 	return r, ctx.Err()
 }

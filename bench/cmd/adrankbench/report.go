@@ -76,7 +76,7 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000 (+%.2f broker)  p99 %v  hit/miss p99 %.2f/%.2f ms  errors %d\n",
 		"stream through Kafka", sr.throughput, sr.cpuPer1000, sr.brokerPer1000, sr.p99, sr.hit[1], sr.miss[1], sr.errors)
-	md := s.markdown(results, down) + s.streamMarkdown(sr, results[0])
+	md := s.markdown(results, down) + s.streamMarkdown(sr, results[0]) + floorMarkdown(results)
 	if o.smoke {
 		fmt.Println(md)
 		// The smoke proves the suite works; it gates nothing on speed. With
@@ -253,6 +253,32 @@ func (s *suite) markdown(rs []result, down overheadRun) string {
 	fmt.Fprintf(&b, "| where a request's time goes at %d req/s (p50s): end to end %.2f ms; in the router's handler %.2f ms; its calls to features %.2f, ranker %.2f, auction %.2f ms (each including its loopback hop) | | | |\n",
 		ref, down.e2e, down.total, down.features, down.ranker, down.auction)
 	fmt.Fprintf(&b, "| CPU per request in configuration 1, by process | %s | | |\n", cpuByText(grpcR.cpuBy))
+	return b.String()
+}
+
+// floorMarkdown sets each configuration against the floor chain at the
+// everyday rate, in one run: p99 and CPU per request as ratios, which say
+// more than absolute times on shared machines (#16's targets).
+func floorMarkdown(rs []result) string {
+	fi, ei := indexOf(rs, floorConfig), indexOf(rs, "empty gRPC call: one hop's floor")
+	if fi < 0 || ei < 0 || rs[fi].cpuByEveryday == nil {
+		return "" // the everyday rate was not measured
+	}
+	floor, empty := rs[fi], rs[ei]
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nAgainst the floor chain at %d req/s, in the same run: the pipeline's topology (a router, then three calls one after another) with empty handlers and the services' gRPC settings (`bench/cmd/floorsvc`), sent the same Rank requests. CPU is every serving process's, from /proc, over the open-loop runs at %d req/s.\n\n", everyday, everyday)
+	b.WriteString("| configuration | p99 ms | p99 / floor chain | p99 / empty call | CPU ms per request | CPU / floor chain | CPU by process (ms per request) |\n|---|---|---|---|---|---|---|\n")
+	for i, r := range rs {
+		if r.cpuByEveryday == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "| %d. %s | %.2f | %.2f | %.1f | %.2f | %.2f | %s |\n", i+1, r.name, r.p99[everyday], r.p99[everyday]/floor.p99[everyday],
+			r.p99[everyday]/empty.p99[everyday], r.cpuEveryday, r.cpuEveryday/floor.cpuEveryday, cpuByText(r.cpuByEveryday))
+	}
+	grpcR, rest, shadow := rs[0], rs[1], rs[2]
+	fmt.Fprintf(&b, "\nTargets of #16, this run: pipeline p99 / floor chain **%.2f** (target ≤ 1.3); services' CPU / floor chain **%.2f** (≤ 1.15); REST CPU / gRPC CPU **%.2f** (≤ 1.2); the router's CPU with every request shadowed / without **%.2f** (≤ 1.15).\n",
+		grpcR.p99[everyday]/floor.p99[everyday], grpcR.cpuEveryday/floor.cpuEveryday, rest.cpuEveryday/grpcR.cpuEveryday,
+		shadow.cpuByEveryday["routersvc"]/grpcR.cpuByEveryday["routersvc"])
 	return b.String()
 }
 
