@@ -61,6 +61,9 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000  p99 %v  errors %d\n", r.name, r.saturation, r.cpuPer1000, r.p99, r.errors)
+		if r.cpuByEveryday != nil {
+			fmt.Printf("%-40s at %d req/s: %.2f CPU ms per request (%s)\n", "", everyday, r.cpuEveryday, cpuByText(r.cpuByEveryday))
+		}
 		results = append(results, r)
 	}
 	if o.only > 0 {

@@ -124,3 +124,33 @@ func BenchmarkBoltSweep(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkBoltFlushShadow times one recorder flush of 250 shadowed
+// requests' comparisons: each op some 30 increments of one counter hash
+// (latency bucket, top-k overlap, Kendall's tau, score sums, 12 + 12 PSI
+// bins), as lab.compare writes them.
+func BenchmarkBoltFlushShadow(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	ops := make([]Op, 250)
+	for i := range ops {
+		for _, f := range []string{"lat.3", "compared", "overlap", "tau", "tau_n", "prod_sum", "shadow_sum"} {
+			ops[i].Counters = append(ops[i].Counters, CounterIncr{Key: "shadow|feed|v1", Field: f, Delta: 1})
+		}
+		for bin := range 12 {
+			ops[i].Counters = append(ops[i].Counters,
+				CounterIncr{Key: "shadow|feed|v1", Field: "prod_bin." + strconv.Itoa(bin), Delta: 2},
+				CounterIncr{Key: "shadow|feed|v1", Field: "shadow_bin." + strconv.Itoa(bin), Delta: 2})
+		}
+	}
+	for b.Loop() {
+		if _, err := s.ApplyAll(ctx, ops); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(ops)), "µs/request")
+}

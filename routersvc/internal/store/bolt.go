@@ -195,9 +195,12 @@ func (s *Bolt) Apply(ctx context.Context, op Op) (bool, error) {
 	}
 	var applied bool
 	err := s.db.Batch(func(tx *bolt.Tx) error {
+		cs := newCounters(tx)
 		var err error
-		applied, err = applyTx(tx, op, s.now())
-		return err
+		if applied, err = applyTx(tx, cs, op, s.now()); err != nil {
+			return err
+		}
+		return cs.write()
 	})
 	return applied, err
 }
@@ -211,19 +214,21 @@ func (s *Bolt) ApplyAll(ctx context.Context, ops []Op) ([]bool, error) {
 	applied := make([]bool, len(ops))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		now := s.now()
+		cs := newCounters(tx)
 		for i, op := range ops {
 			var err error
-			if applied[i], err = applyTx(tx, op, now); err != nil {
+			if applied[i], err = applyTx(tx, cs, op, now); err != nil {
 				return err
 			}
 		}
-		return nil
+		return cs.write()
 	})
 	return applied, err
 }
 
-// applyTx applies op in tx; false when its Once was seen.
-func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
+// applyTx applies op in tx, its counter increments to cs; false when its
+// Once was seen.
+func applyTx(tx *bolt.Tx, cs *counters, op Op, now time.Time) (bool, error) {
 	if op.Once != "" {
 		b := tx.Bucket(bOnce)
 		if live(b.Get([]byte(op.Once)), now) {
@@ -239,12 +244,12 @@ func applyTx(tx *bolt.Tx, op Op, now time.Time) (bool, error) {
 		}
 	}
 	for _, c := range op.Counters {
-		if err := addCounter(tx, c.Key, c.Field, c.Delta); err != nil {
+		if err := cs.add(c.Key, c.Field, c.Delta); err != nil {
 			return false, err
 		}
 	}
 	for _, d := range op.Duels {
-		if err := applyDuel(tx, d, now, op.DuelTTL); err != nil {
+		if err := applyDuel(tx, cs, d, now, op.DuelTTL); err != nil {
 			return false, err
 		}
 	}
@@ -442,23 +447,50 @@ func writeSums(s stats.Sums) []byte {
 	return v
 }
 
-func addCounter(tx *bolt.Tx, key, field string, delta float64) error {
-	b := tx.Bucket(bCounters)
-	m := map[string]float64{}
-	if raw := b.Get([]byte(key)); raw != nil {
-		if err := json.Unmarshal(raw, &m); err != nil {
+// counters are the counter hashes one transaction changes, each decoded
+// once and written back once at its end (write), however many ops and
+// fields increment it: a flush of many requests' counters costs one
+// decode and one encode per hash, not one per increment.
+type counters struct {
+	tx   *bolt.Tx
+	maps map[string]map[string]float64
+}
+
+func newCounters(tx *bolt.Tx) *counters {
+	return &counters{tx: tx, maps: map[string]map[string]float64{}}
+}
+
+func (c *counters) add(key, field string, delta float64) error {
+	m, ok := c.maps[key]
+	if !ok {
+		m = map[string]float64{}
+		if raw := c.tx.Bucket(bCounters).Get([]byte(key)); raw != nil {
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return err
+			}
+		}
+		c.maps[key] = m
+	}
+	m[field] += delta
+	return nil
+}
+
+// write puts every changed hash.
+func (c *counters) write() error {
+	b := c.tx.Bucket(bCounters)
+	for key, m := range c.maps {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(key), raw); err != nil {
 			return err
 		}
 	}
-	m[field] += delta
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return b.Put([]byte(key), raw)
+	return nil
 }
 
-func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error {
+func applyDuel(tx *bolt.Tx, cs *counters, d DuelIncr, now time.Time, ttl time.Duration) error {
 	key := []byte(d.Key + "\x00" + d.Unit)
 	b := tx.Bucket(bDuels)
 	var a0, b0 int64
@@ -475,24 +507,24 @@ func applyDuel(tx *bolt.Tx, d DuelIncr, now time.Time, ttl time.Duration) error 
 	// Credit per click: the sum over requests of A's clicks minus B's, and
 	// of its square.
 	d0, d1 := float64(a0-b0), float64(a1-b1)
-	if err := addCounter(tx, d.Key, "credit", d1-d0); err != nil {
+	if err := cs.add(d.Key, "credit", d1-d0); err != nil {
 		return err
 	}
-	if err := addCounter(tx, d.Key, "credit2", d1*d1-d0*d0); err != nil {
+	if err := cs.add(d.Key, "credit2", d1*d1-d0*d0); err != nil {
 		return err
 	}
 	if outcome(a0, b0) == "" && outcome(a1, b1) != "" { // requests with a click, counted with the credit
-		if err := addCounter(tx, d.Key, "credit_n", 1); err != nil {
+		if err := cs.add(d.Key, "credit_n", 1); err != nil {
 			return err
 		}
 	}
 	if o0, o1 := outcome(a0, b0), outcome(a1, b1); o0 != o1 {
 		if o0 != "" {
-			if err := addCounter(tx, d.Key, o0, -1); err != nil {
+			if err := cs.add(d.Key, o0, -1); err != nil {
 				return err
 			}
 		}
-		return addCounter(tx, d.Key, o1, 1)
+		return cs.add(d.Key, o1, 1)
 	}
 	return nil
 }
