@@ -175,14 +175,13 @@ func (l *Lab) judged(ctx context.Context, domain string, d Domain) bool {
 func (l *Lab) guardrails(ctx context.Context, domain string, d Domain) (string, error) {
 	c := d.Exp.Canary
 	g := c.Guardrails
-	maxErr, maxP99, alpha, minReq := g.MaxErrorRate, g.MaxP99.Duration, g.Alpha, minRequests(c)
+	maxErr, maxP99, alpha, minReq := g.MaxErrorRate, g.MaxP99.Duration, guardAlpha(g), minRequests(c)
 	if maxErr == 0 {
 		maxErr = 0.02
 	}
 	if maxP99 == 0 {
 		maxP99 = 250 * time.Millisecond
 	}
-	alpha = guardAlpha(g)
 	h, err := l.o.Store.Counters(ctx, experimentHealthKey(domain, d.Exp.ID()))
 	if err != nil {
 		return "", err

@@ -41,7 +41,8 @@ type opeClick struct {
 func opeStream(domain string) string      { return "ope|" + domain }
 func opeClickStream(domain string) string { return "ope-clicks|" + domain }
 
-// opeLimits are the bounds of the domain's OPE logs, from its experiment.
+// opeLimits are the bounds of the domain's OPE logs, from its experiment
+// (for a click, whose impression does not carry them).
 func (l *Lab) opeLimits(domain string) (int, time.Duration) {
 	x := &experiment.Explore{}
 	if l.o.Experiments != nil {
@@ -79,15 +80,18 @@ func (l *Lab) OPELog(ctx context.Context, domain string) ([]OPERecord, map[strin
 	return recs, clicked, err
 }
 
-// logOPE adds a logged request's record to op.
-func (l *Lab) logOPE(op *store.Op, domain string, r *OPERecord) {
+// logOPE adds a logged request's record to op, bounded as x says.
+func (l *Lab) logOPE(op *store.Op, domain string, x *experiment.Explore, r *OPERecord) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		l.o.Log.Warn("OPE record not logged", "error", err)
 		return
 	}
+	if x == nil { // an assignment made without exploring: the defaults
+		x = &experiment.Explore{}
+	}
 	op.Logs = append(op.Logs, store.LogEntry{Stream: opeStream(domain), Data: b})
-	op.LogMax, op.LogTTL = l.opeLimits(domain)
+	op.LogMax, op.LogTTL = x.KeepOrDefault(), x.RetentionOrDefault()
 }
 
 // logOPEClick adds the click on a logged request's first ad to op.

@@ -320,7 +320,7 @@ func (l *Lab) servedOp(s Served) store.Op {
 		})
 	}
 	if s.OPE != nil {
-		l.logOPE(&op, s.Domain, s.OPE)
+		l.logOPE(&op, s.Domain, a.explore, s.OPE)
 	}
 	if n := int64(len(s.Results)); n > 0 {
 		if a.Strategy != Interleaved {

@@ -149,7 +149,7 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 		lat := latencies(h, v)
 		r.Versions = append(r.Versions, VersionHealth{
 			Version: v, Requests: h[v+".requests"], Errors: h[v+".errors"], Fallbacks: h[v+".fallbacks"],
-			LatencyP50Ms: finite(quantile(lat, 0.5)), LatencyP99Ms: finite(quantile(lat, 0.99)),
+			LatencyP50Ms: stats.Finite(quantile(lat, 0.5)), LatencyP99Ms: stats.Finite(quantile(lat, 0.99)),
 		})
 	}
 	ev, err := l.o.Store.Counters(ctx, eventsKey)
@@ -186,14 +186,6 @@ func (l *Lab) Report(ctx context.Context, domain string, d Domain, versions []st
 	return r, err
 }
 
-// finite maps NaN and infinities to 0 for the wire (JSON has no NaN).
-func finite(v float64) float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0
-	}
-	return v
-}
-
 func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (GroupStats, stats.Sums, error) {
 	g := groupKey(domain, exp, group)
 	sums, err := l.o.Store.Group(ctx, g)
@@ -208,8 +200,8 @@ func (l *Lab) group(ctx context.Context, domain, exp, group, version string) (Gr
 	return GroupStats{
 		Group: group, Version: version, Users: ratio.Users, Impressions: ratio.N, Clicks: ratio.C, CTR: ratio.Mean(),
 		Conversions: out["conversions"], ConversionValue: out["value"], RevenueMicros: out["revenue"],
-		RevenuePerUserMicros: finite(stats.PerUser(stats.Revenue).Value(sums)),
-		ConversionRate:       finite(conversionRate.Value(sums)),
+		RevenuePerUserMicros: stats.Finite(stats.PerUser(stats.Revenue).Value(sums)),
+		ConversionRate:       stats.Finite(conversionRate.Value(sums)),
 	}, sums, nil
 }
 
@@ -246,8 +238,8 @@ func (l *Lab) shadowStats(ctx context.Context, domain, v string) (ShadowStats, e
 	}
 	s := ShadowStats{
 		Version: v, Compared: m["compared"], Dropped: m["dropped"], Errors: m["errors"],
-		LatencyP50Ms: finite(quantile(lat, 0.5)), LatencyP99Ms: finite(quantile(lat, 0.99)),
-		PSI: finite(stats.PSI(prod, shadow)),
+		LatencyP50Ms: stats.Finite(quantile(lat, 0.5)), LatencyP99Ms: stats.Finite(quantile(lat, 0.99)),
+		PSI: stats.Finite(stats.PSI(prod, shadow)),
 	}
 	if m["compared"] > 0 {
 		s.TopKOverlap = m["overlap"] / m["compared"]
@@ -280,7 +272,7 @@ func (l *Lab) canaryReport(ctx context.Context, domain string, d Domain) (*Canar
 	return &CanaryReport{
 		Version: c.Version, State: st.State, Step: st.Step, SharePercent: st.share(c),
 		StepStartedAt: st.StepStarted, Reason: st.Reason, Canary: canary, Control: control,
-		CTRPValue: finite(stats.Compare(kr.Ratio(), cr.Ratio(), 0.05).P), DropPValues: ps, Alpha: alpha,
+		CTRPValue: stats.Finite(stats.Compare(kr.Ratio(), cr.Ratio(), 0.05).P), DropPValues: ps, Alpha: alpha,
 	}, nil
 }
 
@@ -362,8 +354,8 @@ func Test(controlName, treatmentName string, control, treatment stats.Sums, cupe
 	base := m.Value(control)
 	c := stats.CompareDifference(base, adj, alpha)
 	t := TestResult{
-		Control: controlName, Treatment: treatmentName, Diff: finite(c.Diff), CILow: finite(c.CILow), CIHigh: finite(c.CIHigh),
-		RelativeLift: finite(c.RelLift), PValue: finite(c.P), AlwaysValidPValue: 1, HolmPValue: 1, Verdict: "no detectable difference yet",
+		Control: controlName, Treatment: treatmentName, Diff: stats.Finite(c.Diff), CILow: stats.Finite(c.CILow), CIHigh: stats.Finite(c.CIHigh),
+		RelativeLift: stats.Finite(c.RelLift), PValue: stats.Finite(c.P), AlwaysValidPValue: 1, HolmPValue: 1, Verdict: "no detectable difference yet",
 	}
 	if plain.Var > 0 && adj.Var <= plain.Var {
 		t.VarianceReduction = 1 - adj.Var/plain.Var
@@ -389,8 +381,8 @@ func Test(controlName, treatmentName string, control, treatment stats.Sums, cupe
 			deff = v / (base * (1 - base) / cr.N)
 		}
 		need := stats.SampleSize(base, mde, alpha, power, deff)
-		t.NeededImpressionsPerArm = finite(need)
-		t.RemainingImpressionsPerArm = finite(math.Max(0, need-math.Min(cr.N, treatment.S[stats.Imps])))
+		t.NeededImpressionsPerArm = stats.Finite(need)
+		t.RemainingImpressionsPerArm = stats.Finite(math.Max(0, need-math.Min(cr.N, treatment.S[stats.Imps])))
 	}
 	return t
 }

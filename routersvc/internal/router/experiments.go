@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"math"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -165,7 +164,7 @@ func (s *Server) EvaluateOffPolicy(ctx context.Context, req *routerv1.EvaluateOf
 		return nil, Status(err)
 	}
 	est := func(iv stats.Interval) *routerv1.OffPolicyEstimate {
-		return &routerv1.OffPolicyEstimate{Value: finite(iv.Value), CiLow: finite(iv.Low), CiHigh: finite(iv.High)}
+		return &routerv1.OffPolicyEstimate{Value: stats.Finite(iv.Value), CiLow: stats.Finite(iv.Low), CiHigh: stats.Finite(iv.High)}
 	}
 	return &routerv1.EvaluateOffPolicyResponse{
 		Domain: r.Domain, Candidate: r.Candidate, ProductionVersion: r.Production,
@@ -173,14 +172,6 @@ func (s *Server) EvaluateOffPolicy(ctx context.Context, req *routerv1.EvaluateOf
 		MatchRate: r.MatchRate, EffectiveSampleSize: r.ESS,
 		Ips: est(r.IPS), Snips: est(r.SNIPS), DoublyRobust: est(r.DR), Alpha: r.Alpha,
 	}, nil
-}
-
-// finite maps NaN and infinities to 0 for the wire (JSON has no NaN).
-func finite(v float64) float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0
-	}
-	return v
 }
 
 func interleaveReport(in *lab.InterleaveReport) *routerv1.InterleaveReport {

@@ -359,6 +359,14 @@ func PSI(expected, actual []float64) float64 {
 	return psi
 }
 
+// Finite maps NaN and infinities to 0, for the wire (JSON has no NaN).
+func Finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
 // Holm adjusts p-values for testing several hypotheses at once (Holm's
 // step-down method): rejecting where the adjusted p is below alpha keeps
 // the chance of any false rejection at alpha, under any dependence. Always-
