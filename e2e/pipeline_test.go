@@ -896,7 +896,7 @@ func TestRankerRefusesABadModel(t *testing.T) {
 		// Loads, but could never serve: a typo names a feature the store
 		// does not have (it would be missing on every request).
 		{"a feature the store does not serve", `{"format": "logreg", "features": ["user_age", "usr_activity"], "weights": [0.1, 1], "intercept": -3, "impute": [30, 0.5]}`,
-			"features the feature store does not serve: usr_activity"},
+			"features the feature spec does not declare: usr_activity"},
 		// Loads, but every score would overflow.
 		{"leaves that overflow", `{"learner": {"feature_names": ["user_age"], "gradient_booster": {"name": "gbtree", "model": {"trees": [{"left_children": [1, -1, -1], "right_children": [2, -1, -1], "split_indices": [0, 0, 0], "split_conditions": [30, 1e39, -1e39], "default_left": [1, 0, 0]}], "tree_info": [0]}}, "learner_model_param": {"base_score": "5E-1", "num_class": "0", "num_feature": "1", "num_target": "1"}, "objective": {"name": "binary:logistic"}}, "version": [1, 7, 4]}`,
 			"leaf value 1e+39"},
@@ -933,7 +933,7 @@ func TestRunScript(t *testing.T) {
 	cmd := exec.Command(filepath.Join(r, "scripts", "run.sh"))
 	logDir := t.TempDir()
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", ports[7]),
-		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"), "TOKENS="+filepath.Join(logDir, "tokens"), "IMPRESSION_KEY="+filepath.Join(logDir, "impression.key"), "METRICS_PORT_BASE=",
+		"CONSUL_ADDR="+addr(0), "ROUTER_ADDR="+addr(1), "GATEWAY_ADDR="+addr(2), "LOG_DIR="+logDir, "STATE_FILE="+filepath.Join(t.TempDir(), "router.db"), "SNAPSHOTS="+filepath.Join(t.TempDir(), "snapshots"), "EDGE_DIR="+filepath.Join(t.TempDir(), "edge"), "FEATURE_STORE="+filepath.Join(t.TempDir(), "features.db"), "TOKENS="+filepath.Join(logDir, "tokens"), "IMPRESSION_KEY="+filepath.Join(logDir, "impression.key"), "METRICS_PORT_BASE=",
 		fmt.Sprintf("CONSUL_FLAGS=-grpc-port %d -serf-lan-port %d -serf-wan-port %d -server-port %d", ports[3], ports[4], ports[5], ports[6]))
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out

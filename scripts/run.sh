@@ -15,6 +15,7 @@ SNAPSHOTS=${SNAPSHOTS:-.data/snapshots}
 EDGE_DIR=${EDGE_DIR:-.data/edge}
 TOKENS=${TOKENS:-.data/tokens}
 IMPRESSION_KEY=${IMPRESSION_KEY:-.data/impression.key}
+FEATURE_STORE=${FEATURE_STORE:-.data/features.db}
 # Prometheus metrics on ports METRICS_PORT_BASE to +6 (empty: none).
 METRICS_PORT_BASE=${METRICS_PORT_BASE-9100}
 metrics() { [ -n "$METRICS_PORT_BASE" ] && echo "--metrics-addr 127.0.0.1:$((METRICS_PORT_BASE + $1))"; }
@@ -82,7 +83,8 @@ kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_fa
 
 # The development Kafka broker (kfake, in memory; not production storage).
 start devbroker bin/devbroker --port "$KAFKA_PORT" --partitions 4
-start featuresvc bin/featuresvc $(metrics 1)
+mkdir -p "$(dirname "$FEATURE_STORE")"
+start featuresvc bin/featuresvc --store "$FEATURE_STORE" $(metrics 1)
 start auctionsvc bin/auctionsvc $(metrics 2)
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json $(metrics 3)
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json $(metrics 4)

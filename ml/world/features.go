@@ -2,7 +2,6 @@ package world
 
 import (
 	"math"
-	"slices"
 	"time"
 )
 
@@ -29,18 +28,6 @@ var AllFeatures = []string{
 	FQueryMatch, FHourSin, FHourCos, FMobile, FDesktop, FTablet, FHasQuery,
 }
 
-// Unserved lists the names among features that the store does not serve: a
-// model naming one would find it missing on every request.
-func Unserved(features []string) []string {
-	var out []string
-	for _, f := range features {
-		if !slices.Contains(AllFeatures, f) {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // Context is the request context features derive from. A zero Time means the
 // time is unknown; an empty Device means the device is unknown.
 type Context struct {
@@ -62,6 +49,13 @@ var (
 	SharedColumns = []string{FUserAge, FUserActivity, FUserHistCTR, FHourSin, FHourCos, FMobile, FDesktop, FTablet, FHasQuery}
 	AdColumns     = []string{FAdHistCTR, FAdAgeDays, FQueryMatch, FUserAdInterest}
 )
+
+// ContextColumns are the request-context features, in the order ContextRow
+// writes them.
+var ContextColumns = SharedColumns[nUser:]
+
+// ContextRow writes the values of ContextColumns for c into row.
+func ContextRow(c Context, row []float64) { contextRow(c, row) }
 
 // nUser is how many of SharedColumns are the user's.
 const nUser = 3

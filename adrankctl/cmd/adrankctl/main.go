@@ -24,6 +24,13 @@
 // show the domains and their versions, and a domain's experiment report, as
 // tables for people or, with --output json, as the REST API's JSON.
 //
+//	adrankctl features load --entity user FILE.parquet|FILE.csv
+//	adrankctl features status
+//
+// load a snapshot of an entity's features into featuresvc (every healthy
+// instance in Consul, or --features ADDR), validated as a whole, and show
+// what each instance serves.
+//
 //	adrankctl batch run --domain D --version V [--shard i/N] [--input FILE] [--every 24h]
 //
 // is the batch deployment's job: it scores every (user, eligible ad) pair of
@@ -60,6 +67,8 @@ commands:
 
   batch run --domain D --version V [flags]         score every (user, ad) pair; write each user's top K as a snapshot
   edge build --domain D --version V               write the version's edge bundle (WebAssembly scorer, model, manifest)
+  features load --entity E FILE [--as-of T]       validate a CSV or Parquet file and make it the entity's snapshot, in every featuresvc
+  features status                                 each featuresvc's entities: snapshot version, rows, age, online rows
 flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); Consul's own
   variables apply too (CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT, ...)
 flags of canary, versions, report and ope: --router ADDR (default 127.0.0.1:9090), --token (default $ADRANK_TOKEN),
@@ -99,6 +108,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runBatch(ctx, args[1:], stdout, stderr)
 	case "edge":
 		return runEdge(args[1:], stdout, stderr)
+	case "features":
+		return runFeatures(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

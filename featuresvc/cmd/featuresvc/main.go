@@ -1,5 +1,9 @@
-// Command featuresvc serves user, ad and request-context features of the
-// seeded synthetic world, registered in Consul as adrank-feature.
+// Command featuresvc is adrank's feature store, registered in Consul as
+// adrank-feature. It serves the entities of a feature spec (--feature-spec;
+// default the synthetic world's) from a bbolt file (--store), loaded with
+// snapshots (adrankctl features load) and online writes (PutFeatures). With
+// --demo it loads the seeded synthetic world into every entity that has no
+// snapshot yet, through the same validation as anyone's files.
 package main
 
 import (
@@ -8,10 +12,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
-	"github.com/adrank/adrank/featuresvc/internal/features"
+	"github.com/adrank/adrank/featuresvc/internal/demo"
+	"github.com/adrank/adrank/featuresvc/internal/store"
+	"github.com/adrank/adrank/featuresvc/internal/storeserver"
+	"github.com/adrank/adrank/featuresvc/internal/table"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	"github.com/adrank/adrank/ml/featurespec"
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
@@ -19,7 +29,12 @@ import (
 
 type options struct {
 	service.Flags
-	world world.Config
+	world    world.Config
+	spec     string
+	store    string
+	demo     bool
+	maxBytes int64
+	maxRows  int
 }
 
 func main() {
@@ -28,6 +43,11 @@ func main() {
 	fs := flag.NewFlagSet("featuresvc", flag.ExitOnError)
 	o.Register(fs, "127.0.0.1:0")
 	o.world.RegisterFlags(fs)
+	fs.StringVar(&o.spec, "feature-spec", "", "feature spec file (JSON); default: the synthetic world's spec")
+	fs.StringVar(&o.store, "store", "", "the store's bbolt file; default: a temporary file, removed at exit")
+	fs.BoolVar(&o.demo, "demo", true, "load the synthetic world (--seed, --users, --ads-per-domain) into every entity without a snapshot")
+	fs.Int64Var(&o.maxBytes, "max-file-bytes", 2<<30, "largest snapshot file accepted")
+	fs.IntVar(&o.maxRows, "max-rows", table.DefaultLimits.MaxRows, "most rows a snapshot file may hold")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -39,14 +59,61 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	log := o.Setup("featuresvc")
-	w, err := world.New(o.world)
+	spec, err := featurespec.Load(o.spec)
 	if err != nil {
 		return err
+	}
+	path, tmpDir := o.store, ""
+	if path == "" {
+		if tmpDir, err = os.MkdirTemp("", "featuresvc-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmpDir)
+		path = filepath.Join(tmpDir, "features.db")
+	}
+	st, err := store.Open(path, spec, time.Now)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fsrv := storeserver.New(st, storeserver.Options{
+		TmpDir: filepath.Dir(path), MaxFileBytes: o.maxBytes, Limits: table.Limits{MaxRows: o.maxRows}, Now: time.Now,
+	})
+	if o.demo {
+		if err := loadDemo(o.world, st, fsrv, log.Info); err != nil {
+			return err
+		}
 	}
 	srv, err := service.New(o.Options(consulx.FeatureService, log))
 	if err != nil {
 		return err
 	}
-	featuresv1.RegisterFeatureServiceServer(srv.GRPC(), features.NewServer(w))
+	featuresv1.RegisterFeatureServiceServer(srv.GRPC(), fsrv)
 	return srv.Run(ctx)
+}
+
+// loadDemo loads the synthetic world into each entity without a snapshot.
+func loadDemo(cfg world.Config, st *store.Store, fsrv *storeserver.Server, info func(string, ...any)) error {
+	var w *world.World
+	for _, s := range st.Status() {
+		if s.Snapshot != nil {
+			continue
+		}
+		if w == nil {
+			var err error
+			if w, err = world.New(cfg); err != nil {
+				return err
+			}
+		}
+		data, err := demo.Parquet(w, st.Spec().Entity(s.Entity))
+		if err != nil {
+			return fmt.Errorf("--demo: %w", err)
+		}
+		m, err := fsrv.LoadBytes(s.Entity, "parquet", data, time.Time{}, fmt.Sprintf("demo world, seed %d", cfg.Seed))
+		if err != nil {
+			return fmt.Errorf("--demo: %w", err)
+		}
+		info("demo snapshot loaded", "entity", s.Entity, "rows", m.Rows, "bytes", len(data))
+	}
+	return nil
 }

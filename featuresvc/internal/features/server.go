@@ -1,4 +1,6 @@
-// Package features serves the synthetic world's features over gRPC.
+// Package features serves the synthetic world's features over gRPC, in
+// process, for processes that serve every model themselves (featuresvc
+// serves its store: package storeserver).
 package features
 
 import (
@@ -27,12 +29,9 @@ func NewServer(w *world.World) *Server { return &Server{w: w} }
 // GetFeatures implements FeatureService. Unknown users and ads are served
 // with their features absent.
 func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesRequest) (*featuresv1.GetFeaturesResponse, error) {
-	if n := len(req.GetAdIds()); n > MaxAds {
-		return nil, status.Errorf(codes.InvalidArgument, "ad_ids: %d ads, at most %d", n, MaxAds)
-	}
-	c, err := Context(req.GetContext())
+	c, err := Validate(req)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, err
 	}
 	u, userKnown := s.w.User(req.GetUserId()) // nil when unknown
 	ids := req.GetAdIds()
@@ -55,16 +54,34 @@ const MaxBatch = 256
 // BatchGetFeatures implements FeatureService: GetFeatures for each request,
 // in order. An invalid request fails the batch, naming it.
 func (s *Server) BatchGetFeatures(ctx context.Context, req *featuresv1.BatchGetFeaturesRequest) (*featuresv1.BatchGetFeaturesResponse, error) {
+	return Batch(ctx, req, s.GetFeatures)
+}
+
+// Validate checks a GetFeatures request and converts its context.
+func Validate(req *featuresv1.GetFeaturesRequest) (world.Context, error) {
+	if n := len(req.GetAdIds()); n > MaxAds {
+		return world.Context{}, status.Errorf(codes.InvalidArgument, "ad_ids: %d ads, at most %d", n, MaxAds)
+	}
+	c, err := Context(req.GetContext())
+	if err != nil {
+		return world.Context{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return c, nil
+}
+
+// Batch answers each request of a batch with one, in order. An invalid
+// request fails the batch, naming it.
+func Batch(ctx context.Context, req *featuresv1.BatchGetFeaturesRequest, one func(context.Context, *featuresv1.GetFeaturesRequest) (*featuresv1.GetFeaturesResponse, error)) (*featuresv1.BatchGetFeaturesResponse, error) {
 	if n := len(req.GetRequests()); n > MaxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "requests: %d requests, at most %d", n, MaxBatch)
 	}
 	resp := &featuresv1.BatchGetFeaturesResponse{Responses: make([]*featuresv1.GetFeaturesResponse, len(req.GetRequests()))}
 	for i, r := range req.GetRequests() {
-		one, err := s.GetFeatures(ctx, r)
+		r, err := one(ctx, r)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "requests[%d].%s", i, status.Convert(err).Message())
 		}
-		resp.Responses[i] = one
+		resp.Responses[i] = r
 	}
 	return resp, nil
 }

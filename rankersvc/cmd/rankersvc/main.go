@@ -12,12 +12,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
+	"github.com/adrank/adrank/ml/featurespec"
 	"github.com/adrank/adrank/ml/model"
-	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/names"
 	"github.com/adrank/adrank/platform/service"
@@ -27,6 +26,7 @@ import (
 type options struct {
 	service.Flags
 	domain, version, model string
+	featureSpec            string
 }
 
 func main() {
@@ -36,6 +36,7 @@ func main() {
 	fs.StringVar(&o.domain, "domain", "", "domain (ad surface) this ranker serves, e.g. feed (required)")
 	fs.StringVar(&o.version, "version", "", "model version this ranker serves, e.g. v3 (required)")
 	fs.StringVar(&o.model, "model", "", "model file, e.g. models/feed/v2.json (required)")
+	fs.StringVar(&o.featureSpec, "feature-spec", "", "the feature store's spec (featuresvc --feature-spec); a model naming a feature it does not declare is refused. Default: the synthetic world's spec")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -69,11 +70,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	// A feature the store does not serve (a typo, say) would be missing on
+	// A feature the store does not declare (a typo, say) would be missing on
 	// every request, silently: such a model is refused, with the names.
-	if unknown := world.Unserved(f.Features()); len(unknown) > 0 {
-		return fmt.Errorf("model %s names features the feature store does not serve: %s (it serves %s)",
-			o.model, strings.Join(unknown, ", "), strings.Join(world.AllFeatures, ", "))
+	spec, err := featurespec.Load(o.featureSpec)
+	if err != nil {
+		return err
+	}
+	if err := spec.CheckModel(o.model, f.Features()); err != nil {
+		return err
 	}
 	log.Info("model loaded", "path", f.Path, "format", f.Format(), "sha256", f.SHA256, "features", len(f.Features()))
 	opts := o.Options(consulx.RankerService, log)

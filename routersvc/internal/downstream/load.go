@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/adrank/adrank/ml/featurespec"
 	"github.com/adrank/adrank/ml/model"
-	"github.com/adrank/adrank/ml/world"
 )
 
 // LoadModels adds a ranker for every model file dir/<domain>/<version>.json
@@ -28,8 +28,8 @@ func (p *Local) LoadModels(dir string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if unknown := world.Unserved(f.Features()); len(unknown) > 0 {
-			return nil, fmt.Errorf("model %s names features the feature store does not serve: %s", path, strings.Join(unknown, ", "))
+		if err := featurespec.Demo().CheckModel(path, f.Features()); err != nil {
+			return nil, err
 		}
 		p.AddRanker(domain, version, f)
 		served = append(served, domain+"/"+version)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	auctioninproc "github.com/adrank/adrank/auctionsvc/inproc"
 	featuresinproc "github.com/adrank/adrank/featuresvc/inproc"
@@ -104,6 +106,20 @@ func (c featuresClient) BatchGetFeatures(ctx context.Context, in *featuresv1.Bat
 
 func (c featuresClient) GetFeatures(ctx context.Context, in *featuresv1.GetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.GetFeaturesResponse, error) {
 	return c.s.GetFeatures(ctx, in)
+}
+
+func (c featuresClient) PutFeatures(ctx context.Context, in *featuresv1.PutFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.PutFeaturesResponse, error) {
+	return c.s.PutFeatures(ctx, in)
+}
+
+func (c featuresClient) GetFeatureStatus(ctx context.Context, in *featuresv1.GetFeatureStatusRequest, _ ...grpc.CallOption) (*featuresv1.GetFeatureStatusResponse, error) {
+	return c.s.GetFeatureStatus(ctx, in)
+}
+
+// LoadSnapshot is featuresvc's alone: a process serving the synthetic world
+// itself has no store to load.
+func (c featuresClient) LoadSnapshot(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[featuresv1.LoadSnapshotRequest, featuresv1.LoadSnapshotResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "LoadSnapshot: this process serves the synthetic world in process; load snapshots into featuresvc")
 }
 
 type auctionClient struct {

@@ -50,13 +50,19 @@ type fakeDown struct {
 	scores                             int // number of scores the ranker returns; 0 = one per candidate
 }
 
-func (f *fakeDown) Features() (featuresv1.FeatureServiceClient, error) { return fakeFeatures{f}, nil }
-func (f *fakeDown) Auction() (auctionv1.AuctionServiceClient, error)   { return fakeAuction{f}, nil }
+func (f *fakeDown) Features() (featuresv1.FeatureServiceClient, error) {
+	return fakeFeatures{f: f}, nil
+}
+func (f *fakeDown) Auction() (auctionv1.AuctionServiceClient, error) { return fakeAuction{f}, nil }
 func (f *fakeDown) Ranker(string, string) (rankerv1.RankerServiceClient, error) {
 	return fakeRanker{f}, nil
 }
 
-type fakeFeatures struct{ f *fakeDown }
+// fakeFeatures answers the router's calls; the store's other RPCs are not the router's.
+type fakeFeatures struct {
+	featuresv1.FeatureServiceClient
+	f *fakeDown
+}
 
 func (x fakeFeatures) BatchGetFeatures(ctx context.Context, in *featuresv1.BatchGetFeaturesRequest, _ ...grpc.CallOption) (*featuresv1.BatchGetFeaturesResponse, error) {
 	out := &featuresv1.BatchGetFeaturesResponse{}
@@ -320,7 +326,10 @@ type slowDown struct {
 func (s *slowDown) Features() (featuresv1.FeatureServiceClient, error) { return s, nil }
 
 // noBatch is a features client without BatchGetFeatures (Rank never calls it).
-type noBatch struct{}
+// noBatch has no batch call; the store's other RPCs are not the router's.
+type noBatch struct {
+	featuresv1.FeatureServiceClient
+}
 
 func (noBatch) BatchGetFeatures(context.Context, *featuresv1.BatchGetFeaturesRequest, ...grpc.CallOption) (*featuresv1.BatchGetFeaturesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "not in this test")
@@ -391,7 +400,7 @@ func (b *blockedDown) GetFeatures(ctx context.Context, in *featuresv1.GetFeature
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	return fakeFeatures{&b.fakeDown}.GetFeatures(ctx, in, opts...)
+	return fakeFeatures{f: &b.fakeDown}.GetFeatures(ctx, in, opts...)
 }
 
 // Past MaxInflight concurrent calls, the excess is refused at once: with two

@@ -24,6 +24,531 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LoadSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Header *LoadSnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The file's next bytes.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadSnapshotRequest) Reset() {
+	*x = LoadSnapshotRequest{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadSnapshotRequest) ProtoMessage() {}
+
+func (x *LoadSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*LoadSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LoadSnapshotRequest) GetHeader() *LoadSnapshotHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LoadSnapshotRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type LoadSnapshotHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An entity of the feature spec: "user", "ad", or a cross.
+	Entity string `protobuf:"bytes,1,opt,name=entity,proto3" json:"entity,omitempty"`
+	// "csv" or "parquet".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// The time the file's rows describe; unset is when it is loaded. Online
+	// writes with a later event time stay in force over the snapshot.
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// A name for the file, shown in the status (at most 256 bytes).
+	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadSnapshotHeader) Reset() {
+	*x = LoadSnapshotHeader{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadSnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadSnapshotHeader) ProtoMessage() {}
+
+func (x *LoadSnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadSnapshotHeader.ProtoReflect.Descriptor instead.
+func (*LoadSnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LoadSnapshotHeader) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *LoadSnapshotHeader) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *LoadSnapshotHeader) GetAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOf
+	}
+	return nil
+}
+
+func (x *LoadSnapshotHeader) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type LoadSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *EntityStatus          `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadSnapshotResponse) Reset() {
+	*x = LoadSnapshotResponse{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadSnapshotResponse) ProtoMessage() {}
+
+func (x *LoadSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*LoadSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LoadSnapshotResponse) GetStatus() *EntityStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type PutFeaturesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Entity string                 `protobuf:"bytes,1,opt,name=entity,proto3" json:"entity,omitempty"`
+	// At most 1,000 rows.
+	Rows          []*FeatureRow `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFeaturesRequest) Reset() {
+	*x = PutFeaturesRequest{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFeaturesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFeaturesRequest) ProtoMessage() {}
+
+func (x *PutFeaturesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFeaturesRequest.ProtoReflect.Descriptor instead.
+func (*PutFeaturesRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PutFeaturesRequest) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *PutFeaturesRequest) GetRows() []*FeatureRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// FeatureRow is one row's written features.
+type FeatureRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entity's key parts, in the spec's order (a cross: user, then the
+	// ad's category).
+	Key     []string           `protobuf:"bytes,1,rep,name=key,proto3" json:"key,omitempty"`
+	Values  map[string]float64 `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Strings map[string]string  `protobuf:"bytes,3,rep,name=strings,proto3" json:"strings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the values were true; unset is now. A write older than a row's
+	// last write, or than the serving snapshot's as_of, changes nothing.
+	EventTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureRow) Reset() {
+	*x = FeatureRow{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureRow) ProtoMessage() {}
+
+func (x *FeatureRow) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureRow.ProtoReflect.Descriptor instead.
+func (*FeatureRow) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FeatureRow) GetKey() []string {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *FeatureRow) GetValues() map[string]float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *FeatureRow) GetStrings() map[string]string {
+	if x != nil {
+		return x.Strings
+	}
+	return nil
+}
+
+func (x *FeatureRow) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+type PutFeaturesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFeaturesResponse) Reset() {
+	*x = PutFeaturesResponse{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFeaturesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFeaturesResponse) ProtoMessage() {}
+
+func (x *PutFeaturesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFeaturesResponse.ProtoReflect.Descriptor instead.
+func (*PutFeaturesResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{5}
+}
+
+type GetFeatureStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFeatureStatusRequest) Reset() {
+	*x = GetFeatureStatusRequest{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeatureStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeatureStatusRequest) ProtoMessage() {}
+
+func (x *GetFeatureStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeatureStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetFeatureStatusRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{6}
+}
+
+type GetFeatureStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every feature name a model may use, sorted.
+	Served        []string        `protobuf:"bytes,1,rep,name=served,proto3" json:"served,omitempty"`
+	Entities      []*EntityStatus `protobuf:"bytes,2,rep,name=entities,proto3" json:"entities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFeatureStatusResponse) Reset() {
+	*x = GetFeatureStatusResponse{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeatureStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeatureStatusResponse) ProtoMessage() {}
+
+func (x *GetFeatureStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeatureStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetFeatureStatusResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetFeatureStatusResponse) GetServed() []string {
+	if x != nil {
+		return x.Served
+	}
+	return nil
+}
+
+func (x *GetFeatureStatusResponse) GetEntities() []*EntityStatus {
+	if x != nil {
+		return x.Entities
+	}
+	return nil
+}
+
+type EntityStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Entity string                 `protobuf:"bytes,1,opt,name=entity,proto3" json:"entity,omitempty"`
+	// 0 before the first snapshot.
+	Version  uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Rows     int64                  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	AsOf     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	LoadedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	// now - loaded_at.
+	AgeSeconds float64 `protobuf:"fixed64,6,opt,name=age_seconds,json=ageSeconds,proto3" json:"age_seconds,omitempty"`
+	Source     string  `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// Rows whose online writes are in force over the snapshot.
+	OnlineRows    int64 `protobuf:"varint,8,opt,name=online_rows,json=onlineRows,proto3" json:"online_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntityStatus) Reset() {
+	*x = EntityStatus{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntityStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntityStatus) ProtoMessage() {}
+
+func (x *EntityStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntityStatus.ProtoReflect.Descriptor instead.
+func (*EntityStatus) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *EntityStatus) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *EntityStatus) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *EntityStatus) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *EntityStatus) GetAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOf
+	}
+	return nil
+}
+
+func (x *EntityStatus) GetLoadedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoadedAt
+	}
+	return nil
+}
+
+func (x *EntityStatus) GetAgeSeconds() float64 {
+	if x != nil {
+		return x.AgeSeconds
+	}
+	return 0
+}
+
+func (x *EntityStatus) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *EntityStatus) GetOnlineRows() int64 {
+	if x != nil {
+		return x.OnlineRows
+	}
+	return 0
+}
+
 type BatchGetFeaturesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 256.
@@ -34,7 +559,7 @@ type BatchGetFeaturesRequest struct {
 
 func (x *BatchGetFeaturesRequest) Reset() {
 	*x = BatchGetFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +571,7 @@ func (x *BatchGetFeaturesRequest) String() string {
 func (*BatchGetFeaturesRequest) ProtoMessage() {}
 
 func (x *BatchGetFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +584,7 @@ func (x *BatchGetFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BatchGetFeaturesRequest) GetRequests() []*GetFeaturesRequest {
@@ -78,7 +603,7 @@ type BatchGetFeaturesResponse struct {
 
 func (x *BatchGetFeaturesResponse) Reset() {
 	*x = BatchGetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +615,7 @@ func (x *BatchGetFeaturesResponse) String() string {
 func (*BatchGetFeaturesResponse) ProtoMessage() {}
 
 func (x *BatchGetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +628,7 @@ func (x *BatchGetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchGetFeaturesResponse) GetResponses() []*GetFeaturesResponse {
@@ -127,7 +652,7 @@ type RequestContext struct {
 
 func (x *RequestContext) Reset() {
 	*x = RequestContext{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +664,7 @@ func (x *RequestContext) String() string {
 func (*RequestContext) ProtoMessage() {}
 
 func (x *RequestContext) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +677,7 @@ func (x *RequestContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
 func (*RequestContext) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestContext) GetTimestamp() *timestamppb.Timestamp {
@@ -194,7 +719,7 @@ type GetFeaturesRequest struct {
 
 func (x *GetFeaturesRequest) Reset() {
 	*x = GetFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +731,7 @@ func (x *GetFeaturesRequest) String() string {
 func (*GetFeaturesRequest) ProtoMessage() {}
 
 func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +744,7 @@ func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*GetFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetFeaturesRequest) GetUserId() string {
@@ -261,7 +786,7 @@ type FeatureTable struct {
 
 func (x *FeatureTable) Reset() {
 	*x = FeatureTable{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +798,7 @@ func (x *FeatureTable) String() string {
 func (*FeatureTable) ProtoMessage() {}
 
 func (x *FeatureTable) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +811,7 @@ func (x *FeatureTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureTable.ProtoReflect.Descriptor instead.
 func (*FeatureTable) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FeatureTable) GetNames() []string {
@@ -323,7 +848,7 @@ type AdFeatures struct {
 
 func (x *AdFeatures) Reset() {
 	*x = AdFeatures{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +860,7 @@ func (x *AdFeatures) String() string {
 func (*AdFeatures) ProtoMessage() {}
 
 func (x *AdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +873,7 @@ func (x *AdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdFeatures.ProtoReflect.Descriptor instead.
 func (*AdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{5}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdFeatures) GetAdId() string {
@@ -382,7 +907,7 @@ type GetFeaturesResponse struct {
 
 func (x *GetFeaturesResponse) Reset() {
 	*x = GetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +919,7 @@ func (x *GetFeaturesResponse) String() string {
 func (*GetFeaturesResponse) ProtoMessage() {}
 
 func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +932,7 @@ func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{6}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetFeaturesResponse) GetUserKnown() bool {
@@ -442,7 +967,49 @@ var File_adrank_features_v1_features_proto protoreflect.FileDescriptor
 
 const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\n" +
-	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n" +
+	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n" +
+	"\x13LoadSnapshotRequest\x12>\n" +
+	"\x06header\x18\x01 \x01(\v2&.adrank.features.v1.LoadSnapshotHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x8d\x01\n" +
+	"\x12LoadSnapshotHeader\x12\x16\n" +
+	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12/\n" +
+	"\x05as_of\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"P\n" +
+	"\x14LoadSnapshotResponse\x128\n" +
+	"\x06status\x18\x01 \x01(\v2 .adrank.features.v1.EntityStatusR\x06status\"`\n" +
+	"\x12PutFeaturesRequest\x12\x16\n" +
+	"\x06entity\x18\x01 \x01(\tR\x06entity\x122\n" +
+	"\x04rows\x18\x02 \x03(\v2\x1e.adrank.features.v1.FeatureRowR\x04rows\"\xdb\x02\n" +
+	"\n" +
+	"FeatureRow\x12\x10\n" +
+	"\x03key\x18\x01 \x03(\tR\x03key\x12B\n" +
+	"\x06values\x18\x02 \x03(\v2*.adrank.features.v1.FeatureRow.ValuesEntryR\x06values\x12E\n" +
+	"\astrings\x18\x03 \x03(\v2+.adrank.features.v1.FeatureRow.StringsEntryR\astrings\x129\n" +
+	"\n" +
+	"event_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
+	"\fStringsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x15\n" +
+	"\x13PutFeaturesResponse\"\x19\n" +
+	"\x17GetFeatureStatusRequest\"p\n" +
+	"\x18GetFeatureStatusResponse\x12\x16\n" +
+	"\x06served\x18\x01 \x03(\tR\x06served\x12<\n" +
+	"\bentities\x18\x02 \x03(\v2 .adrank.features.v1.EntityStatusR\bentities\"\x98\x02\n" +
+	"\fEntityStatus\x12\x16\n" +
+	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12/\n" +
+	"\x05as_of\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x127\n" +
+	"\tloaded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12\x1f\n" +
+	"\vage_seconds\x18\x06 \x01(\x01R\n" +
+	"ageSeconds\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12\x1f\n" +
+	"\vonline_rows\x18\b \x01(\x03R\n" +
+	"onlineRows\"]\n" +
 	"\x17BatchGetFeaturesRequest\x12B\n" +
 	"\brequests\x18\x01 \x03(\v2&.adrank.features.v1.GetFeaturesRequestR\brequests\"a\n" +
 	"\x18BatchGetFeaturesResponse\x12E\n" +
@@ -470,10 +1037,13 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x03ads\x18\x03 \x03(\v2\x1e.adrank.features.v1.AdFeaturesR\x03ads\x128\n" +
 	"\x06shared\x18\x04 \x01(\v2 .adrank.features.v1.FeatureTableR\x06shared\x12A\n" +
 	"\vad_features\x18\x05 \x01(\v2 .adrank.features.v1.FeatureTableR\n" +
-	"adFeaturesJ\x04\b\x02\x10\x032\xdf\x01\n" +
+	"adFeaturesJ\x04\b\x02\x10\x032\x93\x04\n" +
 	"\x0eFeatureService\x12^\n" +
 	"\vGetFeatures\x12&.adrank.features.v1.GetFeaturesRequest\x1a'.adrank.features.v1.GetFeaturesResponse\x12m\n" +
-	"\x10BatchGetFeatures\x12+.adrank.features.v1.BatchGetFeaturesRequest\x1a,.adrank.features.v1.BatchGetFeaturesResponseB\xcd\x01\n" +
+	"\x10BatchGetFeatures\x12+.adrank.features.v1.BatchGetFeaturesRequest\x1a,.adrank.features.v1.BatchGetFeaturesResponse\x12c\n" +
+	"\fLoadSnapshot\x12'.adrank.features.v1.LoadSnapshotRequest\x1a(.adrank.features.v1.LoadSnapshotResponse(\x01\x12^\n" +
+	"\vPutFeatures\x12&.adrank.features.v1.PutFeaturesRequest\x1a'.adrank.features.v1.PutFeaturesResponse\x12m\n" +
+	"\x10GetFeatureStatus\x12+.adrank.features.v1.GetFeatureStatusRequest\x1a,.adrank.features.v1.GetFeatureStatusResponseB\xcd\x01\n" +
 	"\x16com.adrank.features.v1B\rFeaturesProtoP\x01Z:github.com/adrank/adrank/gen/adrank/features/v1;featuresv1\xa2\x02\x03AFX\xaa\x02\x12Adrank.Features.V1\xca\x02\x12Adrank\\Features\\V1\xe2\x02\x1eAdrank\\Features\\V1\\GPBMetadata\xea\x02\x14Adrank::Features::V1b\x06proto3"
 
 var (
@@ -488,34 +1058,61 @@ func file_adrank_features_v1_features_proto_rawDescGZIP() []byte {
 	return file_adrank_features_v1_features_proto_rawDescData
 }
 
-var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_adrank_features_v1_features_proto_goTypes = []any{
-	(*BatchGetFeaturesRequest)(nil),  // 0: adrank.features.v1.BatchGetFeaturesRequest
-	(*BatchGetFeaturesResponse)(nil), // 1: adrank.features.v1.BatchGetFeaturesResponse
-	(*RequestContext)(nil),           // 2: adrank.features.v1.RequestContext
-	(*GetFeaturesRequest)(nil),       // 3: adrank.features.v1.GetFeaturesRequest
-	(*FeatureTable)(nil),             // 4: adrank.features.v1.FeatureTable
-	(*AdFeatures)(nil),               // 5: adrank.features.v1.AdFeatures
-	(*GetFeaturesResponse)(nil),      // 6: adrank.features.v1.GetFeaturesResponse
-	(*timestamppb.Timestamp)(nil),    // 7: google.protobuf.Timestamp
+	(*LoadSnapshotRequest)(nil),      // 0: adrank.features.v1.LoadSnapshotRequest
+	(*LoadSnapshotHeader)(nil),       // 1: adrank.features.v1.LoadSnapshotHeader
+	(*LoadSnapshotResponse)(nil),     // 2: adrank.features.v1.LoadSnapshotResponse
+	(*PutFeaturesRequest)(nil),       // 3: adrank.features.v1.PutFeaturesRequest
+	(*FeatureRow)(nil),               // 4: adrank.features.v1.FeatureRow
+	(*PutFeaturesResponse)(nil),      // 5: adrank.features.v1.PutFeaturesResponse
+	(*GetFeatureStatusRequest)(nil),  // 6: adrank.features.v1.GetFeatureStatusRequest
+	(*GetFeatureStatusResponse)(nil), // 7: adrank.features.v1.GetFeatureStatusResponse
+	(*EntityStatus)(nil),             // 8: adrank.features.v1.EntityStatus
+	(*BatchGetFeaturesRequest)(nil),  // 9: adrank.features.v1.BatchGetFeaturesRequest
+	(*BatchGetFeaturesResponse)(nil), // 10: adrank.features.v1.BatchGetFeaturesResponse
+	(*RequestContext)(nil),           // 11: adrank.features.v1.RequestContext
+	(*GetFeaturesRequest)(nil),       // 12: adrank.features.v1.GetFeaturesRequest
+	(*FeatureTable)(nil),             // 13: adrank.features.v1.FeatureTable
+	(*AdFeatures)(nil),               // 14: adrank.features.v1.AdFeatures
+	(*GetFeaturesResponse)(nil),      // 15: adrank.features.v1.GetFeaturesResponse
+	nil,                              // 16: adrank.features.v1.FeatureRow.ValuesEntry
+	nil,                              // 17: adrank.features.v1.FeatureRow.StringsEntry
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_adrank_features_v1_features_proto_depIdxs = []int32{
-	3, // 0: adrank.features.v1.BatchGetFeaturesRequest.requests:type_name -> adrank.features.v1.GetFeaturesRequest
-	6, // 1: adrank.features.v1.BatchGetFeaturesResponse.responses:type_name -> adrank.features.v1.GetFeaturesResponse
-	7, // 2: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
-	2, // 3: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
-	5, // 4: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
-	4, // 5: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
-	4, // 6: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
-	3, // 7: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
-	0, // 8: adrank.features.v1.FeatureService.BatchGetFeatures:input_type -> adrank.features.v1.BatchGetFeaturesRequest
-	6, // 9: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
-	1, // 10: adrank.features.v1.FeatureService.BatchGetFeatures:output_type -> adrank.features.v1.BatchGetFeaturesResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: adrank.features.v1.LoadSnapshotRequest.header:type_name -> adrank.features.v1.LoadSnapshotHeader
+	18, // 1: adrank.features.v1.LoadSnapshotHeader.as_of:type_name -> google.protobuf.Timestamp
+	8,  // 2: adrank.features.v1.LoadSnapshotResponse.status:type_name -> adrank.features.v1.EntityStatus
+	4,  // 3: adrank.features.v1.PutFeaturesRequest.rows:type_name -> adrank.features.v1.FeatureRow
+	16, // 4: adrank.features.v1.FeatureRow.values:type_name -> adrank.features.v1.FeatureRow.ValuesEntry
+	17, // 5: adrank.features.v1.FeatureRow.strings:type_name -> adrank.features.v1.FeatureRow.StringsEntry
+	18, // 6: adrank.features.v1.FeatureRow.event_time:type_name -> google.protobuf.Timestamp
+	8,  // 7: adrank.features.v1.GetFeatureStatusResponse.entities:type_name -> adrank.features.v1.EntityStatus
+	18, // 8: adrank.features.v1.EntityStatus.as_of:type_name -> google.protobuf.Timestamp
+	18, // 9: adrank.features.v1.EntityStatus.loaded_at:type_name -> google.protobuf.Timestamp
+	12, // 10: adrank.features.v1.BatchGetFeaturesRequest.requests:type_name -> adrank.features.v1.GetFeaturesRequest
+	15, // 11: adrank.features.v1.BatchGetFeaturesResponse.responses:type_name -> adrank.features.v1.GetFeaturesResponse
+	18, // 12: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 13: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
+	14, // 14: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
+	13, // 15: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
+	13, // 16: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
+	12, // 17: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
+	9,  // 18: adrank.features.v1.FeatureService.BatchGetFeatures:input_type -> adrank.features.v1.BatchGetFeaturesRequest
+	0,  // 19: adrank.features.v1.FeatureService.LoadSnapshot:input_type -> adrank.features.v1.LoadSnapshotRequest
+	3,  // 20: adrank.features.v1.FeatureService.PutFeatures:input_type -> adrank.features.v1.PutFeaturesRequest
+	6,  // 21: adrank.features.v1.FeatureService.GetFeatureStatus:input_type -> adrank.features.v1.GetFeatureStatusRequest
+	15, // 22: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
+	10, // 23: adrank.features.v1.FeatureService.BatchGetFeatures:output_type -> adrank.features.v1.BatchGetFeaturesResponse
+	2,  // 24: adrank.features.v1.FeatureService.LoadSnapshot:output_type -> adrank.features.v1.LoadSnapshotResponse
+	5,  // 25: adrank.features.v1.FeatureService.PutFeatures:output_type -> adrank.features.v1.PutFeaturesResponse
+	7,  // 26: adrank.features.v1.FeatureService.GetFeatureStatus:output_type -> adrank.features.v1.GetFeatureStatusResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_adrank_features_v1_features_proto_init() }
@@ -529,7 +1126,7 @@ func file_adrank_features_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_features_v1_features_proto_rawDesc), len(file_adrank_features_v1_features_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

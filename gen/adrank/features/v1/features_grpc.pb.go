@@ -23,6 +23,9 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	FeatureService_GetFeatures_FullMethodName      = "/adrank.features.v1.FeatureService/GetFeatures"
 	FeatureService_BatchGetFeatures_FullMethodName = "/adrank.features.v1.FeatureService/BatchGetFeatures"
+	FeatureService_LoadSnapshot_FullMethodName     = "/adrank.features.v1.FeatureService/LoadSnapshot"
+	FeatureService_PutFeatures_FullMethodName      = "/adrank.features.v1.FeatureService/PutFeatures"
+	FeatureService_GetFeatureStatus_FullMethodName = "/adrank.features.v1.FeatureService/GetFeatureStatus"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -39,6 +42,20 @@ type FeatureServiceClient interface {
 	// BatchGetFeatures answers several GetFeatures requests in one call (the
 	// stream worker's micro-batches): responses in request order.
 	BatchGetFeatures(ctx context.Context, in *BatchGetFeaturesRequest, opts ...grpc.CallOption) (*BatchGetFeaturesResponse, error)
+	// LoadSnapshot replaces one entity's rows with a file's (CSV or Parquet),
+	// streamed in chunks: the first chunk names the entity and the format. The
+	// file is validated against the feature spec as a whole; a file with any
+	// error never serves, and the error (INVALID_ARGUMENT, with a BadRequest
+	// detail) lists the rows and fields at fault. A valid file becomes the
+	// entity's serving snapshot atomically: every request is served from the
+	// previous snapshot or from the new one, never a mix.
+	LoadSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadSnapshotRequest, LoadSnapshotResponse], error)
+	// PutFeatures writes some features of some rows of one entity, online.
+	// All rows are validated first; if any is invalid nothing is written.
+	PutFeatures(ctx context.Context, in *PutFeaturesRequest, opts ...grpc.CallOption) (*PutFeaturesResponse, error)
+	// GetFeatureStatus returns the spec's served feature names and each
+	// entity's serving snapshot: its version, rows, and age.
+	GetFeatureStatus(ctx context.Context, in *GetFeatureStatusRequest, opts ...grpc.CallOption) (*GetFeatureStatusResponse, error)
 }
 
 type featureServiceClient struct {
@@ -69,6 +86,39 @@ func (c *featureServiceClient) BatchGetFeatures(ctx context.Context, in *BatchGe
 	return out, nil
 }
 
+func (c *featureServiceClient) LoadSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadSnapshotRequest, LoadSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FeatureService_ServiceDesc.Streams[0], FeatureService_LoadSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LoadSnapshotRequest, LoadSnapshotResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FeatureService_LoadSnapshotClient = grpc.ClientStreamingClient[LoadSnapshotRequest, LoadSnapshotResponse]
+
+func (c *featureServiceClient) PutFeatures(ctx context.Context, in *PutFeaturesRequest, opts ...grpc.CallOption) (*PutFeaturesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutFeaturesResponse)
+	err := c.cc.Invoke(ctx, FeatureService_PutFeatures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *featureServiceClient) GetFeatureStatus(ctx context.Context, in *GetFeatureStatusRequest, opts ...grpc.CallOption) (*GetFeatureStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFeatureStatusResponse)
+	err := c.cc.Invoke(ctx, FeatureService_GetFeatureStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -83,6 +133,20 @@ type FeatureServiceServer interface {
 	// BatchGetFeatures answers several GetFeatures requests in one call (the
 	// stream worker's micro-batches): responses in request order.
 	BatchGetFeatures(context.Context, *BatchGetFeaturesRequest) (*BatchGetFeaturesResponse, error)
+	// LoadSnapshot replaces one entity's rows with a file's (CSV or Parquet),
+	// streamed in chunks: the first chunk names the entity and the format. The
+	// file is validated against the feature spec as a whole; a file with any
+	// error never serves, and the error (INVALID_ARGUMENT, with a BadRequest
+	// detail) lists the rows and fields at fault. A valid file becomes the
+	// entity's serving snapshot atomically: every request is served from the
+	// previous snapshot or from the new one, never a mix.
+	LoadSnapshot(grpc.ClientStreamingServer[LoadSnapshotRequest, LoadSnapshotResponse]) error
+	// PutFeatures writes some features of some rows of one entity, online.
+	// All rows are validated first; if any is invalid nothing is written.
+	PutFeatures(context.Context, *PutFeaturesRequest) (*PutFeaturesResponse, error)
+	// GetFeatureStatus returns the spec's served feature names and each
+	// entity's serving snapshot: its version, rows, and age.
+	GetFeatureStatus(context.Context, *GetFeatureStatusRequest) (*GetFeatureStatusResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -98,6 +162,15 @@ func (UnimplementedFeatureServiceServer) GetFeatures(context.Context, *GetFeatur
 }
 func (UnimplementedFeatureServiceServer) BatchGetFeatures(context.Context, *BatchGetFeaturesRequest) (*BatchGetFeaturesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchGetFeatures not implemented")
+}
+func (UnimplementedFeatureServiceServer) LoadSnapshot(grpc.ClientStreamingServer[LoadSnapshotRequest, LoadSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method LoadSnapshot not implemented")
+}
+func (UnimplementedFeatureServiceServer) PutFeatures(context.Context, *PutFeaturesRequest) (*PutFeaturesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutFeatures not implemented")
+}
+func (UnimplementedFeatureServiceServer) GetFeatureStatus(context.Context, *GetFeatureStatusRequest) (*GetFeatureStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFeatureStatus not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -156,6 +229,49 @@ func _FeatureService_BatchGetFeatures_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FeatureService_LoadSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FeatureServiceServer).LoadSnapshot(&grpc.GenericServerStream[LoadSnapshotRequest, LoadSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FeatureService_LoadSnapshotServer = grpc.ClientStreamingServer[LoadSnapshotRequest, LoadSnapshotResponse]
+
+func _FeatureService_PutFeatures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutFeaturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).PutFeatures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_PutFeatures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).PutFeatures(ctx, req.(*PutFeaturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FeatureService_GetFeatureStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFeatureStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).GetFeatureStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_GetFeatureStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).GetFeatureStatus(ctx, req.(*GetFeatureStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -171,7 +287,21 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "BatchGetFeatures",
 			Handler:    _FeatureService_BatchGetFeatures_Handler,
 		},
+		{
+			MethodName: "PutFeatures",
+			Handler:    _FeatureService_PutFeatures_Handler,
+		},
+		{
+			MethodName: "GetFeatureStatus",
+			Handler:    _FeatureService_GetFeatureStatus_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "LoadSnapshot",
+			Handler:       _FeatureService_LoadSnapshot_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "adrank/features/v1/features.proto",
 }

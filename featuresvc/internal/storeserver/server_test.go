@@ -1,0 +1,248 @@
+package storeserver
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/adrank/adrank/featuresvc/internal/demo"
+	"github.com/adrank/adrank/featuresvc/internal/features"
+	"github.com/adrank/adrank/featuresvc/internal/store"
+	"github.com/adrank/adrank/featuresvc/internal/table"
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
+	"github.com/adrank/adrank/ml/featurespec"
+	"github.com/adrank/adrank/ml/world"
+)
+
+// demoServer is a Server with the demo world loaded through Parquet.
+func demoServer(t testing.TB, w *world.World) (*Server, *store.Store) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "f.db"), featurespec.Demo(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := New(st, Options{TmpDir: t.TempDir(), MaxFileBytes: 1 << 30, Limits: table.DefaultLimits, Now: time.Now})
+	for _, e := range st.Spec().Entities {
+		data, err := demo.Parquet(w, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.LoadBytes(e.Name, "parquet", data, time.Time{}, "demo"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, st
+}
+
+// byName is a response's values by column name, for the shared row and each
+// ad's row.
+func byName(tb *featuresv1.FeatureTable, row int) map[string]float64 {
+	out := map[string]float64{}
+	w := len(tb.GetNames())
+	for i, n := range tb.GetNames() {
+		out[n] = tb.GetValues()[row*w+i]
+	}
+	return out
+}
+
+func sameBits(a, b float64) bool {
+	return math.Float64bits(a) == math.Float64bits(b) || (math.IsNaN(a) && math.IsNaN(b))
+}
+
+// The store, loaded with the demo world through Parquet, serves exactly what
+// the world serves: every feature, bit for bit, for every user and ad, known
+// or not, under several contexts. So the demo models score the same.
+func TestStoreServesTheWorldBitForBit(t *testing.T) {
+	w, err := world.New(world.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := demoServer(t, w)
+	ref := features.NewServer(w)
+	var ads []string
+	for _, d := range w.Config().Domains {
+		for _, a := range w.Ads(d) {
+			ads = append(ads, a.ID)
+		}
+	}
+	ads = append(ads, "no-such-ad")
+	users := []string{"no-such-user"}
+	for _, u := range w.Users() {
+		users = append(users, u.ID)
+	}
+	ctxs := []*featuresv1.RequestContext{
+		nil,
+		{Timestamp: timestamppb.New(time.Date(2026, 5, 1, 13, 30, 0, 0, time.UTC)), Device: "mobile", Query: "Cheap SPORTS shoes"},
+		{Device: "tablet", Query: "travel finance"},
+	}
+	checked := 0
+	for i, u := range users {
+		req := &featuresv1.GetFeaturesRequest{UserId: u, AdIds: ads[(i*37)%len(ads):][:min(100, len(ads)-(i*37)%len(ads))], Context: ctxs[i%len(ctxs)]}
+		if i < 3 { // every ad for a few users
+			req.AdIds = ads[min(i*features.MaxAds, len(ads)):min((i+1)*features.MaxAds, len(ads))]
+		}
+		got, err := s.GetFeatures(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ref.GetFeatures(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetUserKnown() != want.GetUserKnown() {
+			t.Fatalf("user %s: known %v, want %v", u, got.GetUserKnown(), want.GetUserKnown())
+		}
+		g, wn := byName(got.GetShared(), 0), byName(want.GetShared(), 0)
+		if len(g) != len(wn) {
+			t.Fatalf("shared columns %v, want %v", got.GetShared().GetNames(), want.GetShared().GetNames())
+		}
+		for n, v := range wn {
+			if !sameBits(g[n], v) {
+				t.Fatalf("user %s: %s = %v, want %v", u, n, g[n], v)
+			}
+		}
+		for r := range req.AdIds {
+			if got.GetAds()[r].GetKnown() != want.GetAds()[r].GetKnown() {
+				t.Fatalf("ad %s: known differs", req.AdIds[r])
+			}
+			g, wn := byName(got.GetAdFeatures(), r), byName(want.GetAdFeatures(), r)
+			if len(g) != len(wn) {
+				t.Fatalf("ad columns %v, want %v", got.GetAdFeatures().GetNames(), want.GetAdFeatures().GetNames())
+			}
+			for n, v := range wn {
+				if !sameBits(g[n], v) {
+					t.Fatalf("user %s, ad %s: %s = %v, want %v", u, req.AdIds[r], n, g[n], v)
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("%d ad features compared, all equal", checked)
+}
+
+// Online writes change what is served at once, for a known row and for a new
+// one; a write older than the row's last one changes nothing; a snapshot
+// whose as_of is later supersedes them.
+func TestPutFeaturesOverTheSnapshot(t *testing.T) {
+	w, err := world.New(world.Config{Seed: 1, Users: 20, Advertisers: 5, AdsPerDomain: 10, Domains: []string{"feed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := demoServer(t, w)
+	ctx := context.Background()
+	get := func(user string) map[string]float64 {
+		r, err := s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return byName(r.GetShared(), 0)
+	}
+	before := get("u1")
+	t0 := time.Now() // after the snapshot: writes before its as_of change nothing
+	put := func(user string, v float64, at time.Time) error {
+		_, err := s.PutFeatures(ctx, &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{
+			{Key: []string{user}, Values: map[string]float64{"user_hist_ctr": v}, EventTime: timestamppb.New(at)},
+		}})
+		return err
+	}
+	if err := put("u1", 0.5, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	after := get("u1")
+	if after["user_hist_ctr"] != 0.5 || after["user_age"] != before["user_age"] {
+		t.Fatalf("after the write: %v (before %v)", after, before)
+	}
+	if err := put("u1", 0.25, t0.Add(time.Second)); err != nil { // older: no effect
+		t.Fatal(err)
+	}
+	if v := get("u1")["user_hist_ctr"]; v != 0.5 {
+		t.Errorf("an older write overwrote a newer one: %v", v)
+	}
+	if err := put("newcomer", 0.1, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: "newcomer"})
+	if !r.GetUserKnown() || byName(r.GetShared(), 0)["user_hist_ctr"] != 0.1 || !math.IsNaN(byName(r.GetShared(), 0)["user_age"]) {
+		t.Errorf("a new user's written feature: known %v, %v", r.GetUserKnown(), byName(r.GetShared(), 0))
+	}
+	// A write later than the next snapshot (writes may be up to an hour
+	// ahead) stays in force over it.
+	if err := put("u2", 0.75, time.Now().Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot describing a later time supersedes the earlier writes.
+	data, _ := demo.Parquet(w, featurespec.Demo().Entity("user"))
+	if _, err := s.LoadBytes("user", "parquet", data, t0.Add(10*time.Second), "later"); err != nil {
+		t.Fatal(err)
+	}
+	if v := get("u1")["user_hist_ctr"]; v != before["user_hist_ctr"] {
+		t.Errorf("after a later snapshot: %v, want the snapshot's %v", v, before["user_hist_ctr"])
+	}
+	if v := get("u2")["user_hist_ctr"]; v != 0.75 {
+		t.Errorf("a write later than the snapshot was dropped: %v", v)
+	}
+	// NaN is "missing" where the policy serves missing values.
+	if err := put("u2", math.NaN(), time.Now().Add(31*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if v := get("u2")["user_hist_ctr"]; !math.IsNaN(v) {
+		t.Errorf("written as missing, served %v", v)
+	}
+}
+
+// Every bad write is refused with INVALID_ARGUMENT naming the row and field,
+// and nothing of the request is written.
+func TestPutFeaturesRefusesBadRows(t *testing.T) {
+	w, _ := world.New(world.Config{Seed: 1, Users: 5, Advertisers: 2, AdsPerDomain: 3, Domains: []string{"feed"}})
+	s, _ := demoServer(t, w)
+	ctx := context.Background()
+	good := &featuresv1.FeatureRow{Key: []string{"u1"}, Values: map[string]float64{"user_hist_ctr": 0.9}}
+	for _, tc := range []struct {
+		name string
+		req  *featuresv1.PutFeaturesRequest
+		want string
+	}{
+		{"unknown entity", &featuresv1.PutFeaturesRequest{Entity: "users", Rows: []*featuresv1.FeatureRow{good}}, "entity"},
+		{"no rows", &featuresv1.PutFeaturesRequest{Entity: "user"}, "rows"},
+		{"unknown feature", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{good, {Key: []string{"u2"}, Values: map[string]float64{"user_hist_crt": 0.1}}}}, "row 2.user_hist_crt"},
+		{"infinity", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{good, {Key: []string{"u2"}, Values: map[string]float64{"user_activity": math.Inf(1)}}}}, "row 2.user_activity"},
+		{"out of bounds", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_activity": 1.5}}, good}}, "row 1.user_activity"},
+		{"not an integer", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_age": 30.5}}}}, "row 1.user_age"},
+		{"wrong key", &featuresv1.PutFeaturesRequest{Entity: "user_topic", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_ad_interest": 0.1}}}}, "row 1.key"},
+		{"oversize key", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{strings.Repeat("k", 300)}, Values: map[string]float64{"user_age": 3}}}}, "row 1.user_id"},
+		{"a string where a number is declared", &featuresv1.PutFeaturesRequest{Entity: "ad", Rows: []*featuresv1.FeatureRow{{Key: []string{"ad1"}, Strings: map[string]string{"ad_age_days": "3"}}}}, "row 1.ad_age_days"},
+		{"far future", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_age": 3}, EventTime: timestamppb.New(time.Now().Add(48 * time.Hour))}}}, "row 1.event_time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.PutFeatures(ctx, tc.req)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument {
+				t.Fatalf("%v, want InvalidArgument", err)
+			}
+			fields := st.Message()
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok {
+					for _, v := range br.GetFieldViolations() {
+						fields += " | " + v.GetField()
+					}
+				}
+			}
+			if !strings.Contains(fields, tc.want) {
+				t.Errorf("%q does not name %q", fields, tc.want)
+			}
+			r, _ := s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: "u1"})
+			if byName(r.GetShared(), 0)["user_hist_ctr"] == 0.9 {
+				t.Errorf("the request's valid row was written")
+			}
+		})
+	}
+}
