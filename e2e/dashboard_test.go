@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -172,17 +173,23 @@ func TestDashboardInABrowser(t *testing.T) {
 	shot("ui-feed.png")
 
 	// The other domain's tab: the canary's charts.
-	if err := chromedp.Do(page, chromedp.Click(`//nav[@id="tabs"]/button[text()="stories"]`)); err != nil {
-		t.Fatal(err)
+	// The page redraws its tabs on every refresh, so a tab found can be
+	// replaced before the click lands ("Could not find node"): try again.
+	clickTab := func(name string) {
+		t.Helper()
+		eventually(t, settle, func() error {
+			ctx, cancel := context.WithTimeout(page, 5*time.Second)
+			defer cancel()
+			return chromedp.Do(ctx, chromedp.Click(`//nav[@id="tabs"]/button[text()="`+name+`"]`))
+		})
 	}
+	clickTab("stories")
 	waitCharts("canary-share", "canary-guardrail")
 	shot("ui-stories.png")
 
 	// feed moves to a bandit: its charts start over with the allocation.
 	c.putKV("adrank/experiments/feed", `{"bandit": {"policy": "thompson", "versions": ["v1", "v2"]}}`)
-	if err := chromedp.Do(page, chromedp.Click(`//nav[@id="tabs"]/button[text()="feed"]`)); err != nil {
-		t.Fatal(err)
-	}
+	clickTab("feed")
 	waitCharts("bandit-allocation")
 	if s := shown.Charts["bandit-allocation"]; s.Series != 2 {
 		t.Errorf("bandit chart has %d arms, want 2", s.Series)
