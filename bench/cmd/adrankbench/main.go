@@ -41,7 +41,7 @@ type options struct {
 	runs     int
 	smoke    bool
 	profile  string
-	only     int
+	only     []int
 	procs    int
 	out      string
 	svg      string
@@ -56,7 +56,16 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.IntVar(&o.only, "only", 0, "measure only configuration N (1-9; 10: the streaming measurement) and write nothing")
+	flag.Func("only", "measure only configurations N[,M...] (1-11; 12: the streaming measurement alone), one after another in this run, and write nothing", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q: want configuration numbers", v)
+			}
+			o.only = append(o.only, n)
+		}
+		return nil
+	})
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the suite works; writes nothing")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose <!-- bench:start --> ... <!-- bench:end --> section is rewritten")
 	flag.StringVar(&o.svg, "svg", "docs/latency.svg", "latency plot")

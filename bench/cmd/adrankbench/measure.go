@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	rankerv1 "github.com/adrank/adrank/gen/adrank/ranker/v1"
@@ -226,8 +227,24 @@ func (s *suite) configs() ([]config, func(), error) {
 		stream.Close()
 		return nil, nil, err
 	}
+	// featuresvc alone: GetFeatures as the router asks (1 user, 100 ads)
+	// against an empty call to the same process (#18's target).
+	faddr, err := s.healthyAddr("adrank-feature")
+	if err != nil {
+		closeAll()
+		stream.Close()
+		floor.Close()
+		return nil, nil, err
+	}
+	fc, err := dial(faddr)
+	if err != nil {
+		closeAll()
+		stream.Close()
+		floor.Close()
+		return nil, nil, err
+	}
 	prevClose := closeAll
-	closeAll = func() { prevClose(); stream.Close(); floor.Close() }
+	closeAll = func() { prevClose(); stream.Close(); floor.Close(); fc.Close() }
 	routers = append(routers, routerv1.NewRouterServiceClient(stream))
 	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
@@ -263,10 +280,37 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: libraryConfig, setup: none, call: library, cpu: []string{self}},
 		{name: "one ranker called directly", setup: none, call: direct, cpu: []string{"rankersvc-v2"}},
 		{name: "empty gRPC call: one hop's floor", setup: none, call: empty(rk), cpu: []string{"rankersvc-v2"}},
+		{name: featuresConfig, setup: none, call: getFeatures(fc), cpu: []string{"featuresvc"}},
+		{name: featuresEmptyConfig, setup: none, call: empty(fc), cpu: []string{"featuresvc"}},
 		{name: floorConfig, setup: func() error {
 			return wait(context.Background(), "floor chain answering", 30*time.Second, func() error { return rank(floor)(context.Background(), nil, 0) })
 		}, call: rank(floor), cpu: floorProcs},
 	}, closeAll, nil
+}
+
+// The feature store's configurations: GetFeatures for one user and 100 ads,
+// and an empty call to featuresvc, CPU counted in featuresvc alone.
+const (
+	featuresConfig      = "featuresvc: GetFeatures, 1 user and 100 ads"
+	featuresEmptyConfig = "featuresvc: empty gRPC call"
+)
+
+// getFeatures asks featuresvc for one user's and 100 ads' features, users
+// and ads drawn from the demo world's, with a context.
+func getFeatures(cc *grpc.ClientConn) call {
+	client := featuresv1.NewFeatureServiceClient(cc)
+	return func(ctx context.Context, rng *rand.Rand, _ int) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		req := &featuresv1.GetFeaturesRequest{UserId: fmt.Sprintf("u%d", 1+rng.IntN(5000)), AdIds: make([]string, 100),
+			Context: &featuresv1.RequestContext{Timestamp: timestamppb.Now(), Device: "mobile", Query: "sports"}}
+		first := rng.IntN(900)
+		for i := range req.AdIds {
+			req.AdIds[i] = fmt.Sprintf("ad%d", first+i+1)
+		}
+		_, err := client.GetFeatures(ctx, req)
+		return err
+	}
 }
 
 // empty calls the health service: no work, so its latency is what one

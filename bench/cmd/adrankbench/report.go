@@ -39,7 +39,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer closeAll()
-	if o.only == len(configs)+1 { // the streaming measurement alone
+	if len(o.only) == 1 && o.only[0] == len(configs)+1 { // the streaming measurement alone
 		sr, err := s.measureStream(ctx, s.pool)
 		if err != nil {
 			return err
@@ -48,11 +48,15 @@ func run(ctx context.Context, o options) error {
 			sr.throughput, sr.cpuPer1000, sr.brokerPer1000, cpuByText(sr.cpuBy), sr.p50, sr.p99, sr.hit[1], sr.miss[1], sr.errors)
 		return nil
 	}
-	if o.only > 0 {
-		if o.only > len(configs) {
-			return fmt.Errorf("-only %d: there are %d configurations, and %d is the streaming measurement", o.only, len(configs), len(configs)+1)
+	if len(o.only) > 0 {
+		var chosen []config
+		for _, n := range o.only {
+			if n > len(configs) {
+				return fmt.Errorf("-only %d: there are %d configurations, and %d is the streaming measurement (alone)", n, len(configs), len(configs)+1)
+			}
+			chosen = append(chosen, configs[n-1])
 		}
-		configs = configs[o.only-1 : o.only]
+		configs = chosen
 	}
 	var results []result
 	for _, c := range configs {
@@ -66,7 +70,10 @@ func run(ctx context.Context, o options) error {
 		}
 		results = append(results, r)
 	}
-	if o.only > 0 {
+	if len(o.only) > 0 {
+		if f, e := indexOf(results, featuresConfig), indexOf(results, featuresEmptyConfig); f >= 0 && e >= 0 && results[e].cpuEveryday > 0 {
+			fmt.Printf("featuresvc CPU at %d req/s, GetFeatures / empty call: %.2f\n", everyday, results[f].cpuEveryday/results[e].cpuEveryday)
+		}
 		return nil // a partial run writes nothing
 	}
 	down, err := s.overhead(ctx, refRate(o.rates))
@@ -282,6 +289,10 @@ func floorMarkdown(rs []result) string {
 	fmt.Fprintf(&b, "\nTargets of #16, this run: pipeline p99 / floor chain **%.2f** (target ≤ 1.3); services' CPU / floor chain **%.2f** (≤ 1.15); REST CPU / gRPC CPU **%.2f** (≤ 1.2); the router's CPU with every request shadowed / without **%.2f** (≤ 1.15).\n",
 		grpcR.p99[everyday]/floor.p99[everyday], grpcR.cpuEveryday/floor.cpuEveryday, rest.cpuEveryday/grpcR.cpuEveryday,
 		shadow.cpuByEveryday["routersvc"]/grpcR.cpuByEveryday["routersvc"])
+	if f, e := indexOf(rs, featuresConfig), indexOf(rs, featuresEmptyConfig); f >= 0 && e >= 0 && rs[e].cpuEveryday > 0 {
+		fmt.Fprintf(&b, "\nTarget of #18, this run: featuresvc's CPU for GetFeatures (1 user, 100 ads) / for an empty call **%.2f** (≤ 1.2): %.3f against %.3f ms per request; p99 %.2f against %.2f ms.\n",
+			rs[f].cpuEveryday/rs[e].cpuEveryday, rs[f].cpuEveryday, rs[e].cpuEveryday, rs[f].p99[everyday], rs[e].p99[everyday])
+	}
 	return b.String()
 }
 
