@@ -17,7 +17,8 @@
 //	    {"name": "user_ad_interest", "type": "float", "missing": "default", "default": 0}]}],
 //	 "derived": [{"name": "query_match", "kind": "query_contains", "of": "topic"}]}
 //
-// The entity "user" is keyed by the request's user, "ad" by each candidate
+// "counters" adds real-time impression and click counts over sliding
+// windows (see Counter). The entity "user" is keyed by the request's user, "ad" by each candidate
 // ad; any other entity is a cross keyed by the user and one of the ad's
 // string features (its second key names that feature), served in each ad's
 // row. The request-context features (ctx_*) are always served.
@@ -33,6 +34,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Entity names with a fixed role.
@@ -83,6 +85,47 @@ const QueryContains = "query_contains"
 type Spec struct {
 	Entities []*Entity `json:"entities"`
 	Derived  []Derived `json:"derived,omitempty"`
+	Counters []Counter `json:"counters,omitempty"`
+}
+
+// Counter asks for real-time counters of an entity (user, ad or a cross):
+// its impressions and clicks over each window, served as
+// <entity>_impressions_<window> and <entity>_clicks_<window>, counted from
+// the activity the router reports. A window is written as minutes or hours
+// ("30m", "1h", "24h"), from 1m to 168h.
+type Counter struct {
+	Entity  string   `json:"entity"`
+	Windows []string `json:"windows"`
+
+	durations []time.Duration
+}
+
+// MaxWindows bounds a counter's windows.
+const MaxWindows = 4
+
+var windowRE = regexp.MustCompile(`^[1-9][0-9]{0,3}[mh]$`)
+
+// Durations are the counter's windows.
+func (c *Counter) Durations() []time.Duration { return c.durations }
+
+// Names are the counter's served feature names, for each window its
+// impressions then its clicks.
+func (c *Counter) Names() []string {
+	var out []string
+	for _, w := range c.Windows {
+		out = append(out, c.Entity+"_impressions_"+w, c.Entity+"_clicks_"+w)
+	}
+	return out
+}
+
+// Counter returns the counter of the named entity, or nil.
+func (s *Spec) Counter(entity string) *Counter {
+	for i := range s.Counters {
+		if s.Counters[i].Entity == entity {
+			return &s.Counters[i]
+		}
+	}
+	return nil
 }
 
 // Entity is one kind of thing the store keeps rows of.
@@ -225,6 +268,35 @@ func (s *Spec) validate() error {
 			if f := ad.Feature(e.Keys[1]); f == nil || f.Type != String {
 				return fmt.Errorf("entity %s: keys[1]: %q is not a string feature of entity ad", name, e.Keys[1])
 			}
+		}
+	}
+	for i := range s.Counters {
+		c := &s.Counters[i]
+		at := fmt.Sprintf("counters[%d]", i)
+		if ents[c.Entity] == nil {
+			return fmt.Errorf("%s.entity: %q is not an entity of the spec", at, c.Entity)
+		}
+		if s.Counter(c.Entity) != c {
+			return fmt.Errorf("%s.entity: entity %q has counters already", at, c.Entity)
+		}
+		if len(c.Windows) == 0 || len(c.Windows) > MaxWindows {
+			return fmt.Errorf("%s.windows: %d windows, want 1 to %d", at, len(c.Windows), MaxWindows)
+		}
+		for j, w := range c.Windows {
+			d, err := time.ParseDuration(w)
+			if !windowRE.MatchString(w) || err != nil || d < time.Minute || d > 168*time.Hour {
+				return fmt.Errorf("%s.windows[%d]: %q, want minutes or hours from 1m to 168h, such as 1h", at, j, w)
+			}
+			if slices.Contains(c.durations, d) {
+				return fmt.Errorf("%s.windows[%d]: %q twice", at, j, w)
+			}
+			c.durations = append(c.durations, d)
+		}
+		for _, name := range c.Names() {
+			if where, ok := served[name]; ok {
+				return fmt.Errorf("%s: %q is already served, from %s", at, name, where)
+			}
+			served[name] = "counters"
 		}
 	}
 	for i, d := range s.Derived {
@@ -372,6 +444,9 @@ func (s *Spec) Served() []string {
 	}
 	for _, d := range s.Derived {
 		out = append(out, d.Name)
+	}
+	for _, c := range s.Counters {
+		out = append(out, c.Names()...)
 	}
 	slices.Sort(out)
 	return out

@@ -7,12 +7,18 @@ import (
 	"github.com/adrank/adrank/ml/world"
 )
 
-// The demo spec declares exactly what the synthetic world serves.
+// The demo spec declares what the synthetic world serves, and the real-time
+// counters.
 func TestDemoServesTheWorld(t *testing.T) {
 	got := strings.Join(Demo().Served(), ",")
 	want := append([]string{}, world.AllFeatures...)
+	for _, e := range []string{"user", "ad", "user_topic"} {
+		for _, w := range []string{"1h", "24h"} {
+			want = append(want, e+"_impressions_"+w, e+"_clicks_"+w)
+		}
+	}
 	if len(Demo().Served()) != len(want) || len(Demo().Unserved(want)) != 0 {
-		t.Errorf("demo serves %s, the world %v", got, want)
+		t.Errorf("demo serves %s, want %v", got, want)
 	}
 	if strings.Join(world.ContextColumns, ",") != strings.Join(ContextFeatures, ",") {
 		t.Errorf("context features %v, the world's %v", ContextFeatures, world.ContextColumns)
@@ -44,6 +50,10 @@ func TestParseRefusesBadSpecs(t *testing.T) {
 		{"two user keys", `{"entities": [{"name": "user", "keys": ["a", "b"], "features": [{"name": "x", "type": "float"}]}]}`, "one key"},
 		{"cross without ad", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "x", "type": "float"}]}, {"name": "user_topic", "keys": ["id", "topic"], "features": [{"name": "y", "type": "float"}]}]}`, "cross needs"},
 		{"cross on a number", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "x", "type": "float"}]}, {"name": "ad", "keys": ["ad_id"], "features": [{"name": "topic", "type": "int"}]}, {"name": "user_topic", "keys": ["id", "topic"], "features": [{"name": "y", "type": "float"}]}]}`, "keys[1]"},
+		{"counter of nothing", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "x", "type": "float"}]}], "counters": [{"entity": "ad", "windows": ["1h"]}]}`, "counters[0].entity"},
+		{"counter window in days", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "x", "type": "float"}]}], "counters": [{"entity": "user", "windows": ["1d"]}]}`, "counters[0].windows[0]"},
+		{"counter window too short", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "x", "type": "float"}]}], "counters": [{"entity": "user", "windows": ["30s"]}]}`, "counters[0].windows[0]"},
+		{"counter name taken", `{"entities": [{"name": "user", "keys": ["id"], "features": [{"name": "user_clicks_1h", "type": "float"}]}], "counters": [{"entity": "user", "windows": ["1h"]}]}`, "already served"},
 		{"derived of nothing", `{"entities": [{"name": "ad", "keys": ["ad_id"], "features": [{"name": "x", "type": "float"}]}], "derived": [{"name": "q", "kind": "query_contains", "of": "topic"}]}`, "derived[0].of"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

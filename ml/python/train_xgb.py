@@ -9,6 +9,10 @@ tests can assert parity without Python.
 
 Run by `make models` with Debian's python3-xgboost (1.7). Deterministic:
 one thread, fixed seed.
+
+With --export, it fits one model instead from a training file that
+`adrankctl features export DOMAIN --out FILE.csv` wrote (the features as
+they were served, and the clicks): the loop from logs to a new version.
 """
 import argparse
 import json
@@ -36,12 +40,36 @@ def load(path, features):
     return data[:, cols], data[:, header.index("click")]
 
 
+def train_export(path, features, model_out, rounds, max_depth):
+    """Fits a model on an exported training file and saves it to model_out."""
+    X, y = load(path, features)
+    if len(y) == 0 or y.sum() == 0:
+        raise SystemExit(f"{path}: {len(y)} rows, {int(y.sum())} clicked: nothing to learn from")
+    dtrain = xgb.DMatrix(X, label=y, missing=np.nan, feature_names=features)
+    params = {"objective": "binary:logistic", "max_depth": max_depth, "eta": 0.1,
+              "tree_method": "hist", "nthread": 1, "seed": 7, "eval_metric": "logloss"}
+    bst = xgb.train(params, dtrain, num_boost_round=rounds)
+    os.makedirs(os.path.dirname(model_out) or ".", exist_ok=True)
+    bst.save_model(model_out)
+    print(f"{model_out}: {rounds} trees, depth {max_depth}, from {len(y)} rows, {int(y.sum())} clicked")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--logs", default=".cache/logs")
     ap.add_argument("--out", default="models")
     ap.add_argument("--testdata", default="ml/model/testdata")
+    ap.add_argument("--export", help="an exported training file (CSV) to fit one model on")
+    ap.add_argument("--model-out", help="with --export: the model file to write")
+    ap.add_argument("--features", default=",".join(ALL), help="with --export: the features, comma-separated")
+    ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--max-depth", type=int, default=4)
     args = ap.parse_args()
+    if args.export:
+        if not args.model_out:
+            raise SystemExit("--export needs --model-out")
+        train_export(args.export, args.features.split(","), args.model_out, args.rounds, args.max_depth)
+        return
     for domain, version, features, p in SPECS:
         X, y = load(os.path.join(args.logs, f"{domain}-train.csv"), features)
         Xt, _ = load(os.path.join(args.logs, f"{domain}-test.csv"), features)

@@ -90,26 +90,44 @@ func (t *Tokens) role(secret string) Role {
 // that role (or admin); other methods are open.
 func (t *Tokens) Interceptor(need map[string]Role) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-		want, ok := need[info.FullMethod]
-		if !ok {
-			return next(ctx, req)
-		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		var secret string
-		for _, v := range md.Get("authorization") {
-			if s, ok := strings.CutPrefix(v, "Bearer "); ok {
-				secret = strings.TrimSpace(s)
-			}
-		}
-		if secret == "" {
-			return nil, status.Errorf(codes.Unauthenticated, "%s needs a bearer token with the %s role (Authorization: Bearer TOKEN)", info.FullMethod, want)
-		}
-		switch got := t.role(secret); {
-		case got == "":
-			return nil, status.Error(codes.Unauthenticated, "unknown token")
-		case got != want && got != Admin:
-			return nil, status.Errorf(codes.PermissionDenied, "%s needs the %s role; this token has %s", info.FullMethod, want, got)
+		if err := t.check(ctx, need, info.FullMethod); err != nil {
+			return nil, err
 		}
 		return next(ctx, req)
 	}
+}
+
+// StreamInterceptor is Interceptor for streaming methods.
+func (t *Tokens) StreamInterceptor(need map[string]Role) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+		if err := t.check(ss.Context(), need, info.FullMethod); err != nil {
+			return err
+		}
+		return next(srv, ss)
+	}
+}
+
+// check requires the role need names for method, if it names one.
+func (t *Tokens) check(ctx context.Context, need map[string]Role, method string) error {
+	want, ok := need[method]
+	if !ok {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var secret string
+	for _, v := range md.Get("authorization") {
+		if s, ok := strings.CutPrefix(v, "Bearer "); ok {
+			secret = strings.TrimSpace(s)
+		}
+	}
+	if secret == "" {
+		return status.Errorf(codes.Unauthenticated, "%s needs a bearer token with the %s role (Authorization: Bearer TOKEN)", method, want)
+	}
+	switch got := t.role(secret); {
+	case got == "":
+		return status.Error(codes.Unauthenticated, "unknown token")
+	case got != want && got != Admin:
+		return status.Errorf(codes.PermissionDenied, "%s needs the %s role; this token has %s", method, want, got)
+	}
+	return nil
 }

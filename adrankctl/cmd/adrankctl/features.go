@@ -97,7 +97,10 @@ func (f *featuresFlags) each(ctx context.Context, call func(context.Context, str
 
 func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: adrankctl features load|status|put ...")
+		return errors.New("usage: adrankctl features load|status|export ...")
+	}
+	if args[0] == "export" {
+		return runExport(ctx, args[1:], stdout, stderr)
 	}
 	ff := &featuresFlags{}
 	fs := flag.NewFlagSet("features "+args[0], flag.ContinueOnError)
@@ -132,15 +135,15 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			fmt.Fprintf(stdout, "%s\n", addr)
 			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ENTITY\tVERSION\tROWS\tONLINE ROWS\tAS OF\tAGE\tSOURCE")
+			fmt.Fprintln(tw, "ENTITY\tVERSION\tROWS\tONLINE ROWS\tCOUNTER KEYS\tAS OF\tAGE\tSOURCE")
 			for _, e := range resp.GetEntities() {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", e.GetEntity(), e.GetVersion(), e.GetRows(), e.GetOnlineRows(),
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", e.GetEntity(), e.GetVersion(), e.GetRows(), e.GetOnlineRows(), e.GetCounterKeys(),
 					e.GetAsOf().AsTime().Format(time.RFC3339), (time.Duration(e.GetAgeSeconds()) * time.Second).String(), e.GetSource())
 			}
 			return tw.Flush()
 		})
 	default:
-		return fmt.Errorf("unknown features command %q: want load or status", args[0])
+		return fmt.Errorf("unknown features command %q: want load, status or export", args[0])
 	}
 }
 

@@ -31,6 +31,12 @@
 // instance in Consul, or --features ADDR), validated as a whole, and show
 // what each instance serves.
 //
+//	adrankctl features export DOMAIN --out train.parquet|train.csv
+//
+// writes the domain's logged requests (its experiment's "explore") as
+// training data: one row per shown ad, with the features it was ranked on
+// as they were served then, and whether it was clicked.
+//
 //	adrankctl batch run --domain D --version V [--shard i/N] [--input FILE] [--every 24h]
 //
 // is the batch deployment's job: it scores every (user, eligible ad) pair of
@@ -69,6 +75,7 @@ commands:
   edge build --domain D --version V               write the version's edge bundle (WebAssembly scorer, model, manifest)
   features load --entity E FILE [--as-of T]       validate a CSV or Parquet file and make it the entity's snapshot, in every featuresvc
   features status                                 each featuresvc's entities: snapshot version, rows, age, online rows
+  features export DOMAIN --out FILE.parquet|.csv  the logged requests as training rows: features as served, and clicks
 flags of experiment: --consul-addr (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); Consul's own
   variables apply too (CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT, ...)
 flags of canary, versions, report and ope: --router ADDR (default 127.0.0.1:9090), --token (default $ADRANK_TOKEN),

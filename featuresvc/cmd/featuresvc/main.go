@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/adrank/adrank/featuresvc/internal/demo"
 	"github.com/adrank/adrank/featuresvc/internal/store"
 	"github.com/adrank/adrank/featuresvc/internal/storeserver"
@@ -35,6 +37,7 @@ type options struct {
 	demo     bool
 	maxBytes int64
 	maxRows  int
+	maxKeys  int
 }
 
 func main() {
@@ -48,6 +51,7 @@ func main() {
 	fs.BoolVar(&o.demo, "demo", true, "load the synthetic world (--seed, --users, --ads-per-domain) into every entity without a snapshot")
 	fs.Int64Var(&o.maxBytes, "max-file-bytes", 2<<30, "largest snapshot file accepted")
 	fs.IntVar(&o.maxRows, "max-rows", table.DefaultLimits.MaxRows, "most rows a snapshot file may hold")
+	fs.IntVar(&o.maxKeys, "max-counter-keys", storeserver.DefaultMaxCounterKeys, "most keys each entity's real-time counters hold (activity for more is dropped and counted)")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -78,6 +82,7 @@ func run(ctx context.Context, o options) error {
 	defer st.Close()
 	fsrv := storeserver.New(st, storeserver.Options{
 		TmpDir: filepath.Dir(path), MaxFileBytes: o.maxBytes, Limits: table.Limits{MaxRows: o.maxRows}, Now: time.Now,
+		MaxCounterKeys: o.maxKeys,
 	})
 	if o.demo {
 		if err := loadDemo(o.world, st, fsrv, log.Info); err != nil {
@@ -89,7 +94,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	featuresv1.RegisterFeatureServiceServer(srv.GRPC(), fsrv)
-	return srv.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error { return fsrv.RunSweeper(ctx, time.Minute) })
+	return g.Wait()
 }
 
 // loadDemo loads the synthetic world into each entity without a snapshot.

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/adrank/adrank/featuresvc/internal/counters"
 	"github.com/adrank/adrank/featuresvc/internal/features"
 	"github.com/adrank/adrank/featuresvc/internal/store"
 	"github.com/adrank/adrank/featuresvc/internal/table"
@@ -43,6 +44,8 @@ type Server struct {
 	adCols   []string
 	derived  []derived
 	crosses  []cross
+	// counters by entity, nil for an entity without them
+	counters map[string]*counters.Set
 }
 
 type derived struct {
@@ -50,9 +53,10 @@ type derived struct {
 }
 
 type cross struct {
-	name string
-	of   int // index among the ad's string features: the cross's second key
-	n    int // numeric features
+	name     string
+	of       int // index among the ad's string features: the cross's second key
+	n        int // numeric features
+	counters *counters.Set
 }
 
 // Options configure a Server.
@@ -63,23 +67,43 @@ type Options struct {
 	MaxFileBytes int64
 	Limits       table.Limits
 	Now          func() time.Time
+	// MaxCounterKeys bounds each entity's real-time counters (0:
+	// DefaultMaxCounterKeys).
+	MaxCounterKeys int
 }
+
+// DefaultMaxCounterKeys is the default bound on each entity's counter keys.
+const DefaultMaxCounterKeys = 1_000_000
 
 // NewServer serves st.
 func New(st *store.Store, o Options) *Server {
 	spec := st.Spec()
 	s := &Server{st: st, now: o.Now, tmpDir: o.TmpDir, limits: o.Limits, maxLen: o.MaxFileBytes,
-		user: spec.Entity(featurespec.User), ad: spec.Entity(featurespec.Ad)}
+		user: spec.Entity(featurespec.User), ad: spec.Entity(featurespec.Ad), counters: map[string]*counters.Set{}}
+	if o.MaxCounterKeys <= 0 {
+		o.MaxCounterKeys = DefaultMaxCounterKeys
+	}
+	for _, c := range spec.Counters {
+		s.counters[c.Entity] = counters.New(c.Durations(), o.MaxCounterKeys)
+	}
+	counterNames := func(entity string) []string {
+		if c := spec.Counter(entity); c != nil {
+			return c.Names()
+		}
+		return nil
+	}
 	if s.user != nil {
 		for _, f := range s.user.Numeric() {
 			s.shared = append(s.shared, f.Name)
 		}
+		s.shared = append(s.shared, counterNames(featurespec.User)...)
 	}
 	s.shared = append(s.shared, world.ContextColumns...)
 	if s.ad != nil {
 		for _, f := range s.ad.Numeric() {
 			s.adCols = append(s.adCols, f.Name)
 		}
+		s.adCols = append(s.adCols, counterNames(featurespec.Ad)...)
 		for _, d := range spec.Derived {
 			s.adCols = append(s.adCols, d.Name)
 			s.derived = append(s.derived, derived{of: stringIndex(s.ad, d.Of)})
@@ -88,7 +112,8 @@ func New(st *store.Store, o Options) *Server {
 			for _, f := range c.Numeric() {
 				s.adCols = append(s.adCols, f.Name)
 			}
-			s.crosses = append(s.crosses, cross{name: c.Name, of: stringIndex(s.ad, c.Keys[1]), n: len(c.Numeric())})
+			s.adCols = append(s.adCols, counterNames(c.Name)...)
+			s.crosses = append(s.crosses, cross{name: c.Name, of: stringIndex(s.ad, c.Keys[1]), n: len(c.Numeric()), counters: s.counters[c.Name]})
 		}
 	}
 	return s
@@ -117,51 +142,88 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	if s.user != nil {
 		urow, userKnown = view.Get(featurespec.User, uid)
 	}
+	now := s.now()
+	var cbuf [2 * featurespec.MaxWindows]counters.Counts
 	shared := &featuresv1.FeatureTable{Names: s.shared, Values: make([]float64, len(s.shared)), Rows: 1}
-	nu := len(s.shared) - len(world.ContextColumns)
-	if userKnown {
-		copy(shared.Values, urow.Nums)
-	} else {
-		fill(shared.Values[:nu])
+	j := 0
+	if s.user != nil {
+		j = fillRow(shared.Values, urow.Nums, userKnown, len(s.user.Numeric()))
+		j += writeCounts(s.counters[featurespec.User], uid, now, cbuf[:], shared.Values[j:])
 	}
-	world.ContextRow(c, shared.Values[nu:])
+	world.ContextRow(c, shared.Values[j:])
 	w := len(s.adCols)
 	ads := &featuresv1.FeatureTable{Names: s.adCols, Values: make([]float64, len(ids)*w), Rows: int32(len(ids))}
 	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, AdFeatures: ads, Ads: make([]*featuresv1.AdFeatures, len(ids))}
+	if s.ad == nil {
+		fill(ads.Values)
+		for i, id := range ids {
+			resp.Ads[i] = &featuresv1.AdFeatures{AdId: id}
+		}
+		return resp, nil
+	}
 	query := strings.Fields(strings.ToLower(c.Query))
+	nAd, adCounters := len(s.ad.Numeric()), s.counters[featurespec.Ad]
 	for i, id := range ids {
 		row := ads.Values[i*w : (i+1)*w]
-		var arow store.Row
-		known := false
-		if s.ad != nil {
-			arow, known = view.Get(featurespec.Ad, id)
-		}
+		arow, known := view.Get(featurespec.Ad, id)
 		resp.Ads[i] = &featuresv1.AdFeatures{AdId: id, Known: known}
-		if !known {
-			fill(row)
-			continue
-		}
-		j := copy(row, arow.Nums)
+		j := fillRow(row, arow.Nums, known, nAd)
+		j += writeCounts(adCounters, id, now, cbuf[:], row[j:])
 		for _, d := range s.derived {
-			row[j] = queryContains(query, arow.Strs[d.of])
+			row[j] = math.NaN()
+			if known {
+				row[j] = queryContains(query, arow.Strs[d.of])
+			}
 			j++
 		}
 		for _, x := range s.crosses {
-			cat := arow.Strs[x.of]
+			cat := ""
+			if known {
+				cat = arow.Strs[x.of]
+			}
 			var crow store.Row
 			ok := false
 			if userKnown && cat != "" {
 				crow, ok = view.Get(x.name, table.Key(uid, cat))
 			}
-			if ok {
-				copy(row[j:j+x.n], crow.Nums)
-			} else {
-				fill(row[j : j+x.n])
+			j += fillRow(row[j:], crow.Nums, ok, x.n)
+			if x.counters != nil {
+				if cat == "" {
+					n := 2 * len(x.counters.Windows())
+					fill(row[j : j+n])
+					j += n
+				} else {
+					j += writeCounts(x.counters, table.Key(uid, cat), now, cbuf[:], row[j:])
+				}
 			}
-			j += x.n
 		}
 	}
 	return resp, nil
+}
+
+// fillRow copies n values into row, or n missing values when the row is not
+// known, and returns n.
+func fillRow(row, values []float64, known bool, n int) int {
+	if known {
+		copy(row[:n], values)
+	} else {
+		fill(row[:n])
+	}
+	return n
+}
+
+// writeCounts writes key's counts (impressions, then clicks, per window)
+// into row and returns how many values it wrote; none without counters.
+func writeCounts(set *counters.Set, key string, now time.Time, buf []counters.Counts, row []float64) int {
+	if set == nil {
+		return 0
+	}
+	n := len(set.Windows())
+	set.Get(key, now, buf[:n])
+	for i, c := range buf[:n] {
+		row[2*i], row[2*i+1] = float64(c.Impressions), float64(c.Clicks)
+	}
+	return 2 * n
 }
 
 // queryContains is 1 when the query's words hold cat (lower-cased), 0 when
@@ -348,6 +410,10 @@ func (s *Server) GetFeatureStatus(context.Context, *featuresv1.GetFeatureStatusR
 
 func (s *Server) entityStatus(st store.Status) *featuresv1.EntityStatus {
 	out := &featuresv1.EntityStatus{Entity: st.Entity, OnlineRows: int64(st.OnlineRows)}
+	if set := s.counters[st.Entity]; set != nil {
+		keys, dropped := set.Stats()
+		out.CounterKeys, out.CounterDropped = int64(keys), dropped
+	}
 	if m := st.Snapshot; m != nil {
 		out.Version, out.Rows, out.Source = m.Version, int64(m.Rows), m.Source
 		out.AsOf, out.LoadedAt = timestamppb.New(m.AsOf), timestamppb.New(m.LoadedAt)

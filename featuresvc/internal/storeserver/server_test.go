@@ -102,8 +102,11 @@ func TestStoreServesTheWorldBitForBit(t *testing.T) {
 			t.Fatalf("user %s: known %v, want %v", u, got.GetUserKnown(), want.GetUserKnown())
 		}
 		g, wn := byName(got.GetShared(), 0), byName(want.GetShared(), 0)
-		if len(g) != len(wn) {
-			t.Fatalf("shared columns %v, want %v", got.GetShared().GetNames(), want.GetShared().GetNames())
+		if len(g) != len(wn)+4 { // and the user's counters, 2 windows of 2
+			t.Fatalf("shared columns %v, want %v and the counters", got.GetShared().GetNames(), want.GetShared().GetNames())
+		}
+		if g["user_clicks_1h"] != 0 || g["user_impressions_24h"] != 0 {
+			t.Fatalf("counters without activity: %v", g)
 		}
 		for n, v := range wn {
 			if !sameBits(g[n], v) {
@@ -115,8 +118,8 @@ func TestStoreServesTheWorldBitForBit(t *testing.T) {
 				t.Fatalf("ad %s: known differs", req.AdIds[r])
 			}
 			g, wn := byName(got.GetAdFeatures(), r), byName(want.GetAdFeatures(), r)
-			if len(g) != len(wn) {
-				t.Fatalf("ad columns %v, want %v", got.GetAdFeatures().GetNames(), want.GetAdFeatures().GetNames())
+			if len(g) != len(wn)+8 { // and the ad's and the user x topic's counters
+				t.Fatalf("ad columns %v, want %v and the counters", got.GetAdFeatures().GetNames(), want.GetAdFeatures().GetNames())
 			}
 			for n, v := range wn {
 				if !sameBits(g[n], v) {
@@ -244,5 +247,79 @@ func TestPutFeaturesRefusesBadRows(t *testing.T) {
 				t.Errorf("the request's valid row was written")
 			}
 		})
+	}
+}
+
+// Activity counts for the user, the ad and the user x the ad's topic, and
+// is served from the next request; it leaves the 1 h window after an hour.
+func TestRecordActivityIsServed(t *testing.T) {
+	w, err := world.New(world.Config{Seed: 1, Users: 20, Advertisers: 5, AdsPerDomain: 10, Domains: []string{"feed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	s, _ := demoServer(t, w)
+	s.now = func() time.Time { return clock }
+	ctx := context.Background()
+	a1, _ := w.Ad("ad1")
+	var sameTopic string // another ad of ad1's topic
+	for _, a := range w.Ads("feed") {
+		if a.ID != "ad1" && a.Topic == a1.Topic {
+			sameTopic = a.ID
+		}
+	}
+	act := func(user, ad string, imps, clicks uint32, at time.Time) {
+		t.Helper()
+		if _, err := s.RecordActivity(ctx, &featuresv1.RecordActivityRequest{Activity: []*featuresv1.Activity{
+			{UserId: user, AdId: ad, Impressions: imps, Clicks: clicks, Time: timestamppb.New(at)},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	act("u1", "ad1", 3, 1, clock.Add(-2*time.Hour))
+	act("u1", "ad1", 2, 1, clock)
+	act("u2", "ad1", 1, 0, clock)
+	ids := []string{"ad1", "ad2"}
+	if sameTopic != "" {
+		ids = append(ids, sameTopic)
+	}
+	r, err := s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: "u1", AdIds: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := byName(r.GetShared(), 0)
+	ad1 := byName(r.GetAdFeatures(), 0)
+	for name, want := range map[string]float64{"user_impressions_1h": 2, "user_clicks_1h": 1, "user_impressions_24h": 5, "user_clicks_24h": 2} {
+		if u[name] != want {
+			t.Errorf("%s = %v, want %v", name, u[name], want)
+		}
+	}
+	for name, want := range map[string]float64{"ad_impressions_1h": 3, "ad_clicks_1h": 1, "ad_impressions_24h": 6, "user_topic_clicks_24h": 2, "user_topic_impressions_1h": 2} {
+		if ad1[name] != want {
+			t.Errorf("ad1 %s = %v, want %v", name, ad1[name], want)
+		}
+	}
+	if ad2 := byName(r.GetAdFeatures(), 1); ad2["ad_impressions_24h"] != 0 {
+		t.Errorf("ad2 has activity it never had: %v", ad2)
+	}
+	if sameTopic != "" {
+		if o := byName(r.GetAdFeatures(), 2); o["user_topic_clicks_24h"] != 2 || o["ad_clicks_24h"] != 0 {
+			t.Errorf("%s, ad1's topic: user x topic clicks %v (want 2), ad clicks %v (want 0)", sameTopic, o["user_topic_clicks_24h"], o["ad_clicks_24h"])
+		}
+	}
+	clock = clock.Add(61 * time.Minute)
+	r, _ = s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: "u1"})
+	if u := byName(r.GetShared(), 0); u["user_impressions_1h"] != 0 || u["user_impressions_24h"] != 5 {
+		t.Errorf("61 minutes later: %v", u)
+	}
+	for name, req := range map[string]*featuresv1.RecordActivityRequest{
+		"empty":      {},
+		"no user":    {Activity: []*featuresv1.Activity{{AdId: "ad1", Impressions: 1, Time: timestamppb.New(clock)}}},
+		"no time":    {Activity: []*featuresv1.Activity{{UserId: "u1", AdId: "ad1", Impressions: 1}}},
+		"far future": {Activity: []*featuresv1.Activity{{UserId: "u1", AdId: "ad1", Impressions: 1, Time: timestamppb.New(clock.Add(time.Hour))}}},
+	} {
+		if _, err := s.RecordActivity(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
 	}
 }

@@ -6,10 +6,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/adrank/adrank/ml/world"
 	"github.com/adrank/adrank/platform/idsig"
+	"github.com/adrank/adrank/routersvc/internal/activity"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -31,6 +33,9 @@ type Parts struct {
 	// IDs sign the impression IDs handed out and verify those events name;
 	// nil: unsigned.
 	IDs *idsig.Keys
+	// Activity, when set, sends what is served and clicked to featuresvc's
+	// real-time counters.
+	Activity *activity.Sink
 }
 
 // Router is an assembled router.
@@ -38,7 +43,8 @@ type Router struct {
 	Core *core.Engine
 	Lab  *lab.Lab
 	// GRPC is RouterService over the core.
-	GRPC *router.Server
+	GRPC     *router.Server
+	activity *activity.Sink
 }
 
 // New wires the parts.
@@ -48,14 +54,28 @@ func New(p Parts) *Router {
 	if p.IDs != nil {
 		o.Open = p.IDs.Open
 	}
+	if p.Activity != nil {
+		o.Activity = p.Activity.Add
+	}
 	lb := lab.New(o)
 	c := core.New(p.Table, downstream.Adapt(p.Clients), lb, p.Limits, p.Log)
 	c.SignImpressions(p.IDs)
-	return &Router{Core: c, Lab: lb, GRPC: router.NewServer(c)}
+	return &Router{Core: c, Lab: lb, GRPC: router.NewServer(c), activity: p.Activity}
 }
 
-// Run runs the experiment lab until ctx ends, then writes what it recorded.
-func (r *Router) Run(ctx context.Context) error { return r.Lab.Run(ctx) }
+// Run runs the experiment lab until ctx ends, then writes what it recorded;
+// the activity sink outlives it, to send the last of it.
+func (r *Router) Run(ctx context.Context) error {
+	if r.activity == nil {
+		return r.Lab.Run(ctx)
+	}
+	sinkCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- r.activity.Run(sinkCtx) }()
+	err := r.Lab.Run(ctx)
+	stop()
+	return errors.Join(err, <-done)
+}
 
 // Local is the downstream of a process that serves every model itself:
 // world w's features, a ranker for every model file models/<domain>/<version>.json,

@@ -25,6 +25,7 @@ import (
 	"github.com/adrank/adrank/platform/service"
 	"github.com/adrank/adrank/platform/snapshot"
 	"github.com/adrank/adrank/platform/tracing"
+	"github.com/adrank/adrank/routersvc/internal/activity"
 	"github.com/adrank/adrank/routersvc/internal/core"
 	"github.com/adrank/adrank/routersvc/internal/downstream"
 	"github.com/adrank/adrank/routersvc/internal/lab"
@@ -188,6 +189,8 @@ func Run(ctx context.Context, c Config) error {
 		}
 		disc := downstream.NewConsul(client, log, append(dial, tls)...)
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
+		// What is served and clicked feeds featuresvc's real-time counters.
+		p.Activity = activity.New(disc.Features, activityEvery, activityTimeout, log)
 		auctions = disc.Auctions
 	}
 	r := New(p)
@@ -206,15 +209,17 @@ func Run(ctx context.Context, c Config) error {
 		if err != nil {
 			return err
 		}
-		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(map[string]auth.Role{
+		need := map[string]auth.Role{
 			routerv1.RouterService_PromoteCanary_FullMethodName:         auth.Admin,
 			routerv1.RouterService_RollbackCanary_FullMethodName:        auth.Admin,
 			routerv1.RouterService_EvaluateOffPolicy_FullMethodName:     auth.Admin,
+			routerv1.RouterService_ExportTrainingData_FullMethodName:    auth.Admin,
 			routerv1.RouterService_ReportEvents_FullMethodName:          auth.Events,
 			routerv1.RouterService_ReportEdgeImpressions_FullMethodName: auth.Events,
-		})))
+		}
+		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(need)), grpc.ChainStreamInterceptor(tok.StreamInterceptor(need)))
 	} else {
-		log.Warn("no --tokens: canary promotion and rollback, off-policy evaluation and events are open to any caller")
+		log.Warn("no --tokens: canary promotion and rollback, off-policy evaluation, training data export and events are open to any caller")
 	}
 	srv, err := service.New(opts)
 	if err != nil {
@@ -275,6 +280,13 @@ func Run(ctx context.Context, c Config) error {
 	}
 	return serve(srv.WatchContext(ctx), r, p.Table, srv, watch)
 }
+
+// How often the router sends impressions to featuresvc's counters (a click
+// goes at once), and the bound on each call.
+const (
+	activityEvery   = 100 * time.Millisecond
+	activityTimeout = time.Second
+)
 
 // alongside runs b with a, until both end (one's error ends the other).
 func alongside(a, b func(context.Context) error) func(context.Context) error {

@@ -220,7 +220,7 @@ func (e *Engine) ReportEdgeImpressions(ctx context.Context, domain string, serve
 			// impression, only of an edge one that was never recorded.
 			plain := EdgeImpressionPrefix + r.ImpressionID
 			ids[j] = e.ids.Sign(plain)
-			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: plain, Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
+			ls.Results = append(ls.Results, lab.ServedResult{ImpressionID: plain, AdID: r.AdID, Slot: r.Slot, Price: r.PriceMicros, Version: s.Version})
 		}
 		if why != "" {
 			out[i] = EdgeOutcome{Result: lab.Rejected, Reason: why}

@@ -283,7 +283,7 @@ func (rc *rankCall) finish(record func(lab.Served) error) (*Response, error) {
 	}
 	served := lab.Served{Domain: rc.domain, UserID: rc.req.UserID, RequestID: rc.id, A: *a, Calls: rc.calls, OPE: ope}
 	for _, r := range results {
-		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.plainID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
+		served.Results = append(served.Results, lab.ServedResult{ImpressionID: r.plainID, AdID: r.AdID, Slot: r.Slot, Price: r.PriceMicros, Version: r.Version})
 	}
 	if record == nil {
 		rc.e.lab.Record(served)
@@ -462,6 +462,9 @@ func (rc *rankCall) explore(main scored, results []Result, pick int, eps float64
 	rec := &lab.OPERecord{
 		RequestID: rc.id, At: time.Now(), Version: main.version, Pctrs: main.pctrs,
 		ProductionTop: prodTop, Top: top, Propensity: p, Epsilon: eps,
+	}
+	for _, r := range results {
+		rec.Shown = append(rec.Shown, r.AdID)
 	}
 	var err error
 	if rec.Request, err = json.Marshal(rc.req); err == nil {

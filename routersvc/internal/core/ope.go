@@ -78,7 +78,7 @@ func (e *Engine) EvaluateOffPolicy(ctx context.Context, domain, candidate string
 	g.SetLimit(MaxOPEWorkers)
 	for i := range recs {
 		g.Go(func() error {
-			l, err := e.replay(gctx, domain, candidate, recs[i], clicked[recs[i].RequestID])
+			l, err := e.replay(gctx, domain, candidate, recs[i], clicked.On(recs[i], recs[i].Top))
 			var bad errMalformed
 			switch {
 			case errors.As(err, &bad):

@@ -116,6 +116,10 @@ func (c featuresClient) GetFeatureStatus(ctx context.Context, in *featuresv1.Get
 	return c.s.GetFeatureStatus(ctx, in)
 }
 
+func (c featuresClient) RecordActivity(ctx context.Context, in *featuresv1.RecordActivityRequest, _ ...grpc.CallOption) (*featuresv1.RecordActivityResponse, error) {
+	return c.s.RecordActivity(ctx, in)
+}
+
 // LoadSnapshot is featuresvc's alone: a process serving the synthetic world
 // itself has no store to load.
 func (c featuresClient) LoadSnapshot(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[featuresv1.LoadSnapshotRequest, featuresv1.LoadSnapshotResponse], error) {

@@ -117,6 +117,9 @@ func (l *Lab) Event(ctx context.Context, ev Event) (EventResult, error) {
 		return Duplicate, l.refuse(ctx, "duplicate")
 	}
 	l.o.Observe.Event(im.Domain, im.Strategy, im.Version, ev.Conversion)
+	if l.o.Activity != nil && !ev.Conversion && im.AdID != "" {
+		l.o.Activity([]Activity{{UserID: im.UserID, AdID: im.AdID, At: l.o.Now(), Clicks: 1}})
+	}
 	return Accepted, nil
 }
 

@@ -47,7 +47,12 @@ type Options struct {
 	Open func(impressionID string) (plain string, ok bool)
 	// Observe hears what is recorded, for metrics (default: nothing).
 	Observe Observer
-	Now     func() time.Time
+	// Activity, when set, hears each impression once it is written (once
+	// per request: not again for a request recorded again) and each
+	// accepted click: the feature store's real-time counters. It must not
+	// block.
+	Activity func([]Activity)
+	Now      func() time.Time
 }
 
 // Lab is the experiment runtime. Run owns its goroutines.
@@ -97,6 +102,7 @@ func New(o Options) *Lab {
 		canary:  map[string]canaryState{},
 	}
 	l.rec = newRecorder(o.Store, o.Log, o.FlushEvery, l.impressionTTL())
+	l.rec.activity = o.Activity
 	return l
 }
 

@@ -1,5 +1,7 @@
 package lab
 
+import "time"
+
 // Observer hears what the lab records, for metrics. Its methods are called
 // on the request path: they must be cheap and safe for concurrent use.
 type Observer interface {
@@ -23,3 +25,11 @@ func (nopObserver) Served(Served)                        {}
 func (nopObserver) Event(string, string, string, bool)   {}
 func (nopObserver) EventRefused(string)                  {}
 func (nopObserver) ShadowDropped(domain, version string) {}
+
+// Activity is impressions and clicks of one ad shown to one user, at a
+// time: what the feature store counts.
+type Activity struct {
+	UserID, AdID        string
+	At                  time.Time
+	Impressions, Clicks uint32
+}

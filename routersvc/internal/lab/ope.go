@@ -31,11 +31,24 @@ type OPERecord struct {
 	// ranked on, as the core writes them (JSON).
 	Request  json.RawMessage `json:"request"`
 	Features json.RawMessage `json:"features"`
+	// Shown are the ads shown, by slot (absent in records logged before
+	// they were kept: then only Top is known).
+	Shown []string `json:"shown,omitempty"`
 }
 
-// opeClick is the log entry of a click on a logged request's first ad.
+// opeClick is the log entry of a click on an ad of a logged request.
 type opeClick struct {
-	Click string `json:"click"` // request ID
+	Click string `json:"click"`        // request ID
+	Ad    string `json:"ad,omitempty"` // empty in entries logged when only the first ad's clicks were
+}
+
+// Clicks are the clicks on logged requests' ads.
+type Clicks map[string]map[string]bool // request ID -> ad ID ("" for the first ad, in old entries)
+
+// On reports whether the ad shown in a logged request was clicked.
+func (c Clicks) On(rec OPERecord, ad string) bool {
+	ads := c[rec.RequestID]
+	return ads[ad] || (ad == rec.Top && ads[""])
 }
 
 func opeStream(domain string) string      { return "ope|" + domain }
@@ -53,9 +66,9 @@ func (l *Lab) opeLimits(domain string) (int, time.Duration) {
 	return x.KeepOrDefault(), x.RetentionOrDefault()
 }
 
-// OPELog is a domain's logged requests, oldest first, and the request IDs
-// whose first ad was clicked.
-func (l *Lab) OPELog(ctx context.Context, domain string) ([]OPERecord, map[string]bool, error) {
+// OPELog is a domain's logged requests, oldest first, and the clicks on
+// their ads.
+func (l *Lab) OPELog(ctx context.Context, domain string) ([]OPERecord, Clicks, error) {
 	var recs []OPERecord
 	err := l.o.Store.ReadLog(ctx, opeStream(domain), func(data []byte) error {
 		var r OPERecord
@@ -68,13 +81,16 @@ func (l *Lab) OPELog(ctx context.Context, domain string) ([]OPERecord, map[strin
 	if err != nil {
 		return nil, nil, err
 	}
-	clicked := map[string]bool{}
+	clicked := Clicks{}
 	err = l.o.Store.ReadLog(ctx, opeClickStream(domain), func(data []byte) error {
 		var c opeClick
 		if err := json.Unmarshal(data, &c); err != nil {
 			return fmt.Errorf("OPE click: %w", err)
 		}
-		clicked[c.Click] = true
+		if clicked[c.Click] == nil {
+			clicked[c.Click] = map[string]bool{}
+		}
+		clicked[c.Click][c.Ad] = true
 		return nil
 	})
 	return recs, clicked, err
@@ -94,9 +110,9 @@ func (l *Lab) logOPE(op *store.Op, domain string, x *experiment.Explore, r *OPER
 	op.LogMax, op.LogTTL = x.KeepOrDefault(), x.RetentionOrDefault()
 }
 
-// logOPEClick adds the click on a logged request's first ad to op.
+// logOPEClick adds the click on an ad of a logged request to op.
 func (l *Lab) logOPEClick(op *store.Op, im store.Impression) {
-	b, _ := json.Marshal(opeClick{Click: im.RequestID})
+	b, _ := json.Marshal(opeClick{Click: im.RequestID, Ad: im.AdID})
 	op.Logs = append(op.Logs, store.LogEntry{Stream: opeClickStream(im.Domain), Data: b})
 	op.LogMax, op.LogTTL = l.opeLimits(im.Domain)
 }

@@ -28,6 +28,8 @@ type recorder struct {
 	log   *slog.Logger
 	every time.Duration
 	ttl   time.Duration
+	// activity hears the impressions written for the first time.
+	activity func([]Activity)
 
 	// flushing serializes flushes: a Flush called while the periodic one
 	// writes waits for that write, so that what was recorded before it is
@@ -124,22 +126,26 @@ func (r *recorder) flush(ctx context.Context) error {
 	for i, q := range qs {
 		ops[i] = q.op
 	}
-	if _, err := r.st.ApplyAll(ctx, ops); err == nil {
+	if applied, err := r.st.ApplyAll(ctx, ops); err == nil {
 		r.written(ops)
+		r.report(ops, applied)
 		return nil
 	}
 	var ok []store.Op
+	var okApplied []bool
 	var failed []queued
 	var last error
 	for _, q := range qs {
-		if _, err := r.st.Apply(ctx, q.op); err != nil {
+		applied, err := r.st.Apply(ctx, q.op)
+		if err != nil {
 			q.tries++
 			failed, last = append(failed, q), err
 			continue
 		}
-		ok = append(ok, q.op)
+		ok, okApplied = append(ok, q.op), append(okApplied, applied)
 	}
 	r.written(ok)
+	r.report(ok, okApplied)
 	if len(failed) == 0 {
 		return nil
 	}
@@ -169,6 +175,30 @@ func (r *recorder) flush(ctx context.Context) error {
 		r.log.Error("experiment state records dropped: the store refused them", "dropped", drop, "error", last)
 	}
 	return fmt.Errorf("record: %d of %d records failed: %w", len(failed), len(qs), last)
+}
+
+// report passes the impressions of the ops applied now (not before: a
+// request recorded again) to the activity sink.
+func (r *recorder) report(ops []store.Op, applied []bool) {
+	if r.activity != nil {
+		r.activity(impressionActivity(ops, applied))
+	}
+}
+
+// impressionActivity is the applied ops' impressions, as activity.
+func impressionActivity(ops []store.Op, applied []bool) []Activity {
+	var out []Activity
+	for i, op := range ops {
+		if i >= len(applied) || !applied[i] {
+			continue
+		}
+		for _, im := range op.Impressions {
+			if im.AdID != "" {
+				out = append(out, Activity{UserID: im.UserID, AdID: im.AdID, At: im.At, Impressions: 1})
+			}
+		}
+	}
+	return out
 }
 
 // written forgets the pending impressions of ops that are in the store.
@@ -239,6 +269,7 @@ type Served struct {
 // ServedResult is one shown ad.
 type ServedResult struct {
 	ImpressionID string
+	AdID         string
 	Slot         int
 	Price        int64
 	Version      string // with interleaving, the team's version
@@ -298,6 +329,9 @@ func (l *Lab) RecordOnce(ctx context.Context, served []Served, answers []map[str
 	if err != nil {
 		return nil, err
 	}
+	if l.o.Activity != nil {
+		l.o.Activity(impressionActivity(ops[:len(served)], applied))
+	}
 	return applied[:len(served)], nil
 }
 
@@ -314,9 +348,9 @@ func (l *Lab) servedOp(s Served) store.Op {
 			}
 		}
 		op.Impressions = append(op.Impressions, store.Impression{
-			ID: r.ImpressionID, RequestID: s.RequestID, Domain: s.Domain, UserID: s.UserID,
+			ID: r.ImpressionID, RequestID: s.RequestID, Domain: s.Domain, UserID: s.UserID, AdID: r.AdID,
 			Version: r.Version, Strategy: string(a.Strategy), Experiment: a.Experiment, Group: group,
-			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now, OPE: s.OPE != nil && r.Slot == 1,
+			Propensity: a.Propensity, Slot: r.Slot, Price: r.Price, At: now, OPE: s.OPE != nil,
 		})
 	}
 	if s.OPE != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,5 +143,56 @@ func TestRecordedOnceClickedOnce(t *testing.T) {
 	}
 	if accepted != 1 {
 		t.Fatalf("%d of 50 clicks on one impression counted, want 1", accepted)
+	}
+}
+
+// The activity sink hears each impression once it is written, once per
+// request (a request recorded again is not counted again, nor one the store
+// refused), and each accepted click once.
+func TestActivityIsReportedOnce(t *testing.T) {
+	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	st := &refusing{Store: bolt}
+	var mu sync.Mutex
+	var got []Activity
+	l := New(Options{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Activity: func(a []Activity) {
+		mu.Lock()
+		got = append(got, a...)
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	s := served("r1")
+	s.Results[0].AdID = "ad9"
+	l.Record(s)
+	l.Record(s) // a client's retry
+	bad := served("bad")
+	bad.Results[0].AdID = "ad9"
+	l.Record(bad)
+	_ = l.Flush(ctx)
+	l.Record(s) // and again, after the first is in the store
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := l.Event(ctx, Event{ImpressionID: "imp-r1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Event(ctx, Event{ImpressionID: "imp-r1", Conversion: true, Value: 3}); err != nil {
+		t.Fatal(err)
+	}
+	var imps, clicks uint32
+	for _, a := range got {
+		if a.UserID != "u1" || a.AdID != "ad9" || a.At.IsZero() {
+			t.Errorf("activity %+v", a)
+		}
+		imps += a.Impressions
+		clicks += a.Clicks
+	}
+	if imps != 1 || clicks != 1 {
+		t.Errorf("%d impressions and %d clicks reported, want 1 and 1: %+v", imps, clicks, got)
 	}
 }

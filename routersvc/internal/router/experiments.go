@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
@@ -184,4 +185,33 @@ func interleaveReport(in *lab.InterleaveReport) *routerv1.InterleaveReport {
 		out.Pairs = append(out.Pairs, interleaveReport(&in.Pairs[i]))
 	}
 	return out
+}
+
+// exportBatch is how many training rows each message carries.
+const exportBatch = 500
+
+// ExportTrainingData implements RouterService.
+func (s *Server) ExportTrainingData(req *routerv1.ExportTrainingDataRequest, stream grpc.ServerStreamingServer[routerv1.ExportTrainingDataResponse]) error {
+	msg := &routerv1.ExportTrainingDataResponse{}
+	first := true
+	skipped, err := s.core.ExportTrainingRows(stream.Context(), req.GetDomain(), func(names []string, r core.TrainingRow) error {
+		if first {
+			msg.FeatureNames, first = names, false
+		}
+		msg.Rows = append(msg.Rows, &routerv1.TrainingRow{
+			RequestId: r.RequestID, UserId: r.UserID, AdId: r.AdID, Version: r.Version, Time: timestamppb.New(r.At),
+			Slot: int32(r.Slot), Values: r.Values, Click: r.Click,
+		})
+		if len(msg.Rows) < exportBatch {
+			return nil
+		}
+		err := stream.Send(msg)
+		msg = &routerv1.ExportTrainingDataResponse{}
+		return err
+	})
+	if err != nil {
+		return Status(err)
+	}
+	msg.Skipped = int64(skipped)
+	return stream.Send(msg)
 }

@@ -20,16 +20,17 @@ type Impression struct {
 	RequestID  string    `json:"request_id"`
 	Domain     string    `json:"domain"`
 	UserID     string    `json:"user_id"`
-	Version    string    `json:"version"`    // the version whose score placed the ad
-	Strategy   string    `json:"strategy"`   // production, canary, ab, bandit, interleaved, fallback
-	Experiment string    `json:"experiment"` // experiment ID, "" for none
-	Group      string    `json:"group"`      // arm, team or canary group the impression counts in
-	Propensity float64   `json:"propensity"` // probability the assignment had when chosen
+	AdID       string    `json:"ad_id,omitempty"` // empty in impressions stored before it was kept
+	Version    string    `json:"version"`         // the version whose score placed the ad
+	Strategy   string    `json:"strategy"`        // production, canary, ab, bandit, interleaved, fallback
+	Experiment string    `json:"experiment"`      // experiment ID, "" for none
+	Group      string    `json:"group"`           // arm, team or canary group the impression counts in
+	Propensity float64   `json:"propensity"`      // probability the assignment had when chosen
 	Slot       int       `json:"slot"`
 	Price      int64     `json:"price_micros"`
 	At         time.Time `json:"at"`
-	// OPE: the first slot of a request logged for off-policy evaluation,
-	// whose click is logged too.
+	// OPE: an ad of a request logged for off-policy evaluation (and for
+	// training), whose click is logged too.
 	OPE bool `json:"ope,omitempty"`
 }
 

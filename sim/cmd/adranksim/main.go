@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
@@ -49,9 +50,13 @@ func main() {
 	flag.Uint64Var(&cfg.Seed, "seed", 1, "seed")
 	flag.Var(liftFlag(cfg.Lift), "lift", "true quality multiplier VERSION=FACTOR (repeatable)")
 	flag.StringVar(&cfg.RequestPrefix, "prefix", fmt.Sprintf("sim-%d-", time.Now().Unix()), "request ID prefix")
+	token := flag.String("token", os.Getenv("ADRANK_TOKEN"), "bearer token for the events (default $ADRANK_TOKEN), for a router started with --tokens")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
+	}
 	if err := run(ctx, *addr, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "adranksim:", err)
 		os.Exit(1)

@@ -24,6 +24,175 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RecordActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	Activity      []*Activity `protobuf:"bytes,1,rep,name=activity,proto3" json:"activity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordActivityRequest) Reset() {
+	*x = RecordActivityRequest{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordActivityRequest) ProtoMessage() {}
+
+func (x *RecordActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordActivityRequest.ProtoReflect.Descriptor instead.
+func (*RecordActivityRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RecordActivityRequest) GetActivity() []*Activity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+// Activity is impressions and clicks of one ad shown to one user.
+type Activity struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	UserId      string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	AdId        string                 `protobuf:"bytes,2,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	Impressions uint32                 `protobuf:"varint,3,opt,name=impressions,proto3" json:"impressions,omitempty"`
+	Clicks      uint32                 `protobuf:"varint,4,opt,name=clicks,proto3" json:"clicks,omitempty"`
+	// When it happened; at most 5 minutes ahead of featuresvc's clock.
+	// Activity older than a window does not count in it.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Activity) Reset() {
+	*x = Activity{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Activity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Activity) ProtoMessage() {}
+
+func (x *Activity) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Activity.ProtoReflect.Descriptor instead.
+func (*Activity) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Activity) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Activity) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *Activity) GetImpressions() uint32 {
+	if x != nil {
+		return x.Impressions
+	}
+	return 0
+}
+
+func (x *Activity) GetClicks() uint32 {
+	if x != nil {
+		return x.Clicks
+	}
+	return 0
+}
+
+func (x *Activity) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type RecordActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Activity not counted because a counter set was full.
+	Dropped       uint64 `protobuf:"varint,1,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordActivityResponse) Reset() {
+	*x = RecordActivityResponse{}
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordActivityResponse) ProtoMessage() {}
+
+func (x *RecordActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordActivityResponse.ProtoReflect.Descriptor instead.
+func (*RecordActivityResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordActivityResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 type LoadSnapshotRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set in the first message only.
@@ -36,7 +205,7 @@ type LoadSnapshotRequest struct {
 
 func (x *LoadSnapshotRequest) Reset() {
 	*x = LoadSnapshotRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +217,7 @@ func (x *LoadSnapshotRequest) String() string {
 func (*LoadSnapshotRequest) ProtoMessage() {}
 
 func (x *LoadSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[0]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +230,7 @@ func (x *LoadSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*LoadSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{0}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LoadSnapshotRequest) GetHeader() *LoadSnapshotHeader {
@@ -95,7 +264,7 @@ type LoadSnapshotHeader struct {
 
 func (x *LoadSnapshotHeader) Reset() {
 	*x = LoadSnapshotHeader{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +276,7 @@ func (x *LoadSnapshotHeader) String() string {
 func (*LoadSnapshotHeader) ProtoMessage() {}
 
 func (x *LoadSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[1]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +289,7 @@ func (x *LoadSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*LoadSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{1}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LoadSnapshotHeader) GetEntity() string {
@@ -160,7 +329,7 @@ type LoadSnapshotResponse struct {
 
 func (x *LoadSnapshotResponse) Reset() {
 	*x = LoadSnapshotResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +341,7 @@ func (x *LoadSnapshotResponse) String() string {
 func (*LoadSnapshotResponse) ProtoMessage() {}
 
 func (x *LoadSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[2]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +354,7 @@ func (x *LoadSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*LoadSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{2}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LoadSnapshotResponse) GetStatus() *EntityStatus {
@@ -206,7 +375,7 @@ type PutFeaturesRequest struct {
 
 func (x *PutFeaturesRequest) Reset() {
 	*x = PutFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +387,7 @@ func (x *PutFeaturesRequest) String() string {
 func (*PutFeaturesRequest) ProtoMessage() {}
 
 func (x *PutFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[3]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +400,7 @@ func (x *PutFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*PutFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{3}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutFeaturesRequest) GetEntity() string {
@@ -265,7 +434,7 @@ type FeatureRow struct {
 
 func (x *FeatureRow) Reset() {
 	*x = FeatureRow{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +446,7 @@ func (x *FeatureRow) String() string {
 func (*FeatureRow) ProtoMessage() {}
 
 func (x *FeatureRow) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[4]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +459,7 @@ func (x *FeatureRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureRow.ProtoReflect.Descriptor instead.
 func (*FeatureRow) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{4}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FeatureRow) GetKey() []string {
@@ -329,7 +498,7 @@ type PutFeaturesResponse struct {
 
 func (x *PutFeaturesResponse) Reset() {
 	*x = PutFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +510,7 @@ func (x *PutFeaturesResponse) String() string {
 func (*PutFeaturesResponse) ProtoMessage() {}
 
 func (x *PutFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[5]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +523,7 @@ func (x *PutFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*PutFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{5}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{8}
 }
 
 type GetFeatureStatusRequest struct {
@@ -365,7 +534,7 @@ type GetFeatureStatusRequest struct {
 
 func (x *GetFeatureStatusRequest) Reset() {
 	*x = GetFeatureStatusRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +546,7 @@ func (x *GetFeatureStatusRequest) String() string {
 func (*GetFeatureStatusRequest) ProtoMessage() {}
 
 func (x *GetFeatureStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[6]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +559,7 @@ func (x *GetFeatureStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeatureStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetFeatureStatusRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{6}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{9}
 }
 
 type GetFeatureStatusResponse struct {
@@ -404,7 +573,7 @@ type GetFeatureStatusResponse struct {
 
 func (x *GetFeatureStatusResponse) Reset() {
 	*x = GetFeatureStatusResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +585,7 @@ func (x *GetFeatureStatusResponse) String() string {
 func (*GetFeatureStatusResponse) ProtoMessage() {}
 
 func (x *GetFeatureStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[7]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +598,7 @@ func (x *GetFeatureStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeatureStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetFeatureStatusResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{7}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetFeatureStatusResponse) GetServed() []string {
@@ -458,14 +627,18 @@ type EntityStatus struct {
 	AgeSeconds float64 `protobuf:"fixed64,6,opt,name=age_seconds,json=ageSeconds,proto3" json:"age_seconds,omitempty"`
 	Source     string  `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
 	// Rows whose online writes are in force over the snapshot.
-	OnlineRows    int64 `protobuf:"varint,8,opt,name=online_rows,json=onlineRows,proto3" json:"online_rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OnlineRows int64 `protobuf:"varint,8,opt,name=online_rows,json=onlineRows,proto3" json:"online_rows,omitempty"`
+	// Keys with activity in the entity's real-time counters, and activity
+	// dropped because the counters held their most keys.
+	CounterKeys    int64  `protobuf:"varint,9,opt,name=counter_keys,json=counterKeys,proto3" json:"counter_keys,omitempty"`
+	CounterDropped uint64 `protobuf:"varint,10,opt,name=counter_dropped,json=counterDropped,proto3" json:"counter_dropped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EntityStatus) Reset() {
 	*x = EntityStatus{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +650,7 @@ func (x *EntityStatus) String() string {
 func (*EntityStatus) ProtoMessage() {}
 
 func (x *EntityStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[8]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +663,7 @@ func (x *EntityStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityStatus.ProtoReflect.Descriptor instead.
 func (*EntityStatus) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{8}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EntityStatus) GetEntity() string {
@@ -549,6 +722,20 @@ func (x *EntityStatus) GetOnlineRows() int64 {
 	return 0
 }
 
+func (x *EntityStatus) GetCounterKeys() int64 {
+	if x != nil {
+		return x.CounterKeys
+	}
+	return 0
+}
+
+func (x *EntityStatus) GetCounterDropped() uint64 {
+	if x != nil {
+		return x.CounterDropped
+	}
+	return 0
+}
+
 type BatchGetFeaturesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 256.
@@ -559,7 +746,7 @@ type BatchGetFeaturesRequest struct {
 
 func (x *BatchGetFeaturesRequest) Reset() {
 	*x = BatchGetFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +758,7 @@ func (x *BatchGetFeaturesRequest) String() string {
 func (*BatchGetFeaturesRequest) ProtoMessage() {}
 
 func (x *BatchGetFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[9]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +771,7 @@ func (x *BatchGetFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{9}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchGetFeaturesRequest) GetRequests() []*GetFeaturesRequest {
@@ -603,7 +790,7 @@ type BatchGetFeaturesResponse struct {
 
 func (x *BatchGetFeaturesResponse) Reset() {
 	*x = BatchGetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +802,7 @@ func (x *BatchGetFeaturesResponse) String() string {
 func (*BatchGetFeaturesResponse) ProtoMessage() {}
 
 func (x *BatchGetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[10]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +815,7 @@ func (x *BatchGetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{10}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchGetFeaturesResponse) GetResponses() []*GetFeaturesResponse {
@@ -652,7 +839,7 @@ type RequestContext struct {
 
 func (x *RequestContext) Reset() {
 	*x = RequestContext{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +851,7 @@ func (x *RequestContext) String() string {
 func (*RequestContext) ProtoMessage() {}
 
 func (x *RequestContext) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[11]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +864,7 @@ func (x *RequestContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
 func (*RequestContext) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{11}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestContext) GetTimestamp() *timestamppb.Timestamp {
@@ -719,7 +906,7 @@ type GetFeaturesRequest struct {
 
 func (x *GetFeaturesRequest) Reset() {
 	*x = GetFeaturesRequest{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +918,7 @@ func (x *GetFeaturesRequest) String() string {
 func (*GetFeaturesRequest) ProtoMessage() {}
 
 func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[12]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +931,7 @@ func (x *GetFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*GetFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{12}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetFeaturesRequest) GetUserId() string {
@@ -786,7 +973,7 @@ type FeatureTable struct {
 
 func (x *FeatureTable) Reset() {
 	*x = FeatureTable{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +985,7 @@ func (x *FeatureTable) String() string {
 func (*FeatureTable) ProtoMessage() {}
 
 func (x *FeatureTable) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[13]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +998,7 @@ func (x *FeatureTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureTable.ProtoReflect.Descriptor instead.
 func (*FeatureTable) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{13}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FeatureTable) GetNames() []string {
@@ -848,7 +1035,7 @@ type AdFeatures struct {
 
 func (x *AdFeatures) Reset() {
 	*x = AdFeatures{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1047,7 @@ func (x *AdFeatures) String() string {
 func (*AdFeatures) ProtoMessage() {}
 
 func (x *AdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[14]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1060,7 @@ func (x *AdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdFeatures.ProtoReflect.Descriptor instead.
 func (*AdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{14}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AdFeatures) GetAdId() string {
@@ -907,7 +1094,7 @@ type GetFeaturesResponse struct {
 
 func (x *GetFeaturesResponse) Reset() {
 	*x = GetFeaturesResponse{}
-	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1106,7 @@ func (x *GetFeaturesResponse) String() string {
 func (*GetFeaturesResponse) ProtoMessage() {}
 
 func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_features_v1_features_proto_msgTypes[15]
+	mi := &file_adrank_features_v1_features_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1119,7 @@ func (x *GetFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{15}
+	return file_adrank_features_v1_features_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetFeaturesResponse) GetUserKnown() bool {
@@ -967,7 +1154,17 @@ var File_adrank_features_v1_features_proto protoreflect.FileDescriptor
 
 const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\n" +
-	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n" +
+	"!adrank/features/v1/features.proto\x12\x12adrank.features.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n" +
+	"\x15RecordActivityRequest\x128\n" +
+	"\bactivity\x18\x01 \x03(\v2\x1c.adrank.features.v1.ActivityR\bactivity\"\xa2\x01\n" +
+	"\bActivity\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x13\n" +
+	"\x05ad_id\x18\x02 \x01(\tR\x04adId\x12 \n" +
+	"\vimpressions\x18\x03 \x01(\rR\vimpressions\x12\x16\n" +
+	"\x06clicks\x18\x04 \x01(\rR\x06clicks\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"2\n" +
+	"\x16RecordActivityResponse\x12\x18\n" +
+	"\adropped\x18\x01 \x01(\x04R\adropped\"i\n" +
 	"\x13LoadSnapshotRequest\x12>\n" +
 	"\x06header\x18\x01 \x01(\v2&.adrank.features.v1.LoadSnapshotHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x8d\x01\n" +
@@ -998,7 +1195,7 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x17GetFeatureStatusRequest\"p\n" +
 	"\x18GetFeatureStatusResponse\x12\x16\n" +
 	"\x06served\x18\x01 \x03(\tR\x06served\x12<\n" +
-	"\bentities\x18\x02 \x03(\v2 .adrank.features.v1.EntityStatusR\bentities\"\x98\x02\n" +
+	"\bentities\x18\x02 \x03(\v2 .adrank.features.v1.EntityStatusR\bentities\"\xe4\x02\n" +
 	"\fEntityStatus\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
@@ -1009,7 +1206,10 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"ageSeconds\x12\x16\n" +
 	"\x06source\x18\a \x01(\tR\x06source\x12\x1f\n" +
 	"\vonline_rows\x18\b \x01(\x03R\n" +
-	"onlineRows\"]\n" +
+	"onlineRows\x12!\n" +
+	"\fcounter_keys\x18\t \x01(\x03R\vcounterKeys\x12'\n" +
+	"\x0fcounter_dropped\x18\n" +
+	" \x01(\x04R\x0ecounterDropped\"]\n" +
 	"\x17BatchGetFeaturesRequest\x12B\n" +
 	"\brequests\x18\x01 \x03(\v2&.adrank.features.v1.GetFeaturesRequestR\brequests\"a\n" +
 	"\x18BatchGetFeaturesResponse\x12E\n" +
@@ -1037,13 +1237,14 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x03ads\x18\x03 \x03(\v2\x1e.adrank.features.v1.AdFeaturesR\x03ads\x128\n" +
 	"\x06shared\x18\x04 \x01(\v2 .adrank.features.v1.FeatureTableR\x06shared\x12A\n" +
 	"\vad_features\x18\x05 \x01(\v2 .adrank.features.v1.FeatureTableR\n" +
-	"adFeaturesJ\x04\b\x02\x10\x032\x93\x04\n" +
+	"adFeaturesJ\x04\b\x02\x10\x032\xfc\x04\n" +
 	"\x0eFeatureService\x12^\n" +
 	"\vGetFeatures\x12&.adrank.features.v1.GetFeaturesRequest\x1a'.adrank.features.v1.GetFeaturesResponse\x12m\n" +
 	"\x10BatchGetFeatures\x12+.adrank.features.v1.BatchGetFeaturesRequest\x1a,.adrank.features.v1.BatchGetFeaturesResponse\x12c\n" +
 	"\fLoadSnapshot\x12'.adrank.features.v1.LoadSnapshotRequest\x1a(.adrank.features.v1.LoadSnapshotResponse(\x01\x12^\n" +
 	"\vPutFeatures\x12&.adrank.features.v1.PutFeaturesRequest\x1a'.adrank.features.v1.PutFeaturesResponse\x12m\n" +
-	"\x10GetFeatureStatus\x12+.adrank.features.v1.GetFeatureStatusRequest\x1a,.adrank.features.v1.GetFeatureStatusResponseB\xcd\x01\n" +
+	"\x10GetFeatureStatus\x12+.adrank.features.v1.GetFeatureStatusRequest\x1a,.adrank.features.v1.GetFeatureStatusResponse\x12g\n" +
+	"\x0eRecordActivity\x12).adrank.features.v1.RecordActivityRequest\x1a*.adrank.features.v1.RecordActivityResponseB\xcd\x01\n" +
 	"\x16com.adrank.features.v1B\rFeaturesProtoP\x01Z:github.com/adrank/adrank/gen/adrank/features/v1;featuresv1\xa2\x02\x03AFX\xaa\x02\x12Adrank.Features.V1\xca\x02\x12Adrank\\Features\\V1\xe2\x02\x1eAdrank\\Features\\V1\\GPBMetadata\xea\x02\x14Adrank::Features::V1b\x06proto3"
 
 var (
@@ -1058,61 +1259,68 @@ func file_adrank_features_v1_features_proto_rawDescGZIP() []byte {
 	return file_adrank_features_v1_features_proto_rawDescData
 }
 
-var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_adrank_features_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_adrank_features_v1_features_proto_goTypes = []any{
-	(*LoadSnapshotRequest)(nil),      // 0: adrank.features.v1.LoadSnapshotRequest
-	(*LoadSnapshotHeader)(nil),       // 1: adrank.features.v1.LoadSnapshotHeader
-	(*LoadSnapshotResponse)(nil),     // 2: adrank.features.v1.LoadSnapshotResponse
-	(*PutFeaturesRequest)(nil),       // 3: adrank.features.v1.PutFeaturesRequest
-	(*FeatureRow)(nil),               // 4: adrank.features.v1.FeatureRow
-	(*PutFeaturesResponse)(nil),      // 5: adrank.features.v1.PutFeaturesResponse
-	(*GetFeatureStatusRequest)(nil),  // 6: adrank.features.v1.GetFeatureStatusRequest
-	(*GetFeatureStatusResponse)(nil), // 7: adrank.features.v1.GetFeatureStatusResponse
-	(*EntityStatus)(nil),             // 8: adrank.features.v1.EntityStatus
-	(*BatchGetFeaturesRequest)(nil),  // 9: adrank.features.v1.BatchGetFeaturesRequest
-	(*BatchGetFeaturesResponse)(nil), // 10: adrank.features.v1.BatchGetFeaturesResponse
-	(*RequestContext)(nil),           // 11: adrank.features.v1.RequestContext
-	(*GetFeaturesRequest)(nil),       // 12: adrank.features.v1.GetFeaturesRequest
-	(*FeatureTable)(nil),             // 13: adrank.features.v1.FeatureTable
-	(*AdFeatures)(nil),               // 14: adrank.features.v1.AdFeatures
-	(*GetFeaturesResponse)(nil),      // 15: adrank.features.v1.GetFeaturesResponse
-	nil,                              // 16: adrank.features.v1.FeatureRow.ValuesEntry
-	nil,                              // 17: adrank.features.v1.FeatureRow.StringsEntry
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*RecordActivityRequest)(nil),    // 0: adrank.features.v1.RecordActivityRequest
+	(*Activity)(nil),                 // 1: adrank.features.v1.Activity
+	(*RecordActivityResponse)(nil),   // 2: adrank.features.v1.RecordActivityResponse
+	(*LoadSnapshotRequest)(nil),      // 3: adrank.features.v1.LoadSnapshotRequest
+	(*LoadSnapshotHeader)(nil),       // 4: adrank.features.v1.LoadSnapshotHeader
+	(*LoadSnapshotResponse)(nil),     // 5: adrank.features.v1.LoadSnapshotResponse
+	(*PutFeaturesRequest)(nil),       // 6: adrank.features.v1.PutFeaturesRequest
+	(*FeatureRow)(nil),               // 7: adrank.features.v1.FeatureRow
+	(*PutFeaturesResponse)(nil),      // 8: adrank.features.v1.PutFeaturesResponse
+	(*GetFeatureStatusRequest)(nil),  // 9: adrank.features.v1.GetFeatureStatusRequest
+	(*GetFeatureStatusResponse)(nil), // 10: adrank.features.v1.GetFeatureStatusResponse
+	(*EntityStatus)(nil),             // 11: adrank.features.v1.EntityStatus
+	(*BatchGetFeaturesRequest)(nil),  // 12: adrank.features.v1.BatchGetFeaturesRequest
+	(*BatchGetFeaturesResponse)(nil), // 13: adrank.features.v1.BatchGetFeaturesResponse
+	(*RequestContext)(nil),           // 14: adrank.features.v1.RequestContext
+	(*GetFeaturesRequest)(nil),       // 15: adrank.features.v1.GetFeaturesRequest
+	(*FeatureTable)(nil),             // 16: adrank.features.v1.FeatureTable
+	(*AdFeatures)(nil),               // 17: adrank.features.v1.AdFeatures
+	(*GetFeaturesResponse)(nil),      // 18: adrank.features.v1.GetFeaturesResponse
+	nil,                              // 19: adrank.features.v1.FeatureRow.ValuesEntry
+	nil,                              // 20: adrank.features.v1.FeatureRow.StringsEntry
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
 }
 var file_adrank_features_v1_features_proto_depIdxs = []int32{
-	1,  // 0: adrank.features.v1.LoadSnapshotRequest.header:type_name -> adrank.features.v1.LoadSnapshotHeader
-	18, // 1: adrank.features.v1.LoadSnapshotHeader.as_of:type_name -> google.protobuf.Timestamp
-	8,  // 2: adrank.features.v1.LoadSnapshotResponse.status:type_name -> adrank.features.v1.EntityStatus
-	4,  // 3: adrank.features.v1.PutFeaturesRequest.rows:type_name -> adrank.features.v1.FeatureRow
-	16, // 4: adrank.features.v1.FeatureRow.values:type_name -> adrank.features.v1.FeatureRow.ValuesEntry
-	17, // 5: adrank.features.v1.FeatureRow.strings:type_name -> adrank.features.v1.FeatureRow.StringsEntry
-	18, // 6: adrank.features.v1.FeatureRow.event_time:type_name -> google.protobuf.Timestamp
-	8,  // 7: adrank.features.v1.GetFeatureStatusResponse.entities:type_name -> adrank.features.v1.EntityStatus
-	18, // 8: adrank.features.v1.EntityStatus.as_of:type_name -> google.protobuf.Timestamp
-	18, // 9: adrank.features.v1.EntityStatus.loaded_at:type_name -> google.protobuf.Timestamp
-	12, // 10: adrank.features.v1.BatchGetFeaturesRequest.requests:type_name -> adrank.features.v1.GetFeaturesRequest
-	15, // 11: adrank.features.v1.BatchGetFeaturesResponse.responses:type_name -> adrank.features.v1.GetFeaturesResponse
-	18, // 12: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 13: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
-	14, // 14: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
-	13, // 15: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
-	13, // 16: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
-	12, // 17: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
-	9,  // 18: adrank.features.v1.FeatureService.BatchGetFeatures:input_type -> adrank.features.v1.BatchGetFeaturesRequest
-	0,  // 19: adrank.features.v1.FeatureService.LoadSnapshot:input_type -> adrank.features.v1.LoadSnapshotRequest
-	3,  // 20: adrank.features.v1.FeatureService.PutFeatures:input_type -> adrank.features.v1.PutFeaturesRequest
-	6,  // 21: adrank.features.v1.FeatureService.GetFeatureStatus:input_type -> adrank.features.v1.GetFeatureStatusRequest
-	15, // 22: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
-	10, // 23: adrank.features.v1.FeatureService.BatchGetFeatures:output_type -> adrank.features.v1.BatchGetFeaturesResponse
-	2,  // 24: adrank.features.v1.FeatureService.LoadSnapshot:output_type -> adrank.features.v1.LoadSnapshotResponse
-	5,  // 25: adrank.features.v1.FeatureService.PutFeatures:output_type -> adrank.features.v1.PutFeaturesResponse
-	7,  // 26: adrank.features.v1.FeatureService.GetFeatureStatus:output_type -> adrank.features.v1.GetFeatureStatusResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: adrank.features.v1.RecordActivityRequest.activity:type_name -> adrank.features.v1.Activity
+	21, // 1: adrank.features.v1.Activity.time:type_name -> google.protobuf.Timestamp
+	4,  // 2: adrank.features.v1.LoadSnapshotRequest.header:type_name -> adrank.features.v1.LoadSnapshotHeader
+	21, // 3: adrank.features.v1.LoadSnapshotHeader.as_of:type_name -> google.protobuf.Timestamp
+	11, // 4: adrank.features.v1.LoadSnapshotResponse.status:type_name -> adrank.features.v1.EntityStatus
+	7,  // 5: adrank.features.v1.PutFeaturesRequest.rows:type_name -> adrank.features.v1.FeatureRow
+	19, // 6: adrank.features.v1.FeatureRow.values:type_name -> adrank.features.v1.FeatureRow.ValuesEntry
+	20, // 7: adrank.features.v1.FeatureRow.strings:type_name -> adrank.features.v1.FeatureRow.StringsEntry
+	21, // 8: adrank.features.v1.FeatureRow.event_time:type_name -> google.protobuf.Timestamp
+	11, // 9: adrank.features.v1.GetFeatureStatusResponse.entities:type_name -> adrank.features.v1.EntityStatus
+	21, // 10: adrank.features.v1.EntityStatus.as_of:type_name -> google.protobuf.Timestamp
+	21, // 11: adrank.features.v1.EntityStatus.loaded_at:type_name -> google.protobuf.Timestamp
+	15, // 12: adrank.features.v1.BatchGetFeaturesRequest.requests:type_name -> adrank.features.v1.GetFeaturesRequest
+	18, // 13: adrank.features.v1.BatchGetFeaturesResponse.responses:type_name -> adrank.features.v1.GetFeaturesResponse
+	21, // 14: adrank.features.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	14, // 15: adrank.features.v1.GetFeaturesRequest.context:type_name -> adrank.features.v1.RequestContext
+	17, // 16: adrank.features.v1.GetFeaturesResponse.ads:type_name -> adrank.features.v1.AdFeatures
+	16, // 17: adrank.features.v1.GetFeaturesResponse.shared:type_name -> adrank.features.v1.FeatureTable
+	16, // 18: adrank.features.v1.GetFeaturesResponse.ad_features:type_name -> adrank.features.v1.FeatureTable
+	15, // 19: adrank.features.v1.FeatureService.GetFeatures:input_type -> adrank.features.v1.GetFeaturesRequest
+	12, // 20: adrank.features.v1.FeatureService.BatchGetFeatures:input_type -> adrank.features.v1.BatchGetFeaturesRequest
+	3,  // 21: adrank.features.v1.FeatureService.LoadSnapshot:input_type -> adrank.features.v1.LoadSnapshotRequest
+	6,  // 22: adrank.features.v1.FeatureService.PutFeatures:input_type -> adrank.features.v1.PutFeaturesRequest
+	9,  // 23: adrank.features.v1.FeatureService.GetFeatureStatus:input_type -> adrank.features.v1.GetFeatureStatusRequest
+	0,  // 24: adrank.features.v1.FeatureService.RecordActivity:input_type -> adrank.features.v1.RecordActivityRequest
+	18, // 25: adrank.features.v1.FeatureService.GetFeatures:output_type -> adrank.features.v1.GetFeaturesResponse
+	13, // 26: adrank.features.v1.FeatureService.BatchGetFeatures:output_type -> adrank.features.v1.BatchGetFeaturesResponse
+	5,  // 27: adrank.features.v1.FeatureService.LoadSnapshot:output_type -> adrank.features.v1.LoadSnapshotResponse
+	8,  // 28: adrank.features.v1.FeatureService.PutFeatures:output_type -> adrank.features.v1.PutFeaturesResponse
+	10, // 29: adrank.features.v1.FeatureService.GetFeatureStatus:output_type -> adrank.features.v1.GetFeatureStatusResponse
+	2,  // 30: adrank.features.v1.FeatureService.RecordActivity:output_type -> adrank.features.v1.RecordActivityResponse
+	25, // [25:31] is the sub-list for method output_type
+	19, // [19:25] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_adrank_features_v1_features_proto_init() }
@@ -1126,7 +1334,7 @@ func file_adrank_features_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_features_v1_features_proto_rawDesc), len(file_adrank_features_v1_features_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	FeatureService_LoadSnapshot_FullMethodName     = "/adrank.features.v1.FeatureService/LoadSnapshot"
 	FeatureService_PutFeatures_FullMethodName      = "/adrank.features.v1.FeatureService/PutFeatures"
 	FeatureService_GetFeatureStatus_FullMethodName = "/adrank.features.v1.FeatureService/GetFeatureStatus"
+	FeatureService_RecordActivity_FullMethodName   = "/adrank.features.v1.FeatureService/RecordActivity"
 )
 
 // FeatureServiceClient is the client API for FeatureService service.
@@ -56,6 +57,11 @@ type FeatureServiceClient interface {
 	// GetFeatureStatus returns the spec's served feature names and each
 	// entity's serving snapshot: its version, rows, and age.
 	GetFeatureStatus(ctx context.Context, in *GetFeatureStatusRequest, opts ...grpc.CallOption) (*GetFeatureStatusResponse, error)
+	// RecordActivity counts served impressions and clicks into the spec's
+	// real-time counters (impressions and clicks per user, per ad, per user x
+	// category over sliding windows). The router sends what it serves and the
+	// clicks it accepts; a count is served from the next request on.
+	RecordActivity(ctx context.Context, in *RecordActivityRequest, opts ...grpc.CallOption) (*RecordActivityResponse, error)
 }
 
 type featureServiceClient struct {
@@ -119,6 +125,16 @@ func (c *featureServiceClient) GetFeatureStatus(ctx context.Context, in *GetFeat
 	return out, nil
 }
 
+func (c *featureServiceClient) RecordActivity(ctx context.Context, in *RecordActivityRequest, opts ...grpc.CallOption) (*RecordActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordActivityResponse)
+	err := c.cc.Invoke(ctx, FeatureService_RecordActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FeatureServiceServer is the server API for FeatureService service.
 // All implementations must embed UnimplementedFeatureServiceServer
 // for forward compatibility.
@@ -147,6 +163,11 @@ type FeatureServiceServer interface {
 	// GetFeatureStatus returns the spec's served feature names and each
 	// entity's serving snapshot: its version, rows, and age.
 	GetFeatureStatus(context.Context, *GetFeatureStatusRequest) (*GetFeatureStatusResponse, error)
+	// RecordActivity counts served impressions and clicks into the spec's
+	// real-time counters (impressions and clicks per user, per ad, per user x
+	// category over sliding windows). The router sends what it serves and the
+	// clicks it accepts; a count is served from the next request on.
+	RecordActivity(context.Context, *RecordActivityRequest) (*RecordActivityResponse, error)
 	mustEmbedUnimplementedFeatureServiceServer()
 }
 
@@ -171,6 +192,9 @@ func (UnimplementedFeatureServiceServer) PutFeatures(context.Context, *PutFeatur
 }
 func (UnimplementedFeatureServiceServer) GetFeatureStatus(context.Context, *GetFeatureStatusRequest) (*GetFeatureStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetFeatureStatus not implemented")
+}
+func (UnimplementedFeatureServiceServer) RecordActivity(context.Context, *RecordActivityRequest) (*RecordActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordActivity not implemented")
 }
 func (UnimplementedFeatureServiceServer) mustEmbedUnimplementedFeatureServiceServer() {}
 func (UnimplementedFeatureServiceServer) testEmbeddedByValue()                        {}
@@ -272,6 +296,24 @@ func _FeatureService_GetFeatureStatus_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FeatureService_RecordActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FeatureServiceServer).RecordActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FeatureService_RecordActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FeatureServiceServer).RecordActivity(ctx, req.(*RecordActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FeatureService_ServiceDesc is the grpc.ServiceDesc for FeatureService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -294,6 +336,10 @@ var FeatureService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetFeatureStatus",
 			Handler:    _FeatureService_GetFeatureStatus_Handler,
+		},
+		{
+			MethodName: "RecordActivity",
+			Handler:    _FeatureService_RecordActivity_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -309,6 +309,216 @@ func (EventResult) EnumDescriptor() ([]byte, []int) {
 	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
+type ExportTrainingDataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTrainingDataRequest) Reset() {
+	*x = ExportTrainingDataRequest{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTrainingDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTrainingDataRequest) ProtoMessage() {}
+
+func (x *ExportTrainingDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTrainingDataRequest.ProtoReflect.Descriptor instead.
+func (*ExportTrainingDataRequest) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExportTrainingDataRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+type ExportTrainingDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The feature columns of every row's values; in the first message only.
+	FeatureNames []string       `protobuf:"bytes,1,rep,name=feature_names,json=featureNames,proto3" json:"feature_names,omitempty"`
+	Rows         []*TrainingRow `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// Rows that could not be exported (malformed records); in the last
+	// message.
+	Skipped       int64 `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTrainingDataResponse) Reset() {
+	*x = ExportTrainingDataResponse{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTrainingDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTrainingDataResponse) ProtoMessage() {}
+
+func (x *ExportTrainingDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTrainingDataResponse.ProtoReflect.Descriptor instead.
+func (*ExportTrainingDataResponse) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExportTrainingDataResponse) GetFeatureNames() []string {
+	if x != nil {
+		return x.FeatureNames
+	}
+	return nil
+}
+
+func (x *ExportTrainingDataResponse) GetRows() []*TrainingRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *ExportTrainingDataResponse) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+// TrainingRow is one shown ad of a logged request.
+type TrainingRow struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	AdId      string                 `protobuf:"bytes,3,opt,name=ad_id,json=adId,proto3" json:"ad_id,omitempty"`
+	// The version whose ranking served the request.
+	Version string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	Slot    int32                  `protobuf:"varint,6,opt,name=slot,proto3" json:"slot,omitempty"`
+	// In the order of feature_names; NaN is missing.
+	Values        []float64 `protobuf:"fixed64,7,rep,packed,name=values,proto3" json:"values,omitempty"`
+	Click         bool      `protobuf:"varint,8,opt,name=click,proto3" json:"click,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainingRow) Reset() {
+	*x = TrainingRow{}
+	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainingRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainingRow) ProtoMessage() {}
+
+func (x *TrainingRow) ProtoReflect() protoreflect.Message {
+	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainingRow.ProtoReflect.Descriptor instead.
+func (*TrainingRow) Descriptor() ([]byte, []int) {
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TrainingRow) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *TrainingRow) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TrainingRow) GetAdId() string {
+	if x != nil {
+		return x.AdId
+	}
+	return ""
+}
+
+func (x *TrainingRow) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *TrainingRow) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TrainingRow) GetSlot() int32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *TrainingRow) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *TrainingRow) GetClick() bool {
+	if x != nil {
+		return x.Click
+	}
+	return false
+}
+
 type EvaluateOffPolicyRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
@@ -322,7 +532,7 @@ type EvaluateOffPolicyRequest struct {
 
 func (x *EvaluateOffPolicyRequest) Reset() {
 	*x = EvaluateOffPolicyRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +544,7 @@ func (x *EvaluateOffPolicyRequest) String() string {
 func (*EvaluateOffPolicyRequest) ProtoMessage() {}
 
 func (x *EvaluateOffPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[0]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +557,7 @@ func (x *EvaluateOffPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateOffPolicyRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateOffPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{0}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EvaluateOffPolicyRequest) GetDomain() string {
@@ -384,7 +594,7 @@ type OffPolicyEstimate struct {
 
 func (x *OffPolicyEstimate) Reset() {
 	*x = OffPolicyEstimate{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +606,7 @@ func (x *OffPolicyEstimate) String() string {
 func (*OffPolicyEstimate) ProtoMessage() {}
 
 func (x *OffPolicyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[1]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +619,7 @@ func (x *OffPolicyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffPolicyEstimate.ProtoReflect.Descriptor instead.
 func (*OffPolicyEstimate) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{1}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OffPolicyEstimate) GetValue() float64 {
@@ -460,7 +670,7 @@ type EvaluateOffPolicyResponse struct {
 
 func (x *EvaluateOffPolicyResponse) Reset() {
 	*x = EvaluateOffPolicyResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +682,7 @@ func (x *EvaluateOffPolicyResponse) String() string {
 func (*EvaluateOffPolicyResponse) ProtoMessage() {}
 
 func (x *EvaluateOffPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[2]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +695,7 @@ func (x *EvaluateOffPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateOffPolicyResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateOffPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{2}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EvaluateOffPolicyResponse) GetDomain() string {
@@ -596,7 +806,7 @@ type RequestContext struct {
 
 func (x *RequestContext) Reset() {
 	*x = RequestContext{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +818,7 @@ func (x *RequestContext) String() string {
 func (*RequestContext) ProtoMessage() {}
 
 func (x *RequestContext) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[3]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +831,7 @@ func (x *RequestContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
 func (*RequestContext) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{3}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RequestContext) GetTimestamp() *timestamppb.Timestamp {
@@ -667,7 +877,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +889,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[4]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +902,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{4}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Candidate) GetAdId() string {
@@ -744,7 +954,7 @@ type RankRequest struct {
 
 func (x *RankRequest) Reset() {
 	*x = RankRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +966,7 @@ func (x *RankRequest) String() string {
 func (*RankRequest) ProtoMessage() {}
 
 func (x *RankRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[5]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +979,7 @@ func (x *RankRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankRequest.ProtoReflect.Descriptor instead.
 func (*RankRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{5}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RankRequest) GetRequestId() string {
@@ -847,7 +1057,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1069,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[6]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1082,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{6}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Result) GetAdId() string {
@@ -963,7 +1173,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1185,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[7]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1198,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{7}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Assignment) GetStrategy() Strategy {
@@ -1077,7 +1287,7 @@ type RankResponse struct {
 
 func (x *RankResponse) Reset() {
 	*x = RankResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1299,7 @@ func (x *RankResponse) String() string {
 func (*RankResponse) ProtoMessage() {}
 
 func (x *RankResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[8]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1312,7 @@ func (x *RankResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankResponse.ProtoReflect.Descriptor instead.
 func (*RankResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{8}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RankResponse) GetRequestId() string {
@@ -1183,7 +1393,7 @@ type ListDomainsRequest struct {
 
 func (x *ListDomainsRequest) Reset() {
 	*x = ListDomainsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1405,7 @@ func (x *ListDomainsRequest) String() string {
 func (*ListDomainsRequest) ProtoMessage() {}
 
 func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[9]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1418,7 @@ func (x *ListDomainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsRequest.ProtoReflect.Descriptor instead.
 func (*ListDomainsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{9}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 // VersionInfo describes one registered ranker version of a domain.
@@ -1228,7 +1438,7 @@ type VersionInfo struct {
 
 func (x *VersionInfo) Reset() {
 	*x = VersionInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1450,7 @@ func (x *VersionInfo) String() string {
 func (*VersionInfo) ProtoMessage() {}
 
 func (x *VersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[10]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1463,7 @@ func (x *VersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionInfo.ProtoReflect.Descriptor instead.
 func (*VersionInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VersionInfo) GetVersion() string {
@@ -1317,7 +1527,7 @@ type DomainInfo struct {
 
 func (x *DomainInfo) Reset() {
 	*x = DomainInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1539,7 @@ func (x *DomainInfo) String() string {
 func (*DomainInfo) ProtoMessage() {}
 
 func (x *DomainInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[11]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1552,7 @@ func (x *DomainInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainInfo.ProtoReflect.Descriptor instead.
 func (*DomainInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DomainInfo) GetDomain() string {
@@ -1427,7 +1637,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1649,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[12]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1662,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotInfo) GetGeneration() string {
@@ -1544,7 +1754,7 @@ type ListDomainsResponse struct {
 
 func (x *ListDomainsResponse) Reset() {
 	*x = ListDomainsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1766,7 @@ func (x *ListDomainsResponse) String() string {
 func (*ListDomainsResponse) ProtoMessage() {}
 
 func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[13]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1779,7 @@ func (x *ListDomainsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDomainsResponse.ProtoReflect.Descriptor instead.
 func (*ListDomainsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{13}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDomainsResponse) GetDomains() []*DomainInfo {
@@ -1599,7 +1809,7 @@ type StreamLag struct {
 
 func (x *StreamLag) Reset() {
 	*x = StreamLag{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1821,7 @@ func (x *StreamLag) String() string {
 func (*StreamLag) ProtoMessage() {}
 
 func (x *StreamLag) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[14]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1834,7 @@ func (x *StreamLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLag.ProtoReflect.Descriptor instead.
 func (*StreamLag) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{14}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamLag) GetTopic() string {
@@ -1665,7 +1875,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1887,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[15]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1900,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{15}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Event) GetImpressionId() string {
@@ -1731,7 +1941,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1953,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[16]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1966,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{16}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1779,7 +1989,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2001,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[17]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2014,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{17}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReportEventsResponse) GetResults() []EventResult {
@@ -1844,7 +2054,7 @@ type GetExperimentReportRequest struct {
 
 func (x *GetExperimentReportRequest) Reset() {
 	*x = GetExperimentReportRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2066,7 @@ func (x *GetExperimentReportRequest) String() string {
 func (*GetExperimentReportRequest) ProtoMessage() {}
 
 func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[18]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2079,7 @@ func (x *GetExperimentReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportRequest.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{18}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetExperimentReportRequest) GetDomain() string {
@@ -1901,7 +2111,7 @@ type GroupStats struct {
 
 func (x *GroupStats) Reset() {
 	*x = GroupStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2123,7 @@ func (x *GroupStats) String() string {
 func (*GroupStats) ProtoMessage() {}
 
 func (x *GroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[19]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2136,7 @@ func (x *GroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStats.ProtoReflect.Descriptor instead.
 func (*GroupStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{19}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupStats) GetGroup() string {
@@ -2021,7 +2231,7 @@ type VersionHealth struct {
 
 func (x *VersionHealth) Reset() {
 	*x = VersionHealth{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2243,7 @@ func (x *VersionHealth) String() string {
 func (*VersionHealth) ProtoMessage() {}
 
 func (x *VersionHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[20]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2256,7 @@ func (x *VersionHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionHealth.ProtoReflect.Descriptor instead.
 func (*VersionHealth) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{20}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VersionHealth) GetVersion() string {
@@ -2115,7 +2325,7 @@ type ShadowStats struct {
 
 func (x *ShadowStats) Reset() {
 	*x = ShadowStats{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2337,7 @@ func (x *ShadowStats) String() string {
 func (*ShadowStats) ProtoMessage() {}
 
 func (x *ShadowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[21]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2350,7 @@ func (x *ShadowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowStats.ProtoReflect.Descriptor instead.
 func (*ShadowStats) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{21}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShadowStats) GetVersion() string {
@@ -2250,7 +2460,7 @@ type Test struct {
 
 func (x *Test) Reset() {
 	*x = Test{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2472,7 @@ func (x *Test) String() string {
 func (*Test) ProtoMessage() {}
 
 func (x *Test) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[22]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2485,7 @@ func (x *Test) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Test.ProtoReflect.Descriptor instead.
 func (*Test) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{22}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Test) GetControl() string {
@@ -2395,7 +2605,7 @@ type ABReport struct {
 
 func (x *ABReport) Reset() {
 	*x = ABReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2617,7 @@ func (x *ABReport) String() string {
 func (*ABReport) ProtoMessage() {}
 
 func (x *ABReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[23]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2630,7 @@ func (x *ABReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABReport.ProtoReflect.Descriptor instead.
 func (*ABReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{23}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ABReport) GetSalt() string {
@@ -2511,7 +2721,7 @@ type CanaryReport struct {
 
 func (x *CanaryReport) Reset() {
 	*x = CanaryReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2733,7 @@ func (x *CanaryReport) String() string {
 func (*CanaryReport) ProtoMessage() {}
 
 func (x *CanaryReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[24]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2746,7 @@ func (x *CanaryReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryReport.ProtoReflect.Descriptor instead.
 func (*CanaryReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{24}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CanaryReport) GetVersion() string {
@@ -2630,7 +2840,7 @@ type BanditArm struct {
 
 func (x *BanditArm) Reset() {
 	*x = BanditArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2852,7 @@ func (x *BanditArm) String() string {
 func (*BanditArm) ProtoMessage() {}
 
 func (x *BanditArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[25]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2865,7 @@ func (x *BanditArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditArm.ProtoReflect.Descriptor instead.
 func (*BanditArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{25}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BanditArm) GetVersion() string {
@@ -2703,7 +2913,7 @@ type BanditReport struct {
 
 func (x *BanditReport) Reset() {
 	*x = BanditReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2925,7 @@ func (x *BanditReport) String() string {
 func (*BanditReport) ProtoMessage() {}
 
 func (x *BanditReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[26]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2938,7 @@ func (x *BanditReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanditReport.ProtoReflect.Descriptor instead.
 func (*BanditReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{26}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BanditReport) GetPolicy() string {
@@ -2780,7 +2990,7 @@ type InterleaveReport struct {
 
 func (x *InterleaveReport) Reset() {
 	*x = InterleaveReport{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +3002,7 @@ func (x *InterleaveReport) String() string {
 func (*InterleaveReport) ProtoMessage() {}
 
 func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[27]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +3015,7 @@ func (x *InterleaveReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterleaveReport.ProtoReflect.Descriptor instead.
 func (*InterleaveReport) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{27}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InterleaveReport) GetA() string {
@@ -2953,7 +3163,7 @@ type GetExperimentReportResponse struct {
 
 func (x *GetExperimentReportResponse) Reset() {
 	*x = GetExperimentReportResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3175,7 @@ func (x *GetExperimentReportResponse) String() string {
 func (*GetExperimentReportResponse) ProtoMessage() {}
 
 func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[28]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3188,7 @@ func (x *GetExperimentReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExperimentReportResponse.ProtoReflect.Descriptor instead.
 func (*GetExperimentReportResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{28}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetExperimentReportResponse) GetDomain() string {
@@ -3138,7 +3348,7 @@ type Staleness struct {
 
 func (x *Staleness) Reset() {
 	*x = Staleness{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3150,7 +3360,7 @@ func (x *Staleness) String() string {
 func (*Staleness) ProtoMessage() {}
 
 func (x *Staleness) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[29]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3163,7 +3373,7 @@ func (x *Staleness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Staleness.ProtoReflect.Descriptor instead.
 func (*Staleness) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{29}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Staleness) GetAge() string {
@@ -3217,7 +3427,7 @@ type PromoteCanaryRequest struct {
 
 func (x *PromoteCanaryRequest) Reset() {
 	*x = PromoteCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3439,7 @@ func (x *PromoteCanaryRequest) String() string {
 func (*PromoteCanaryRequest) ProtoMessage() {}
 
 func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[30]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3452,7 @@ func (x *PromoteCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryRequest.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{30}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PromoteCanaryRequest) GetDomain() string {
@@ -3261,7 +3471,7 @@ type PromoteCanaryResponse struct {
 
 func (x *PromoteCanaryResponse) Reset() {
 	*x = PromoteCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3483,7 @@ func (x *PromoteCanaryResponse) String() string {
 func (*PromoteCanaryResponse) ProtoMessage() {}
 
 func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[31]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3496,7 @@ func (x *PromoteCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteCanaryResponse.ProtoReflect.Descriptor instead.
 func (*PromoteCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{31}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PromoteCanaryResponse) GetProductionVersion() string {
@@ -3306,7 +3516,7 @@ type RollbackCanaryRequest struct {
 
 func (x *RollbackCanaryRequest) Reset() {
 	*x = RollbackCanaryRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3528,7 @@ func (x *RollbackCanaryRequest) String() string {
 func (*RollbackCanaryRequest) ProtoMessage() {}
 
 func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[32]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3541,7 @@ func (x *RollbackCanaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryRequest.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{32}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackCanaryRequest) GetDomain() string {
@@ -3356,7 +3566,7 @@ type RollbackCanaryResponse struct {
 
 func (x *RollbackCanaryResponse) Reset() {
 	*x = RollbackCanaryResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3578,7 @@ func (x *RollbackCanaryResponse) String() string {
 func (*RollbackCanaryResponse) ProtoMessage() {}
 
 func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[33]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3591,7 @@ func (x *RollbackCanaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackCanaryResponse.ProtoReflect.Descriptor instead.
 func (*RollbackCanaryResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{33}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{36}
 }
 
 type GetEdgePlanRequest struct {
@@ -3393,7 +3603,7 @@ type GetEdgePlanRequest struct {
 
 func (x *GetEdgePlanRequest) Reset() {
 	*x = GetEdgePlanRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3615,7 @@ func (x *GetEdgePlanRequest) String() string {
 func (*GetEdgePlanRequest) ProtoMessage() {}
 
 func (x *GetEdgePlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[34]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3628,7 @@ func (x *GetEdgePlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgePlanRequest.ProtoReflect.Descriptor instead.
 func (*GetEdgePlanRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{34}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetEdgePlanRequest) GetDomain() string {
@@ -3449,7 +3659,7 @@ type GetEdgePlanResponse struct {
 
 func (x *GetEdgePlanResponse) Reset() {
 	*x = GetEdgePlanResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3461,7 +3671,7 @@ func (x *GetEdgePlanResponse) String() string {
 func (*GetEdgePlanResponse) ProtoMessage() {}
 
 func (x *GetEdgePlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[35]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3474,7 +3684,7 @@ func (x *GetEdgePlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgePlanResponse.ProtoReflect.Descriptor instead.
 func (*GetEdgePlanResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{35}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetEdgePlanResponse) GetDomain() string {
@@ -3536,7 +3746,7 @@ type EdgeAB struct {
 
 func (x *EdgeAB) Reset() {
 	*x = EdgeAB{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3758,7 @@ func (x *EdgeAB) String() string {
 func (*EdgeAB) ProtoMessage() {}
 
 func (x *EdgeAB) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[36]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3771,7 @@ func (x *EdgeAB) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeAB.ProtoReflect.Descriptor instead.
 func (*EdgeAB) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{36}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EdgeAB) GetSalt() string {
@@ -3588,7 +3798,7 @@ type EdgeArm struct {
 
 func (x *EdgeArm) Reset() {
 	*x = EdgeArm{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3810,7 @@ func (x *EdgeArm) String() string {
 func (*EdgeArm) ProtoMessage() {}
 
 func (x *EdgeArm) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[37]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3823,7 @@ func (x *EdgeArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeArm.ProtoReflect.Descriptor instead.
 func (*EdgeArm) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{37}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *EdgeArm) GetVersion() string {
@@ -3642,7 +3852,7 @@ type EdgeCanary struct {
 
 func (x *EdgeCanary) Reset() {
 	*x = EdgeCanary{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3864,7 @@ func (x *EdgeCanary) String() string {
 func (*EdgeCanary) ProtoMessage() {}
 
 func (x *EdgeCanary) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[38]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3877,7 @@ func (x *EdgeCanary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeCanary.ProtoReflect.Descriptor instead.
 func (*EdgeCanary) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{38}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EdgeCanary) GetVersion() string {
@@ -3710,7 +3920,7 @@ type GetEdgeFeaturesRequest struct {
 
 func (x *GetEdgeFeaturesRequest) Reset() {
 	*x = GetEdgeFeaturesRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +3932,7 @@ func (x *GetEdgeFeaturesRequest) String() string {
 func (*GetEdgeFeaturesRequest) ProtoMessage() {}
 
 func (x *GetEdgeFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[39]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +3945,7 @@ func (x *GetEdgeFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgeFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*GetEdgeFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{39}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetEdgeFeaturesRequest) GetDomain() string {
@@ -3771,7 +3981,7 @@ type GetEdgeFeaturesResponse struct {
 
 func (x *GetEdgeFeaturesResponse) Reset() {
 	*x = GetEdgeFeaturesResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +3993,7 @@ func (x *GetEdgeFeaturesResponse) String() string {
 func (*GetEdgeFeaturesResponse) ProtoMessage() {}
 
 func (x *GetEdgeFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[40]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +4006,7 @@ func (x *GetEdgeFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEdgeFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*GetEdgeFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{40}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetEdgeFeaturesResponse) GetUser() map[string]float64 {
@@ -3823,7 +4033,7 @@ type EdgeAdFeatures struct {
 
 func (x *EdgeAdFeatures) Reset() {
 	*x = EdgeAdFeatures{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3835,7 +4045,7 @@ func (x *EdgeAdFeatures) String() string {
 func (*EdgeAdFeatures) ProtoMessage() {}
 
 func (x *EdgeAdFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[41]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3848,7 +4058,7 @@ func (x *EdgeAdFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeAdFeatures.ProtoReflect.Descriptor instead.
 func (*EdgeAdFeatures) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{41}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EdgeAdFeatures) GetAdId() string {
@@ -3876,7 +4086,7 @@ type ReportEdgeImpressionsRequest struct {
 
 func (x *ReportEdgeImpressionsRequest) Reset() {
 	*x = ReportEdgeImpressionsRequest{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4098,7 @@ func (x *ReportEdgeImpressionsRequest) String() string {
 func (*ReportEdgeImpressionsRequest) ProtoMessage() {}
 
 func (x *ReportEdgeImpressionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[42]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4111,7 @@ func (x *ReportEdgeImpressionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEdgeImpressionsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEdgeImpressionsRequest) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{42}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportEdgeImpressionsRequest) GetDomain() string {
@@ -3933,7 +4143,7 @@ type EdgeServed struct {
 
 func (x *EdgeServed) Reset() {
 	*x = EdgeServed{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3945,7 +4155,7 @@ func (x *EdgeServed) String() string {
 func (*EdgeServed) ProtoMessage() {}
 
 func (x *EdgeServed) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[43]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3958,7 +4168,7 @@ func (x *EdgeServed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeServed.ProtoReflect.Descriptor instead.
 func (*EdgeServed) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{43}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EdgeServed) GetRequestId() string {
@@ -4008,7 +4218,7 @@ type EdgeResult struct {
 
 func (x *EdgeResult) Reset() {
 	*x = EdgeResult{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4020,7 +4230,7 @@ func (x *EdgeResult) String() string {
 func (*EdgeResult) ProtoMessage() {}
 
 func (x *EdgeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[44]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4033,7 +4243,7 @@ func (x *EdgeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeResult.ProtoReflect.Descriptor instead.
 func (*EdgeResult) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{44}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *EdgeResult) GetAdId() string {
@@ -4077,7 +4287,7 @@ type ReportEdgeImpressionsResponse struct {
 
 func (x *ReportEdgeImpressionsResponse) Reset() {
 	*x = ReportEdgeImpressionsResponse{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4299,7 @@ func (x *ReportEdgeImpressionsResponse) String() string {
 func (*ReportEdgeImpressionsResponse) ProtoMessage() {}
 
 func (x *ReportEdgeImpressionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[45]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4312,7 @@ func (x *ReportEdgeImpressionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEdgeImpressionsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEdgeImpressionsResponse) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{45}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReportEdgeImpressionsResponse) GetResults() []*EdgeServedResult {
@@ -4148,7 +4358,7 @@ type EdgeServedResult struct {
 
 func (x *EdgeServedResult) Reset() {
 	*x = EdgeServedResult{}
-	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4370,7 @@ func (x *EdgeServedResult) String() string {
 func (*EdgeServedResult) ProtoMessage() {}
 
 func (x *EdgeServedResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adrank_router_v1_router_proto_msgTypes[46]
+	mi := &file_adrank_router_v1_router_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4383,7 @@ func (x *EdgeServedResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeServedResult.ProtoReflect.Descriptor instead.
 func (*EdgeServedResult) Descriptor() ([]byte, []int) {
-	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{46}
+	return file_adrank_router_v1_router_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *EdgeServedResult) GetResult() EventResult {
@@ -4201,7 +4411,23 @@ var File_adrank_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x1dadrank/router/v1/router.proto\x12\x10adrank.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n" +
+	"\x1dadrank/router/v1/router.proto\x12\x10adrank.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n" +
+	"\x19ExportTrainingDataRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\x8e\x01\n" +
+	"\x1aExportTrainingDataResponse\x12#\n" +
+	"\rfeature_names\x18\x01 \x03(\tR\ffeatureNames\x121\n" +
+	"\x04rows\x18\x02 \x03(\v2\x1d.adrank.router.v1.TrainingRowR\x04rows\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\x03R\askipped\"\xe6\x01\n" +
+	"\vTrainingRow\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x13\n" +
+	"\x05ad_id\x18\x03 \x01(\tR\x04adId\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04slot\x18\x06 \x01(\x05R\x04slot\x12\x16\n" +
+	"\x06values\x18\a \x03(\x01R\x06values\x12\x14\n" +
+	"\x05click\x18\b \x01(\bR\x05click\"f\n" +
 	"\x18EvaluateOffPolicyRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1c\n" +
 	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12\x14\n" +
@@ -4590,7 +4816,7 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\x16EVENT_RESULT_DUPLICATE\x10\x02\x12#\n" +
 	"\x1fEVENT_RESULT_UNKNOWN_IMPRESSION\x10\x03\x12\x18\n" +
 	"\x14EVENT_RESULT_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15EVENT_RESULT_REJECTED\x10\x052\xf8\a\n" +
+	"\x15EVENT_RESULT_REJECTED\x10\x052\xeb\b\n" +
 	"\rRouterService\x12E\n" +
 	"\x04Rank\x12\x1d.adrank.router.v1.RankRequest\x1a\x1e.adrank.router.v1.RankResponse\x12Z\n" +
 	"\vListDomains\x12$.adrank.router.v1.ListDomainsRequest\x1a%.adrank.router.v1.ListDomainsResponse\x12]\n" +
@@ -4601,7 +4827,8 @@ const file_adrank_router_v1_router_proto_rawDesc = "" +
 	"\vGetEdgePlan\x12$.adrank.router.v1.GetEdgePlanRequest\x1a%.adrank.router.v1.GetEdgePlanResponse\x12f\n" +
 	"\x0fGetEdgeFeatures\x12(.adrank.router.v1.GetEdgeFeaturesRequest\x1a).adrank.router.v1.GetEdgeFeaturesResponse\x12x\n" +
 	"\x15ReportEdgeImpressions\x12..adrank.router.v1.ReportEdgeImpressionsRequest\x1a/.adrank.router.v1.ReportEdgeImpressionsResponse\x12l\n" +
-	"\x11EvaluateOffPolicy\x12*.adrank.router.v1.EvaluateOffPolicyRequest\x1a+.adrank.router.v1.EvaluateOffPolicyResponseB\xbd\x01\n" +
+	"\x11EvaluateOffPolicy\x12*.adrank.router.v1.EvaluateOffPolicyRequest\x1a+.adrank.router.v1.EvaluateOffPolicyResponse\x12q\n" +
+	"\x12ExportTrainingData\x12+.adrank.router.v1.ExportTrainingDataRequest\x1a,.adrank.router.v1.ExportTrainingDataResponse0\x01B\xbd\x01\n" +
 	"\x14com.adrank.router.v1B\vRouterProtoP\x01Z6github.com/adrank/adrank/gen/adrank/router/v1;routerv1\xa2\x02\x03ARX\xaa\x02\x10Adrank.Router.V1\xca\x02\x10Adrank\\Router\\V1\xe2\x02\x1cAdrank\\Router\\V1\\GPBMetadata\xea\x02\x12Adrank::Router::V1b\x06proto3"
 
 var (
@@ -4617,140 +4844,147 @@ func file_adrank_router_v1_router_proto_rawDescGZIP() []byte {
 }
 
 var file_adrank_router_v1_router_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_adrank_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_adrank_router_v1_router_proto_goTypes = []any{
 	(Device)(0),                           // 0: adrank.router.v1.Device
 	(Strategy)(0),                         // 1: adrank.router.v1.Strategy
 	(Source)(0),                           // 2: adrank.router.v1.Source
 	(EventType)(0),                        // 3: adrank.router.v1.EventType
 	(EventResult)(0),                      // 4: adrank.router.v1.EventResult
-	(*EvaluateOffPolicyRequest)(nil),      // 5: adrank.router.v1.EvaluateOffPolicyRequest
-	(*OffPolicyEstimate)(nil),             // 6: adrank.router.v1.OffPolicyEstimate
-	(*EvaluateOffPolicyResponse)(nil),     // 7: adrank.router.v1.EvaluateOffPolicyResponse
-	(*RequestContext)(nil),                // 8: adrank.router.v1.RequestContext
-	(*Candidate)(nil),                     // 9: adrank.router.v1.Candidate
-	(*RankRequest)(nil),                   // 10: adrank.router.v1.RankRequest
-	(*Result)(nil),                        // 11: adrank.router.v1.Result
-	(*Assignment)(nil),                    // 12: adrank.router.v1.Assignment
-	(*RankResponse)(nil),                  // 13: adrank.router.v1.RankResponse
-	(*ListDomainsRequest)(nil),            // 14: adrank.router.v1.ListDomainsRequest
-	(*VersionInfo)(nil),                   // 15: adrank.router.v1.VersionInfo
-	(*DomainInfo)(nil),                    // 16: adrank.router.v1.DomainInfo
-	(*SnapshotInfo)(nil),                  // 17: adrank.router.v1.SnapshotInfo
-	(*ListDomainsResponse)(nil),           // 18: adrank.router.v1.ListDomainsResponse
-	(*StreamLag)(nil),                     // 19: adrank.router.v1.StreamLag
-	(*Event)(nil),                         // 20: adrank.router.v1.Event
-	(*ReportEventsRequest)(nil),           // 21: adrank.router.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),          // 22: adrank.router.v1.ReportEventsResponse
-	(*GetExperimentReportRequest)(nil),    // 23: adrank.router.v1.GetExperimentReportRequest
-	(*GroupStats)(nil),                    // 24: adrank.router.v1.GroupStats
-	(*VersionHealth)(nil),                 // 25: adrank.router.v1.VersionHealth
-	(*ShadowStats)(nil),                   // 26: adrank.router.v1.ShadowStats
-	(*Test)(nil),                          // 27: adrank.router.v1.Test
-	(*ABReport)(nil),                      // 28: adrank.router.v1.ABReport
-	(*CanaryReport)(nil),                  // 29: adrank.router.v1.CanaryReport
-	(*BanditArm)(nil),                     // 30: adrank.router.v1.BanditArm
-	(*BanditReport)(nil),                  // 31: adrank.router.v1.BanditReport
-	(*InterleaveReport)(nil),              // 32: adrank.router.v1.InterleaveReport
-	(*GetExperimentReportResponse)(nil),   // 33: adrank.router.v1.GetExperimentReportResponse
-	(*Staleness)(nil),                     // 34: adrank.router.v1.Staleness
-	(*PromoteCanaryRequest)(nil),          // 35: adrank.router.v1.PromoteCanaryRequest
-	(*PromoteCanaryResponse)(nil),         // 36: adrank.router.v1.PromoteCanaryResponse
-	(*RollbackCanaryRequest)(nil),         // 37: adrank.router.v1.RollbackCanaryRequest
-	(*RollbackCanaryResponse)(nil),        // 38: adrank.router.v1.RollbackCanaryResponse
-	(*GetEdgePlanRequest)(nil),            // 39: adrank.router.v1.GetEdgePlanRequest
-	(*GetEdgePlanResponse)(nil),           // 40: adrank.router.v1.GetEdgePlanResponse
-	(*EdgeAB)(nil),                        // 41: adrank.router.v1.EdgeAB
-	(*EdgeArm)(nil),                       // 42: adrank.router.v1.EdgeArm
-	(*EdgeCanary)(nil),                    // 43: adrank.router.v1.EdgeCanary
-	(*GetEdgeFeaturesRequest)(nil),        // 44: adrank.router.v1.GetEdgeFeaturesRequest
-	(*GetEdgeFeaturesResponse)(nil),       // 45: adrank.router.v1.GetEdgeFeaturesResponse
-	(*EdgeAdFeatures)(nil),                // 46: adrank.router.v1.EdgeAdFeatures
-	(*ReportEdgeImpressionsRequest)(nil),  // 47: adrank.router.v1.ReportEdgeImpressionsRequest
-	(*EdgeServed)(nil),                    // 48: adrank.router.v1.EdgeServed
-	(*EdgeResult)(nil),                    // 49: adrank.router.v1.EdgeResult
-	(*ReportEdgeImpressionsResponse)(nil), // 50: adrank.router.v1.ReportEdgeImpressionsResponse
-	(*EdgeServedResult)(nil),              // 51: adrank.router.v1.EdgeServedResult
-	nil,                                   // 52: adrank.router.v1.CanaryReport.DropPValuesEntry
-	nil,                                   // 53: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	nil,                                   // 54: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	nil,                                   // 55: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	(*timestamppb.Timestamp)(nil),         // 56: google.protobuf.Timestamp
+	(*ExportTrainingDataRequest)(nil),     // 5: adrank.router.v1.ExportTrainingDataRequest
+	(*ExportTrainingDataResponse)(nil),    // 6: adrank.router.v1.ExportTrainingDataResponse
+	(*TrainingRow)(nil),                   // 7: adrank.router.v1.TrainingRow
+	(*EvaluateOffPolicyRequest)(nil),      // 8: adrank.router.v1.EvaluateOffPolicyRequest
+	(*OffPolicyEstimate)(nil),             // 9: adrank.router.v1.OffPolicyEstimate
+	(*EvaluateOffPolicyResponse)(nil),     // 10: adrank.router.v1.EvaluateOffPolicyResponse
+	(*RequestContext)(nil),                // 11: adrank.router.v1.RequestContext
+	(*Candidate)(nil),                     // 12: adrank.router.v1.Candidate
+	(*RankRequest)(nil),                   // 13: adrank.router.v1.RankRequest
+	(*Result)(nil),                        // 14: adrank.router.v1.Result
+	(*Assignment)(nil),                    // 15: adrank.router.v1.Assignment
+	(*RankResponse)(nil),                  // 16: adrank.router.v1.RankResponse
+	(*ListDomainsRequest)(nil),            // 17: adrank.router.v1.ListDomainsRequest
+	(*VersionInfo)(nil),                   // 18: adrank.router.v1.VersionInfo
+	(*DomainInfo)(nil),                    // 19: adrank.router.v1.DomainInfo
+	(*SnapshotInfo)(nil),                  // 20: adrank.router.v1.SnapshotInfo
+	(*ListDomainsResponse)(nil),           // 21: adrank.router.v1.ListDomainsResponse
+	(*StreamLag)(nil),                     // 22: adrank.router.v1.StreamLag
+	(*Event)(nil),                         // 23: adrank.router.v1.Event
+	(*ReportEventsRequest)(nil),           // 24: adrank.router.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),          // 25: adrank.router.v1.ReportEventsResponse
+	(*GetExperimentReportRequest)(nil),    // 26: adrank.router.v1.GetExperimentReportRequest
+	(*GroupStats)(nil),                    // 27: adrank.router.v1.GroupStats
+	(*VersionHealth)(nil),                 // 28: adrank.router.v1.VersionHealth
+	(*ShadowStats)(nil),                   // 29: adrank.router.v1.ShadowStats
+	(*Test)(nil),                          // 30: adrank.router.v1.Test
+	(*ABReport)(nil),                      // 31: adrank.router.v1.ABReport
+	(*CanaryReport)(nil),                  // 32: adrank.router.v1.CanaryReport
+	(*BanditArm)(nil),                     // 33: adrank.router.v1.BanditArm
+	(*BanditReport)(nil),                  // 34: adrank.router.v1.BanditReport
+	(*InterleaveReport)(nil),              // 35: adrank.router.v1.InterleaveReport
+	(*GetExperimentReportResponse)(nil),   // 36: adrank.router.v1.GetExperimentReportResponse
+	(*Staleness)(nil),                     // 37: adrank.router.v1.Staleness
+	(*PromoteCanaryRequest)(nil),          // 38: adrank.router.v1.PromoteCanaryRequest
+	(*PromoteCanaryResponse)(nil),         // 39: adrank.router.v1.PromoteCanaryResponse
+	(*RollbackCanaryRequest)(nil),         // 40: adrank.router.v1.RollbackCanaryRequest
+	(*RollbackCanaryResponse)(nil),        // 41: adrank.router.v1.RollbackCanaryResponse
+	(*GetEdgePlanRequest)(nil),            // 42: adrank.router.v1.GetEdgePlanRequest
+	(*GetEdgePlanResponse)(nil),           // 43: adrank.router.v1.GetEdgePlanResponse
+	(*EdgeAB)(nil),                        // 44: adrank.router.v1.EdgeAB
+	(*EdgeArm)(nil),                       // 45: adrank.router.v1.EdgeArm
+	(*EdgeCanary)(nil),                    // 46: adrank.router.v1.EdgeCanary
+	(*GetEdgeFeaturesRequest)(nil),        // 47: adrank.router.v1.GetEdgeFeaturesRequest
+	(*GetEdgeFeaturesResponse)(nil),       // 48: adrank.router.v1.GetEdgeFeaturesResponse
+	(*EdgeAdFeatures)(nil),                // 49: adrank.router.v1.EdgeAdFeatures
+	(*ReportEdgeImpressionsRequest)(nil),  // 50: adrank.router.v1.ReportEdgeImpressionsRequest
+	(*EdgeServed)(nil),                    // 51: adrank.router.v1.EdgeServed
+	(*EdgeResult)(nil),                    // 52: adrank.router.v1.EdgeResult
+	(*ReportEdgeImpressionsResponse)(nil), // 53: adrank.router.v1.ReportEdgeImpressionsResponse
+	(*EdgeServedResult)(nil),              // 54: adrank.router.v1.EdgeServedResult
+	nil,                                   // 55: adrank.router.v1.CanaryReport.DropPValuesEntry
+	nil,                                   // 56: adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	nil,                                   // 57: adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	nil,                                   // 58: adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	(*timestamppb.Timestamp)(nil),         // 59: google.protobuf.Timestamp
 }
 var file_adrank_router_v1_router_proto_depIdxs = []int32{
-	6,  // 0: adrank.router.v1.EvaluateOffPolicyResponse.ips:type_name -> adrank.router.v1.OffPolicyEstimate
-	6,  // 1: adrank.router.v1.EvaluateOffPolicyResponse.snips:type_name -> adrank.router.v1.OffPolicyEstimate
-	6,  // 2: adrank.router.v1.EvaluateOffPolicyResponse.doubly_robust:type_name -> adrank.router.v1.OffPolicyEstimate
-	56, // 3: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
-	0,  // 4: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
-	8,  // 5: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
-	9,  // 6: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
-	1,  // 7: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
-	11, // 8: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
-	12, // 9: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
-	2,  // 10: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
-	15, // 11: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
-	56, // 12: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
-	17, // 13: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
-	56, // 14: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	56, // 15: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
-	16, // 16: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
-	19, // 17: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
-	3,  // 18: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
-	20, // 19: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
-	4,  // 20: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
-	24, // 21: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
-	27, // 22: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
-	56, // 23: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
-	24, // 24: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
-	24, // 25: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
-	52, // 26: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
-	30, // 27: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
-	32, // 28: adrank.router.v1.InterleaveReport.pairs:type_name -> adrank.router.v1.InterleaveReport
-	56, // 29: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
-	25, // 30: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
-	26, // 31: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
-	29, // 32: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
-	28, // 33: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
-	31, // 34: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
-	32, // 35: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
-	34, // 36: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
-	41, // 37: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
-	43, // 38: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
-	53, // 39: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
-	42, // 40: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
-	54, // 41: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
-	46, // 42: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
-	55, // 43: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
-	48, // 44: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
-	49, // 45: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
-	51, // 46: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
-	4,  // 47: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
-	10, // 48: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
-	14, // 49: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
-	21, // 50: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
-	23, // 51: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
-	35, // 52: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
-	37, // 53: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
-	39, // 54: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
-	44, // 55: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
-	47, // 56: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
-	5,  // 57: adrank.router.v1.RouterService.EvaluateOffPolicy:input_type -> adrank.router.v1.EvaluateOffPolicyRequest
-	13, // 58: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
-	18, // 59: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
-	22, // 60: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
-	33, // 61: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
-	36, // 62: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
-	38, // 63: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
-	40, // 64: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
-	45, // 65: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
-	50, // 66: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
-	7,  // 67: adrank.router.v1.RouterService.EvaluateOffPolicy:output_type -> adrank.router.v1.EvaluateOffPolicyResponse
-	58, // [58:68] is the sub-list for method output_type
-	48, // [48:58] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	7,  // 0: adrank.router.v1.ExportTrainingDataResponse.rows:type_name -> adrank.router.v1.TrainingRow
+	59, // 1: adrank.router.v1.TrainingRow.time:type_name -> google.protobuf.Timestamp
+	9,  // 2: adrank.router.v1.EvaluateOffPolicyResponse.ips:type_name -> adrank.router.v1.OffPolicyEstimate
+	9,  // 3: adrank.router.v1.EvaluateOffPolicyResponse.snips:type_name -> adrank.router.v1.OffPolicyEstimate
+	9,  // 4: adrank.router.v1.EvaluateOffPolicyResponse.doubly_robust:type_name -> adrank.router.v1.OffPolicyEstimate
+	59, // 5: adrank.router.v1.RequestContext.timestamp:type_name -> google.protobuf.Timestamp
+	0,  // 6: adrank.router.v1.RequestContext.device:type_name -> adrank.router.v1.Device
+	11, // 7: adrank.router.v1.RankRequest.context:type_name -> adrank.router.v1.RequestContext
+	12, // 8: adrank.router.v1.RankRequest.candidates:type_name -> adrank.router.v1.Candidate
+	1,  // 9: adrank.router.v1.Assignment.strategy:type_name -> adrank.router.v1.Strategy
+	14, // 10: adrank.router.v1.RankResponse.results:type_name -> adrank.router.v1.Result
+	15, // 11: adrank.router.v1.RankResponse.assignment:type_name -> adrank.router.v1.Assignment
+	2,  // 12: adrank.router.v1.RankResponse.source:type_name -> adrank.router.v1.Source
+	18, // 13: adrank.router.v1.DomainInfo.versions:type_name -> adrank.router.v1.VersionInfo
+	59, // 14: adrank.router.v1.DomainInfo.config_loaded_at:type_name -> google.protobuf.Timestamp
+	20, // 15: adrank.router.v1.DomainInfo.snapshot:type_name -> adrank.router.v1.SnapshotInfo
+	59, // 16: adrank.router.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	59, // 17: adrank.router.v1.SnapshotInfo.completed_at:type_name -> google.protobuf.Timestamp
+	19, // 18: adrank.router.v1.ListDomainsResponse.domains:type_name -> adrank.router.v1.DomainInfo
+	22, // 19: adrank.router.v1.ListDomainsResponse.stream_lag:type_name -> adrank.router.v1.StreamLag
+	3,  // 20: adrank.router.v1.Event.type:type_name -> adrank.router.v1.EventType
+	23, // 21: adrank.router.v1.ReportEventsRequest.events:type_name -> adrank.router.v1.Event
+	4,  // 22: adrank.router.v1.ReportEventsResponse.results:type_name -> adrank.router.v1.EventResult
+	27, // 23: adrank.router.v1.ABReport.arms:type_name -> adrank.router.v1.GroupStats
+	30, // 24: adrank.router.v1.ABReport.tests:type_name -> adrank.router.v1.Test
+	59, // 25: adrank.router.v1.CanaryReport.step_started_at:type_name -> google.protobuf.Timestamp
+	27, // 26: adrank.router.v1.CanaryReport.canary:type_name -> adrank.router.v1.GroupStats
+	27, // 27: adrank.router.v1.CanaryReport.control:type_name -> adrank.router.v1.GroupStats
+	55, // 28: adrank.router.v1.CanaryReport.drop_p_values:type_name -> adrank.router.v1.CanaryReport.DropPValuesEntry
+	33, // 29: adrank.router.v1.BanditReport.arms:type_name -> adrank.router.v1.BanditArm
+	35, // 30: adrank.router.v1.InterleaveReport.pairs:type_name -> adrank.router.v1.InterleaveReport
+	59, // 31: adrank.router.v1.GetExperimentReportResponse.config_loaded_at:type_name -> google.protobuf.Timestamp
+	28, // 32: adrank.router.v1.GetExperimentReportResponse.versions:type_name -> adrank.router.v1.VersionHealth
+	29, // 33: adrank.router.v1.GetExperimentReportResponse.shadow:type_name -> adrank.router.v1.ShadowStats
+	32, // 34: adrank.router.v1.GetExperimentReportResponse.canary:type_name -> adrank.router.v1.CanaryReport
+	31, // 35: adrank.router.v1.GetExperimentReportResponse.ab:type_name -> adrank.router.v1.ABReport
+	34, // 36: adrank.router.v1.GetExperimentReportResponse.bandit:type_name -> adrank.router.v1.BanditReport
+	35, // 37: adrank.router.v1.GetExperimentReportResponse.interleave:type_name -> adrank.router.v1.InterleaveReport
+	37, // 38: adrank.router.v1.GetExperimentReportResponse.staleness:type_name -> adrank.router.v1.Staleness
+	44, // 39: adrank.router.v1.GetEdgePlanResponse.ab:type_name -> adrank.router.v1.EdgeAB
+	46, // 40: adrank.router.v1.GetEdgePlanResponse.canary:type_name -> adrank.router.v1.EdgeCanary
+	56, // 41: adrank.router.v1.GetEdgePlanResponse.model_sha256:type_name -> adrank.router.v1.GetEdgePlanResponse.ModelSha256Entry
+	45, // 42: adrank.router.v1.EdgeAB.arms:type_name -> adrank.router.v1.EdgeArm
+	57, // 43: adrank.router.v1.GetEdgeFeaturesResponse.user:type_name -> adrank.router.v1.GetEdgeFeaturesResponse.UserEntry
+	49, // 44: adrank.router.v1.GetEdgeFeaturesResponse.ads:type_name -> adrank.router.v1.EdgeAdFeatures
+	58, // 45: adrank.router.v1.EdgeAdFeatures.features:type_name -> adrank.router.v1.EdgeAdFeatures.FeaturesEntry
+	51, // 46: adrank.router.v1.ReportEdgeImpressionsRequest.served:type_name -> adrank.router.v1.EdgeServed
+	52, // 47: adrank.router.v1.EdgeServed.results:type_name -> adrank.router.v1.EdgeResult
+	54, // 48: adrank.router.v1.ReportEdgeImpressionsResponse.results:type_name -> adrank.router.v1.EdgeServedResult
+	4,  // 49: adrank.router.v1.EdgeServedResult.result:type_name -> adrank.router.v1.EventResult
+	13, // 50: adrank.router.v1.RouterService.Rank:input_type -> adrank.router.v1.RankRequest
+	17, // 51: adrank.router.v1.RouterService.ListDomains:input_type -> adrank.router.v1.ListDomainsRequest
+	24, // 52: adrank.router.v1.RouterService.ReportEvents:input_type -> adrank.router.v1.ReportEventsRequest
+	26, // 53: adrank.router.v1.RouterService.GetExperimentReport:input_type -> adrank.router.v1.GetExperimentReportRequest
+	38, // 54: adrank.router.v1.RouterService.PromoteCanary:input_type -> adrank.router.v1.PromoteCanaryRequest
+	40, // 55: adrank.router.v1.RouterService.RollbackCanary:input_type -> adrank.router.v1.RollbackCanaryRequest
+	42, // 56: adrank.router.v1.RouterService.GetEdgePlan:input_type -> adrank.router.v1.GetEdgePlanRequest
+	47, // 57: adrank.router.v1.RouterService.GetEdgeFeatures:input_type -> adrank.router.v1.GetEdgeFeaturesRequest
+	50, // 58: adrank.router.v1.RouterService.ReportEdgeImpressions:input_type -> adrank.router.v1.ReportEdgeImpressionsRequest
+	8,  // 59: adrank.router.v1.RouterService.EvaluateOffPolicy:input_type -> adrank.router.v1.EvaluateOffPolicyRequest
+	5,  // 60: adrank.router.v1.RouterService.ExportTrainingData:input_type -> adrank.router.v1.ExportTrainingDataRequest
+	16, // 61: adrank.router.v1.RouterService.Rank:output_type -> adrank.router.v1.RankResponse
+	21, // 62: adrank.router.v1.RouterService.ListDomains:output_type -> adrank.router.v1.ListDomainsResponse
+	25, // 63: adrank.router.v1.RouterService.ReportEvents:output_type -> adrank.router.v1.ReportEventsResponse
+	36, // 64: adrank.router.v1.RouterService.GetExperimentReport:output_type -> adrank.router.v1.GetExperimentReportResponse
+	39, // 65: adrank.router.v1.RouterService.PromoteCanary:output_type -> adrank.router.v1.PromoteCanaryResponse
+	41, // 66: adrank.router.v1.RouterService.RollbackCanary:output_type -> adrank.router.v1.RollbackCanaryResponse
+	43, // 67: adrank.router.v1.RouterService.GetEdgePlan:output_type -> adrank.router.v1.GetEdgePlanResponse
+	48, // 68: adrank.router.v1.RouterService.GetEdgeFeatures:output_type -> adrank.router.v1.GetEdgeFeaturesResponse
+	53, // 69: adrank.router.v1.RouterService.ReportEdgeImpressions:output_type -> adrank.router.v1.ReportEdgeImpressionsResponse
+	10, // 70: adrank.router.v1.RouterService.EvaluateOffPolicy:output_type -> adrank.router.v1.EvaluateOffPolicyResponse
+	6,  // 71: adrank.router.v1.RouterService.ExportTrainingData:output_type -> adrank.router.v1.ExportTrainingDataResponse
+	61, // [61:72] is the sub-list for method output_type
+	50, // [50:61] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_adrank_router_v1_router_proto_init() }
@@ -4764,7 +4998,7 @@ func file_adrank_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adrank_router_v1_router_proto_rawDesc), len(file_adrank_router_v1_router_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	RouterService_GetEdgeFeatures_FullMethodName       = "/adrank.router.v1.RouterService/GetEdgeFeatures"
 	RouterService_ReportEdgeImpressions_FullMethodName = "/adrank.router.v1.RouterService/ReportEdgeImpressions"
 	RouterService_EvaluateOffPolicy_FullMethodName     = "/adrank.router.v1.RouterService/EvaluateOffPolicy"
+	RouterService_ExportTrainingData_FullMethodName    = "/adrank.router.v1.RouterService/ExportTrainingData"
 )
 
 // RouterServiceClient is the client API for RouterService service.
@@ -81,6 +82,13 @@ type RouterServiceClient interface {
 	// it was served with. It takes as long as scoring every logged request:
 	// give it a deadline of seconds.
 	EvaluateOffPolicy(ctx context.Context, in *EvaluateOffPolicyRequest, opts ...grpc.CallOption) (*EvaluateOffPolicyResponse, error)
+	// ExportTrainingData streams the training rows of the domain's logged
+	// requests (the experiment document's "explore"; "epsilon": 0 logs
+	// without exploring): every shown ad with the features it was ranked on,
+	// as they were served at that moment, and whether it was clicked. The
+	// first message carries the feature names. adrankctl features export
+	// writes them as Parquet or CSV.
+	ExportTrainingData(ctx context.Context, in *ExportTrainingDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportTrainingDataResponse], error)
 }
 
 type routerServiceClient struct {
@@ -191,6 +199,25 @@ func (c *routerServiceClient) EvaluateOffPolicy(ctx context.Context, in *Evaluat
 	return out, nil
 }
 
+func (c *routerServiceClient) ExportTrainingData(ctx context.Context, in *ExportTrainingDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportTrainingDataResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RouterService_ServiceDesc.Streams[0], RouterService_ExportTrainingData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportTrainingDataRequest, ExportTrainingDataResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RouterService_ExportTrainingDataClient = grpc.ServerStreamingClient[ExportTrainingDataResponse]
+
 // RouterServiceServer is the server API for RouterService service.
 // All implementations must embed UnimplementedRouterServiceServer
 // for forward compatibility.
@@ -238,6 +265,13 @@ type RouterServiceServer interface {
 	// it was served with. It takes as long as scoring every logged request:
 	// give it a deadline of seconds.
 	EvaluateOffPolicy(context.Context, *EvaluateOffPolicyRequest) (*EvaluateOffPolicyResponse, error)
+	// ExportTrainingData streams the training rows of the domain's logged
+	// requests (the experiment document's "explore"; "epsilon": 0 logs
+	// without exploring): every shown ad with the features it was ranked on,
+	// as they were served at that moment, and whether it was clicked. The
+	// first message carries the feature names. adrankctl features export
+	// writes them as Parquet or CSV.
+	ExportTrainingData(*ExportTrainingDataRequest, grpc.ServerStreamingServer[ExportTrainingDataResponse]) error
 	mustEmbedUnimplementedRouterServiceServer()
 }
 
@@ -277,6 +311,9 @@ func (UnimplementedRouterServiceServer) ReportEdgeImpressions(context.Context, *
 }
 func (UnimplementedRouterServiceServer) EvaluateOffPolicy(context.Context, *EvaluateOffPolicyRequest) (*EvaluateOffPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EvaluateOffPolicy not implemented")
+}
+func (UnimplementedRouterServiceServer) ExportTrainingData(*ExportTrainingDataRequest, grpc.ServerStreamingServer[ExportTrainingDataResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportTrainingData not implemented")
 }
 func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
 func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
@@ -479,6 +516,17 @@ func _RouterService_EvaluateOffPolicy_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RouterService_ExportTrainingData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportTrainingDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RouterServiceServer).ExportTrainingData(m, &grpc.GenericServerStream[ExportTrainingDataRequest, ExportTrainingDataResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RouterService_ExportTrainingDataServer = grpc.ServerStreamingServer[ExportTrainingDataResponse]
+
 // RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -527,6 +575,12 @@ var RouterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RouterService_EvaluateOffPolicy_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportTrainingData",
+			Handler:       _RouterService_ExportTrainingData_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "adrank/router/v1/router.proto",
 }
