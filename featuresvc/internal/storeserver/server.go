@@ -57,6 +57,7 @@ type cross struct {
 	of       int // index among the ad's string features: the cross's second key
 	n        int // numeric features
 	counters *counters.Set
+	width    int // columns: the numeric features, then the counters'
 }
 
 // Options configure a Server.
@@ -113,7 +114,9 @@ func New(st *store.Store, o Options) *Server {
 				s.adCols = append(s.adCols, f.Name)
 			}
 			s.adCols = append(s.adCols, counterNames(c.Name)...)
-			s.crosses = append(s.crosses, cross{name: c.Name, of: stringIndex(s.ad, c.Keys[1]), n: len(c.Numeric()), counters: s.counters[c.Name]})
+			x := cross{name: c.Name, of: stringIndex(s.ad, c.Keys[1]), n: len(c.Numeric()), counters: s.counters[c.Name]}
+			x.width = x.n + len(counterNames(c.Name))
+			s.crosses = append(s.crosses, x)
 		}
 	}
 	return s
@@ -163,10 +166,37 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	}
 	query := strings.Fields(strings.ToLower(c.Query))
 	nAd, adCounters := len(s.ad.Numeric()), s.counters[featurespec.Ad]
+	// Ads share categories: each (cross, category) is looked up once.
+	type crossVals struct {
+		x    int
+		cat  string
+		vals []float64
+	}
+	var cache []crossVals
+	crossOf := func(xi int, cat string) []float64 {
+		for _, c := range cache {
+			if c.x == xi && c.cat == cat {
+				return c.vals
+			}
+		}
+		x := s.crosses[xi]
+		vals := make([]float64, x.width)
+		key := table.Key(uid, cat)
+		crow, ok := view.Get(x.name, key)
+		if !userKnown {
+			ok = false
+		}
+		j := fillRow(vals, crow.Nums, ok, x.n)
+		writeCounts(x.counters, key, now, cbuf[:], vals[j:])
+		cache = append(cache, crossVals{xi, cat, vals})
+		return vals
+	}
+	adInfo := make([]featuresv1.AdFeatures, len(ids)) // one allocation, not one per ad
 	for i, id := range ids {
 		row := ads.Values[i*w : (i+1)*w]
 		arow, known := view.Get(featurespec.Ad, id)
-		resp.Ads[i] = &featuresv1.AdFeatures{AdId: id, Known: known}
+		adInfo[i].AdId, adInfo[i].Known = id, known
+		resp.Ads[i] = &adInfo[i]
 		j := fillRow(row, arow.Nums, known, nAd)
 		j += writeCounts(adCounters, id, now, cbuf[:], row[j:])
 		for _, d := range s.derived {
@@ -176,26 +206,17 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 			}
 			j++
 		}
-		for _, x := range s.crosses {
+		for xi, x := range s.crosses {
 			cat := ""
 			if known {
 				cat = arow.Strs[x.of]
 			}
-			var crow store.Row
-			ok := false
-			if userKnown && cat != "" {
-				crow, ok = view.Get(x.name, table.Key(uid, cat))
+			if cat == "" {
+				fill(row[j : j+x.width])
+			} else {
+				copy(row[j:j+x.width], crossOf(xi, cat))
 			}
-			j += fillRow(row[j:], crow.Nums, ok, x.n)
-			if x.counters != nil {
-				if cat == "" {
-					n := 2 * len(x.counters.Windows())
-					fill(row[j : j+n])
-					j += n
-				} else {
-					j += writeCounts(x.counters, table.Key(uid, cat), now, cbuf[:], row[j:])
-				}
-			}
+			j += x.width
 		}
 	}
 	return resp, nil
