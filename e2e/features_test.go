@@ -105,6 +105,31 @@ func TestFeatureSnapshotsThroughAdrankctl(t *testing.T) {
 	if err != nil || !regexpLine(out, `user\s+2\s+2\s+0\s+\d+\s.*users\.csv`) {
 		t.Errorf("status after the load (%v):\n%s", err, out)
 	}
+
+	// Online writes over REST: a bad row is 400 naming it, and nothing of
+	// the request is written; a good one serves at once.
+	code, body := c.post("/v1/features/user:put", []byte(`{"rows": [{"key": ["u1"], "values": {"user_hist_ctr": 0.5}}, {"key": ["u9"], "values": {"user_activity": 2}}]}`))
+	if code != 400 || !strings.Contains(string(body), "row 2.user_activity") {
+		t.Errorf("a bad online write: %d %s", code, body)
+	}
+	if _, u1 := userRow("u1"); u1["user_hist_ctr"] != 0.9 {
+		t.Errorf("a refused write changed u1: %v", u1)
+	}
+	code, body = c.post("/v1/features/user:put", []byte(`{"rows": [{"key": ["u1"], "values": {"user_hist_ctr": 0.5}}]}`))
+	if code != 200 {
+		t.Fatalf("an online write: %d %s", code, body)
+	}
+	code, body = c.post("/v1/features:get", []byte(`{"user_id": "u1"}`))
+	if code != 200 || !strings.Contains(string(body), `"user_known":true`) {
+		t.Errorf("GetFeatures over REST: %d %s", code, body)
+	}
+	if _, u1 := userRow("u1"); u1["user_hist_ctr"] != 0.5 {
+		t.Errorf("u1 after the online write: %v", u1)
+	}
+	code, body = c.get("/v1/features/status")
+	if code != 200 || !strings.Contains(string(body), `"online_rows":"1"`) {
+		t.Errorf("status over REST: %d %s", code, body)
+	}
 }
 
 // regexpLine reports whether a line of out matches expr.

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
@@ -34,12 +35,13 @@ import (
 
 type options struct {
 	service.Flags
-	routerAddr string
-	timeout    time.Duration
-	maxBody    int64
-	edgeDir    string
-	uiSample   time.Duration
-	uiKeep     int
+	routerAddr   string
+	featuresAddr string
+	timeout      time.Duration
+	maxBody      int64
+	edgeDir      string
+	uiSample     time.Duration
+	uiKeep       int
 }
 
 func main() {
@@ -47,6 +49,7 @@ func main() {
 	fs := flag.NewFlagSet("gateway", flag.ExitOnError)
 	o.Register(fs, "127.0.0.1:8080")
 	fs.StringVar(&o.routerAddr, "router-addr", "", "router gRPC address; empty: discover adrank-router in Consul")
+	fs.StringVar(&o.featuresAddr, "features-addr", "", "featuresvc gRPC address, for /v1/features; empty: discover adrank-feature in Consul (none with --router-addr)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each REST call")
 	fs.Int64Var(&o.maxBody, "max-body", 1<<20, "largest request body in bytes; larger ones get 413")
 	fs.DurationVar(&o.uiSample, "ui-sample", 10*time.Second, "how often the dashboard (/ui/) samples every domain's report for its charts")
@@ -66,25 +69,39 @@ func run(ctx context.Context, o options) error {
 	g, gctx := errgroup.WithContext(ctx)
 	res := discovery.NewResolver()
 	target := discovery.Target(consulx.RouterService)
-	if o.routerAddr != "" {
-		res.Update(consulx.RouterService, []string{o.routerAddr})
-	} else {
-		client, err := consulx.NewClient(o.ConsulAddr)
-		if err != nil {
-			return err
-		}
+	// Each service's healthy instances, from Consul unless an address is
+	// given.
+	watch := func(client *api.Client, service string) {
 		g.Go(func() error {
-			discovery.WatchService(gctx, client, log, consulx.RouterService, func(insts []discovery.Instance) {
+			discovery.WatchService(gctx, client, log, service, func(insts []discovery.Instance) {
 				var addrs []string
 				for _, in := range insts {
 					if in.Healthy {
 						addrs = append(addrs, in.Addr)
 					}
 				}
-				res.Update(consulx.RouterService, addrs)
+				res.Update(service, addrs)
 			})
 			return nil
 		})
+	}
+	var client *api.Client
+	if o.routerAddr == "" || o.featuresAddr == "" {
+		var err error
+		if client, err = consulx.NewClient(o.ConsulAddr); err != nil {
+			return err
+		}
+	}
+	if o.routerAddr != "" {
+		res.Update(consulx.RouterService, []string{o.routerAddr})
+	} else {
+		watch(client, consulx.RouterService)
+	}
+	features := o.featuresAddr != "" || o.routerAddr == ""
+	if o.featuresAddr != "" {
+		res.Update(consulx.FeatureService, []string{o.featuresAddr})
+	} else if features {
+		watch(client, consulx.FeatureService)
 	}
 	tlsDial, err := o.TLS.DialOption()
 	if err != nil {
@@ -116,7 +133,16 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("dial router: %w", err)
 	}
 	defer cc.Close()
-	h, err := gateway.NewHandler(gctx, cc, gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log, EdgeDir: o.edgeDir})
+	gopts := gateway.Options{Timeout: o.timeout, MaxBody: o.maxBody, Log: log, EdgeDir: o.edgeDir}
+	if features {
+		fc, err := grpc.NewClient(discovery.Target(consulx.FeatureService), grpcx.ClientOptions(dial...)...)
+		if err != nil {
+			return fmt.Errorf("dial featuresvc: %w", err)
+		}
+		defer fc.Close()
+		gopts.Features = fc
+	}
+	h, err := gateway.NewHandler(gctx, cc, gopts)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/gen/openapi"
 	"github.com/adrank/adrank/platform/grpcx"
@@ -41,6 +42,9 @@ type Options struct {
 	// EdgeDir is the folder of edge bundles (adrankctl edge build --out);
 	// empty: no edge manifests.
 	EdgeDir string
+	// Features, when set, is the connection to featuresvc: the feature
+	// store's status, lookups and online writes under /v1/features.
+	Features *grpc.ClientConn
 }
 
 // NewHandler serves the REST API over the router connection cc.
@@ -70,6 +74,11 @@ func NewHandler(ctx context.Context, cc *grpc.ClientConn, o Options) (http.Handl
 	}
 	if err := registerEdge(mux, o.EdgeDir, router); err != nil {
 		return nil, err
+	}
+	if o.Features != nil {
+		if err := featuresv1.RegisterFeatureServiceHandlerClient(ctx, mux, featuresv1.NewFeatureServiceClient(o.Features)); err != nil {
+			return nil, fmt.Errorf("register gateway: %w", err)
+		}
 	}
 	if err := mux.HandlePath(http.MethodGet, OpenAPIPath, func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
 		w.Header().Set("Content-Type", "application/json")
