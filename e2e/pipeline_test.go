@@ -1030,6 +1030,32 @@ func TestRunScript(t *testing.T) {
 			t.Errorf("POST %s with token %q: %d, want %d", tc.path, tc.token, got, tc.want)
 		}
 	}
+	// A feature write through Kafka, as the banner shows it (kcat), is
+	// served by featuresvc; a refused one goes to the dead-letter topic.
+	kafka := fmt.Sprintf("127.0.0.1:%d", ports[7])
+	for _, v := range []string{
+		`{"entity":"user","rows":[{"key":["u42"],"values":{"user_activity":7}}]}`,
+		`{"entity":"user","rows":[{"key":["u42"],"values":{"user_hist_ctr":0.375}}]}`,
+	} {
+		kc := exec.Command("kcat", "-b", kafka, "-P", "-t", "adrank.features", "-H", "content-type=application/json")
+		kc.Stdin = strings.NewReader(v + "\n")
+		if b, err := kc.CombinedOutput(); err != nil {
+			t.Fatalf("kcat: %v %s", err, b)
+		}
+	}
+	eventually(t, settle, func() error {
+		code, b, err := gw.tryDo(http.MethodPost, "/v1/features:get", []byte(`{"user_id": "u42"}`))
+		if err != nil || code != http.StatusOK || !strings.Contains(string(b), "0.375") {
+			return fmt.Errorf("features of u42: %d %s %v", code, b, err)
+		}
+		return nil
+	})
+	eventually(t, settle, func() error {
+		if dead := consumeCommitted(t, kafka, "adrank.deadletter"); len(dead) != 1 || !strings.Contains(dead[0], "user_activity") {
+			return fmt.Errorf("dead letters %v, want the refused write", dead)
+		}
+		return nil
+	})
 	// Resilience, as the README claims it for this stack: kill -9 the
 	// production ranker and the router; each is restarted by its
 	// supervisor, and the stack answers again.

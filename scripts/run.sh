@@ -84,7 +84,7 @@ kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_fa
 # The development Kafka broker (kfake, in memory; not production storage).
 start devbroker bin/devbroker --port "$KAFKA_PORT" --partitions 4
 mkdir -p "$(dirname "$FEATURE_STORE")"
-start featuresvc bin/featuresvc --store "$FEATURE_STORE" $(metrics 1)
+start featuresvc bin/featuresvc --store "$FEATURE_STORE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" $(metrics 1)
 start auctionsvc bin/auctionsvc $(metrics 2)
 start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json $(metrics 3)
 start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json $(metrics 4)
@@ -125,7 +125,7 @@ adrank is running (logs in $LOG_DIR/):
   Consul UI/API  http://$CONSUL_ADDR
   router (gRPC)  $ROUTER_ADDR       grpcurl -plaintext $ROUTER_ADDR list
   gateway (REST) http://$GATEWAY_ADDR   OpenAPI: http://$GATEWAY_ADDR/openapi.json
-  Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter
+  Kafka (dev)    127.0.0.1:$KAFKA_PORT       topics adrank.rank.requests, adrank.rank.results, adrank.events, adrank.deadletter, adrank.features
   batch snapshots $SNAPSHOTS   feed scored daily by adrankctl batch run ($LOG_DIR/batch-feed.log)
   edge demo      http://$GATEWAY_ADDR/edge/demo.html?user=u42&token=$EVENTS_TOKEN   (ranks in your browser, works offline)
   metrics        http://127.0.0.1:${METRICS_PORT_BASE:-(off)}/metrics (router; then features, auction, 3 rankers, gateway on the next ports)
@@ -145,6 +145,11 @@ Stream a request through Kafka (kcat: apt-get install kcat):
   echo 'u42|{"request_id":"s1","user_id":"u42","domain":"feed","slots":2,"candidates":[{"ad_id":"ad1","bid_micros":900000},{"ad_id":"ad2","bid_micros":1200000}]}' |
     kcat -b 127.0.0.1:$KAFKA_PORT -P -t adrank.rank.requests -K '|' -H content-type=application/json
   kcat -b 127.0.0.1:$KAFKA_PORT -C -t adrank.rank.results -o beginning -e -X isolation.level=read_committed -f '%k %s\n'
+
+Write a user's features through Kafka (featuresvc applies adrank.features; refused writes go to adrank.deadletter):
+  echo '{"entity":"user","rows":[{"key":["u42"],"values":{"user_hist_ctr":0.2}}]}' |
+    kcat -b 127.0.0.1:$KAFKA_PORT -P -t adrank.features -H content-type=application/json
+  curl -s -X POST http://$GATEWAY_ADDR/v1/features:get -d '{"user_id":"u42"}'
 
 Serve feed from its batch snapshot (pCTRs computed ahead, auction online), then back:
   curl -s -X PUT http://$CONSUL_ADDR/v1/kv/adrank/domains/feed -d '{"production": "v1", "mode": "batch"}'

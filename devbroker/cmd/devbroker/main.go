@@ -5,7 +5,7 @@
 // production storage. In production, point --kafka-brokers at a real
 // cluster.
 //
-//	devbroker --port 9092 --partitions 4 --topics adrank.rank.requests,adrank.rank.results,adrank.events,adrank.deadletter
+//	devbroker --port 9092 --partitions 4 --topics adrank.rank.requests,adrank.rank.results,adrank.events,adrank.deadletter,adrank.features
 package main
 
 import (
@@ -24,7 +24,7 @@ import (
 func main() {
 	port := flag.Int("port", 9092, "port on 127.0.0.1")
 	partitions := flag.Int("partitions", 4, "partitions of each topic")
-	topics := flag.String("topics", "adrank.rank.requests,adrank.rank.results,adrank.events,adrank.deadletter", "topics to create, comma-separated")
+	topics := flag.String("topics", "adrank.rank.requests,adrank.rank.results,adrank.events,adrank.deadletter,adrank.features", "topics to create, comma-separated")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -13,12 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/adrank/adrank/featuresvc/internal/demo"
+	"github.com/adrank/adrank/featuresvc/internal/ingest"
 	"github.com/adrank/adrank/featuresvc/internal/store"
 	"github.com/adrank/adrank/featuresvc/internal/storeserver"
 	"github.com/adrank/adrank/featuresvc/internal/table"
@@ -38,6 +40,8 @@ type options struct {
 	maxBytes int64
 	maxRows  int
 	maxKeys  int
+	kafka    ingest.Options
+	brokers  string
 }
 
 func main() {
@@ -51,6 +55,11 @@ func main() {
 	fs.BoolVar(&o.demo, "demo", true, "load the synthetic world (--seed, --users, --ads-per-domain) into every entity without a snapshot")
 	fs.Int64Var(&o.maxBytes, "max-file-bytes", 2<<30, "largest snapshot file accepted")
 	fs.IntVar(&o.maxRows, "max-rows", table.DefaultLimits.MaxRows, "most rows a snapshot file may hold")
+	host, _ := os.Hostname()
+	fs.StringVar(&o.brokers, "kafka-brokers", "", "Kafka brokers (comma-separated): apply online feature writes from --features-topic; empty: none")
+	fs.StringVar(&o.kafka.Topic, "features-topic", "adrank.features", "topic of online feature writes (PutFeaturesRequest records)")
+	fs.StringVar(&o.kafka.Group, "kafka-group", "adrank-features-"+host, "consumer group; each featuresvc with its own store needs its own group, to get every write")
+	fs.StringVar(&o.kafka.DeadLetter, "dead-letter-topic", "adrank.deadletter", "where refused feature writes go, with the reason in their headers")
 	fs.IntVar(&o.maxKeys, "max-counter-keys", storeserver.DefaultMaxCounterKeys, "most keys each entity's real-time counters hold (activity for more is dropped and counted)")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -97,6 +106,11 @@ func run(ctx context.Context, o options) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return fsrv.RunSweeper(ctx, time.Minute) })
+	if o.brokers != "" {
+		k := o.kafka
+		k.Brokers, k.Log = strings.Split(o.brokers, ","), log
+		g.Go(func() error { return ingest.New(k, fsrv.PutFeatures).Run(ctx) })
+	}
 	return g.Wait()
 }
 
