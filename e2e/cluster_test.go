@@ -131,6 +131,8 @@ type clusterOptions struct {
 	// flags.
 	env  []string
 	args []string
+	// featuresArgs are more flags for featuresvc.
+	featuresArgs []string
 }
 
 func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *cluster {
@@ -164,7 +166,7 @@ func startClusterOpts(t testing.TB, o clusterOptions, rankers ...[2]string) *clu
 	c.routerAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
 	gatewayAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
 	c.gatewayURL = scheme + "://" + gatewayAddr
-	c.start("featuresvc")
+	c.start("featuresvc", o.featuresArgs...)
 	c.start("auctionsvc")
 	// Features and the auction healthy in Consul before anything ranks: a
 	// test's first Rank must not race their first health check.

@@ -19,7 +19,9 @@ import (
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/consultest"
 	"github.com/adrank/adrank/platform/consulx"
+	"github.com/adrank/adrank/platform/redistest"
 	"github.com/adrank/adrank/sim"
 )
 
@@ -349,4 +351,96 @@ func readCSV(t *testing.T, path string) []map[string]string {
 		out = append(out, m)
 	}
 	return out
+}
+
+// Several featuresvc replicas share one Redis store: a snapshot loaded once
+// serves from every replica, an online write through one is read through
+// the other, and every replica counts every click (the router sends the
+// activity to each).
+func TestFeatureReplicasShareRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	c := startClusterOpts(t, clusterOptions{consul: consultest.Start, featuresArgs: []string{"--redis-addr", redis.Addr}},
+		[2]string{"feed/v1", "models/feed/v1.json"})
+	c.start("featuresvc", "--redis-addr", redis.Addr)
+	var replicas []featuresv1.FeatureServiceClient
+	eventually(t, settle, func() error {
+		entries, _, err := c.consul.Client.Health().Service(consulx.FeatureService, "", true, nil)
+		if err != nil || len(entries) != 2 {
+			return fmt.Errorf("%d healthy featuresvc, want 2 (%v)", len(entries), err)
+		}
+		replicas = nil
+		for _, e := range entries {
+			cc, err := grpc.NewClient(fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port), c.dial)
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { cc.Close() })
+			replicas = append(replicas, featuresv1.NewFeatureServiceClient(cc))
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	user := func(r featuresv1.FeatureServiceClient, id string) map[string]float64 {
+		resp, err := r.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return byName(resp.GetShared())
+	}
+	file := filepath.Join(t.TempDir(), "users.csv")
+	if err := os.WriteFile(file, []byte("user_id,user_age,user_activity,user_hist_ctr\nu7,30,0.5,0.125\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.adrankctl(t, "", "features", "load", "--entity", "user", file)
+	if err != nil || strings.Count(out, "now serves version") != 1 {
+		t.Fatalf("loading into a shared store: want one load (%v):\n%s", err, out)
+	}
+	for i, r := range replicas {
+		if u := user(r, "u7"); u["user_hist_ctr"] != 0.125 {
+			t.Errorf("replica %d serves u7 as %v", i, u)
+		}
+	}
+	if _, err := replicas[0].PutFeatures(ctx, &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u7"}, Values: map[string]float64{"user_hist_ctr": 0.25}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if u := user(replicas[1], "u7"); u["user_hist_ctr"] != 0.25 {
+		t.Errorf("a write through one replica, read through the other: %v", u)
+	}
+	// A click reaches every replica's counters. Each attempt is a new user,
+	// so that its counts are exact: the first attempts may come before the
+	// router has seen the second replica.
+	attempt := 0
+	eventually(t, settle, func() error {
+		attempt++
+		req := rankRequest(fmt.Sprintf("replicas-%d", attempt), "feed")
+		req.UserId = fmt.Sprintf("replica-user-%d", attempt)
+		resp, err := c.router.Rank(ctx, req)
+		if err != nil || len(resp.GetResults()) == 0 {
+			return fmt.Errorf("rank: %v %v", resp, err)
+		}
+		if _, err := c.router.ReportEvents(ctx, &routerv1.ReportEventsRequest{Events: []*routerv1.Event{{ImpressionId: resp.GetResults()[0].GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CLICK}}}); err != nil {
+			return err
+		}
+		return wait(time.Second, func() error {
+			for i, r := range replicas {
+				if u := user(r, req.UserId); u["user_clicks_1h"] != 1 || u["user_impressions_1h"] != float64(len(resp.GetResults())) {
+					return fmt.Errorf("replica %d counts %v clicks and %v impressions", i, u["user_clicks_1h"], u["user_impressions_1h"])
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// wait retries f for up to d, and returns its last error.
+func wait(d time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

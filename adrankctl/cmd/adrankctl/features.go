@@ -44,7 +44,8 @@ func (f *featuresFlags) register(fs *flag.FlagSet) {
 }
 
 // instances are the featuresvc addresses to call: each embedded store is
-// its own, so a snapshot is loaded into every instance.
+// its own, so a snapshot is loaded into every instance (a shared store, see
+// loadTargets, once).
 func (f *featuresFlags) instances() ([]string, error) {
 	if f.addr != "" {
 		return []string{f.addr}, nil
@@ -76,6 +77,35 @@ func (f *featuresFlags) each(ctx context.Context, call func(context.Context, str
 	if err != nil {
 		return err
 	}
+	return f.call(ctx, addrs, call)
+}
+
+// loadTargets are the instances to load a snapshot into: all of them, or
+// the first alone when it says its store is shared.
+func (f *featuresFlags) loadTargets(ctx context.Context) ([]string, error) {
+	addrs, err := f.instances()
+	if err != nil || len(addrs) == 1 {
+		return addrs, err
+	}
+	shared := false
+	err = f.call(ctx, addrs[:1], func(ctx context.Context, _ string, c featuresv1.FeatureServiceClient) error {
+		ctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		st, err := c.GetFeatureStatus(ctx, &featuresv1.GetFeatureStatusRequest{})
+		shared = err == nil && st.GetShared()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if shared {
+		return addrs[:1], nil
+	}
+	return addrs, nil
+}
+
+// call calls each of addrs.
+func (f *featuresFlags) call(ctx context.Context, addrs []string, call func(context.Context, string, featuresv1.FeatureServiceClient) error) error {
 	creds, err := f.tls.DialOption()
 	if err != nil {
 		return err
@@ -166,7 +196,11 @@ func loadSnapshot(ctx context.Context, ff *featuresFlags, entity, path, format, 
 		}
 		header.AsOf = timestamppb.New(t)
 	}
-	return ff.each(ctx, func(ctx context.Context, addr string, c featuresv1.FeatureServiceClient) error {
+	targets, err := ff.loadTargets(ctx)
+	if err != nil {
+		return err
+	}
+	return ff.call(ctx, targets, func(ctx context.Context, addr string, c featuresv1.FeatureServiceClient) error {
 		file, err := os.Open(path)
 		if err != nil {
 			return err

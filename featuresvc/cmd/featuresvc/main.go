@@ -33,15 +33,16 @@ import (
 
 type options struct {
 	service.Flags
-	world    world.Config
-	spec     string
-	store    string
-	demo     bool
-	maxBytes int64
-	maxRows  int
-	maxKeys  int
-	kafka    ingest.Options
-	brokers  string
+	world                  world.Config
+	spec                   string
+	store                  string
+	demo                   bool
+	maxBytes               int64
+	maxRows                int
+	maxKeys                int
+	kafka                  ingest.Options
+	brokers                string
+	redisAddr, redisPrefix string
 }
 
 func main() {
@@ -52,6 +53,8 @@ func main() {
 	o.world.RegisterFlags(fs)
 	fs.StringVar(&o.spec, "feature-spec", "", "feature spec file (JSON); default: the synthetic world's spec")
 	fs.StringVar(&o.store, "store", "", "the store's bbolt file; default: a temporary file, removed at exit")
+	fs.StringVar(&o.redisAddr, "redis-addr", "", "keep the store in Redis instead, shared by several featuresvc replicas (host:port)")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", "adrank:features:", "prefix of the store's Redis keys")
 	fs.BoolVar(&o.demo, "demo", true, "load the synthetic world (--seed, --users, --ads-per-domain) into every entity without a snapshot")
 	fs.Int64Var(&o.maxBytes, "max-file-bytes", 2<<30, "largest snapshot file accepted")
 	fs.IntVar(&o.maxRows, "max-rows", table.DefaultLimits.MaxRows, "most rows a snapshot file may hold")
@@ -76,25 +79,38 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	path, tmpDir := o.store, ""
-	if path == "" {
-		if tmpDir, err = os.MkdirTemp("", "featuresvc-"); err != nil {
+	var st store.Store
+	tmpDir := ""
+	switch {
+	case o.redisAddr != "":
+		if st, err = store.OpenRedis(ctx, o.redisAddr, o.redisPrefix, spec, time.Now); err != nil {
+			return err
+		}
+		if tmpDir, err = os.MkdirTemp("", "featuresvc-"); err != nil { // uploads are spooled here
 			return err
 		}
 		defer os.RemoveAll(tmpDir)
-		path = filepath.Join(tmpDir, "features.db")
-	}
-	st, err := store.Open(path, spec, time.Now)
-	if err != nil {
-		return err
+	default:
+		path := o.store
+		if path == "" {
+			if tmpDir, err = os.MkdirTemp("", "featuresvc-"); err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmpDir)
+			path = filepath.Join(tmpDir, "features.db")
+		}
+		tmpDir = filepath.Dir(path)
+		if st, err = store.OpenBolt(path, spec, time.Now); err != nil {
+			return err
+		}
 	}
 	defer st.Close()
 	fsrv := storeserver.New(st, storeserver.Options{
-		TmpDir: filepath.Dir(path), MaxFileBytes: o.maxBytes, Limits: table.Limits{MaxRows: o.maxRows}, Now: time.Now,
+		TmpDir: tmpDir, MaxFileBytes: o.maxBytes, Limits: table.Limits{MaxRows: o.maxRows}, Now: time.Now,
 		MaxCounterKeys: o.maxKeys,
 	})
 	if o.demo {
-		if err := loadDemo(o.world, st, fsrv, log.Info); err != nil {
+		if err := loadDemo(ctx, o.world, st, fsrv, log.Info); err != nil {
 			return err
 		}
 	}
@@ -115,9 +131,13 @@ func run(ctx context.Context, o options) error {
 }
 
 // loadDemo loads the synthetic world into each entity without a snapshot.
-func loadDemo(cfg world.Config, st *store.Store, fsrv *storeserver.Server, info func(string, ...any)) error {
+func loadDemo(ctx context.Context, cfg world.Config, st store.Store, fsrv *storeserver.Server, info func(string, ...any)) error {
+	sts, err := st.Status(ctx)
+	if err != nil {
+		return err
+	}
 	var w *world.World
-	for _, s := range st.Status() {
+	for _, s := range sts {
 		if s.Snapshot != nil {
 			continue
 		}
@@ -131,7 +151,7 @@ func loadDemo(cfg world.Config, st *store.Store, fsrv *storeserver.Server, info 
 		if err != nil {
 			return fmt.Errorf("--demo: %w", err)
 		}
-		m, err := fsrv.LoadBytes(s.Entity, "parquet", data, time.Time{}, fmt.Sprintf("demo world, seed %d", cfg.Seed))
+		m, err := fsrv.LoadBytes(ctx, s.Entity, "parquet", data, time.Time{}, fmt.Sprintf("demo world, seed %d", cfg.Seed))
 		if err != nil {
 			return fmt.Errorf("--demo: %w", err)
 		}

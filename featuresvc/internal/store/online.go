@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -30,113 +31,31 @@ type Update struct {
 	EventTime time.Time // zero: now
 }
 
-// Put validates every update against the spec and, only if all are valid,
-// applies them together: each key's row then serves its written features
-// over its snapshot row. An update older than a feature's last write does
-// not overwrite it. Errors name the update and the field.
-func (s *Store) Put(entityName string, ups []Update) error {
+// Put implements Store.
+func (s *Bolt) Put(_ context.Context, entityName string, ups []Update) error {
 	e, err := s.entity(entityName)
 	if err != nil {
 		return err
 	}
-	if len(ups) == 0 || len(ups) > MaxPutRows {
-		return fmt.Errorf("rows: %d rows, want 1 to %d", len(ups), MaxPutRows)
-	}
-	errs := &table.Errors{}
-	keys := make([]string, len(ups))
 	now := s.now()
-	for i, u := range ups {
-		row := i + 1
-		if len(u.Key) != len(e.spec.Keys) {
-			errs.List = append(errs.List, table.RowError{Row: row, Field: "key", Msg: fmt.Sprintf("%d parts, entity %s has keys %v", len(u.Key), e.spec.Name, e.spec.Keys)})
-			continue
-		}
-		for j, k := range u.Key {
-			if k == "" || len(k) > featurespec.MaxKeyBytes {
-				errs.List = append(errs.List, table.RowError{Row: row, Field: e.spec.Keys[j], Msg: fmt.Sprintf("key of %d bytes, want 1 to %d", len(k), featurespec.MaxKeyBytes)})
-			}
-		}
-		keys[i] = table.Key(u.Key...)
-		if len(u.Nums)+len(u.Strs) == 0 {
-			errs.List = append(errs.List, table.RowError{Row: row, Field: "values", Msg: "no feature set"})
-		}
-		for name, v := range u.Nums {
-			f := e.spec.Feature(name)
-			switch {
-			case f == nil:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "not a feature of entity " + e.spec.Name})
-			case f.Type == featurespec.String:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "a number where a string is declared"})
-			default:
-				if _, err := table.Numeric(f, true, v); err != nil {
-					errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: err.Error()})
-				}
-			}
-		}
-		for name, v := range u.Strs {
-			f := e.spec.Feature(name)
-			switch {
-			case f == nil:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "not a feature of entity " + e.spec.Name})
-			case f.Type != featurespec.String:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "a string where a number is declared"})
-			case v == "" || len(v) > featurespec.MaxStringBytes:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: fmt.Sprintf("%d bytes, want 1 to %d", len(v), featurespec.MaxStringBytes)})
-			}
-		}
-		if t := u.EventTime; !t.IsZero() && t.After(now.Add(time.Hour)) {
-			errs.List = append(errs.List, table.RowError{Row: row, Field: "event_time", Msg: fmt.Sprintf("%s is more than an hour in the future", t.UTC().Format(time.RFC3339))})
-		}
+	keys, err := validateUpdates(e.spec, ups, now)
+	if err != nil {
+		return err
 	}
-	if len(errs.List) > 0 {
-		errs.Total = len(errs.List)
-		if len(errs.List) > table.MaxListed {
-			errs.List = errs.List[:table.MaxListed]
-		}
-		return errs
-	}
-
 	s.load.Lock() // writers one at a time: no swap or write in between
 	defer s.load.Unlock()
 	e.mu.RLock() // readers go on while the writes are prepared and stored
 	sn := e.snap.Load()
-	next := map[string]onlineRecord{}
-	for i, u := range ups {
-		t := u.EventTime
-		if t.IsZero() {
-			t = now
-		}
-		if sn != nil && !t.After(sn.AsOf) {
-			continue // the serving snapshot already describes a later time
-		}
-		rec, ok := next[keys[i]]
-		if !ok {
-			if r := e.online[keys[i]]; r != nil {
-				rec = onlineRecord{EventTime: r.rec.EventTime, Nums: maps.Clone(r.rec.Nums), Missing: slices.Clone(r.rec.Missing), Strs: maps.Clone(r.rec.Strs)}
-			}
-		}
-		if t.Before(rec.EventTime) {
-			continue // last write wins, by event time
-		}
-		rec.EventTime = t.UTC()
-		if rec.Nums == nil && len(u.Nums) > 0 {
-			rec.Nums = map[string]float64{}
-		}
-		if rec.Strs == nil && len(u.Strs) > 0 {
-			rec.Strs = map[string]string{}
-		}
-		for name, v := range u.Nums {
-			rec.Missing = slices.DeleteFunc(rec.Missing, func(m string) bool { return m == name })
-			if math.IsNaN(v) { // valid only where the policy serves NaN
-				delete(rec.Nums, name)
-				rec.Missing = append(rec.Missing, name)
-				continue
-			}
-			rec.Nums[name] = v
-		}
-		maps.Copy(rec.Strs, u.Strs)
-		next[keys[i]] = rec
+	var asOf time.Time
+	if sn != nil {
+		asOf = sn.AsOf
 	}
+	next := applyUpdates(ups, keys, asOf, now, func(key string) (onlineRecord, bool) {
+		if r := e.online[key]; r != nil {
+			return r.rec, true
+		}
+		return onlineRecord{}, false
+	})
 	added := 0
 	for k := range next {
 		if e.online[k] == nil {
@@ -177,3 +96,108 @@ func (s *Store) Put(entityName string, ups []Update) error {
 
 // ErrFull is returned when an entity's online rows are at their bound.
 var ErrFull = fmt.Errorf("online rows full")
+
+// validateUpdates checks updates of entity e against the spec and returns
+// each one's key; the error names every bad update and field.
+func validateUpdates(e *featurespec.Entity, ups []Update, now time.Time) ([]string, error) {
+	if len(ups) == 0 || len(ups) > MaxPutRows {
+		return nil, fmt.Errorf("rows: %d rows, want 1 to %d", len(ups), MaxPutRows)
+	}
+	errs := &table.Errors{}
+	keys := make([]string, len(ups))
+	for i, u := range ups {
+		row := i + 1
+		if len(u.Key) != len(e.Keys) {
+			errs.List = append(errs.List, table.RowError{Row: row, Field: "key", Msg: fmt.Sprintf("%d parts, entity %s has keys %v", len(u.Key), e.Name, e.Keys)})
+			continue
+		}
+		for j, k := range u.Key {
+			if k == "" || len(k) > featurespec.MaxKeyBytes {
+				errs.List = append(errs.List, table.RowError{Row: row, Field: e.Keys[j], Msg: fmt.Sprintf("key of %d bytes, want 1 to %d", len(k), featurespec.MaxKeyBytes)})
+			}
+		}
+		keys[i] = table.Key(u.Key...)
+		if len(u.Nums)+len(u.Strs) == 0 {
+			errs.List = append(errs.List, table.RowError{Row: row, Field: "values", Msg: "no feature set"})
+		}
+		for name, v := range u.Nums {
+			f := e.Feature(name)
+			switch {
+			case f == nil:
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "not a feature of entity " + e.Name})
+			case f.Type == featurespec.String:
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "a number where a string is declared"})
+			default:
+				if _, err := table.Numeric(f, true, v); err != nil {
+					errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: err.Error()})
+				}
+			}
+		}
+		for name, v := range u.Strs {
+			f := e.Feature(name)
+			switch {
+			case f == nil:
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "not a feature of entity " + e.Name})
+			case f.Type != featurespec.String:
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "a string where a number is declared"})
+			case v == "" || len(v) > featurespec.MaxStringBytes:
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: fmt.Sprintf("%d bytes, want 1 to %d", len(v), featurespec.MaxStringBytes)})
+			}
+		}
+		if t := u.EventTime; !t.IsZero() && t.After(now.Add(time.Hour)) {
+			errs.List = append(errs.List, table.RowError{Row: row, Field: "event_time", Msg: fmt.Sprintf("%s is more than an hour in the future", t.UTC().Format(time.RFC3339))})
+		}
+	}
+	if len(errs.List) > 0 {
+		errs.Total = len(errs.List)
+		if len(errs.List) > table.MaxListed {
+			errs.List = errs.List[:table.MaxListed]
+		}
+		return nil, errs
+	}
+	return keys, nil
+}
+
+// applyUpdates merges updates into their keys' online records: prev is a
+// key's record before, asOf the serving snapshot's (zero: none). It returns
+// the records that change.
+func applyUpdates(ups []Update, keys []string, asOf, now time.Time, prev func(key string) (onlineRecord, bool)) map[string]onlineRecord {
+	next := map[string]onlineRecord{}
+	for i, u := range ups {
+		t := u.EventTime
+		if t.IsZero() {
+			t = now
+		}
+		if !asOf.IsZero() && !t.After(asOf) {
+			continue // the serving snapshot already describes a later time
+		}
+		rec, ok := next[keys[i]]
+		if !ok {
+			if r, ok := prev(keys[i]); ok {
+				rec = onlineRecord{EventTime: r.EventTime, Nums: maps.Clone(r.Nums), Missing: slices.Clone(r.Missing), Strs: maps.Clone(r.Strs)}
+			}
+		}
+		if t.Before(rec.EventTime) {
+			continue // last write wins, by event time
+		}
+		rec.EventTime = t.UTC()
+		if rec.Nums == nil && len(u.Nums) > 0 {
+			rec.Nums = map[string]float64{}
+		}
+		if rec.Strs == nil && len(u.Strs) > 0 {
+			rec.Strs = map[string]string{}
+		}
+		for name, v := range u.Nums {
+			rec.Missing = slices.DeleteFunc(rec.Missing, func(m string) bool { return m == name })
+			if math.IsNaN(v) { // valid only where the policy serves NaN
+				delete(rec.Nums, name)
+				rec.Missing = append(rec.Missing, name)
+				continue
+			}
+			rec.Nums[name] = v
+		}
+		maps.Copy(rec.Strs, u.Strs)
+		next[keys[i]] = rec
+	}
+	return next
+}

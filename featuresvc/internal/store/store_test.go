@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/adrank/adrank/featuresvc/internal/table"
 	"github.com/adrank/adrank/ml/featurespec"
+	"github.com/adrank/adrank/platform/redistest"
 )
 
 func spec(t testing.TB) *featurespec.Spec {
@@ -43,7 +45,7 @@ func rows(t testing.TB, s *featurespec.Spec, n, g int) *table.Rows {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // countVersions is how many snapshot versions of an entity the file holds.
-func countVersions(t *testing.T, st *Store, entity string) int {
+func countVersions(t *testing.T, st *Bolt, entity string) int {
 	t.Helper()
 	n := 0
 	err := st.db.View(func(tx *bolt.Tx) error {
@@ -55,17 +57,66 @@ func countVersions(t *testing.T, st *Store, entity string) int {
 	return n
 }
 
-// Readers that read all their rows through one View see one generation,
-// never a mix, while snapshots are swapped under them.
-func TestSwapIsAtomicForReaders(t *testing.T) {
-	s := spec(t)
-	st, err := Open(filepath.Join(t.TempDir(), "f.db"), s, time.Now)
+// backend opens a store of spec s; reopen opens it again over the same
+// data (a restart, or another replica).
+type backend struct {
+	open func(t *testing.T, s *featurespec.Spec) (st Store, reopen func() Store)
+}
+
+var backends = map[string]backend{
+	"bolt": {open: func(t *testing.T, s *featurespec.Spec) (Store, func() Store) {
+		path := filepath.Join(t.TempDir(), "f.db")
+		open := func() Store {
+			st, err := OpenBolt(path, s, time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		return open(), open
+	}},
+	"redis": {open: func(t *testing.T, s *featurespec.Spec) (Store, func() Store) {
+		srv := redistest.Start(t)
+		open := func() Store {
+			st, err := OpenRedis(context.Background(), srv.Addr, "t:", s, time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		return open(), open
+	}},
+}
+
+// The acceptance suite: every backend passes the same tests.
+func TestAcceptance(t *testing.T) {
+	for name, b := range backends {
+		t.Run(name, func(t *testing.T) {
+			t.Run("swap is atomic for readers", func(t *testing.T) { testSwapIsAtomicForReaders(t, b) })
+			t.Run("reopened, it serves the same", func(t *testing.T) { testReopenServesTheSame(t, b) })
+			t.Run("online writes", func(t *testing.T) { testOnlineWrites(t, b) })
+		})
+	}
+}
+
+func get(t *testing.T, st Store, key string) (Row, bool) {
+	t.Helper()
+	r, ok, err := Get(context.Background(), st, "user", key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r, ok
+}
+
+// Readers that read all their rows through one View see one generation,
+// never a mix, while snapshots are swapped under them.
+func testSwapIsAtomicForReaders(t *testing.T, b backend) {
+	s := spec(t)
+	st, _ := b.open(t, s)
 	defer st.Close()
+	ctx := context.Background()
 	const n = 2000
-	if _, err := st.Swap(rows(t, s, n, 1), time.Time{}, "g1"); err != nil {
+	if _, err := st.Swap(ctx, rows(t, s, n, 1), time.Time{}, "g1"); err != nil {
 		t.Fatal(err)
 	}
 	var stop atomic.Bool
@@ -73,12 +124,29 @@ func TestSwapIsAtomicForReaders(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
+			var keys []string
+			for i := 0; i < n; i += 97 {
+				keys = append(keys, "u"+itoa(i))
+			}
 			for !stop.Load() {
-				v := st.View()
-				first, _ := v.Get("user", "u0")
-				for i := 1; i < n; i += 97 {
-					r, ok := v.Get("user", "u"+itoa(i))
-					if !ok || r.Nums[0] != first.Nums[0] || r.Strs[0] != first.Strs[0] {
+				v, err := st.View(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// One key per call, as a request reads its entities one
+				// after another.
+				var first Row
+				for i, k := range keys {
+					rs, found := make([]Row, 1), make([]bool, 1)
+					if err := v.Get(ctx, "user", []string{k}, rs, found); err != nil {
+						t.Error(err)
+						return
+					}
+					if i == 0 {
+						first = rs[0]
+					}
+					if !found[0] || rs[0].Nums[0] != first.Nums[0] || rs[0].Strs[0] != first.Strs[0] {
 						mixed.Add(1)
 					}
 				}
@@ -87,7 +155,7 @@ func TestSwapIsAtomicForReaders(t *testing.T) {
 		})
 	}
 	for g := 2; g <= 20; g++ {
-		if _, err := st.Swap(rows(t, s, n, g), time.Time{}, "g"); err != nil {
+		if _, err := st.Swap(ctx, rows(t, s, n, g), time.Time{}, "g"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,44 +164,120 @@ func TestSwapIsAtomicForReaders(t *testing.T) {
 	if mixed.Load() != 0 {
 		t.Errorf("%d reads saw two generations", mixed.Load())
 	}
-	if r, _ := st.Get("user", "u5"); r.Nums[0] != 20 {
+	if r, _ := get(t, st, "u5"); r.Nums[0] != 20 {
 		t.Errorf("after the last swap: gen %v", r.Nums[0])
 	}
 	t.Logf("%d consistent reads during 19 swaps", reads.Load())
 }
 
-// What was loaded and written is served again after a restart; earlier
-// versions are gone from the file.
-func TestReopenServesTheSame(t *testing.T) {
+// What was loaded and written is served again after a restart (or by
+// another replica).
+func testReopenServesTheSame(t *testing.T, b backend) {
 	s := spec(t)
-	path := filepath.Join(t.TempDir(), "f.db")
-	st, err := Open(path, s, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
+	st, reopen := b.open(t, s)
 	for g := 1; g <= 3; g++ {
-		if _, err := st.Swap(rows(t, s, 10, g), time.Time{}, "file"+itoa(g)); err != nil {
+		if _, err := st.Swap(ctx, rows(t, s, 10, g), time.Time{}, "file"+itoa(g)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := st.Put("user", []Update{{Key: []string{"u1"}, Nums: map[string]float64{"gen": 7}, EventTime: time.Now().Add(time.Second)}}); err != nil {
+	if err := st.Put(ctx, "user", []Update{{Key: []string{"u1"}, Nums: map[string]float64{"gen": 7}, EventTime: time.Now().Add(time.Second)}}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
-	st, err = Open(path, s, time.Now)
+	st = reopen()
+	defer st.Close()
+	if r, ok := get(t, st, "u2"); !ok || r.Nums[0] != 3 || r.Strs[0] != "s3" {
+		t.Errorf("u2 after reopening: %v %v", r, ok)
+	}
+	if r, _ := get(t, st, "u1"); r.Nums[0] != 7 {
+		t.Errorf("u1's online write after reopening: %v", r.Nums)
+	}
+	sts, err := st.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := sts[0]
+	if stat.Snapshot == nil || stat.Snapshot.Version != 3 || stat.Snapshot.Source != "file3" || stat.OnlineRows != 1 {
+		t.Errorf("status %+v %+v", stat, stat.Snapshot)
+	}
+}
+
+// Online writes: the latest event time wins; a new key is served with its
+// written features; a snapshot whose as_of is later supersedes them, one
+// whose as_of is earlier does not; concurrent writers lose nothing.
+func testOnlineWrites(t *testing.T, b backend) {
+	s := spec(t)
+	ctx := context.Background()
+	st, _ := b.open(t, s)
+	defer st.Close()
+	t0 := time.Now()
+	if _, err := st.Swap(ctx, rows(t, s, 10, 1), t0.Add(-time.Hour), "a"); err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, gen float64, at time.Time) {
+		t.Helper()
+		if err := st.Put(ctx, "user", []Update{{Key: []string{key}, Nums: map[string]float64{"gen": gen}, EventTime: at}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("u1", 5, t0)
+	put("u1", 4, t0.Add(-time.Minute)) // older: no effect
+	put("new", 9, t0)
+	if r, _ := get(t, st, "u1"); r.Nums[0] != 5 || r.Strs[0] != "s1" {
+		t.Errorf("u1: %v, want gen 5 over its snapshot row", r)
+	}
+	if r, ok := get(t, st, "new"); !ok || r.Nums[0] != 9 || r.Strs[0] != "" {
+		t.Errorf("new: %v %v", r, ok)
+	}
+	put("u2", 6, t0.Add(-2*time.Hour)) // older than the snapshot: no effect
+	if r, _ := get(t, st, "u2"); r.Nums[0] != 1 {
+		t.Errorf("a write older than the snapshot changed u2: %v", r)
+	}
+	// Concurrent writers to many keys, and to one.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				k := "c" + itoa(w*100+i)
+				if err := st.Put(ctx, "user", []Update{{Key: []string{k}, Nums: map[string]float64{"gen": float64(i)}, EventTime: t0}}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	sts, _ := st.Status(ctx)
+	if sts[0].OnlineRows != 102 {
+		t.Errorf("%d online rows after 100 concurrent writes and 2 before, want 102", sts[0].OnlineRows)
+	}
+	// A snapshot as of now supersedes them all.
+	if _, err := st.Swap(ctx, rows(t, s, 10, 2), time.Time{}, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := get(t, st, "u1"); r.Nums[0] != 2 {
+		t.Errorf("after a later snapshot u1 is %v, want the snapshot's 2", r)
+	}
+	if _, ok := get(t, st, "new"); ok {
+		t.Error("a key only written online survived a later snapshot")
+	}
+	if sts, _ := st.Status(ctx); sts[0].OnlineRows != 0 {
+		t.Errorf("%d online rows after a later snapshot", sts[0].OnlineRows)
+	}
+}
+
+// bbolt keeps one snapshot version in its file.
+func TestBoltKeepsOneVersion(t *testing.T) {
+	s := spec(t)
+	st, err := OpenBolt(filepath.Join(t.TempDir(), "f.db"), s, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if r, ok := st.Get("user", "u2"); !ok || r.Nums[0] != 3 || r.Strs[0] != "s3" {
-		t.Errorf("u2 after reopening: %v %v", r, ok)
-	}
-	if r, _ := st.Get("user", "u1"); r.Nums[0] != 7 {
-		t.Errorf("u1's online write after reopening: %v", r.Nums)
-	}
-	stat := st.Status()[0]
-	if stat.Snapshot == nil || stat.Snapshot.Version != 3 || stat.Snapshot.Source != "file3" || stat.OnlineRows != 1 {
-		t.Errorf("status %+v %+v", stat, stat.Snapshot)
+	for g := 1; g <= 3; g++ {
+		if _, err := st.Swap(context.Background(), rows(t, s, 10, g), time.Time{}, ""); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if versions := countVersions(t, st, "user"); versions != 1 {
 		t.Errorf("%d snapshot versions in the file, want 1", versions)
@@ -144,13 +288,13 @@ func TestReopenServesTheSame(t *testing.T) {
 func TestReopenWithAnotherSpec(t *testing.T) {
 	s := spec(t)
 	path := filepath.Join(t.TempDir(), "f.db")
-	st, _ := Open(path, s, time.Now)
-	if _, err := st.Swap(rows(t, s, 3, 1), time.Time{}, ""); err != nil {
+	st, _ := OpenBolt(path, s, time.Now)
+	if _, err := st.Swap(context.Background(), rows(t, s, 3, 1), time.Time{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
 	other, _ := featurespec.Parse([]byte(`{"entities": [{"name": "user", "keys": ["user_id"], "features": [{"name": "gen", "type": "int"}, {"name": "gen2", "type": "int"}, {"name": "seg", "type": "string"}]}]}`))
-	if _, err := Open(path, other, time.Now); err == nil || !strings.Contains(err.Error(), "entity user") {
+	if _, err := OpenBolt(path, other, time.Now); err == nil || !strings.Contains(err.Error(), "entity user") {
 		t.Errorf("opened a file of another spec: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/adrank/adrank/featuresvc/internal/store"
 	"github.com/adrank/adrank/featuresvc/internal/table"
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	"github.com/adrank/adrank/ml/featurespec"
@@ -23,7 +24,7 @@ const (
 // RecordActivity implements FeatureService: it counts each activity for
 // its user, its ad and, through the ad's category, each cross with
 // counters. The whole request is validated first.
-func (s *Server) RecordActivity(_ context.Context, req *featuresv1.RecordActivityRequest) (*featuresv1.RecordActivityResponse, error) {
+func (s *Server) RecordActivity(ctx context.Context, req *featuresv1.RecordActivityRequest) (*featuresv1.RecordActivityResponse, error) {
 	acts := req.GetActivity()
 	if n := len(acts); n == 0 || n > MaxActivity {
 		return nil, status.Errorf(codes.InvalidArgument, "activity: %d entries, want 1 to %d", n, MaxActivity)
@@ -47,7 +48,23 @@ func (s *Server) RecordActivity(_ context.Context, req *featuresv1.RecordActivit
 			return nil, status.Errorf(codes.InvalidArgument, "activity[%d].time: %s is more than %s ahead of this clock", i, t.Format(time.RFC3339), maxAhead)
 		}
 	}
-	view := s.st.View()
+	// The ads' categories, for the crosses' counters: one lookup.
+	var arows []store.Row
+	var afound []bool
+	if len(s.crosses) > 0 {
+		view, err := s.st.View(ctx)
+		if err != nil {
+			return nil, storeError(err)
+		}
+		adIDs := make([]string, len(acts))
+		for i, a := range acts {
+			adIDs[i] = a.GetAdId()
+		}
+		arows, afound = make([]store.Row, len(acts)), make([]bool, len(acts))
+		if err := view.Get(ctx, featurespec.Ad, adIDs, arows, afound); err != nil {
+			return nil, storeError(err)
+		}
+	}
 	var dropped uint64
 	count := func(entity, key string, at time.Time, imps, clicks uint32) {
 		if set := s.counters[entity]; set != nil {
@@ -56,19 +73,15 @@ func (s *Server) RecordActivity(_ context.Context, req *featuresv1.RecordActivit
 			}
 		}
 	}
-	for _, a := range acts {
+	for i, a := range acts {
 		at, imps, clicks := a.GetTime().AsTime(), a.GetImpressions(), a.GetClicks()
 		count(featurespec.User, a.GetUserId(), at, imps, clicks)
 		count(featurespec.Ad, a.GetAdId(), at, imps, clicks)
-		if len(s.crosses) == 0 {
-			continue
-		}
-		arow, known := view.Get(featurespec.Ad, a.GetAdId())
-		if !known {
+		if len(s.crosses) == 0 || !afound[i] {
 			continue
 		}
 		for _, x := range s.crosses {
-			if cat := arow.Strs[x.of]; cat != "" && x.counters != nil {
+			if cat := arows[i].Strs[x.of]; cat != "" && x.counters != nil {
 				count(x.name, table.Key(a.GetUserId(), cat), at, imps, clicks)
 			}
 		}

@@ -33,7 +33,7 @@ import (
 // Server implements FeatureService over a feature store.
 type Server struct {
 	featuresv1.UnimplementedFeatureServiceServer
-	st     *store.Store
+	st     store.Store
 	now    func() time.Time
 	tmpDir string
 	limits table.Limits
@@ -77,7 +77,7 @@ type Options struct {
 const DefaultMaxCounterKeys = 1_000_000
 
 // NewServer serves st.
-func New(st *store.Store, o Options) *Server {
+func New(st store.Store, o Options) *Server {
 	spec := st.Spec()
 	s := &Server{st: st, now: o.Now, tmpDir: o.TmpDir, limits: o.Limits, maxLen: o.MaxFileBytes,
 		user: spec.Entity(featurespec.User), ad: spec.Entity(featurespec.Ad), counters: map[string]*counters.Set{}}
@@ -132,19 +132,27 @@ func stringIndex(e *featurespec.Entity, name string) int {
 }
 
 // GetFeatures implements FeatureService. Unknown users and ads are served
-// with their features absent.
-func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesRequest) (*featuresv1.GetFeaturesResponse, error) {
+// with their features absent. Every entity is read through one view, in a
+// lookup per entity (one round trip each with Redis): the user, the ads,
+// then each cross for the categories the ads have.
+func (s *Server) GetFeatures(ctx context.Context, req *featuresv1.GetFeaturesRequest) (*featuresv1.GetFeaturesResponse, error) {
 	c, err := features.Validate(req)
 	if err != nil {
 		return nil, err
 	}
 	uid, ids := req.GetUserId(), req.GetAdIds()
-	view := s.st.View()
-	var urow store.Row
-	userKnown := false
-	if s.user != nil {
-		urow, userKnown = view.Get(featurespec.User, uid)
+	view, err := s.st.View(ctx)
+	if err != nil {
+		return nil, storeError(err)
 	}
+	var one [1]store.Row
+	var oneFound [1]bool
+	if s.user != nil {
+		if err := view.Get(ctx, featurespec.User, []string{uid}, one[:], oneFound[:]); err != nil {
+			return nil, storeError(err)
+		}
+	}
+	urow, userKnown := one[0], oneFound[0]
 	now := s.now()
 	var cbuf [2 * featurespec.MaxWindows]counters.Counts
 	shared := &featuresv1.FeatureTable{Names: s.shared, Values: make([]float64, len(s.shared)), Rows: 1}
@@ -157,44 +165,53 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 	w := len(s.adCols)
 	ads := &featuresv1.FeatureTable{Names: s.adCols, Values: make([]float64, len(ids)*w), Rows: int32(len(ids))}
 	resp := &featuresv1.GetFeaturesResponse{UserKnown: userKnown, Shared: shared, AdFeatures: ads, Ads: make([]*featuresv1.AdFeatures, len(ids))}
+	adInfo := make([]featuresv1.AdFeatures, len(ids)) // one allocation, not one per ad
 	if s.ad == nil {
 		fill(ads.Values)
 		for i, id := range ids {
-			resp.Ads[i] = &featuresv1.AdFeatures{AdId: id}
+			adInfo[i].AdId = id
+			resp.Ads[i] = &adInfo[i]
 		}
 		return resp, nil
 	}
-	query := strings.Fields(strings.ToLower(c.Query))
-	nAd, adCounters := len(s.ad.Numeric()), s.counters[featurespec.Ad]
-	// Ads share categories: each (cross, category) is looked up once.
-	type crossVals struct {
-		x    int
-		cat  string
-		vals []float64
+	arows, afound := make([]store.Row, len(ids)), make([]bool, len(ids))
+	if err := view.Get(ctx, featurespec.Ad, ids, arows, afound); err != nil {
+		return nil, storeError(err)
 	}
-	var cache []crossVals
-	crossOf := func(xi int, cat string) []float64 {
-		for _, c := range cache {
-			if c.x == xi && c.cat == cat {
-				return c.vals
+	// Ads share categories: each (cross, category) is looked up once.
+	crossVals := make([]map[string][]float64, len(s.crosses))
+	for xi, x := range s.crosses {
+		var cats, keys []string
+		crossVals[xi] = map[string][]float64{}
+		for i := range ids {
+			if !afound[i] {
+				continue
+			}
+			if cat := arows[i].Strs[x.of]; cat != "" {
+				if _, ok := crossVals[xi][cat]; !ok {
+					crossVals[xi][cat] = nil
+					cats, keys = append(cats, cat), append(keys, table.Key(uid, cat))
+				}
 			}
 		}
-		x := s.crosses[xi]
-		vals := make([]float64, x.width)
-		key := table.Key(uid, cat)
-		crow, ok := view.Get(x.name, key)
-		if !userKnown {
-			ok = false
+		crows, cfound := make([]store.Row, len(keys)), make([]bool, len(keys))
+		if userKnown && len(keys) > 0 { // a cross's row needs a known user; its counters do not
+			if err := view.Get(ctx, x.name, keys, crows, cfound); err != nil {
+				return nil, storeError(err)
+			}
 		}
-		j := fillRow(vals, crow.Nums, ok, x.n)
-		writeCounts(x.counters, key, now, cbuf[:], vals[j:])
-		cache = append(cache, crossVals{xi, cat, vals})
-		return vals
+		for k, cat := range cats {
+			vals := make([]float64, x.width)
+			j := fillRow(vals, crows[k].Nums, cfound[k], x.n)
+			writeCounts(x.counters, keys[k], now, cbuf[:], vals[j:])
+			crossVals[xi][cat] = vals
+		}
 	}
-	adInfo := make([]featuresv1.AdFeatures, len(ids)) // one allocation, not one per ad
+	query := strings.Fields(strings.ToLower(c.Query))
+	nAd, adCounters := len(s.ad.Numeric()), s.counters[featurespec.Ad]
 	for i, id := range ids {
 		row := ads.Values[i*w : (i+1)*w]
-		arow, known := view.Get(featurespec.Ad, id)
+		arow, known := arows[i], afound[i]
 		adInfo[i].AdId, adInfo[i].Known = id, known
 		resp.Ads[i] = &adInfo[i]
 		j := fillRow(row, arow.Nums, known, nAd)
@@ -214,12 +231,20 @@ func (s *Server) GetFeatures(_ context.Context, req *featuresv1.GetFeaturesReque
 			if cat == "" {
 				fill(row[j : j+x.width])
 			} else {
-				copy(row[j:j+x.width], crossOf(xi, cat))
+				copy(row[j:j+x.width], crossVals[xi][cat])
 			}
 			j += x.width
 		}
 	}
 	return resp, nil
+}
+
+// storeError is a store's failure as a status: the store is unavailable.
+func storeError(err error) error {
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "feature store: %v", err)
 }
 
 // fillRow copies n values into row, or n missing values when the row is not
@@ -341,16 +366,16 @@ func (s *Server) LoadSnapshot(stream grpc.ClientStreamingServer[featuresv1.LoadS
 	if err != nil {
 		return rowErrors("the file is invalid and was not loaded", err)
 	}
-	m, err := s.st.Swap(rows, asOf, h.GetSource())
+	m, err := s.st.Swap(stream.Context(), rows, asOf, h.GetSource())
 	if err != nil {
-		return status.Errorf(codes.Internal, "%v", err)
+		return storeError(err)
 	}
 	return stream.SendAndClose(&featuresv1.LoadSnapshotResponse{Status: s.entityStatus(store.Status{Entity: e.Name, Snapshot: &m})})
 }
 
 // LoadBytes validates a file held in memory and swaps it in, as LoadSnapshot
 // does: featuresvc loads the demo world's files through it.
-func (s *Server) LoadBytes(entity, format string, data []byte, asOf time.Time, source string) (store.Meta, error) {
+func (s *Server) LoadBytes(ctx context.Context, entity, format string, data []byte, asOf time.Time, source string) (store.Meta, error) {
 	e := s.st.Spec().Entity(entity)
 	if e == nil {
 		return store.Meta{}, fmt.Errorf("entity %q is not in the feature spec", entity)
@@ -365,7 +390,7 @@ func (s *Server) LoadBytes(entity, format string, data []byte, asOf time.Time, s
 	if err != nil {
 		return store.Meta{}, fmt.Errorf("entity %s: %w", entity, err)
 	}
-	return s.st.Swap(rows, asOf, source)
+	return s.st.Swap(ctx, rows, asOf, source)
 }
 
 // rowErrors is INVALID_ARGUMENT with every listed error as a field
@@ -391,7 +416,7 @@ func rowErrors(msg string, err error) error {
 }
 
 // PutFeatures implements FeatureService.
-func (s *Server) PutFeatures(_ context.Context, req *featuresv1.PutFeaturesRequest) (*featuresv1.PutFeaturesResponse, error) {
+func (s *Server) PutFeatures(ctx context.Context, req *featuresv1.PutFeaturesRequest) (*featuresv1.PutFeaturesResponse, error) {
 	if s.st.Spec().Entity(req.GetEntity()) == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "entity: %q is not an entity of the feature spec (it declares %s)", req.GetEntity(), entityNames(s.st.Spec()))
 	}
@@ -408,22 +433,27 @@ func (s *Server) PutFeatures(_ context.Context, req *featuresv1.PutFeaturesReque
 			ups[i].EventTime = ts.AsTime()
 		}
 	}
-	if err := s.st.Put(req.GetEntity(), ups); err != nil {
+	if err := s.st.Put(ctx, req.GetEntity(), ups); err != nil {
 		switch {
 		case errors.Is(err, store.ErrFull):
 			return nil, status.Error(codes.ResourceExhausted, err.Error())
 		case errors.As(err, new(*table.Errors)):
 			return nil, rowErrors("nothing was written", err)
 		}
-		return nil, status.Errorf(codes.Internal, "%v", err)
+		return nil, storeError(err)
 	}
 	return &featuresv1.PutFeaturesResponse{}, nil
 }
 
 // GetFeatureStatus implements FeatureService.
-func (s *Server) GetFeatureStatus(context.Context, *featuresv1.GetFeatureStatusRequest) (*featuresv1.GetFeatureStatusResponse, error) {
-	resp := &featuresv1.GetFeatureStatusResponse{Served: s.st.Spec().Served()}
-	for _, st := range s.st.Status() {
+func (s *Server) GetFeatureStatus(ctx context.Context, _ *featuresv1.GetFeatureStatusRequest) (*featuresv1.GetFeatureStatusResponse, error) {
+	_, shared := s.st.(*store.Redis)
+	resp := &featuresv1.GetFeatureStatusResponse{Served: s.st.Spec().Served(), Shared: shared}
+	sts, err := s.st.Status(ctx)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for _, st := range sts {
 		resp.Entities = append(resp.Entities, s.entityStatus(st))
 	}
 	return resp, nil

@@ -20,15 +20,46 @@ import (
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	"github.com/adrank/adrank/ml/featurespec"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/redistest"
 )
 
-// demoServer is a Server with the demo world loaded through Parquet.
-func demoServer(t testing.TB, w *world.World) (*Server, *store.Store) {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "f.db"), featurespec.Demo(), time.Now)
-	if err != nil {
-		t.Fatal(err)
+// backends open the store each test runs against: the same tests are the
+// acceptance suite of both.
+var backends = map[string]func(t testing.TB) store.Store{
+	"bolt": func(t testing.TB) store.Store {
+		st, err := store.OpenBolt(filepath.Join(t.TempDir(), "f.db"), featurespec.Demo(), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	},
+	"redis": func(t testing.TB) store.Store {
+		srv := redistest.Start(t)
+		st, err := store.OpenRedis(context.Background(), srv.Addr, "test:", featurespec.Demo(), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	},
+}
+
+// eachBackend runs f as a subtest against each backend.
+func eachBackend(t *testing.T, f func(t *testing.T, open func(testing.TB) store.Store)) {
+	for name, open := range backends {
+		t.Run(name, func(t *testing.T) { f(t, open) })
 	}
+}
+
+// demoServer is a Server with the demo world loaded through Parquet, on
+// bbolt.
+func demoServer(t testing.TB, w *world.World) (*Server, store.Store) {
+	return demoServerOn(t, w, backends["bolt"])
+}
+
+// demoServerOn is demoServer on the store open returns.
+func demoServerOn(t testing.TB, w *world.World, open func(testing.TB) store.Store) (*Server, store.Store) {
+	t.Helper()
+	st := open(t)
 	t.Cleanup(func() { st.Close() })
 	s := New(st, Options{TmpDir: t.TempDir(), MaxFileBytes: 1 << 30, Limits: table.DefaultLimits, Now: time.Now})
 	for _, e := range st.Spec().Entities {
@@ -36,7 +67,7 @@ func demoServer(t testing.TB, w *world.World) (*Server, *store.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.LoadBytes(e.Name, "parquet", data, time.Time{}, "demo"); err != nil {
+		if _, err := s.LoadBytes(context.Background(), e.Name, "parquet", data, time.Time{}, "demo"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,11 +93,15 @@ func sameBits(a, b float64) bool {
 // the world serves: every feature, bit for bit, for every user and ad, known
 // or not, under several contexts. So the demo models score the same.
 func TestStoreServesTheWorldBitForBit(t *testing.T) {
+	eachBackend(t, testServesTheWorld)
+}
+
+func testServesTheWorld(t *testing.T, open func(testing.TB) store.Store) {
 	w, err := world.New(world.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := demoServer(t, w)
+	s, _ := demoServerOn(t, w, open)
 	ref := features.NewServer(w)
 	var ads []string
 	for _, d := range w.Config().Domains {
@@ -136,11 +171,15 @@ func TestStoreServesTheWorldBitForBit(t *testing.T) {
 // one; a write older than the row's last one changes nothing; a snapshot
 // whose as_of is later supersedes them.
 func TestPutFeaturesOverTheSnapshot(t *testing.T) {
+	eachBackend(t, testPutFeaturesOverTheSnapshot)
+}
+
+func testPutFeaturesOverTheSnapshot(t *testing.T, open func(testing.TB) store.Store) {
 	w, err := world.New(world.Config{Seed: 1, Users: 20, Advertisers: 5, AdsPerDomain: 10, Domains: []string{"feed"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := demoServer(t, w)
+	s, _ := demoServerOn(t, w, open)
 	ctx := context.Background()
 	get := func(user string) map[string]float64 {
 		r, err := s.GetFeatures(ctx, &featuresv1.GetFeaturesRequest{UserId: user})
@@ -184,7 +223,7 @@ func TestPutFeaturesOverTheSnapshot(t *testing.T) {
 	}
 	// A snapshot describing a later time supersedes the earlier writes.
 	data, _ := demo.Parquet(w, featurespec.Demo().Entity("user"))
-	if _, err := s.LoadBytes("user", "parquet", data, t0.Add(10*time.Second), "later"); err != nil {
+	if _, err := s.LoadBytes(ctx, "user", "parquet", data, t0.Add(10*time.Second), "later"); err != nil {
 		t.Fatal(err)
 	}
 	if v := get("u1")["user_hist_ctr"]; v != before["user_hist_ctr"] {
@@ -205,8 +244,12 @@ func TestPutFeaturesOverTheSnapshot(t *testing.T) {
 // Every bad write is refused with INVALID_ARGUMENT naming the row and field,
 // and nothing of the request is written.
 func TestPutFeaturesRefusesBadRows(t *testing.T) {
+	eachBackend(t, testPutFeaturesRefusesBadRows)
+}
+
+func testPutFeaturesRefusesBadRows(t *testing.T, open func(testing.TB) store.Store) {
 	w, _ := world.New(world.Config{Seed: 1, Users: 5, Advertisers: 2, AdsPerDomain: 3, Domains: []string{"feed"}})
-	s, _ := demoServer(t, w)
+	s, _ := demoServerOn(t, w, open)
 	ctx := context.Background()
 	good := &featuresv1.FeatureRow{Key: []string{"u1"}, Values: map[string]float64{"user_hist_ctr": 0.9}}
 	for _, tc := range []struct {

@@ -1,6 +1,7 @@
 // Package activity sends the router's served impressions and accepted
-// clicks to featuresvc's real-time counters (RecordActivity), in batches: a
-// click at once, impressions at least every interval. Counting is best
+// clicks to featuresvc's real-time counters (RecordActivity), to every
+// instance (each keeps its own counters), in batches: a click at once,
+// impressions at least every interval. Counting is best
 // effort: activity that cannot be sent (featuresvc down, the queue full) is
 // dropped and counted, never retried into a pile-up, and never slows a
 // request.
@@ -31,7 +32,7 @@ const (
 // Sink queues activity and sends it. Add is safe for concurrent use; Run
 // sends until its context ends, then sends what is left.
 type Sink struct {
-	features func() (featuresv1.FeatureServiceClient, error)
+	features func() ([]featuresv1.FeatureServiceClient, error)
 	log      *slog.Logger
 	every    time.Duration
 	timeout  time.Duration
@@ -44,9 +45,9 @@ type Sink struct {
 	logged  time.Time // the last drop logged; s.mu
 }
 
-// New sends to the featuresvc features returns, at least every interval,
-// each call within timeout.
-func New(features func() (featuresv1.FeatureServiceClient, error), every, timeout time.Duration, log *slog.Logger) *Sink {
+// New sends to every featuresvc instance features returns (each keeps its
+// own counters), at least every interval, each call within timeout.
+func New(features func() ([]featuresv1.FeatureServiceClient, error), every, timeout time.Duration, log *slog.Logger) *Sink {
 	return &Sink{features: features, log: log, every: every, timeout: timeout, kick: make(chan struct{}, 1)}
 }
 
@@ -74,7 +75,7 @@ func (s *Sink) Add(acts []lab.Activity) {
 	}
 }
 
-// Stats are the activity sent and dropped so far.
+// Stats are the activity sent and dropped so far, counted per instance.
 func (s *Sink) Stats() (sent, dropped uint64) { return s.sent.Load(), s.dropped.Load() }
 
 // Run sends queued activity until ctx ends, then once more.
@@ -101,22 +102,24 @@ func (s *Sink) send(ctx context.Context) {
 	if len(q) == 0 {
 		return
 	}
-	client, err := s.features()
+	clients, err := s.features()
 	if err != nil {
 		s.drop(len(q), err)
 		return
 	}
-	for len(q) > 0 {
-		n := min(len(q), batch)
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
-		_, err := client.RecordActivity(cctx, &featuresv1.RecordActivityRequest{Activity: q[:n]})
-		cancel()
-		if err != nil {
-			s.drop(len(q), err)
-			return
+	for _, client := range clients {
+		for rest := q; len(rest) > 0; {
+			n := min(len(rest), batch)
+			cctx, cancel := context.WithTimeout(ctx, s.timeout)
+			_, err := client.RecordActivity(cctx, &featuresv1.RecordActivityRequest{Activity: rest[:n]})
+			cancel()
+			if err != nil {
+				s.drop(len(rest), err)
+				break
+			}
+			s.sent.Add(uint64(n))
+			rest = rest[n:]
 		}
-		s.sent.Add(uint64(n))
-		q = q[n:]
 	}
 }
 

@@ -38,7 +38,7 @@ func (f *fakeFeatures) RecordActivity(_ context.Context, in *featuresv1.RecordAc
 }
 
 func sink(f *fakeFeatures, every time.Duration) *Sink {
-	return New(func() (featuresv1.FeatureServiceClient, error) { return f, nil }, every, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return New(func() ([]featuresv1.FeatureServiceClient, error) { return []featuresv1.FeatureServiceClient{f}, nil }, every, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 // A click goes at once, not at the next interval; what is left when Run
@@ -87,5 +87,20 @@ func TestSinkDropsWhatItCannotSend(t *testing.T) {
 	s.send(context.Background())
 	if sent, dropped := s.Stats(); sent != 0 || dropped != MaxQueued+10 {
 		t.Errorf("featuresvc down: sent %d, dropped %d", sent, dropped)
+	}
+}
+
+// Every featuresvc instance hears all the activity: each keeps its own
+// counters.
+func TestSinkSendsToEveryInstance(t *testing.T) {
+	a, b := &fakeFeatures{got: make(chan struct{}, 1)}, &fakeFeatures{got: make(chan struct{}, 1)}
+	s := New(func() ([]featuresv1.FeatureServiceClient, error) { return []featuresv1.FeatureServiceClient{a, b}, nil },
+		time.Hour, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.Add([]lab.Activity{{UserID: "u", AdID: "a", At: time.Now(), Impressions: 3}})
+	s.send(context.Background())
+	for name, f := range map[string]*fakeFeatures{"a": a, "b": b} {
+		if len(f.calls) != 1 || f.calls[0] != 1 {
+			t.Errorf("instance %s: calls %v", name, f.calls)
+		}
 	}
 }

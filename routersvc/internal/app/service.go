@@ -190,7 +190,7 @@ func Run(ctx context.Context, c Config) error {
 		disc := downstream.NewConsul(client, log, append(dial, tls)...)
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
 		// What is served and clicked feeds featuresvc's real-time counters.
-		p.Activity = activity.New(disc.Features, activityEvery, activityTimeout, log)
+		p.Activity = activity.New(disc.FeatureInstances, activityEvery, activityTimeout, log)
 		auctions = disc.Auctions
 	}
 	r := New(p)

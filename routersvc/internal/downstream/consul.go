@@ -2,7 +2,9 @@ package downstream
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -31,7 +33,14 @@ type Consul struct {
 	// Auctions checks the auction configs as auctionsvc does (their errors
 	// show in ListDomains).
 	Auctions *auctioninproc.Auction
+	// features are featuresvc's healthy instances, each also resolvable
+	// alone (instanceKey), for what every instance must hear.
+	features atomic.Pointer[[]string]
 }
+
+// instanceKey is the resolver key of one instance of a service (a target
+// path: no "#" or "?").
+func instanceKey(service, addr string) string { return service + "@" + addr }
 
 // NewConsul returns Consul-found Clients and a routing table; opts are
 // more dial options (TLS, say).
@@ -54,7 +63,14 @@ func (c *Consul) Run(ctx context.Context) error {
 	for _, name := range []string{consulx.FeatureService, consulx.AuctionService} {
 		g.Go(func() error {
 			discovery.WatchService(ctx, c.client, c.log, name, func(insts []discovery.Instance) {
-				c.res.Update(name, healthyAddrs(insts))
+				addrs := healthyAddrs(insts)
+				c.res.Update(name, addrs)
+				if name == consulx.FeatureService {
+					for _, a := range addrs {
+						c.res.Update(instanceKey(name, a), []string{a})
+					}
+					c.features.Store(&addrs)
+				}
 			})
 			return nil
 		})
@@ -114,6 +130,24 @@ func (c *Consul) Features() (featuresv1.FeatureServiceClient, error) {
 		return nil, err
 	}
 	return featuresv1.NewFeatureServiceClient(cc), nil
+}
+
+// FeatureInstances returns a client of each healthy featuresvc instance:
+// the real-time counters' activity goes to every one, as each keeps its own.
+func (c *Consul) FeatureInstances() ([]featuresv1.FeatureServiceClient, error) {
+	addrs := c.features.Load()
+	if addrs == nil || len(*addrs) == 0 {
+		return nil, errors.New("no healthy featuresvc instance")
+	}
+	var out []featuresv1.FeatureServiceClient
+	for _, a := range *addrs {
+		cc, err := c.conns.Get(instanceKey(consulx.FeatureService, a))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, featuresv1.NewFeatureServiceClient(cc))
+	}
+	return out, nil
 }
 
 // Auction implements Clients.

@@ -565,8 +565,11 @@ func (*GetFeatureStatusRequest) Descriptor() ([]byte, []int) {
 type GetFeatureStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every feature name a model may use, sorted.
-	Served        []string        `protobuf:"bytes,1,rep,name=served,proto3" json:"served,omitempty"`
-	Entities      []*EntityStatus `protobuf:"bytes,2,rep,name=entities,proto3" json:"entities,omitempty"`
+	Served   []string        `protobuf:"bytes,1,rep,name=served,proto3" json:"served,omitempty"`
+	Entities []*EntityStatus `protobuf:"bytes,2,rep,name=entities,proto3" json:"entities,omitempty"`
+	// The store is shared by every instance (Redis): a snapshot loaded into
+	// one serves from all. False: each instance has its own (bbolt).
+	Shared        bool `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +616,13 @@ func (x *GetFeatureStatusResponse) GetEntities() []*EntityStatus {
 		return x.Entities
 	}
 	return nil
+}
+
+func (x *GetFeatureStatusResponse) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
 }
 
 type EntityStatus struct {
@@ -1192,10 +1202,11 @@ const file_adrank_features_v1_features_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x15\n" +
 	"\x13PutFeaturesResponse\"\x19\n" +
-	"\x17GetFeatureStatusRequest\"p\n" +
+	"\x17GetFeatureStatusRequest\"\x88\x01\n" +
 	"\x18GetFeatureStatusResponse\x12\x16\n" +
 	"\x06served\x18\x01 \x03(\tR\x06served\x12<\n" +
-	"\bentities\x18\x02 \x03(\v2 .adrank.features.v1.EntityStatusR\bentities\"\xe4\x02\n" +
+	"\bentities\x18\x02 \x03(\v2 .adrank.features.v1.EntityStatusR\bentities\x12\x16\n" +
+	"\x06shared\x18\x03 \x01(\bR\x06shared\"\xe4\x02\n" +
 	"\fEntityStatus\x12\x16\n" +
 	"\x06entity\x18\x01 \x01(\tR\x06entity\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
