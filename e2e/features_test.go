@@ -284,11 +284,18 @@ func TestLogsToANewModel(t *testing.T) {
 	}
 	// 3. Train.
 	model := filepath.Join(dir, "v3.json")
-	cmd := exec.Command(python, filepath.Join(c.root, "ml/python/train_xgb.py"), "--export", export, "--model-out", model, "--rounds", "60")
+	// The world's features and the real-time counters: a model uses them
+	// like any other feature.
+	features := append(append([]string{}, world.AllFeatures...), "user_impressions_1h", "user_clicks_24h", "ad_impressions_1h", "ad_clicks_24h", "user_topic_clicks_24h")
+	cmd := exec.Command(python, filepath.Join(c.root, "ml/python/train_xgb.py"), "--export", export, "--model-out", model, "--rounds", "60",
+		"--features", strings.Join(features, ","))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("training: %v\n%s", err, out)
 	} else {
 		t.Logf("%s", strings.TrimSpace(string(out)))
+	}
+	if b, err := os.ReadFile(model); err != nil || !strings.Contains(string(b), `"user_topic_clicks_24h"`) {
+		t.Fatalf("the model does not name the counters it was trained on: %v", err)
 	}
 	// 4. Register it as v3; before it serves anyone, estimate its first
 	// ad's CTR from the same logs (off-policy: with epsilon 0, from the
