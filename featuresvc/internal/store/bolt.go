@@ -30,7 +30,7 @@ type Bolt struct {
 	spec *featurespec.Spec
 	db   *bolt.DB
 	now  func() time.Time
-	ents map[string]*entity
+	ents entities
 	load sync.Mutex // one snapshot load at a time
 }
 
@@ -66,10 +66,7 @@ func OpenBolt(path string, spec *featurespec.Spec, now func() time.Time) (*Bolt,
 	if err != nil {
 		return nil, fmt.Errorf("feature store %s: %w", path, err)
 	}
-	s := &Bolt{spec: spec, db: db, now: now, ents: map[string]*entity{}}
-	for _, e := range spec.Entities {
-		s.ents[e.Name] = &entity{spec: e, numeric: e.Numeric(), strs: e.Strings(), online: map[string]*onlineRow{}}
-	}
+	s := &Bolt{spec: spec, db: db, now: now, ents: newEntities(spec)}
 	if err := s.loadAll(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("feature store %s: %w", path, err)
@@ -179,22 +176,6 @@ func (e *entity) decode(b []byte) ([]float64, []string, error) {
 	return nums, strs, nil
 }
 
-func (s *Bolt) entity(name string) (*entity, error) {
-	e, ok := s.ents[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q (the spec declares %s)", ErrUnknownEntity, name, s.entityNames())
-	}
-	return e, nil
-}
-
-func (s *Bolt) entityNames() string {
-	var out []string
-	for _, e := range s.spec.Entities {
-		out = append(out, e.Name)
-	}
-	return fmt.Sprint(out)
-}
-
 // Swap makes rows the entity's serving snapshot, atomically: it is written
 // whole, then made current in the same transaction that deletes the previous
 // version, then served. Until Swap returns, the previous snapshot serves
@@ -202,12 +183,9 @@ func (s *Bolt) entityNames() string {
 // writes with a later event time stay in force over the new snapshot, older
 // ones are dropped.
 func (s *Bolt) Swap(_ context.Context, rows *table.Rows, asOf time.Time, source string) (Meta, error) {
-	e, err := s.entity(rows.Entity.Name)
+	e, err := s.ents.forRows(s.spec, rows)
 	if err != nil {
 		return Meta{}, err
-	}
-	if rows.Entity != e.spec {
-		return Meta{}, fmt.Errorf("entity %s: rows were read against another spec", e.spec.Name)
 	}
 	s.load.Lock()
 	defer s.load.Unlock()

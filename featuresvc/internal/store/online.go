@@ -33,12 +33,8 @@ type Update struct {
 
 // Put implements Store.
 func (s *Bolt) Put(_ context.Context, entityName string, ups []Update) error {
-	e, err := s.entity(entityName)
-	if err != nil {
-		return err
-	}
 	now := s.now()
-	keys, err := validateUpdates(e.spec, ups, now)
+	e, keys, err := s.ents.forUpdates(s.spec, entityName, ups, now)
 	if err != nil {
 		return err
 	}

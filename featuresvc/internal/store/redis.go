@@ -34,7 +34,7 @@ type Redis struct {
 	c      *redis.Client
 	prefix string
 	now    func() time.Time
-	ents   map[string]*entity // spec and encoding only; rows stay in Redis
+	ents   entities // spec and encoding only; rows stay in Redis
 	load   sync.Mutex
 }
 
@@ -59,10 +59,7 @@ func OpenRedis(ctx context.Context, addr, prefix string, spec *featurespec.Spec,
 		c.Close()
 		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
-	s := &Redis{spec: spec, c: c, prefix: prefix, now: now, ents: map[string]*entity{}}
-	for _, e := range spec.Entities {
-		s.ents[e.Name] = &entity{spec: e, numeric: e.Numeric(), strs: e.Strings()}
-	}
+	s := &Redis{spec: spec, c: c, prefix: prefix, now: now, ents: newEntities(spec)}
 	return s, nil
 }
 
@@ -85,14 +82,6 @@ func (s *Redis) key(parts ...string) string {
 
 func (s *Redis) snapKey(entity string, v uint64) string {
 	return s.key("snap", entity, strconv.FormatUint(v, 10))
-}
-
-func (s *Redis) entity(name string) (*entity, error) {
-	e, ok := s.ents[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownEntity, name)
-	}
-	return e, nil
 }
 
 // metas reads every entity's serving Meta (nil: none yet), in one call.
@@ -122,12 +111,9 @@ func (s *Redis) metas(ctx context.Context) (map[string]*Meta, error) {
 
 // Swap implements Store.
 func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, source string) (Meta, error) {
-	e, err := s.entity(rows.Entity.Name)
+	e, err := s.ents.forRows(s.spec, rows)
 	if err != nil {
 		return Meta{}, err
-	}
-	if rows.Entity != e.spec {
-		return Meta{}, fmt.Errorf("entity %s: rows were read against another spec", e.spec.Name)
 	}
 	s.load.Lock() // this replica's loads one at a time; versions are unique across replicas
 	defer s.load.Unlock()
@@ -271,12 +257,8 @@ func (v redisView) Get(ctx context.Context, entityName string, keys []string, ro
 
 // Put implements Store.
 func (s *Redis) Put(ctx context.Context, entityName string, ups []Update) error {
-	e, err := s.entity(entityName)
-	if err != nil {
-		return err
-	}
 	now := s.now()
-	keys, err := validateUpdates(e.spec, ups, now)
+	e, keys, err := s.ents.forUpdates(s.spec, entityName, ups, now)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/adrank/adrank/featuresvc/internal/table"
@@ -94,4 +96,47 @@ func Get(ctx context.Context, s Store, entity, key string) (Row, bool, error) {
 	rows, found := make([]Row, 1), make([]bool, 1)
 	err = v.Get(ctx, entity, []string{key}, rows, found)
 	return rows[0], found[0], err
+}
+
+// entities are a spec's entities by name, with their encodings.
+type entities map[string]*entity
+
+func newEntities(spec *featurespec.Spec) entities {
+	out := entities{}
+	for _, e := range spec.Entities {
+		out[e.Name] = &entity{spec: e, numeric: e.Numeric(), strs: e.Strings(), online: map[string]*onlineRow{}}
+	}
+	return out
+}
+
+func (es entities) get(spec *featurespec.Spec, name string) (*entity, error) {
+	e, ok := es[name]
+	if !ok {
+		var names []string
+		for _, e := range spec.Entities {
+			names = append(names, e.Name)
+		}
+		return nil, fmt.Errorf("%w %q (the spec declares %s)", ErrUnknownEntity, name, strings.Join(names, ", "))
+	}
+	return e, nil
+}
+
+// forRows is the entity of rows read against this spec.
+func (es entities) forRows(spec *featurespec.Spec, rows *table.Rows) (*entity, error) {
+	e, err := es.get(spec, rows.Entity.Name)
+	if err == nil && rows.Entity != e.spec {
+		err = fmt.Errorf("entity %s: rows were read against another spec", e.spec.Name)
+	}
+	return e, err
+}
+
+// forUpdates is the named entity and the key of each of ups, once ups are
+// valid.
+func (es entities) forUpdates(spec *featurespec.Spec, name string, ups []Update, now time.Time) (*entity, []string, error) {
+	e, err := es.get(spec, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := validateUpdates(e.spec, ups, now)
+	return e, keys, err
 }
