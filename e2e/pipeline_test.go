@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	routerv1 "github.com/adrank/adrank/gen/adrank/router/v1"
 	"github.com/adrank/adrank/platform/assign"
 	"github.com/adrank/adrank/platform/consultest"
@@ -1030,6 +1031,40 @@ func TestRunScript(t *testing.T) {
 			t.Errorf("POST %s with token %q: %d, want %d", tc.path, tc.token, got, tc.want)
 		}
 	}
+	// featuresvc takes the same tokens: an online write needs the admin
+	// one; the router's activity (the counters) carries the events one.
+	putBody := `{"rows": [{"key": ["u42"], "values": {"user_activity": 0.25}}]}`
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {events, http.StatusForbidden}, {admin, http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodPost, gw.gatewayURL+"/v1/features/user:put", strings.NewReader(putBody))
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST /v1/features/user:put with token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
+		}
+	}
+	eventually(t, settle, func() error { // req-run's impressions, counted by featuresvc
+		code, b, err := gw.tryDo(http.MethodPost, "/v1/features:get", []byte(`{"user_id": "u42"}`))
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("features of u42: %d %s %v", code, b, err)
+		}
+		var fr featuresv1.GetFeaturesResponse
+		if err := protojson.Unmarshal(b, &fr); err != nil {
+			return err
+		}
+		if n := byName(fr.GetShared())["user_impressions_24h"]; n < 1 {
+			return fmt.Errorf("user_impressions_24h of u42: %v", n)
+		}
+		return nil
+	})
 	// A feature write through Kafka, as the banner shows it (kcat), is
 	// served by featuresvc; a refused one goes to the dead-letter topic.
 	kafka := fmt.Sprintf("127.0.0.1:%d", ports[7])

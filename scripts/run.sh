@@ -83,12 +83,6 @@ kv adrank/auction/stories '{"type": "vcg", "reserve_micros": 10000, "position_fa
 
 # The development Kafka broker (kfake, in memory; not production storage).
 start devbroker bin/devbroker --port "$KAFKA_PORT" --partitions 4
-mkdir -p "$(dirname "$FEATURE_STORE")"
-start featuresvc bin/featuresvc --store "$FEATURE_STORE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" $(metrics 1)
-start auctionsvc bin/auctionsvc $(metrics 2)
-start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json $(metrics 3)
-start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json $(metrics 4)
-start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json $(metrics 5)
 # Development tokens, made once: canary promotion and rollback need the
 # admin one, events the events one (printed below).
 if [ ! -s "$TOKENS" ]; then
@@ -97,6 +91,12 @@ if [ ! -s "$TOKENS" ]; then
 fi
 ADMIN_TOKEN=$(awk '$1 == "admin" {print $2; exit}' "$TOKENS")
 EVENTS_TOKEN=$(awk '$1 == "events" {print $2; exit}' "$TOKENS")
+mkdir -p "$(dirname "$FEATURE_STORE")"
+start featuresvc bin/featuresvc --store "$FEATURE_STORE" --kafka-brokers "127.0.0.1:$KAFKA_PORT" --tokens "$TOKENS" $(metrics 1)
+start auctionsvc bin/auctionsvc $(metrics 2)
+start ranker-feed-v1 bin/rankersvc --domain feed --version v1 --model models/feed/v1.json $(metrics 3)
+start ranker-feed-v2 bin/rankersvc --domain feed --version v2 --model models/feed/v2.json $(metrics 4)
+start ranker-stories-v1 bin/rankersvc --domain stories --version v1 --model models/stories/v1.json $(metrics 5)
 # The key that signs impression IDs, made once and kept, so that clicks on
 # impressions served before a restart still count.
 if [ ! -s "$IMPRESSION_KEY" ]; then

@@ -86,6 +86,17 @@ func (t *Tokens) role(secret string) Role {
 	return found
 }
 
+// Secret returns a token with the role, for calls this process makes to
+// another that takes the same tokens file.
+func (t *Tokens) Secret(role Role) (string, bool) {
+	for _, tk := range t.list {
+		if tk.role == role {
+			return string(tk.secret), true
+		}
+	}
+	return "", false
+}
+
 // Interceptor requires, for each full method named in need, a token with
 // that role (or admin); other methods are open.
 func (t *Tokens) Interceptor(need map[string]Role) grpc.UnaryServerInterceptor {

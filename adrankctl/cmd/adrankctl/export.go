@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,14 +81,20 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		if w == nil {
-			if len(msg.GetFeatureNames()) == 0 {
+		if w == nil && len(msg.GetRows()) > 0 {
+			names := msg.GetFeatureNames()
+			if len(names) == 0 {
 				return errors.New("the router sent rows before the feature names")
 			}
+			for _, n := range names {
+				if slices.Contains(trainingColumns, n) || n == "click" {
+					return fmt.Errorf("a feature is named %q, as a column of the export is", n)
+				}
+			}
 			if format == "csv" {
-				w, err = newCSVTraining(bw, msg.GetFeatureNames())
+				w, err = newCSVTraining(bw, names)
 			} else {
-				w = newParquetTraining(bw, msg.GetFeatureNames())
+				w = newParquetTraining(bw, names)
 			}
 			if err != nil {
 				return err
@@ -105,7 +112,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		skipped += msg.GetSkipped()
 	}
 	if w == nil {
-		return errors.New("the router sent nothing")
+		return fmt.Errorf("nothing to export: no row, %d malformed records skipped", skipped)
 	}
 	if err := w.close(); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,6 +34,7 @@ type featuresFlags struct {
 	addr   string
 	consul string
 	output string
+	token  string
 	tls    tlsx.Config
 }
 
@@ -40,6 +42,7 @@ func (f *featuresFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "features", "", "one featuresvc gRPC address; default: every healthy instance registered in Consul")
 	fs.StringVar(&f.consul, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address, to find the instances")
 	fs.StringVar(&f.output, "output", "table", "table or json")
+	fs.StringVar(&f.token, "token", os.Getenv("ADRANK_TOKEN"), "bearer token (default $ADRANK_TOKEN), for a featuresvc started with --tokens: loads need the admin role")
 	f.tls.RegisterClient(fs)
 }
 
@@ -117,7 +120,11 @@ func (f *featuresFlags) call(ctx context.Context, addrs []string, call func(cont
 			errs = append(errs, err)
 			continue
 		}
-		if err := call(ctx, addr, featuresv1.NewFeatureServiceClient(cc)); err != nil {
+		cctx := ctx
+		if f.token != "" {
+			cctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+f.token)
+		}
+		if err := call(cctx, addr, featuresv1.NewFeatureServiceClient(cc)); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s", addr, status.Convert(err).Message()))
 		}
 		cc.Close()

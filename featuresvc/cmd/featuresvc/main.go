@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/adrank/adrank/featuresvc/internal/demo"
 	"github.com/adrank/adrank/featuresvc/internal/ingest"
@@ -27,6 +28,7 @@ import (
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 	"github.com/adrank/adrank/ml/featurespec"
 	"github.com/adrank/adrank/ml/world"
+	"github.com/adrank/adrank/platform/auth"
 	"github.com/adrank/adrank/platform/consulx"
 	"github.com/adrank/adrank/platform/service"
 )
@@ -43,6 +45,7 @@ type options struct {
 	kafka                  ingest.Options
 	brokers                string
 	redisAddr, redisPrefix string
+	tokens                 string
 }
 
 func main() {
@@ -53,6 +56,7 @@ func main() {
 	o.world.RegisterFlags(fs)
 	fs.StringVar(&o.spec, "feature-spec", "", "feature spec file (JSON); default: the synthetic world's spec")
 	fs.StringVar(&o.store, "store", "", "the store's bbolt file; default: a temporary file, removed at exit")
+	fs.StringVar(&o.tokens, "tokens", "", "bearer tokens file (lines: ROLE TOKEN), as routersvc's: loading snapshots and online writes need the admin role, counting activity the events role; empty: open to any caller")
 	fs.StringVar(&o.redisAddr, "redis-addr", "", "keep the store in Redis instead, shared by several featuresvc replicas (host:port)")
 	fs.StringVar(&o.redisPrefix, "redis-prefix", "adrank:features:", "prefix of the store's Redis keys")
 	fs.BoolVar(&o.demo, "demo", true, "load the synthetic world (--seed, --users, --ads-per-domain) into every entity without a snapshot")
@@ -114,7 +118,22 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	srv, err := service.New(o.Options(consulx.FeatureService, log))
+	opts := o.Options(consulx.FeatureService, log)
+	if o.tokens != "" {
+		tok, err := auth.Load(o.tokens)
+		if err != nil {
+			return err
+		}
+		need := map[string]auth.Role{
+			featuresv1.FeatureService_LoadSnapshot_FullMethodName:   auth.Admin,
+			featuresv1.FeatureService_PutFeatures_FullMethodName:    auth.Admin,
+			featuresv1.FeatureService_RecordActivity_FullMethodName: auth.Events,
+		}
+		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(need)), grpc.ChainStreamInterceptor(tok.StreamInterceptor(need)))
+	} else {
+		log.Warn("no --tokens: snapshot loads, online writes and activity counts are open to any caller")
+	}
+	srv, err := service.New(opts)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ type window struct {
 
 type cell struct {
 	bucket     int64 // time / bucket length
-	imps, clks uint32
+	imps, clks uint64
 }
 
 // New returns counters over windows (each at least a minute), holding at
@@ -111,12 +111,12 @@ func (w *window) add(b int64, imps, clks uint32) {
 		j--
 	}
 	if j >= 0 && w.cells[j].bucket == b {
-		w.cells[j].imps += imps
-		w.cells[j].clks += clks
+		w.cells[j].imps += uint64(imps)
+		w.cells[j].clks += uint64(clks)
 	} else {
 		w.cells = append(w.cells, cell{})
 		copy(w.cells[j+2:], w.cells[j+1:])
-		w.cells[j+1] = cell{bucket: b, imps: imps, clks: clks}
+		w.cells[j+1] = cell{bucket: b, imps: uint64(imps), clks: uint64(clks)}
 	}
 	w.imps += uint64(imps)
 	w.clks += uint64(clks)
@@ -129,8 +129,8 @@ func (w *window) add(b int64, imps, clks uint32) {
 func (w *window) expire(now int64) {
 	k := 0
 	for k < len(w.cells) && w.cells[k].bucket <= now-Buckets {
-		w.imps -= uint64(w.cells[k].imps)
-		w.clks -= uint64(w.cells[k].clks)
+		w.imps -= w.cells[k].imps
+		w.clks -= w.cells[k].clks
 		k++
 	}
 	if k > 0 {

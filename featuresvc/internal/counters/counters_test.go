@@ -84,3 +84,22 @@ func TestBoundAndSweep(t *testing.T) {
 		t.Errorf("k0: %+v, want the one activity 50 minutes ago", got[0])
 	}
 }
+
+// Counts past 32 bits in one bucket neither wrap nor leave a remainder when
+// the bucket expires.
+func TestLargeCounts(t *testing.T) {
+	s := New([]time.Duration{time.Hour}, 10)
+	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	for range 5000 {
+		s.Add("k", t0, 1_000_000, 0)
+	}
+	got := make([]Counts, 1)
+	s.Get("k", t0, got)
+	if got[0].Impressions != 5_000_000_000 {
+		t.Errorf("%d impressions, want 5e9", got[0].Impressions)
+	}
+	s.Get("k", t0.Add(2*time.Hour), got)
+	if got[0].Impressions != 0 {
+		t.Errorf("%d impressions after the window, want 0", got[0].Impressions)
+	}
+}

@@ -79,7 +79,8 @@ func Batch(ctx context.Context, req *featuresv1.BatchGetFeaturesRequest, one fun
 	for i, r := range req.GetRequests() {
 		r, err := one(ctx, r)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "requests[%d].%s", i, status.Convert(err).Message())
+			st := status.Convert(err) // its code: a store outage is not the caller's mistake
+			return nil, status.Errorf(st.Code(), "requests[%d].%s", i, st.Message())
 		}
 		resp.Responses[i] = r
 	}

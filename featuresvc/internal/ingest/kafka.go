@@ -6,7 +6,8 @@
 // its headers and is not applied; a store failure is retried. Offsets are
 // committed once a record is applied or dead-lettered, so a restart
 // resumes after the last one (a record applied twice changes nothing: the
-// latest event time wins).
+// latest event time wins, and a row without one takes its record's
+// timestamp).
 package ingest
 
 import (
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
 )
@@ -122,6 +124,13 @@ func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, r *kgo.Record) err
 			err = status.Errorf(codes.InvalidArgument, "not a PutFeaturesRequest: %v", err)
 		}
 		return c.deadLetter(ctx, cl, r, err)
+	}
+	// A row without an event time takes the record's: applied again after
+	// a restart, it still orders as it did.
+	for _, row := range req.GetRows() {
+		if row.GetEventTime() == nil && !r.Timestamp.IsZero() {
+			row.EventTime = timestamppb.New(r.Timestamp)
+		}
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		_, err := c.put(ctx, req)

@@ -54,6 +54,7 @@ type snapshot struct {
 // onlineRow is a key's online writes, merged over its snapshot row.
 type onlineRow struct {
 	rec  onlineRecord
+	base *snapshot // the version nums and strs are merged over
 	nums []float64
 	strs []string
 }
@@ -88,52 +89,80 @@ func (s *Bolt) loadAll() error {
 			}
 		}
 		for name, e := range s.ents {
-			raw := tx.Bucket(bMeta).Get([]byte(name))
-			if raw == nil {
+			sn, err := e.loadSnapshot(tx)
+			if err != nil {
+				return err
+			}
+			if sn != nil {
+				e.snap.Store(sn)
+			}
+			ob := tx.Bucket(bOnline).Bucket([]byte(name))
+			if ob == nil {
 				continue
 			}
-			var m Meta
-			if err := json.Unmarshal(raw, &m); err != nil {
-				return fmt.Errorf("entity %s: meta: %w", name, err)
-			}
-			b := tx.Bucket(bSnap).Bucket([]byte(name))
-			if b != nil {
-				b = b.Bucket(versionKey(m.Version))
-			}
-			if b == nil {
-				return fmt.Errorf("entity %s: snapshot version %d is missing", name, m.Version)
-			}
-			sn := &snapshot{Meta: m, index: make(map[string]int32, m.Rows)}
-			err := b.ForEach(func(k, v []byte) error {
-				nums, strs, err := e.decode(v)
-				if err != nil {
-					return fmt.Errorf("entity %s: key %q: %w", name, k, err)
+			var superseded [][]byte
+			err = ob.ForEach(func(k, v []byte) error {
+				var rec onlineRecord
+				if err := json.Unmarshal(v, &rec); err != nil {
+					return fmt.Errorf("entity %s: online key %q: %w", name, k, err)
 				}
-				sn.index[string(k)] = int32(len(sn.index))
-				sn.nums = append(sn.nums, nums...)
-				sn.strs = append(sn.strs, strs...)
+				if sn.supersedes(rec) {
+					superseded = append(superseded, slices.Clone(k))
+					return nil
+				}
+				e.online[string(k)] = e.merge(sn, string(k), rec)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			e.snap.Store(sn)
-			if ob := tx.Bucket(bOnline).Bucket([]byte(name)); ob != nil {
-				err := ob.ForEach(func(k, v []byte) error {
-					var rec onlineRecord
-					if err := json.Unmarshal(v, &rec); err != nil {
-						return fmt.Errorf("entity %s: online key %q: %w", name, k, err)
-					}
-					e.online[string(k)] = e.merge(sn, string(k), rec)
-					return nil
-				})
-				if err != nil {
+			for _, k := range superseded {
+				if err := ob.Delete(k); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	})
+}
+
+// loadSnapshot reads the entity's serving snapshot from the file; nil when
+// it has none.
+func (e *entity) loadSnapshot(tx *bolt.Tx) (*snapshot, error) {
+	name := e.spec.Name
+	raw := tx.Bucket(bMeta).Get([]byte(name))
+	if raw == nil {
+		return nil, nil
+	}
+	var m Meta
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("entity %s: meta: %w", name, err)
+	}
+	b := tx.Bucket(bSnap).Bucket([]byte(name))
+	if b != nil {
+		b = b.Bucket(versionKey(m.Version))
+	}
+	if b == nil {
+		return nil, fmt.Errorf("entity %s: snapshot version %d is missing", name, m.Version)
+	}
+	sn := &snapshot{Meta: m, index: make(map[string]int32, m.Rows)}
+	err := b.ForEach(func(k, v []byte) error {
+		nums, strs, err := e.decode(v)
+		if err != nil {
+			return fmt.Errorf("entity %s: key %q: %w", name, k, err)
+		}
+		sn.index[string(k)] = int32(len(sn.index))
+		sn.nums = append(sn.nums, nums...)
+		sn.strs = append(sn.strs, strs...)
+		return nil
+	})
+	return sn, err
+}
+
+// supersedes reports whether the snapshot describes a time no earlier than
+// the online write: then the snapshot's row serves, not the write.
+func (sn *snapshot) supersedes(rec onlineRecord) bool {
+	return sn != nil && !rec.EventTime.After(sn.AsOf)
 }
 
 func versionKey(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -194,8 +223,9 @@ func (s *Bolt) Swap(_ context.Context, rows *table.Rows, asOf time.Time, source 
 		asOf = now
 	}
 	m := Meta{Version: 1, Rows: rows.Len(), AsOf: asOf.UTC(), LoadedAt: now.UTC(), Source: source}
-	if old := e.snap.Load(); old != nil {
-		m.Version = old.Version + 1
+	prev := e.snap.Load()
+	if prev != nil {
+		m.Version, m.Previous = prev.Version+1, prev.Version
 	}
 	sn := &snapshot{Meta: m, index: make(map[string]int32, rows.Len()), nums: rows.Nums, strs: rows.Strs}
 	for i, k := range rows.Keys {
@@ -234,15 +264,17 @@ func (s *Bolt) Swap(_ context.Context, rows *table.Rows, asOf time.Time, source 
 		if err := tx.Bucket(bMeta).Put([]byte(e.spec.Name), raw); err != nil {
 			return err
 		}
-		// Online writes older than the snapshot are superseded by it.
+		// Online writes the replaced snapshot superseded already are seen by
+		// no view: they go. Those only the new one supersedes stay until
+		// the next swap, for the views that hold the replaced one.
 		ob := tx.Bucket(bOnline).Bucket([]byte(e.spec.Name))
-		if ob == nil {
+		if ob == nil || prev == nil {
 			return nil
 		}
 		e.mu.RLock()
 		defer e.mu.RUnlock()
 		for k, r := range e.online {
-			if !r.rec.EventTime.After(m.AsOf) {
+			if prev.supersedes(r.rec) {
 				if err := ob.Delete([]byte(k)); err != nil {
 					return err
 				}
@@ -256,11 +288,12 @@ func (s *Bolt) Swap(_ context.Context, rows *table.Rows, asOf time.Time, source 
 	e.mu.Lock()
 	e.snap.Store(sn)
 	for k, r := range e.online {
-		if !r.rec.EventTime.After(m.AsOf) {
+		switch {
+		case prev.supersedes(r.rec):
 			delete(e.online, k)
-			continue
+		case !sn.supersedes(r.rec):
+			e.online[k] = e.merge(sn, k, r.rec) // over the new snapshot
 		}
-		e.online[k] = e.merge(sn, k, r.rec)
 	}
 	e.mu.Unlock()
 	return m, nil
@@ -269,7 +302,7 @@ func (s *Bolt) Swap(_ context.Context, rows *table.Rows, asOf time.Time, source 
 // merge lays a key's online writes over its snapshot row (or, for a key the
 // snapshot lacks, over a row of missing values with the spec's defaults).
 func (e *entity) merge(sn *snapshot, key string, rec onlineRecord) *onlineRow {
-	r := &onlineRow{rec: rec, nums: make([]float64, len(e.numeric)), strs: make([]string, len(e.strs))}
+	r := &onlineRow{rec: rec, base: sn, nums: make([]float64, len(e.numeric)), strs: make([]string, len(e.strs))}
 	if nums, strs, ok := sn.row(key, len(e.numeric), len(e.strs)); ok {
 		copy(r.nums, nums)
 		copy(r.strs, strs)
@@ -331,7 +364,10 @@ func (v boltView) Get(_ context.Context, entityName string, keys []string, rows 
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	for i, key := range keys {
-		if r, ok := e.online[key]; ok {
+		if r, ok := e.online[key]; ok && !sn.supersedes(r.rec) {
+			if r.base != sn { // merged over another version than this view's
+				r = e.merge(sn, key, r.rec)
+			}
 			rows[i], found[i] = Row{Nums: r.nums, Strs: r.strs}, true
 			continue
 		}

@@ -47,7 +47,7 @@ func (s *Bolt) Put(_ context.Context, entityName string, ups []Update) error {
 		asOf = sn.AsOf
 	}
 	next := applyUpdates(ups, keys, asOf, now, func(key string) (onlineRecord, bool) {
-		if r := e.online[key]; r != nil {
+		if r := e.online[key]; r != nil && !sn.supersedes(r.rec) {
 			return r.rec, true
 		}
 		return onlineRecord{}, false
@@ -108,8 +108,10 @@ func validateUpdates(e *featurespec.Entity, ups []Update, now time.Time) ([]stri
 			continue
 		}
 		for j, k := range u.Key {
-			if k == "" || len(k) > featurespec.MaxKeyBytes {
-				errs.List = append(errs.List, table.RowError{Row: row, Field: e.Keys[j], Msg: fmt.Sprintf("key of %d bytes, want 1 to %d", len(k), featurespec.MaxKeyBytes)})
+			if k == "" {
+				errs.List = append(errs.List, table.RowError{Row: row, Field: e.Keys[j], Msg: "key is empty"})
+			} else if err := table.CheckText(k, featurespec.MaxKeyBytes); err != nil {
+				errs.List = append(errs.List, table.RowError{Row: row, Field: e.Keys[j], Msg: err.Error()})
 			}
 		}
 		keys[i] = table.Key(u.Key...)
@@ -136,8 +138,12 @@ func validateUpdates(e *featurespec.Entity, ups []Update, now time.Time) ([]stri
 				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "not a feature of entity " + e.Name})
 			case f.Type != featurespec.String:
 				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "a string where a number is declared"})
-			case v == "" || len(v) > featurespec.MaxStringBytes:
-				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: fmt.Sprintf("%d bytes, want 1 to %d", len(v), featurespec.MaxStringBytes)})
+			case v == "":
+				errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: "empty"})
+			default:
+				if err := table.CheckText(v, featurespec.MaxStringBytes); err != nil {
+					errs.List = append(errs.List, table.RowError{Row: row, Field: name, Msg: err.Error()})
+				}
 			}
 		}
 		if t := u.EventTime; !t.IsZero() && t.After(now.Add(time.Hour)) {

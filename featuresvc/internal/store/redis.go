@@ -145,6 +145,7 @@ func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, sour
 	// Make it current: the version it replaces stays for readers holding
 	// it; the one before that goes.
 	mk := s.key("meta", e.spec.Name)
+	var prev *Meta // the snapshot this one replaced
 	err = s.c.Watch(ctx, func(tx *redis.Tx) error {
 		var old *Meta
 		if raw, err := tx.Get(ctx, mk).Result(); err == nil {
@@ -155,9 +156,13 @@ func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, sour
 		} else if !errors.Is(err, redis.Nil) {
 			return err
 		}
+		if old != nil && old.Version > m.Version {
+			return fmt.Errorf("%w: version %d was made current while version %d was written", ErrNewerSnapshot, old.Version, m.Version)
+		}
 		if old != nil {
 			m.Previous = old.Version
 		}
+		prev = old
 		raw, _ := json.Marshal(m)
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, mk, raw, 0)
@@ -172,7 +177,12 @@ func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, sour
 	if err != nil {
 		return Meta{}, fmt.Errorf("entity %s: making the snapshot current: %w", e.spec.Name, err)
 	}
-	// Online writes the snapshot supersedes: deleted only if still as read.
+	// Online writes the replaced snapshot superseded already are seen by no
+	// view: they go (only if still as read). Those only the new one
+	// supersedes stay until the next swap, for views of the replaced one.
+	if prev == nil {
+		return m, nil
+	}
 	ok := s.key("online", e.spec.Name)
 	recs, err := s.c.HGetAll(ctx, ok).Result()
 	if err != nil {
@@ -180,7 +190,7 @@ func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, sour
 	}
 	for k, raw := range recs {
 		var rec onlineRecord
-		if json.Unmarshal([]byte(raw), &rec) != nil || rec.EventTime.After(m.AsOf) {
+		if json.Unmarshal([]byte(raw), &rec) != nil || rec.EventTime.After(prev.AsOf) {
 			continue
 		}
 		if err := delIfSame.Run(ctx, s.c, []string{ok}, k, raw).Err(); err != nil {
@@ -189,6 +199,10 @@ func (s *Redis) Swap(ctx context.Context, rows *table.Rows, asOf time.Time, sour
 	}
 	return m, nil
 }
+
+// ErrNewerSnapshot is a load that lost to a newer one loaded at the same
+// time (through another replica): the newer one serves.
+var ErrNewerSnapshot = errors.New("a newer snapshot was loaded meanwhile")
 
 // delIfSame deletes a hash field if it still holds the value read.
 var delIfSame = redis.NewScript(`
@@ -284,7 +298,7 @@ func (s *Redis) Put(ctx context.Context, entityName string, ups []Update) error 
 			for i, k := range distinct {
 				if raw, isStr := vals[i].(string); isStr {
 					var rec onlineRecord
-					if json.Unmarshal([]byte(raw), &rec) == nil {
+					if json.Unmarshal([]byte(raw), &rec) == nil && (asOf.IsZero() || rec.EventTime.After(asOf)) {
 						prev[k] = rec
 					}
 				}

@@ -70,8 +70,11 @@ type Row struct {
 
 // Status is one entity's serving state.
 type Status struct {
-	Entity     string
-	Snapshot   *Meta // nil before the first snapshot
+	Entity   string
+	Snapshot *Meta // nil before the first snapshot
+	// OnlineRows are the keys with online writes held: those the serving
+	// snapshot superseded are held until the next load, for requests that
+	// still read the snapshot before.
 	OnlineRows int
 }
 

@@ -95,6 +95,8 @@ func TestAcceptance(t *testing.T) {
 			t.Run("swap is atomic for readers", func(t *testing.T) { testSwapIsAtomicForReaders(t, b) })
 			t.Run("reopened, it serves the same", func(t *testing.T) { testReopenServesTheSame(t, b) })
 			t.Run("online writes", func(t *testing.T) { testOnlineWrites(t, b) })
+			t.Run("views across a swap, with online rows", func(t *testing.T) { testViewsAcrossASwapWithOnlineRows(t, b) })
+			t.Run("online writes survive a restart before any snapshot", func(t *testing.T) { testOnlineBeforeSnapshot(t, b) })
 		})
 	}
 }
@@ -261,8 +263,72 @@ func testOnlineWrites(t *testing.T, b backend) {
 	if _, ok := get(t, st, "new"); ok {
 		t.Error("a key only written online survived a later snapshot")
 	}
+	// The superseded writes are held for views of the snapshot before, and
+	// dropped at the next load.
+	if _, err := st.Swap(ctx, rows(t, s, 10, 3), time.Time{}, "c"); err != nil {
+		t.Fatal(err)
+	}
 	if sts, _ := st.Status(ctx); sts[0].OnlineRows != 0 {
-		t.Errorf("%d online rows after a later snapshot", sts[0].OnlineRows)
+		t.Errorf("%d online rows after two later snapshots", sts[0].OnlineRows)
+	}
+}
+
+// A view taken before a swap reads, for a key with an online write that the
+// new snapshot supersedes, the write over the snapshot it captured; a view
+// taken after reads the new snapshot's row. Online writes the new snapshot
+// does not supersede are read over each view's own snapshot.
+func testViewsAcrossASwapWithOnlineRows(t *testing.T, b backend) {
+	s := spec(t)
+	ctx := context.Background()
+	st, _ := b.open(t, s)
+	defer st.Close()
+	t0 := time.Now()
+	if _, err := st.Swap(ctx, rows(t, s, 10, 1), t0.Add(-time.Hour), "a"); err != nil {
+		t.Fatal(err)
+	}
+	// u1: a string written before the next snapshot's as_of; u2: after it.
+	for _, w := range []struct {
+		key string
+		at  time.Time
+	}{{"u1", t0.Add(-30 * time.Minute)}, {"u2", t0.Add(30 * time.Minute)}} {
+		if err := st.Put(ctx, "user", []Update{{Key: []string{w.key}, Strs: map[string]string{"seg": "online"}, EventTime: w.at}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := st.View(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Swap(ctx, rows(t, s, 10, 2), t0, "b"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := st.View(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(v View, key string) Row {
+		rs, found := make([]Row, 1), make([]bool, 1)
+		if err := v.Get(ctx, "user", []string{key}, rs, found); err != nil || !found[0] {
+			t.Fatalf("%s: %v %v", key, found[0], err)
+		}
+		return rs[0]
+	}
+	for _, c := range []struct {
+		view      View
+		name, key string
+		gen       float64
+		seg       string
+	}{
+		{before, "before", "u1", 1, "online"}, // the write, over the snapshot it captured
+		{before, "before", "u2", 1, "online"},
+		{before, "before", "u3", 1, "s1"},
+		{after, "after", "u1", 2, "s2"}, // superseded: the new snapshot's row
+		{after, "after", "u2", 2, "online"},
+		{after, "after", "u3", 2, "s2"},
+	} {
+		if r := read(c.view, c.key); r.Nums[0] != c.gen || r.Strs[0] != c.seg {
+			t.Errorf("view %s, %s: gen %v seg %q, want %v %q", c.name, c.key, r.Nums[0], r.Strs[0], c.gen, c.seg)
+		}
 	}
 }
 
@@ -296,5 +362,31 @@ func TestReopenWithAnotherSpec(t *testing.T) {
 	other, _ := featurespec.Parse([]byte(`{"entities": [{"name": "user", "keys": ["user_id"], "features": [{"name": "gen", "type": "int"}, {"name": "gen2", "type": "int"}, {"name": "seg", "type": "string"}]}]}`))
 	if _, err := OpenBolt(path, other, time.Now); err == nil || !strings.Contains(err.Error(), "entity user") {
 		t.Errorf("opened a file of another spec: %v", err)
+	}
+}
+
+// Online writes made before any snapshot are served after a restart, and a
+// later snapshot supersedes them, across another restart too.
+func testOnlineBeforeSnapshot(t *testing.T, b backend) {
+	s := spec(t)
+	ctx := context.Background()
+	st, reopen := b.open(t, s)
+	t0 := time.Now()
+	if err := st.Put(ctx, "user", []Update{{Key: []string{"u1"}, Nums: map[string]float64{"gen": 7}, EventTime: t0.Add(-time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = reopen()
+	if r, ok := get(t, st, "u1"); !ok || r.Nums[0] != 7 {
+		t.Errorf("after a restart: %v %v, want the write", r, ok)
+	}
+	if _, err := st.Swap(ctx, rows(t, s, 10, 1), t0, "later"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = reopen()
+	defer st.Close()
+	if r, _ := get(t, st, "u1"); r.Nums[0] != 1 {
+		t.Errorf("after a later snapshot and a restart: gen %v, want the snapshot's 1", r.Nums[0])
 	}
 }

@@ -46,6 +46,9 @@ type Server struct {
 	crosses  []cross
 	// counters by entity, nil for an entity without them
 	counters map[string]*counters.Set
+	// loads lets one file be read at a time: a file's rows are in memory
+	// until swapped in.
+	loads chan struct{}
 }
 
 type derived struct {
@@ -80,7 +83,7 @@ const DefaultMaxCounterKeys = 1_000_000
 func New(st store.Store, o Options) *Server {
 	spec := st.Spec()
 	s := &Server{st: st, now: o.Now, tmpDir: o.TmpDir, limits: o.Limits, maxLen: o.MaxFileBytes,
-		user: spec.Entity(featurespec.User), ad: spec.Entity(featurespec.Ad), counters: map[string]*counters.Set{}}
+		user: spec.Entity(featurespec.User), ad: spec.Entity(featurespec.Ad), counters: map[string]*counters.Set{}, loads: make(chan struct{}, 1)}
 	if o.MaxCounterKeys <= 0 {
 		o.MaxCounterKeys = DefaultMaxCounterKeys
 	}
@@ -244,6 +247,9 @@ func storeError(err error) error {
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		return err
 	}
+	if errors.Is(err, store.ErrNewerSnapshot) {
+		return status.Error(codes.Aborted, err.Error())
+	}
 	return status.Errorf(codes.Unavailable, "feature store: %v", err)
 }
 
@@ -302,6 +308,9 @@ func (s *Server) BatchGetFeatures(ctx context.Context, req *featuresv1.BatchGetF
 // validates it whole, and swaps it in.
 func (s *Server) LoadSnapshot(stream grpc.ClientStreamingServer[featuresv1.LoadSnapshotRequest, featuresv1.LoadSnapshotResponse]) error {
 	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "header: the stream is empty; the first message must name the entity and format")
+	}
 	if err != nil {
 		return err
 	}
@@ -354,6 +363,12 @@ func (s *Server) LoadSnapshot(stream grpc.ClientStreamingServer[featuresv1.LoadS
 			return err
 		}
 	}
+	select { // one file read at a time
+	case s.loads <- struct{}{}:
+		defer func() { <-s.loads }()
+	case <-stream.Context().Done():
+		return status.FromContextError(stream.Context().Err()).Err()
+	}
 	var rows *table.Rows
 	if h.GetFormat() == "csv" {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -379,6 +394,12 @@ func (s *Server) LoadBytes(ctx context.Context, entity, format string, data []by
 	e := s.st.Spec().Entity(entity)
 	if e == nil {
 		return store.Meta{}, fmt.Errorf("entity %q is not in the feature spec", entity)
+	}
+	select { // one file read at a time
+	case s.loads <- struct{}{}:
+		defer func() { <-s.loads }()
+	case <-ctx.Done():
+		return store.Meta{}, ctx.Err()
 	}
 	var rows *table.Rows
 	var err error

@@ -264,6 +264,7 @@ func testPutFeaturesRefusesBadRows(t *testing.T, open func(testing.TB) store.Sto
 		{"out of bounds", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_activity": 1.5}}, good}}, "row 1.user_activity"},
 		{"not an integer", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_age": 30.5}}}}, "row 1.user_age"},
 		{"wrong key", &featuresv1.PutFeaturesRequest{Entity: "user_topic", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_ad_interest": 0.1}}}}, "row 1.key"},
+		{"NUL in a key", &featuresv1.PutFeaturesRequest{Entity: "user_topic", Rows: []*featuresv1.FeatureRow{{Key: []string{"u1\x00x", "y"}, Values: map[string]float64{"user_ad_interest": 0.1}}}}, "row 1.user_id"},
 		{"oversize key", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{strings.Repeat("k", 300)}, Values: map[string]float64{"user_age": 3}}}}, "row 1.user_id"},
 		{"a string where a number is declared", &featuresv1.PutFeaturesRequest{Entity: "ad", Rows: []*featuresv1.FeatureRow{{Key: []string{"ad1"}, Strings: map[string]string{"ad_age_days": "3"}}}}, "row 1.ad_age_days"},
 		{"far future", &featuresv1.PutFeaturesRequest{Entity: "user", Rows: []*featuresv1.FeatureRow{{Key: []string{"u2"}, Values: map[string]float64{"user_age": 3}, EventTime: timestamppb.New(time.Now().Add(48 * time.Hour))}}}, "row 1.event_time"},

@@ -57,7 +57,7 @@ func ReadCSV(r io.Reader, e *featurespec.Entity, l Limits) (*Rows, error) {
 			return b.result() // the rest cannot be read reliably
 		}
 		b.add(row, get)
-		if b.n > l.MaxRows {
+		if b.over {
 			break
 		}
 	}

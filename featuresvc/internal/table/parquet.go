@@ -87,7 +87,7 @@ func ReadParquet(r io.ReaderAt, size int64, e *featurespec.Entity, l Limits) (ro
 			}
 			b.add(row, get)
 		}
-		if errors.Is(err, io.EOF) || b.n > l.MaxRows {
+		if errors.Is(err, io.EOF) || b.over {
 			break
 		}
 		if err != nil {

@@ -85,10 +85,14 @@ func (e *Errors) Error() string {
 // Limits bound what a file may hold.
 type Limits struct {
 	MaxRows int
+	// MaxCells bounds rows x features: the memory a file takes once read
+	// (a Parquet file of nulls is tiny on disk and not in memory).
+	MaxCells int
 }
 
-// DefaultLimits are featuresvc's defaults.
-var DefaultLimits = Limits{MaxRows: 20_000_000}
+// DefaultLimits are featuresvc's defaults: 200 million cells are 1.6 GB of
+// numbers.
+var DefaultLimits = Limits{MaxRows: 20_000_000, MaxCells: 200_000_000}
 
 // cell is one value as a file holds it: absent (empty, null), a number, or
 // text (a CSV cell, a Parquet string).
@@ -106,7 +110,8 @@ type builder struct {
 	seen   map[string]int // key -> row, for duplicates
 	keyBuf []string
 	limits Limits
-	n      int // rows offered
+	n      int  // rows offered
+	over   bool // past a limit
 }
 
 func newBuilder(e *featurespec.Entity, l Limits) *builder {
@@ -157,9 +162,10 @@ func containsKey(e *featurespec.Entity, n string) bool {
 // add validates one row; get returns the cell of a column by name (absent
 // when the file lacks the column).
 func (b *builder) add(row int, get func(name string) cell) {
-	if b.n++; b.n > b.limits.MaxRows {
-		if b.n == b.limits.MaxRows+1 {
-			b.errs.add(row, "file", "more than %d rows", b.limits.MaxRows)
+	if b.n++; b.n > b.limits.MaxRows || (b.limits.MaxCells > 0 && b.n*len(b.rows.Entity.Features) > b.limits.MaxCells) {
+		if !b.over {
+			b.over = true
+			b.errs.add(row, "file", "more than %d rows, or %d cells (rows x features)", b.limits.MaxRows, b.limits.MaxCells)
 		}
 		return
 	}
@@ -168,18 +174,18 @@ func (b *builder) add(row int, get func(name string) cell) {
 	for i, k := range e.Keys {
 		c := get(k)
 		switch {
-		case !c.present || c.text == "":
+		case !c.present || (c.isText && c.text == ""):
 			b.errs.add(row, k, "key is empty")
 		case !c.isText:
 			b.keyBuf[i] = formatNum(c.num)
 		default:
 			b.keyBuf[i] = c.text
 		}
-		if err := checkText(b.keyBuf[i], featurespec.MaxKeyBytes); err != nil && c.present {
+		if err := CheckText(b.keyBuf[i], featurespec.MaxKeyBytes); err != nil && c.present {
 			b.errs.add(row, k, "%v", err)
 		}
 	}
-	key := Key(b.keyBuf...)
+	key := strings.Clone(Key(b.keyBuf...)) // not a view of the file's line
 	nums := make([]float64, len(b.rows.Numeric))
 	for j, f := range b.rows.Numeric {
 		v, err := numeric(f, get(f.Name))
@@ -199,10 +205,10 @@ func (b *builder) add(row int, get func(name string) cell) {
 		case !c.isText:
 			b.errs.add(row, f.Name, "a number where a string is declared")
 		default:
-			if err := checkText(c.text, featurespec.MaxStringBytes); err != nil {
+			if err := CheckText(c.text, featurespec.MaxStringBytes); err != nil {
 				b.errs.add(row, f.Name, "%v", err)
 			}
-			strs[j] = c.text
+			strs[j] = strings.Clone(c.text)
 		}
 	}
 	if first, ok := b.seen[key]; ok {
@@ -264,7 +270,9 @@ func numeric(f *featurespec.Feature, c cell) (float64, error) {
 	return c.num, nil
 }
 
-func checkText(s string, max int) error {
+// CheckText refuses text over max bytes, invalid UTF-8 and NUL (which
+// joins composite keys).
+func CheckText(s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%d bytes, at most %d", len(s), max)
 	}

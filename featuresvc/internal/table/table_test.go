@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/adrank/adrank/ml/featurespec"
 )
 
@@ -138,5 +140,39 @@ func TestReadParquetMalformed(t *testing.T) {
 				t.Errorf("read %d rows from a malformed file", rows.Len())
 			}
 		})
+	}
+}
+
+// Keys stored as integers in Parquet are read as their decimal text.
+func TestParquetIntegerKeys(t *testing.T) {
+	e := userEntity(t)
+	schema := parquet.NewSchema("user", parquet.Group{"user_id": parquet.Int(64), "age": parquet.Int(64)})
+	var buf bytes.Buffer
+	w := parquet.NewWriter(&buf, schema)
+	uid, _ := schema.Lookup("user_id")
+	age, _ := schema.Lookup("age")
+	row := make(parquet.Row, 2)
+	row[uid.ColumnIndex] = parquet.Int64Value(42).Level(0, 0, uid.ColumnIndex)
+	row[age.ColumnIndex] = parquet.Int64Value(30).Level(0, 0, age.ColumnIndex)
+	if _, err := w.WriteRows([]parquet.Row{row}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadParquet(bytes.NewReader(buf.Bytes()), int64(buf.Len()), e, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows.Len() != 1 || rows.Keys[0] != "42" || rows.Nums[0] != 30 {
+		t.Errorf("keys %v, values %v", rows.Keys, rows.Nums)
+	}
+}
+
+// A file within the row limit but past the cell limit is refused.
+func TestCellLimit(t *testing.T) {
+	_, err := ReadCSV(strings.NewReader("user_id,age\na,1\nb,2\nc,3\n"), userEntity(t), Limits{MaxRows: 100, MaxCells: 8})
+	if err == nil || !strings.Contains(err.Error(), "cells") {
+		t.Errorf("past the cell limit (3 rows x 4 features > 8): %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featuresv1 "github.com/adrank/adrank/gen/adrank/features/v1"
@@ -43,7 +44,12 @@ type Sink struct {
 	dropped atomic.Uint64
 	sent    atomic.Uint64
 	logged  time.Time // the last drop logged; s.mu
+	token   string    // bearer token of the calls, if any
 }
+
+// Token makes the calls carry a bearer token (featuresvc started with
+// --tokens needs the events role). Call it before Run.
+func (s *Sink) Token(secret string) { s.token = secret }
 
 // New sends to every featuresvc instance features returns (each keeps its
 // own counters), at least every interval, each call within timeout.
@@ -106,6 +112,9 @@ func (s *Sink) send(ctx context.Context) {
 	if err != nil {
 		s.drop(len(q), err)
 		return
+	}
+	if s.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.token)
 	}
 	for _, client := range clients {
 		for rest := q; len(rest) > 0; {

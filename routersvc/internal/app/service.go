@@ -191,6 +191,15 @@ func Run(ctx context.Context, c Config) error {
 		p.Clients, p.Table, watch = disc, disc.Table, disc.Run
 		// What is served and clicked feeds featuresvc's real-time counters.
 		p.Activity = activity.New(disc.FeatureInstances, activityEvery, activityTimeout, log)
+		if c.Tokens != "" { // featuresvc takes the same tokens file: counting needs the events role
+			tok, err := auth.Load(c.Tokens)
+			if err != nil {
+				return err
+			}
+			if secret, ok := tok.Secret(auth.Events); ok {
+				p.Activity.Token(secret)
+			}
+		}
 		auctions = disc.Auctions
 	}
 	r := New(p)
@@ -298,29 +307,49 @@ func alongside(a, b func(context.Context) error) func(context.Context) error {
 	}
 }
 
-// serve runs the watch, the lab and the server. The lab outlives the
-// server's drain, so that the impressions of the last requests are written.
+// serve runs the watch, the lab and the server. On shutdown the server
+// drains first, with the downstream connections still open (the watch owns
+// them); then the lab writes what it recorded and the activity sink sends
+// the last of it; then the watch stops and closes the connections.
 func serve(ctx context.Context, r *Router, table *routing.Table, srv *service.Server, watch func(context.Context) error) error {
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx)) // keeps ctx's values
+	defer stopWatch()
 	labCtx, stopLab := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLab()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return watch(gctx) })
-	labDone := make(chan error, 1)
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	defer stopSrv()
+	watchDone, labDone, srvDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go func() { watchDone <- watch(watchCtx) }()
 	go func() { labDone <- r.Run(labCtx) }()
-	g.Go(func() error {
-		defer stopLab()
+	go func() {
 		// Ready only once the catalog and the domain configs have been read.
 		select {
 		case <-table.Synced():
-		case <-gctx.Done():
-			return nil
+		case <-srvCtx.Done():
+			srvDone <- nil
+			return
 		}
-		return srv.Run(gctx)
-	})
-	err := g.Wait()
-	stopLab()
-	if lerr := <-labDone; err == nil {
-		err = lerr
+		srvDone <- srv.Run(srvCtx)
+	}()
+	var srvErr, watchErr error
+	watchEnded := false
+	select {
+	case srvErr = <-srvDone:
+	case watchErr = <-watchDone: // the watch failed: stop serving
+		watchEnded = true
+		stopSrv()
+		srvErr = <-srvDone
 	}
-	return err
+	stopLab()
+	labErr := <-labDone
+	stopWatch()
+	if !watchEnded {
+		watchErr = <-watchDone
+	}
+	for _, err := range []error{watchErr, srvErr, labErr} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

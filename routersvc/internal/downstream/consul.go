@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -69,7 +70,13 @@ func (c *Consul) Run(ctx context.Context) error {
 					for _, a := range addrs {
 						c.res.Update(instanceKey(name, a), []string{a})
 					}
-					c.features.Store(&addrs)
+					if before := c.features.Swap(&addrs); before != nil {
+						for _, a := range *before {
+							if !slices.Contains(addrs, a) { // gone: its connection stops dialling
+								c.res.Update(instanceKey(name, a), nil)
+							}
+						}
+					}
 				}
 			})
 			return nil
