@@ -1039,6 +1039,7 @@ func TestRunScript(t *testing.T) {
 		want  int
 	}{{"", http.StatusUnauthorized}, {events, http.StatusForbidden}, {admin, http.StatusOK}} {
 		req, _ := http.NewRequest(http.MethodPost, gw.gatewayURL+"/v1/features/user:put", strings.NewReader(putBody))
+		req.Header.Set("Content-Type", "application/json")
 		if tc.token != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.token)
 		}
@@ -1051,7 +1052,14 @@ func TestRunScript(t *testing.T) {
 			t.Errorf("POST /v1/features/user:put with token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
 		}
 	}
-	eventually(t, settle, func() error { // req-run's impressions, counted by featuresvc
+	counted := 0
+	eventually(t, settle, func() error { // a request's impressions, counted by featuresvc
+		counted++
+		body, _ := protojson.Marshal(rankRequest(fmt.Sprintf("req-counted-%d", counted), "feed"))
+		if code, b, err := gw.tryDo(http.MethodPost, "/v1/rank", body); err != nil || code != http.StatusOK {
+			return fmt.Errorf("rank: %d %s %v", code, b, err)
+		}
+		time.Sleep(300 * time.Millisecond) // written within 100 ms, then sent
 		code, b, err := gw.tryDo(http.MethodPost, "/v1/features:get", []byte(`{"user_id": "u42"}`))
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("features of u42: %d %s %v", code, b, err)
@@ -1061,7 +1069,8 @@ func TestRunScript(t *testing.T) {
 			return err
 		}
 		if n := byName(fr.GetShared())["user_impressions_24h"]; n < 1 {
-			return fmt.Errorf("user_impressions_24h of u42: %v", n)
+			router, _ := os.ReadFile(filepath.Join(logDir, "routersvc.log"))
+			return fmt.Errorf("user_impressions_24h of u42: %v; router log:\n%s", n, lastLines(string(router), 8))
 		}
 		return nil
 	})
@@ -1165,4 +1174,10 @@ func TestOneVersionServesOneModel(t *testing.T) {
 			t.Fatalf("pCTR %v, then %v: the other model answered", first.GetResults()[0].GetPctr(), resp.GetResults()[0].GetPctr())
 		}
 	}
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
