@@ -76,7 +76,14 @@ func run(ctx context.Context, o options) error {
 		}
 		return nil // a partial run writes nothing
 	}
-	down, err := s.overhead(ctx, refRate(o.rates))
+	// The router's overhead is measured at the reference rate, or at the
+	// everyday rate when the pipeline saturates near the reference one (its
+	// calls would then queue and fail).
+	oRate := refRate(o.rates)
+	if len(results) > 0 && results[0].saturation < 1.2*float64(oRate) {
+		oRate = min(oRate, everyday)
+	}
+	down, err := s.overhead(ctx, oRate)
 	if err != nil {
 		return err
 	}
@@ -120,6 +127,7 @@ func refRate(rates []int) int {
 // overheadRun is one measurement of the router's overhead, in ms: medians
 // over the requests of one run.
 type overheadRun struct {
+	rate                      int     // req/s
 	e2e                       float64 // as the load generator saw it
 	total                     float64 // the router's handler, from its Server-Timing
 	features, ranker, auction float64 // the router's downstream calls, hop included
@@ -164,10 +172,16 @@ func (s *suite) overhead(ctx context.Context, rate int) (overheadRun, error) {
 			return nil
 		}
 		p50, _, failed := openLoop(ctx, c, rate, s.o.duration)
-		if failed > 0 || len(parts["own"]) == 0 {
-			return overheadRun{}, fmt.Errorf("router overhead: %d of its calls failed", failed)
+		// A call that fails (a deadline on a loaded machine) leaves no
+		// timing; more than 1% of them would bias the medians.
+		sent := int(float64(rate) * s.o.duration.Seconds())
+		if 100*failed > sent || len(parts["own"]) == 0 {
+			return overheadRun{}, fmt.Errorf("router overhead: %d of its %d calls failed", failed, sent)
 		}
-		runs = append(runs, overheadRun{e2e: p50, total: median(parts["total"]), features: median(parts["features"]),
+		if failed > 0 {
+			fmt.Printf("router overhead: %d of %d calls failed, left out\n", failed, sent)
+		}
+		runs = append(runs, overheadRun{rate: rate, e2e: p50, total: median(parts["total"]), features: median(parts["features"]),
 			ranker: median(parts["ranker"]), auction: median(parts["auction"]), own: median(parts["own"])})
 	}
 	slices.SortFunc(runs, func(a, b overheadRun) int { return cmp.Compare(a.own, b.own) })
@@ -259,9 +273,9 @@ func (s *suite) markdown(rs []result, down overheadRun) string {
 	fmt.Fprintf(&b, "| microservices / ML-as-one-service throughput | %.2f | ≥ 0.50 | %s |\n", grpcR.saturation/ml.saturation, verdict(grpcR.saturation/ml.saturation >= 0.5))
 	fmt.Fprintf(&b, "| shadow-on / shadow-off p99 | %.2f | ≤ 1.05 | %s |\n", shadow.p99[ref]/grpcR.p99[ref], verdict(shadow.p99[ref]/grpcR.p99[ref] <= 1.05))
 	fmt.Fprintf(&b, "| REST / gRPC p99 | %.2f | ≤ 1.30 | %s |\n", rest.p99[ref]/grpcR.p99[ref], verdict(rest.p99[ref]/grpcR.p99[ref] <= 1.30))
-	fmt.Fprintf(&b, "| router overhead at %d req/s: its handler's time minus its calls to features, ranker and auction (p50 of each request's difference, from the router's Server-Timing) | %.3f ms | | |\n", ref, down.own)
+	fmt.Fprintf(&b, "| router overhead at %d req/s: its handler's time minus its calls to features, ranker and auction (p50 of each request's difference, from the router's Server-Timing) | %.3f ms | | |\n", down.rate, down.own)
 	fmt.Fprintf(&b, "| where a request's time goes at %d req/s (p50s): end to end %.2f ms; in the router's handler %.2f ms; its calls to features %.2f, ranker %.2f, auction %.2f ms (each including its loopback hop) | | | |\n",
-		ref, down.e2e, down.total, down.features, down.ranker, down.auction)
+		down.rate, down.e2e, down.total, down.features, down.ranker, down.auction)
 	fmt.Fprintf(&b, "| CPU per request in configuration 1, by process | %s | | |\n", cpuByText(grpcR.cpuBy))
 	return b.String()
 }
