@@ -108,6 +108,12 @@ func (t *Tokens) Interceptor(need map[string]Role) grpc.UnaryServerInterceptor {
 	}
 }
 
+// ServerOptions require, for each full method named in need, a token with
+// that role, on unary and streaming methods alike.
+func (t *Tokens) ServerOptions(need map[string]Role) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(t.Interceptor(need)), grpc.ChainStreamInterceptor(t.StreamInterceptor(need))}
+}
+
 // StreamInterceptor is Interceptor for streaming methods.
 func (t *Tokens) StreamInterceptor(need map[string]Role) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	"github.com/adrank/adrank/featuresvc/internal/demo"
 	"github.com/adrank/adrank/featuresvc/internal/ingest"
@@ -129,7 +128,7 @@ func run(ctx context.Context, o options) error {
 			featuresv1.FeatureService_PutFeatures_FullMethodName:    auth.Admin,
 			featuresv1.FeatureService_RecordActivity_FullMethodName: auth.Events,
 		}
-		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(need)), grpc.ChainStreamInterceptor(tok.StreamInterceptor(need)))
+		opts.ServerOptions = append(opts.ServerOptions, tok.ServerOptions(need)...)
 	} else {
 		log.Warn("no --tokens: snapshot loads, online writes and activity counts are open to any caller")
 	}

@@ -226,7 +226,7 @@ func Run(ctx context.Context, c Config) error {
 			routerv1.RouterService_ReportEvents_FullMethodName:          auth.Events,
 			routerv1.RouterService_ReportEdgeImpressions_FullMethodName: auth.Events,
 		}
-		opts.ServerOptions = append(opts.ServerOptions, grpc.ChainUnaryInterceptor(tok.Interceptor(need)), grpc.ChainStreamInterceptor(tok.StreamInterceptor(need)))
+		opts.ServerOptions = append(opts.ServerOptions, tok.ServerOptions(need)...)
 	} else {
 		log.Warn("no --tokens: canary promotion and rollback, off-policy evaluation, training data export and events are open to any caller")
 	}
