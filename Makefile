@@ -54,6 +54,10 @@ bin/%: FORCE
 bin/floorsvc: FORCE
 	go build -o $@ ./bench/cmd/floorsvc
 
+# make bench's filler of a router's store (#16: flat with state).
+bin/statefill: FORCE
+	go build -o $@ ./routersvc/cmd/statefill
+
 .PHONY: FORCE
 FORCE:
 
@@ -88,7 +92,7 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (150000x)
 BENCH_FLAGS ?= --duration 3s --runs 3 --rates 250,500,1000,2000
 
 .PHONY: bench
-bench: build bin/floorsvc consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
+bench: build bin/floorsvc bin/statefill consul ## Pipeline benchmark as separate processes: writes BENCHMARKS.md's table and docs/latency.svg
 	go run ./bench/cmd/adrankbench $(BENCH_FLAGS)
 
 .PHONY: bench-batch
@@ -100,7 +104,7 @@ bench-edge: ## Edge budgets in a real browser: bundle size, load to first rankin
 	scripts/bench-edge.sh
 
 .PHONY: bench-smoke
-bench-smoke: build bin/floorsvc consul ## A short run of the pipeline benchmark that proves it works (part of make test)
+bench-smoke: build bin/floorsvc bin/statefill consul ## A short run of the pipeline benchmark that proves it works (part of make test)
 	go run ./bench/cmd/adrankbench --smoke
 
 .PHONY: bench-scoring

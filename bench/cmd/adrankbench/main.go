@@ -43,8 +43,11 @@ type options struct {
 	profile  string
 	only     []int
 	procs    int
-	out      string
-	svg      string
+	// stateImpressions are written into the store of a second router
+	// before it starts (configuration fullConfigNumber).
+	stateImpressions int
+	out              string
+	svg              string
 }
 
 func main() {
@@ -55,8 +58,9 @@ func main() {
 	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
+	flag.IntVar(&o.stateImpressions, "state-impressions", 5_000_000, "impressions written into the store of the router that configuration 12 measures against a fresh one (#16: flat with state)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.Func("only", "measure only configurations N[,M...] (1-11; 12: the streaming measurement alone), one after another in this run, and write nothing", func(v string) error {
+	flag.Func("only", "measure only configurations N[,M...] (1-12; 13: the streaming measurement alone), one after another in this run, and write nothing", func(v string) error {
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n < 1 {
@@ -80,6 +84,7 @@ func main() {
 	}
 	if o.smoke {
 		o.duration, o.rates, o.runs = 700*time.Millisecond, []int{100}, 1
+		o.stateImpressions = min(o.stateImpressions, 20_000)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -104,6 +109,7 @@ type suite struct {
 	procs  []*proc
 	consul *api.Client
 	addr   map[string]string
+	filled stateFill
 }
 
 func (s *suite) start(label string, env []string, args ...string) (*proc, error) {
@@ -196,13 +202,13 @@ func wait(ctx context.Context, what string, d time.Duration, ok func() error) er
 }
 
 func (s *suite) setup(ctx context.Context) error {
-	ports, err := consultest.FreePorts(15)
+	ports, err := consultest.FreePorts(16)
 	if err != nil {
 		return err
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
 	s.addr = map[string]string{"consul": "127.0.0.1:" + p(0), "router": "127.0.0.1:" + p(5), "gateway": "127.0.0.1:" + p(6), "ml": "127.0.0.1:" + p(7), "ranker": "127.0.0.1:" + p(8),
-		"kafka": "127.0.0.1:" + p(9), "stream": "127.0.0.1:" + p(10), "floor": "127.0.0.1:" + p(11)}
+		"kafka": "127.0.0.1:" + p(9), "stream": "127.0.0.1:" + p(10), "floor": "127.0.0.1:" + p(11), "full": "127.0.0.1:" + p(15)}
 	bin, err := consulBinary(s.o.root)
 	if err != nil {
 		return err
@@ -254,6 +260,12 @@ func (s *suite) setup(ctx context.Context) error {
 		routerLimits = append(routerLimits, "--budget", "10s", "--features-timeout", "5s")
 		gatewayLimits = []string{"--timeout", "20s"}
 	}
+	// The router whose store holds millions of impressions, written
+	// before it starts.
+	full := filepath.Join(tmp, "full.db")
+	if err := s.fillState(ctx, full); err != nil {
+		return err
+	}
 	starts := [][]string{
 		{"featuresvc"},
 		{"auctionsvc"},
@@ -269,6 +281,7 @@ func (s *suite) setup(ctx context.Context) error {
 		// streamed requests from its precomputed answers).
 		append([]string{"routersvc-stream", "--listen", s.addr["stream"], "--state-file", filepath.Join(tmp, "stream.db"),
 			"--kafka-brokers", s.addr["kafka"], "--stream-id", "bench"}, routerLimits...),
+		append([]string{"routersvc-full", "--listen", s.addr["full"], "--state-file", full}, routerLimits...),
 	}
 	if _, err := s.start("devbroker", env, "--port", p(9), "--partitions", "4"); err != nil {
 		return err
@@ -292,7 +305,7 @@ func (s *suite) setup(ctx context.Context) error {
 		}
 	}
 	// Every service healthy in Consul, then the gateway answering.
-	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 2}
+	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 3}
 	if err := wait(ctx, "services healthy in consul", 30*time.Second, func() error {
 		for name, n := range want {
 			entries, _, err := s.consul.Health().Service(name, "", true, nil)
@@ -318,6 +331,35 @@ func (s *suite) setup(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// fillState writes o.stateImpressions into the state file at path with
+// bin/statefill, when configuration fullConfigNumber is to be measured, and
+// keeps the file's size.
+func (s *suite) fillState(ctx context.Context, path string) error {
+	if s.o.stateImpressions <= 0 || (len(s.o.only) > 0 && !slices.Contains(s.o.only, fullConfigNumber)) {
+		return nil
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(s.o.root, "bin", "statefill"), "--state-file", path, "--impressions", strconv.Itoa(s.o.stateImpressions))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("statefill: %w: %s", err, out)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	s.filled = stateFill{impressions: s.o.stateImpressions, bytes: info.Size(), took: time.Since(start), path: path}
+	fmt.Printf("%-40s %d impressions, %.0f MB, written in %v\n", "state for configuration "+strconv.Itoa(fullConfigNumber), s.filled.impressions, float64(s.filled.bytes)/1e6, s.filled.took.Round(time.Second))
+	return nil
+}
+
+// stateFill is what fillState wrote.
+type stateFill struct {
+	impressions int
+	bytes       int64
+	took        time.Duration
+	path        string
 }
 
 // callTimeout bounds each call the load generator makes: far above any

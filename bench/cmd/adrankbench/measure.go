@@ -34,6 +34,14 @@ const libraryConfig = "monolith: the adrank library in the caller's process"
 // (bench/cmd/floorsvc), the same Rank requests from the client.
 const floorConfig = "floor chain: router, then 3 empty calls"
 
+// fullConfig is the pipeline whose router's store already holds
+// o.stateImpressions (suite.fillState), set against configuration 1's
+// fresh store; fullConfigNumber is its number (for --only).
+const (
+	fullConfig       = "gRPC through the router, its store filled"
+	fullConfigNumber = 12
+)
+
 var floorProcs = []string{"floorsvc-router", "floorsvc-leaf1", "floorsvc-leaf2", "floorsvc-leaf3"}
 
 // everyday is the rate at which CPU per request is also measured: a
@@ -243,9 +251,17 @@ func (s *suite) configs() ([]config, func(), error) {
 		floor.Close()
 		return nil, nil, err
 	}
+	full, err := dial(s.addr["full"])
+	if err != nil {
+		closeAll()
+		stream.Close()
+		floor.Close()
+		fc.Close()
+		return nil, nil, err
+	}
 	prevClose := closeAll
-	closeAll = func() { prevClose(); stream.Close(); floor.Close(); fc.Close() }
-	routers = append(routers, routerv1.NewRouterServiceClient(stream))
+	closeAll = func() { prevClose(); stream.Close(); floor.Close(); fc.Close(); full.Close() }
+	routers = append(routers, routerv1.NewRouterServiceClient(stream), routerv1.NewRouterServiceClient(full))
 	exp := func(doc string, inForce func(*routerv1.Assignment) bool) func() error {
 		return func() error {
 			if err := s.kv("adrank/experiments/feed", doc); err != nil {
@@ -270,7 +286,7 @@ func (s *suite) configs() ([]config, func(), error) {
 	none := exp(`{}`, func(a *routerv1.Assignment) bool {
 		return a.GetStrategy() == routerv1.Strategy_STRATEGY_PRODUCTION && !a.GetShadowed()
 	})
-	return []config{
+	configs := []config{
 		{name: "gRPC through the router", setup: none, call: rank(router), cpu: micro},
 		{name: "REST through the gateway", setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
 		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`, (*routerv1.Assignment).GetShadowed), call: rank(router), cpu: micro},
@@ -285,7 +301,13 @@ func (s *suite) configs() ([]config, func(), error) {
 		{name: floorConfig, setup: func() error {
 			return wait(context.Background(), "floor chain answering", 30*time.Second, func() error { return rank(floor)(context.Background(), nil, 0) })
 		}, call: rank(floor), cpu: floorProcs},
-	}, closeAll, nil
+		{name: fullConfig, setup: none, call: rank(full), cpu: append(slices.Clone(micro[:len(micro)-1]), "routersvc-full")},
+	}
+	if configs[fullConfigNumber-1].name != fullConfig {
+		closeAll()
+		return nil, nil, fmt.Errorf("configuration %d is not %q", fullConfigNumber, fullConfig)
+	}
+	return configs, closeAll, nil
 }
 
 // The feature store's configurations: GetFeatures for one user and 100 ads,

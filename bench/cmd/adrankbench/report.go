@@ -74,6 +74,9 @@ func run(ctx context.Context, o options) error {
 		if f, e := indexOf(results, featuresConfig), indexOf(results, featuresEmptyConfig); f >= 0 && e >= 0 && results[e].cpuEveryday > 0 {
 			fmt.Printf("featuresvc CPU at %d req/s, GetFeatures / empty call: %.2f\n", everyday, results[f].cpuEveryday/results[e].cpuEveryday)
 		}
+		if line := s.stateLine(results); line != "" {
+			fmt.Println(line)
+		}
 		return nil // a partial run writes nothing
 	}
 	// The router's overhead is measured at the reference rate, or at the
@@ -94,6 +97,9 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("%-40s %7.0f req/s  %5.2f CPU s/1000 (+%.2f broker)  p99 %v  hit/miss p99 %.2f/%.2f ms  errors %d\n",
 		"stream through Kafka", sr.throughput, sr.cpuPer1000, sr.brokerPer1000, sr.p99, sr.hit[1], sr.miss[1], sr.errors)
 	md := s.markdown(results, down) + s.streamMarkdown(sr, results[0]) + floorMarkdown(results)
+	if line := s.stateLine(results); line != "" {
+		md += "\n" + line + "\n"
+	}
 	if o.smoke {
 		fmt.Println(md)
 		// The smoke proves the suite works; it gates nothing on speed. With
@@ -308,6 +314,30 @@ func floorMarkdown(rs []result) string {
 			rs[f].cpuEveryday/rs[e].cpuEveryday, rs[f].cpuEveryday, rs[e].cpuEveryday, rs[f].p99[everyday], rs[e].p99[everyday])
 	}
 	return b.String()
+}
+
+// stateLine sets the router whose store was filled against the fresh one
+// (configuration 1) at the everyday rate (#16: flat with state), with the
+// sizes of both stores; "" when either was not measured.
+func (s *suite) stateLine(rs []result) string {
+	fresh, full := indexOf(rs, "gRPC through the router"), indexOf(rs, fullConfig)
+	if fresh < 0 || full < 0 || rs[fresh].cpuByEveryday == nil || rs[full].cpuByEveryday == nil {
+		return ""
+	}
+	a, b := rs[fresh], rs[full]
+	size := func(name string) string {
+		info, err := os.Stat(filepath.Join(s.tmp, name))
+		if err != nil {
+			return "?"
+		}
+		return fmt.Sprintf("%.0f MB", float64(info.Size())/1e6)
+	}
+	return fmt.Sprintf("Flat with state (#16, target ≤ 1.1 each), this run at %d req/s: a router whose store held %d impressions (%.0f MB, written in %v) against a fresh one: "+
+		"CPU per request **%.2f** (%.2f against %.2f ms), the router's own **%.2f** (%.2f against %.2f ms), p99 **%.2f** (%.2f against %.2f ms). The stores now: %s filled, %s fresh.",
+		everyday, s.filled.impressions, float64(s.filled.bytes)/1e6, s.filled.took.Round(time.Second),
+		b.cpuEveryday/a.cpuEveryday, b.cpuEveryday, a.cpuEveryday,
+		b.cpuByEveryday["routersvc-full"]/a.cpuByEveryday["routersvc"], b.cpuByEveryday["routersvc-full"], a.cpuByEveryday["routersvc"],
+		b.p99[everyday]/a.p99[everyday], b.p99[everyday], a.p99[everyday], size("full.db"), size("router.db"))
 }
 
 func indexOf(rs []result, name string) int {
