@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -455,4 +458,83 @@ func TestBoltSweepsOnlyWhatExpired(t *testing.T) {
 	if n := count(bImps); n != 5000 {
 		t.Errorf("after indexing an old file: %d impressions left, want 5000", n)
 	}
+}
+
+// The file's size is bounded by what is live, not by what was ever
+// written: six windows' worth of impressions, each swept once expired, take
+// no more room than two windows' (the pages freed are written again; a store
+// that never reused them would grow sixfold). Reopened, with the free pages
+// found again (bbolt does not write its freelist here), the same holds.
+func TestBoltSizeIsBoundedByTheWindow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if s != nil {
+			s.Close()
+		}
+	}()
+	ctx := context.Background()
+	at := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return at }
+	window := func(round int) {
+		t.Helper()
+		for b := range 4 {
+			o := Op{ImpressionTTL: time.Hour, Once: fmt.Sprintf("r%d-%d", round, b), OnceTTL: time.Hour}
+			for i := range 5000 {
+				id := assignLikeID(round, b, i)
+				o.Impressions = append(o.Impressions, Impression{ID: id, RequestID: id, Domain: "feed", UserID: "u1", AdID: "ad1", Version: "v2", Strategy: "production", At: at})
+			}
+			if _, err := s.ApplyAll(ctx, []Op{o}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		at = at.Add(2 * time.Hour) // all of it expired
+		for {
+			n, err := s.sweepOnce(at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < maxSweep {
+				break
+			}
+		}
+	}
+	size := func() int64 {
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size()
+	}
+	window(0)
+	first := size()
+	for round := 1; round < 3; round++ {
+		window(round)
+	}
+	err = s.Close()
+	s = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenBolt(path); err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return at }
+	for round := 3; round < 6; round++ {
+		window(round)
+	}
+	if got := size(); got > 2*first {
+		t.Errorf("after 6 windows the file is %d bytes, after the first %d: freed pages are not written again", got, first)
+	}
+	t.Logf("file after one window %d bytes, after six %d", first, size())
+}
+
+// assignLikeID is a hashed, evenly spread ID, as the router's impression
+// IDs are.
+func assignLikeID(round, batch, i int) string {
+	h := sha256.Sum256([]byte(fmt.Sprint(round, batch, i)))
+	return hex.EncodeToString(h[:16])
 }

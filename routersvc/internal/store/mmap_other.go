@@ -1,0 +1,6 @@
+//go:build !linux
+
+package store
+
+// mmapFlags: MAP_POPULATE is Linux's.
+const mmapFlags = 0
