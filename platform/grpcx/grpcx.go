@@ -57,8 +57,9 @@ func requestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.
 	if r, ok := req.(interface{ GetRequestId() string }); ok && len(r.GetRequestId()) <= MaxRequestIDLength {
 		id = r.GetRequestId() // a longer one is the handler's to refuse
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && id == "" {
-		if v := md.Get(RequestIDHeader); len(v) > 0 {
+	if id == "" {
+		// One key, without copying every header (FromIncomingContext does).
+		if v := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(v) > 0 {
 			if len(v[0]) > MaxRequestIDLength {
 				return nil, status.Errorf(codes.InvalidArgument, "%s: longer than %d bytes", RequestIDHeader, MaxRequestIDLength)
 			}
