@@ -58,9 +58,9 @@ func main() {
 	flag.StringVar(&rates, "rates", "250,500,1000,2000", "offered rates (requests/s) for the latency measurements")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
-	flag.IntVar(&o.stateImpressions, "state-impressions", 5_000_000, "impressions written into the store of the router that configuration 12 measures against a fresh one (#16: flat with state)")
+	flag.IntVar(&o.stateImpressions, "state-impressions", 5_000_000, fmt.Sprintf("impressions written into the store of the router that configuration %d measures against a fresh one (#16: flat with state); 0: none", fullConfigNumber))
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
-	flag.Func("only", "measure only configurations N[,M...] (1-12; 13: the streaming measurement alone), one after another in this run, and write nothing", func(v string) error {
+	flag.Func("only", fmt.Sprintf("measure only configurations N[,M...] (1-%d; %d: the streaming measurement alone), one after another in this run, and write nothing", fullConfigNumber, fullConfigNumber+1), func(v string) error {
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n < 1 {
@@ -148,6 +148,9 @@ func (s *suite) stop() {
 			<-done
 		}
 	}
+	if s.tmp != "" {
+		_ = os.RemoveAll(s.tmp) // the state files: gigabytes with a filled store
+	}
 }
 
 // self is the label of this process: the load generator, and the library
@@ -202,6 +205,18 @@ func wait(ctx context.Context, what string, d time.Duration, ok func() error) er
 }
 
 func (s *suite) setup(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "adrankbench")
+	if err != nil {
+		return err
+	}
+	s.tmp = tmp
+	// The router whose store holds millions of impressions, written before
+	// it starts, and before ports are chosen (they could be taken while
+	// the store fills).
+	full := filepath.Join(tmp, "full.db")
+	if err := s.fillState(ctx, full); err != nil {
+		return err
+	}
 	ports, err := consultest.FreePorts(16)
 	if err != nil {
 		return err
@@ -240,11 +255,6 @@ func (s *suite) setup(ctx context.Context) error {
 	if s.o.procs > 0 {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", s.o.procs))
 	}
-	tmp, err := os.MkdirTemp("", "adrankbench")
-	if err != nil {
-		return err
-	}
-	s.tmp = tmp
 	// The smoke proves that the suite works, not how fast this machine is:
 	// its time limits are far above any answer's time, so that a slow or
 	// busy machine cannot turn answers into timeouts.
@@ -259,12 +269,6 @@ func (s *suite) setup(ctx context.Context) error {
 	if s.o.smoke {
 		routerLimits = append(routerLimits, "--budget", "10s", "--features-timeout", "5s")
 		gatewayLimits = []string{"--timeout", "20s"}
-	}
-	// The router whose store holds millions of impressions, written
-	// before it starts.
-	full := filepath.Join(tmp, "full.db")
-	if err := s.fillState(ctx, full); err != nil {
-		return err
 	}
 	starts := [][]string{
 		{"featuresvc"},
@@ -304,8 +308,10 @@ func (s *suite) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	// Every service healthy in Consul, then the gateway answering.
-	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 3}
+	// Every service healthy in Consul (every routersvc registers as a
+	// router: the microservices', ML as one service, the stream worker's
+	// and the filled one), then the gateway answering.
+	want := map[string]int{"adrank-feature": 1, "adrank-auction": 1, "adrank-ranker": 2, "adrank-router": 4}
 	if err := wait(ctx, "services healthy in consul", 30*time.Second, func() error {
 		for name, n := range want {
 			entries, _, err := s.consul.Health().Service(name, "", true, nil)

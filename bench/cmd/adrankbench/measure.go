@@ -303,7 +303,7 @@ func (s *suite) configs() ([]config, func(), error) {
 		}, call: rank(floor), cpu: floorProcs},
 		{name: fullConfig, setup: none, call: rank(full), cpu: append(slices.Clone(micro[:len(micro)-1]), "routersvc-full")},
 	}
-	if configs[fullConfigNumber-1].name != fullConfig {
+	if len(configs) < fullConfigNumber || configs[fullConfigNumber-1].name != fullConfig {
 		closeAll()
 		return nil, nil, fmt.Errorf("configuration %d is not %q", fullConfigNumber, fullConfig)
 	}

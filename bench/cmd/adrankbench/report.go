@@ -329,7 +329,7 @@ func floorMarkdown(rs []result) string {
 // sizes of both stores; "" when either was not measured.
 func (s *suite) stateLine(rs []result) string {
 	fresh, full := indexOf(rs, "gRPC through the router"), indexOf(rs, fullConfig)
-	if fresh < 0 || full < 0 || rs[fresh].cpuByEveryday == nil || rs[full].cpuByEveryday == nil {
+	if fresh < 0 || full < 0 || rs[fresh].cpuByEveryday == nil || rs[full].cpuByEveryday == nil || s.filled.impressions == 0 {
 		return ""
 	}
 	a, b := rs[fresh], rs[full]
@@ -341,11 +341,11 @@ func (s *suite) stateLine(rs []result) string {
 		return fmt.Sprintf("%.0f MB", float64(info.Size())/1e6)
 	}
 	return fmt.Sprintf("Flat with state (#16, target ≤ 1.1 each), this run at %d req/s: a router whose store held %d impressions (%.0f MB, written in %v) against a fresh one: "+
-		"CPU per request **%.2f** (%.2f against %.2f ms), the router's own **%.2f** (%.2f against %.2f ms), p99 **%.2f** (%.2f against %.2f ms). The stores now: %s filled, %s fresh.",
+		"CPU per request **%.2f** (%.2f against %.2f ms), the router process's **%.2f** (%.2f against %.2f ms), p99 **%.2f** (%.2f against %.2f ms); p50 %.2f (%.2f against %.2f ms). The stores now: %s filled, %s fresh.",
 		everyday, s.filled.impressions, float64(s.filled.bytes)/1e6, s.filled.took.Round(time.Second),
 		b.cpuEveryday/a.cpuEveryday, b.cpuEveryday, a.cpuEveryday,
 		b.cpuByEveryday["routersvc-full"]/a.cpuByEveryday["routersvc"], b.cpuByEveryday["routersvc-full"], a.cpuByEveryday["routersvc"],
-		b.p99[everyday]/a.p99[everyday], b.p99[everyday], a.p99[everyday], size("full.db"), size("router.db"))
+		b.p99[everyday]/a.p99[everyday], b.p99[everyday], a.p99[everyday], b.p50[everyday]/a.p50[everyday], b.p50[everyday], a.p50[everyday], size("full.db"), size("router.db"))
 }
 
 func indexOf(rs []result, name string) int {

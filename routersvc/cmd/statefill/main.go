@@ -1,7 +1,8 @@
 // Command statefill writes served requests' impressions straight into a
-// router's bbolt state file, as the router records them (an impression per
-// slot, keyed by its hashed ID, and the request's once-key), live for the
-// attribution window plus an hour. make bench uses it to measure a router
+// router's bbolt state file, keyed and encoded as the router records them
+// (an impression per slot under its hashed ID, and the request's
+// once-key), live for the attribution window plus an hour. Unlike a
+// router, it writes in key order, and no per-user sums or counters. make bench uses it to measure a router
 // whose store already holds millions of impressions against a fresh one.
 // The file must not be open in a running router.
 package main
@@ -43,8 +44,10 @@ func run(path string, n, slots int, ttl time.Duration) error {
 		return fmt.Errorf("--state-file: required")
 	case n < 0:
 		return fmt.Errorf("--impressions: %d is negative", n)
-	case slots < 1:
-		return fmt.Errorf("--slots: %d is below 1", slots)
+	case slots < 1 || slots > 100:
+		return fmt.Errorf("--slots: %d is not within 1 to 100", slots)
+	case n > 1_000_000_000:
+		return fmt.Errorf("--impressions: %d is above 1,000,000,000", n)
 	case ttl <= 0:
 		return fmt.Errorf("--ttl: %v is not positive", ttl)
 	}
@@ -70,25 +73,34 @@ func run(path string, n, slots int, ttl time.Duration) error {
 func fill(st *store.Bolt, n, slots int, ttl time.Duration, start time.Time) (int, error) {
 	// The IDs are hashes, so the router's own writes land all over the
 	// tree. The fill writes them in key order, which is what lets it write
-	// millions in about a minute.
-	imps := make([]store.Impression, 0, n)
-	for i := 0; len(imps) < n; i++ {
-		req, user := "fill-"+strconv.Itoa(i), "u"+strconv.Itoa(1+i%5000)
-		for slot := 1; slot <= slots && len(imps) < n; slot++ {
-			ad := "ad" + strconv.Itoa(1+(i*7+slot)%1000)
-			imps = append(imps, store.Impression{
-				ID: assign.ImpressionID("feed", user, req, ad, slot), RequestID: req, Domain: "feed", UserID: user, AdID: ad,
-				Version: "v2", Strategy: "production", Group: "production", Propensity: 1, Slot: slot, Price: 1_000 + int64(i%9_000), At: start,
-			})
+	// millions in about a minute (and leaves its pages about half full).
+	// Only the IDs are held and sorted; each impression is made again
+	// when written.
+	type slot struct {
+		id   string
+		req  int32
+		slot int8
+	}
+	ids := make([]slot, 0, n)
+	impression := func(req, s int) store.Impression {
+		r, user, ad := "fill-"+strconv.Itoa(req), "u"+strconv.Itoa(1+req%5000), "ad"+strconv.Itoa(1+(req*7+s)%1000)
+		return store.Impression{
+			ID: assign.ImpressionID("feed", user, r, ad, s), RequestID: r, Domain: "feed", UserID: user, AdID: ad,
+			Version: "v2", Strategy: "production", Group: "production", Propensity: 1, Slot: s, Price: 1_000 + int64(req%9_000), At: start,
 		}
 	}
-	slices.SortFunc(imps, func(a, b store.Impression) int { return strings.Compare(a.ID, b.ID) })
+	for i := 0; len(ids) < n; i++ {
+		for s := 1; s <= slots && len(ids) < n; s++ {
+			ids = append(ids, slot{id: impression(i, s).ID, req: int32(i), slot: int8(s)})
+		}
+	}
+	slices.SortFunc(ids, func(a, b slot) int { return strings.Compare(a.id, b.id) })
 	ctx := context.Background()
-	for lo := 0; lo < len(imps); lo += batch {
-		hi := min(lo+batch, len(imps))
+	for lo := 0; lo < len(ids); lo += batch {
+		hi := min(lo+batch, len(ids))
 		ops := make([]store.Op, 0, hi-lo)
-		for _, im := range imps[lo:hi] {
-			ops = append(ops, store.Op{Impressions: []store.Impression{im}, ImpressionTTL: ttl})
+		for _, x := range ids[lo:hi] {
+			ops = append(ops, store.Op{Impressions: []store.Impression{impression(int(x.req), int(x.slot))}, ImpressionTTL: ttl})
 		}
 		if _, err := st.ApplyAll(ctx, ops); err != nil {
 			return 0, err
