@@ -67,9 +67,12 @@ type Bolt struct {
 func OpenBolt(path string) (*Bolt, error) {
 	// A store of millions of impressions must cost what a fresh one does
 	// (make bench, configuration 12): the freelist is kept as a map and not
-	// written at every commit (found again when the file is opened), and
-	// the file's pages are faulted in when it is mapped, not one by one
-	// as hashed keys land all over it. etcd opens bbolt the same way.
+	// written at every commit (found again by a scan of the file when it is
+	// opened, or after a failed commit), and the file's pages are faulted
+	// in when it is mapped, not one by one as hashed keys land all over it.
+	// The prices: the file stays resident; each remap as it grows (to 1 GB
+	// by doubling, then by 1 GB) populates it all again while the store
+	// waits; and the scan panics on a damaged file (BENCHMARKS.md).
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, MmapFlags: mmapFlags})
 	if err != nil {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
