@@ -83,7 +83,7 @@ FUZZTIME ?= 150000x
 # package:target pairs; `make fuzz` runs each briefly, seeds in testdata/fuzz are kept.
 FUZZ_TARGETS := ./auctionsvc/auction:FuzzAuction ./auctionsvc/auction:FuzzAuctionExtremes ./ml/model:FuzzParse \
   ./platform/experiment:FuzzParse ./auctionsvc/internal/config:FuzzParse ./routersvc/internal/routing:FuzzParseConfig \
-  ./routersvc/internal/router:FuzzRankRequestJSON ./routersvc/internal/router:FuzzEventsJSON
+  ./routersvc/internal/router:FuzzRankRequestJSON ./routersvc/internal/router:FuzzEventsJSON ./routersvc/internal/store:FuzzReadImpression
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME executions (150000x)

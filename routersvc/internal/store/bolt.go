@@ -22,7 +22,7 @@ var (
 	bGroups   = []byte("groups")   // group -> stats.Sums (see readSums)
 	bCounters = []byte("counters") // key -> map[field]value
 	bDuels    = []byte("duels")    // key \x00 unit -> expiry, a, b
-	bImps     = []byte("imps")     // id -> expiry + JSON
+	bImps     = []byte("imps")     // id -> expiry + impression (appendImpression; JSON before)
 	bKV       = []byte("kv")       // key -> value
 	bResults  = []byte("results")  // key -> expiry, put at (unix nanos), value
 	bLogs     = []byte("logs")     // stream \x00 seq (8 bytes) -> expiry, data
@@ -262,11 +262,7 @@ func applyTx(tx *bolt.Tx, cs *counters, op Op, now time.Time) (bool, error) {
 		}
 	}
 	for _, im := range op.Impressions {
-		js, err := json.Marshal(im)
-		if err != nil {
-			return false, err
-		}
-		if err := putExpiring(tx, expImps, []byte(im.ID), append(expiry(now, op.ImpressionTTL), js...)); err != nil {
+		if err := putExpiring(tx, expImps, []byte(im.ID), appendImpression(expiry(now, op.ImpressionTTL), im)); err != nil {
 			return false, err
 		}
 	}
@@ -545,7 +541,9 @@ func (s *Bolt) Impression(_ context.Context, id string) (Impression, error) {
 		if !live(v, s.now()) {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v[8:], &im)
+		var err error
+		im, err = readImpression(id, v[8:])
+		return err
 	})
 	return im, err
 }
