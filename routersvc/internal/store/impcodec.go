@@ -25,7 +25,11 @@ func appendImpression(b []byte, im Impression) []byte {
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(im.Propensity))
 	b = binary.AppendVarint(b, int64(im.Slot))
 	b = binary.AppendVarint(b, im.Price)
-	b = binary.AppendVarint(b, im.At.UnixNano())
+	at := int64(zeroTime) // the zero time is outside UnixNano's range
+	if !im.At.IsZero() {
+		at = im.At.UnixNano()
+	}
+	b = binary.AppendVarint(b, at)
 	ope := byte(0)
 	if im.OPE {
 		ope = 1
@@ -72,6 +76,12 @@ func readImpression(id string, b []byte) (Impression, error) {
 	if len(b) != 1 || b[0] > 1 || ints[0] < math.MinInt32 || ints[0] > math.MaxInt32 {
 		return Impression{}, errBadImpression
 	}
-	im.Slot, im.Price, im.At, im.OPE = int(ints[0]), ints[1], time.Unix(0, ints[2]).UTC(), b[0] == 1
+	im.Slot, im.Price, im.OPE = int(ints[0]), ints[1], b[0] == 1
+	if ints[2] != zeroTime {
+		im.At = time.Unix(0, ints[2]).UTC()
+	}
 	return im, nil
 }
+
+// zeroTime stands for the zero time.Time in the encoding.
+const zeroTime = math.MinInt64

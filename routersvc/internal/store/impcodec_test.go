@@ -16,6 +16,7 @@ func TestImpressionEncodingRoundTrips(t *testing.T) {
 			Experiment: "exp-9", Group: "B", Propensity: 0.03125, Slot: 3, Price: 0, At: at, OPE: true},
 		"empty strings, zero time": {ID: "c3", At: time.Unix(0, 0).UTC()},
 		"negative price and slot":  {ID: "d4", Slot: -1, Price: -5, Propensity: 0.5, At: at},
+		"the zero time":            {ID: "e5", Domain: "feed"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b := appendImpression(nil, im)
