@@ -333,8 +333,8 @@ func (s *suite) stateLine(rs []result) string {
 		return ""
 	}
 	a, b := rs[fresh], rs[full]
-	size := func(name string) string {
-		info, err := os.Stat(filepath.Join(s.tmp, name))
+	size := func(path string) string {
+		info, err := os.Stat(path)
 		if err != nil {
 			return "?"
 		}
@@ -345,7 +345,7 @@ func (s *suite) stateLine(rs []result) string {
 		everyday, s.filled.impressions, float64(s.filled.bytes)/1e6, s.filled.took.Round(time.Second),
 		b.cpuEveryday/a.cpuEveryday, b.cpuEveryday, a.cpuEveryday,
 		b.cpuByEveryday["routersvc-full"]/a.cpuByEveryday["routersvc"], b.cpuByEveryday["routersvc-full"], a.cpuByEveryday["routersvc"],
-		b.p99[everyday]/a.p99[everyday], b.p99[everyday], a.p99[everyday], b.p50[everyday]/a.p50[everyday], b.p50[everyday], a.p50[everyday], size("full.db"), size("router.db"))
+		b.p99[everyday]/a.p99[everyday], b.p99[everyday], a.p99[everyday], b.p50[everyday]/a.p50[everyday], b.p50[everyday], a.p50[everyday], size(s.filled.path), size(filepath.Join(s.tmp, "router.db")))
 }
 
 func indexOf(rs []result, name string) int {
