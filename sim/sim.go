@@ -55,6 +55,22 @@ type Config struct {
 	Timeout time.Duration
 	// RetryFor is how long a failed event batch is resent (default 30s).
 	RetryFor time.Duration
+	// Keep keeps every answered request's shown ads in Result.Served.
+	Keep bool
+}
+
+// Served is one answered request as the simulated user saw it.
+type Served struct {
+	RequestID, UserID string
+	Shown             []Shown
+}
+
+// Shown is one shown ad. P is its true click probability before the
+// position factor and any lift; slot s multiplies it by PositionDecay^(s-1).
+type Shown struct {
+	AdID, Version string
+	Slot          int
+	P             float64
 }
 
 // Tally counts what one version served. Expected is the sum of the true
@@ -75,6 +91,9 @@ type Result struct {
 	// probability of the first slot's ad: the first-slot click rate
 	// without sampling noise is TopExpected / (Requests - Errors).
 	TopExpected float64
+	// Served, with Config.Keep, are the answered requests in the order
+	// they were sent (with one client, that of the request IDs).
+	Served []Served
 }
 
 func (c *Config) defaults() {
@@ -120,7 +139,12 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 	g, gctx := errgroup.WithContext(ctx)
 	for worker := range cfg.Concurrency {
 		g.Go(func() error {
+			// Requests and users' clicks draw from streams of their own,
+			// so that a seed gives the same requests whatever the router
+			// answers: runs that serve different versions can be compared
+			// request by request.
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)))
+			clicks := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)|1<<63))
 			var events []*routerv1.Event
 			// flush sends the pending events, resending a failed batch (events
 			// are idempotent) until it is acknowledged or RetryFor passes.
@@ -184,13 +208,18 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 				}
 				res.ByStrategy[resp.GetAssignment().GetStrategy()]++
 				mu.Unlock()
+				kept := Served{RequestID: req.RequestId, UserID: u.ID}
 				for _, r := range resp.GetResults() {
-					p := world.ClickProb(u, byID[r.GetAdId()], wc) * math.Pow(cfg.PositionDecay, float64(r.GetSlot()-1))
+					p0 := world.ClickProb(u, byID[r.GetAdId()], wc)
+					if cfg.Keep {
+						kept.Shown = append(kept.Shown, Shown{AdID: r.GetAdId(), Version: r.GetVersion(), Slot: int(r.GetSlot()), P: p0})
+					}
+					p := p0 * math.Pow(cfg.PositionDecay, float64(r.GetSlot()-1))
 					if l, ok := cfg.Lift[r.GetVersion()]; ok {
 						p *= l
 					}
-					clicked := rng.Float64() < math.Min(p, 1)
-					converted := clicked && rng.Float64() < cfg.ConversionRate
+					clicked := clicks.Float64() < math.Min(p, 1)
+					converted := clicked && clicks.Float64() < cfg.ConversionRate
 					mu.Lock()
 					t := res.ByVersion[r.GetVersion()]
 					if t == nil {
@@ -216,8 +245,13 @@ func Run(ctx context.Context, c Client, w *world.World, cfg Config) (*Result, er
 					}
 					if converted {
 						events = append(events, &routerv1.Event{ImpressionId: r.GetImpressionId(), Type: routerv1.EventType_EVENT_TYPE_CONVERSION,
-							Value: math.Round(20*math.Exp(0.5*rng.NormFloat64())*100) / 100})
+							Value: math.Round(20*math.Exp(0.5*clicks.NormFloat64())*100) / 100})
 					}
+				}
+				if cfg.Keep {
+					mu.Lock()
+					res.Served = append(res.Served, kept)
+					mu.Unlock()
 				}
 				if len(events) >= cfg.EventBatch {
 					if err := flush(); err != nil {
