@@ -183,6 +183,20 @@ func SampleSize(p, mde, alpha, power, deff float64) float64 {
 	return math.Ceil(n * math.Max(deff, 1))
 }
 
+// MeanSampleSize is the number of observations a two-sided one-sample test
+// at alpha with the given power needs to tell a mean mu from 0, when one
+// observation has variance v (an interleaving experiment's per-request
+// credit, say):
+//
+//	n = (z_{1-alpha/2} + z_{power})^2 v / mu^2
+func MeanSampleSize(mu, v, alpha, power float64) float64 {
+	if !(mu != 0) || !(v >= 0) {
+		return math.NaN()
+	}
+	za, zb := stdNormal.Quantile(1-alpha/2), stdNormal.Quantile(power)
+	return math.Ceil((za + zb) * (za + zb) * v / (mu * mu))
+}
+
 // SRM is the chi-square goodness-of-fit test of observed counts against the
 // declared weights: a sample ratio mismatch when p is tiny.
 func SRM(observed, weights []float64) (chi2, p float64) {

@@ -107,6 +107,12 @@ func TestKendallTau(t *testing.T) {
 func TestSampleSize(t *testing.T) {
 	near(t, "n", SampleSize(0.05, 0.1, 0.05, 0.8, 1), math.Ceil(31230.692462975057), 0)
 	near(t, "design effect", SampleSize(0.05, 0.1, 0.05, 0.8, 2), math.Ceil(2*31230.692462975057), 0)
+	// (1.959964 + 0.841621)^2 = 7.848879: a mean of 0.1 at variance 1.
+	near(t, "mean", MeanSampleSize(0.1, 1, 0.05, 0.8), 785, 0)
+	near(t, "negative mean", MeanSampleSize(-0.1, 1, 0.05, 0.8), 785, 0)
+	if n := MeanSampleSize(0, 1, 0.05, 0.8); !math.IsNaN(n) {
+		t.Errorf("a mean of 0 needs %v observations, want NaN", n)
+	}
 }
 
 func TestTopKAndPSI(t *testing.T) {
