@@ -196,49 +196,38 @@ func TestDiscountedBanditTracksASwitch(t *testing.T) {
 // sample size of each test at the same alpha and power is computed exactly
 // (teamDraftPower), with no sampling noise either.
 func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
+	const slots, decay, trueRequests = 3, 0.7, 20000
 	versions := map[string]string{"v1": "feed/v1", "v2": "feed/v2", "v2lr": "feed/v2lr"}
 	expected := map[string]float64{}
 	served := map[string][]sim.Served{}
-	var r0 *rig
 	for _, v := range []string{"v2lr", "v2"} {
 		r := newRig(t, rigOptions{versions: versions})
-		r0 = r
 		r.experiment("feed", `{"production": "`+v+`"}`)
-		res := r.run(sim.Config{Requests: 20000, Seed: 99, RequestPrefix: "true-", Keep: true})
+		res := r.run(sim.Config{Requests: trueRequests, Slots: slots, PositionDecay: decay, Seed: 99, RequestPrefix: "true-", Keep: true})
 		tally := res.ByVersion[v]
 		expected[v] = tally.Expected / float64(tally.Impressions)
 		served[v] = res.Served
 	}
 	lift := expected["v2"]/expected["v2lr"] - 1
 	abNeeds := 2 * stats.SampleSize(expected["v2lr"], lift, 0.01, 0.8, 1)
-	pw, err := teamDraftPower(served["v2lr"], served["v2"], 3, 0.7)
+	pw, err := teamDraftPower(served["v2lr"], served["v2"], slots, decay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixed := pw.imps * stats.MeanSampleSize(pw.mu, pw.v, 0.01, 0.8)
-	best := pw.imps * stats.MeanSampleSize(1, 1/pw.bestZ2, 0.01, 0.8)
-	rho := userCorrelation(served["v2lr"], 0.7)
-	bound := pw.imps * stats.MeanSampleSize(pw.mu, pw.clicks, 0.01, 0.8)
-	t.Logf("clicks' own noise alone: %.0f impressions, %.1fx (variance %.4f of %.4f)", bound, abNeeds/bound, pw.clicks, pw.v)
-	// A/B with users as units, as the report tests it: each of the
-	// world's users sees m = N/users impressions by the horizon N, and
-	// N = abNeeds (1 + m rho) solves to abNeeds / (1 - abNeeds rho/users).
-	users := float64(len(r0.world.Users()))
-	if k := abNeeds * rho / users; k < 1 {
-		t.Logf("A/B with users as units, on the world's %.0f users: %.0f impressions, %.1fx interleaving's (design effect %.2f at its own horizon)", users, abNeeds/(1-k), abNeeds/(1-k)/fixed, 1/(1-k))
-	} else {
-		t.Logf("A/B with users as units, on the world's %.0f users: never reaches power 0.8 (users' own CTRs vary too much)", users)
-	}
-	t.Logf("fixed horizon, alpha 0.01, power 0.8: A/B %.0f impressions (impressions independent), interleaving %.0f (credit per click, exactly from the same 20,000 requests): %.1fx fewer; "+
-		"%.1f%% of interleaved impressions are credited (after the agreed prefix); credit weighted by slot at its best (%.3v): %.0f, %.1fx. users' intra-class correlation of CTR %.4f: an A/B test with users as units, each seeing m impressions, needs 1 + m x %.4f times the impressions",
-		abNeeds, fixed, abNeeds/fixed, 100*pw.credited, pw.bestW, best, abNeeds/best, rho, rho)
 	if !(pw.mu > 0) {
 		t.Fatalf("v2's expected credit against v2lr is %v, want it positive (v2 is truly better by %.1f%%)", pw.mu, 100*lift)
 	}
-	// Measured 4.8x (5.1x weighted at best, 5.3x with only the clicks'
-	// noise left): the issue's 10x is out of reach for any credit of these
-	// clicks on this pair (docs/simulations.md says why). The computation
-	// is exact and the seeds fixed, so 4 guards against a regression.
+	fixed := pw.imps * stats.MeanSampleSize(pw.mu, pw.v, 0.01, 0.8)
+	best := pw.imps * stats.MeanSampleSize(1, 1/pw.bestZ2, 0.01, 0.8)
+	bound := pw.imps * stats.MeanSampleSize(1, 1/pw.clicksZ2, 0.01, 0.8)
+	t.Logf("fixed horizon, alpha 0.01, power 0.8, exactly from the same %d requests: A/B %.0f impressions (impressions independent), interleaving %.0f (credit per click): %.1fx fewer. "+
+		"Credit weighted by slot at its best %.3v: %.0f, %.1fx; at best with only the clicks' own noise left: %.0f, %.1fx. "+
+		"%.1f%% of interleaved impressions are credited (after the agreed prefix); the rankings start with the same ad in %.1f%% of requests",
+		trueRequests, abNeeds, fixed, abNeeds/fixed, pw.bestW, best, abNeeds/best, bound, abNeeds/bound, 100*pw.credited, 100*pw.firstAgreed)
+	// Measured 4.8x (5.1x weighted at best, and no slot weighting of team
+	// draft's clicks passes the bound): the issue's 10x is out of reach on
+	// this pair (docs/simulations.md). The computation is exact and the
+	// seeds fixed, so 4 guards against a regression.
 	if abNeeds/fixed < 4 {
 		t.Errorf("at a fixed horizon interleaving needs %.0f impressions, not far fewer than A/B's %.0f", fixed, abNeeds)
 	}
@@ -249,7 +238,7 @@ func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
 	var in *routerv1.InterleaveReport
 	found := map[string]int{} // impressions when each test first passed alpha
 	for chunk := range 100 {
-		imps += r.run(sim.Config{Requests: 1000, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("il%d-", chunk)}).Impressions
+		imps += r.run(sim.Config{Requests: 1000, Slots: slots, PositionDecay: decay, Seed: uint64(chunk), RequestPrefix: fmt.Sprintf("il%d-", chunk)}).Impressions
 		in = r.report("feed").GetInterleave()
 		for name, p := range map[string]float64{"credit per click": in.GetAlwaysValidPValue(), "per request": in.GetPerRequestAlwaysValidPValue(), "sign test (fixed horizon)": in.GetPValue()} {
 			if _, ok := found[name]; !ok && p < 0.01 {
@@ -265,7 +254,7 @@ func TestInterleavingNeedsFarFewerImpressions(t *testing.T) {
 	if in.GetVerdict() != "v2 better" {
 		t.Fatalf("interleaving did not find v2 better within %d impressions: %v", imps, in)
 	}
-	// Measured 3.3x (one client and fixed seeds: the run is
+	// Measured 3.6x (one client and fixed seeds: the run is
 	// deterministic); the issue's target of 10x is not met.
 	if float64(imps)*2.5 > abNeeds {
 		t.Errorf("interleaving needed %d impressions, not far fewer than A/B's %.0f", imps, abNeeds)
