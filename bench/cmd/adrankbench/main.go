@@ -46,8 +46,11 @@ type options struct {
 	// stateImpressions are written into the store of a second router
 	// before it starts (configuration fullConfigNumber).
 	stateImpressions int
-	out              string
-	svg              string
+	// pairs is how many rounds each of #16's ratios is measured in
+	// alternation (pairs.go); 0 skips it.
+	pairs int
+	out   string
+	svg   string
 }
 
 func main() {
@@ -59,6 +62,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU profiles of every service, taken during each configuration's first saturation run (pprof)")
 	flag.IntVar(&o.stateImpressions, "state-impressions", 5_000_000, fmt.Sprintf("impressions written into the store of the router that configuration %d measures against a fresh one (#16: flat with state); 0: none", fullConfigNumber))
+	flag.IntVar(&o.pairs, "pairs", 5, "rounds of each of #16's ratios measured in alternation, its two configurations back to back (0: none)")
 	flag.IntVar(&o.procs, "gomaxprocs", 0, "GOMAXPROCS of every service (0: Go's default, one per CPU)")
 	flag.Func("only", fmt.Sprintf("measure only configurations N[,M...] (1-%d; %d: the streaming measurement alone), one after another in this run, and write nothing", fullConfigNumber, fullConfigNumber+1), func(v string) error {
 		for _, f := range strings.Split(v, ",") {
@@ -83,7 +87,7 @@ func main() {
 		o.rates = append(o.rates, n)
 	}
 	if o.smoke {
-		o.duration, o.rates, o.runs = 700*time.Millisecond, []int{100}, 1
+		o.duration, o.rates, o.runs, o.pairs = 700*time.Millisecond, []int{100}, 1, min(o.pairs, 1)
 		o.stateImpressions = min(o.stateImpressions, 20_000)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -34,6 +34,13 @@ const libraryConfig = "monolith: the adrank library in the caller's process"
 // (bench/cmd/floorsvc), the same Rank requests from the client.
 const floorConfig = "floor chain: router, then 3 empty calls"
 
+// The pipeline's configurations that #16's ratios compare.
+const (
+	grpcConfig   = "gRPC through the router"
+	restConfig   = "REST through the gateway"
+	shadowConfig = "gRPC, shadow v1 on every request"
+)
+
 // fullConfig is the pipeline whose router's store already holds
 // o.stateImpressions (suite.fillState), set against configuration 1's
 // fresh store; fullConfigNumber is its number (for --only).
@@ -287,9 +294,9 @@ func (s *suite) configs() ([]config, func(), error) {
 		return a.GetStrategy() == routerv1.Strategy_STRATEGY_PRODUCTION && !a.GetShadowed()
 	})
 	configs := []config{
-		{name: "gRPC through the router", setup: none, call: rank(router), cpu: micro},
-		{name: "REST through the gateway", setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
-		{name: "gRPC, shadow v1 on every request", setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`, (*routerv1.Assignment).GetShadowed), call: rank(router), cpu: micro},
+		{name: grpcConfig, setup: none, call: rank(router), cpu: micro},
+		{name: restConfig, setup: none, call: rest, cpu: append(slices.Clone(micro), "gateway")},
+		{name: shadowConfig, setup: exp(`{"shadow": {"versions": ["v1"], "fraction": 1}}`, (*routerv1.Assignment).GetShadowed), call: rank(router), cpu: micro},
 		{name: "gRPC, A/B v2 against v1", setup: exp(`{"ab": {"salt": "bench", "arms": [{"version": "v2", "weight": 1}, {"version": "v1", "weight": 1}]}}`,
 			func(a *routerv1.Assignment) bool { return a.GetStrategy() == routerv1.Strategy_STRATEGY_AB }), call: rank(router), cpu: micro},
 		{name: "ML as one service (one process)", setup: none, call: rank(ml), cpu: []string{"routersvc-ml"}},
@@ -433,19 +440,18 @@ func (s *suite) measure(ctx context.Context, c config) (result, error) {
 	for _, rate := range s.o.rates {
 		var p50s, p99s []float64
 		for range s.o.runs {
-			before := s.cpuByLabel(c.cpu)
-			p50, p99, failed := openLoop(ctx, c.call, rate, s.o.duration)
-			p50s, p99s = append(p50s, p50), append(p99s, p99)
+			if rate != everyday {
+				p50, p99, failed := openLoop(ctx, c.call, rate, s.o.duration)
+				p50s, p99s = append(p50s, p50), append(p99s, p99)
+				r.errors += failed
+				continue
+			}
+			sm, failed := s.everydayRun(ctx, c)
+			p50s, p99s = append(p50s, sm.p50), append(p99s, sm.p99)
 			r.errors += failed
-			if rate == everyday {
-				n := float64(rate) * s.o.duration.Seconds()
-				var total float64
-				for label, sec := range s.cpuByLabel(c.cpu) {
-					d := (sec - before[label]) / n * 1000
-					total += d
-					everydayBy[label] = append(everydayBy[label], d)
-				}
-				everydayCPU = append(everydayCPU, total)
+			everydayCPU = append(everydayCPU, sm.cpu)
+			for label, d := range sm.by {
+				everydayBy[label] = append(everydayBy[label], d)
 			}
 		}
 		r.p50[rate], r.p99[rate] = median(p50s), median(p99s)

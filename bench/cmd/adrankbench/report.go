@@ -70,7 +70,13 @@ func run(ctx context.Context, o options) error {
 		}
 		results = append(results, r)
 	}
+	alt, altFailed, err := s.alternate(ctx, configs, o.pairs)
+	if err != nil {
+		return fmt.Errorf("alternated ratios: %w", err)
+	}
+	altMD := alternatedMarkdown(alt, o.pairs, altFailed)
 	if len(o.only) > 0 {
+		fmt.Print(altMD)
 		if f, e := indexOf(results, featuresConfig), indexOf(results, featuresEmptyConfig); f >= 0 && e >= 0 && results[e].cpuEveryday > 0 {
 			fmt.Printf("featuresvc CPU at %d req/s, GetFeatures / empty call: %.2f\n", everyday, results[f].cpuEveryday/results[e].cpuEveryday)
 		}
@@ -100,6 +106,7 @@ func run(ctx context.Context, o options) error {
 	if line := s.stateLine(results); line != "" {
 		md += "\n" + line + "\n"
 	}
+	md += altMD
 	if o.smoke {
 		fmt.Println(md)
 		// The smoke proves the suite works; it gates nothing on speed. With
@@ -108,6 +115,9 @@ func run(ctx context.Context, o options) error {
 			if r.saturation <= 0 || r.errors != 0 {
 				return fmt.Errorf("smoke: %s: %.0f req/s, %d errors", r.name, r.saturation, r.errors)
 			}
+		}
+		if (o.pairs > 0 && len(alt) == 0) || altFailed != 0 {
+			return fmt.Errorf("smoke: %d ratios measured in alternation, %d requests failed", len(alt), altFailed)
 		}
 		if sr.throughput <= 0 || sr.errors != 0 {
 			return fmt.Errorf("smoke: streaming: %.0f req/s, %d errors", sr.throughput, sr.errors)
@@ -328,7 +338,7 @@ func floorMarkdown(rs []result) string {
 // (configuration 1) at the everyday rate (#16: flat with state), with the
 // sizes of both stores; "" when either was not measured.
 func (s *suite) stateLine(rs []result) string {
-	fresh, full := indexOf(rs, "gRPC through the router"), indexOf(rs, fullConfig)
+	fresh, full := indexOf(rs, grpcConfig), indexOf(rs, fullConfig)
 	if fresh < 0 || full < 0 || rs[fresh].cpuByEveryday == nil || rs[full].cpuByEveryday == nil || s.filled.impressions == 0 {
 		return ""
 	}
