@@ -84,6 +84,7 @@ type alternated struct {
 // alternate measures every pairing whose two configurations are among cs,
 // rounds times each, and returns each ratio's values and the requests that
 // failed.
+//
 // A configuration's setup puts its experiment in force; the one in force
 // afterwards is that of configuration 1 (none), which what follows expects.
 func (s *suite) alternate(ctx context.Context, cs []config, rounds int) ([]alternated, int, error) {

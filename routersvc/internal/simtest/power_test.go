@@ -113,20 +113,14 @@ func teamDraftPower(a, b []sim.Served, slots int, decay float64) (tdPower, error
 	// M = diag(within) + Cov(e): credit weighted by w has mean w'mu and
 	// variance w'Mw; unweighted, w is all ones; at best, w = M^-1 mu and
 	// mu^2/v = mu'M^-1 mu. A slot without variance never carries credit
-	// (its p is 0), so it gets no weight.
+	// (its p is 0, so its e is 0 too): it adds nothing to mu or M, and is
+	// left out of both.
 	var live []int
 	for s := range slots {
 		mu[s] /= n
 		within[s] /= n
 		if within[s] > 0 {
 			live = append(live, s)
-		}
-	}
-	for s := range slots {
-		pw.mu += mu[s]
-		pw.v += within[s]
-		for t := range slots {
-			pw.v += cross.At(s, t)/n - mu[s]*mu[t]
 		}
 	}
 	if len(live) == 0 {
@@ -141,7 +135,12 @@ func teamDraftPower(a, b []sim.Served, slots int, decay float64) (tdPower, error
 				cov += within[s]
 			}
 			m.SetSym(i, i+j, cov)
+			pw.v += cov
+			if j > 0 {
+				pw.v += cov // M[t][s] too
+			}
 		}
+		pw.mu += mu[s]
 		mv.SetVec(i, mu[s])
 		pw.clicksZ2 += mu[s] * mu[s] / within[s]
 	}
